@@ -1,0 +1,212 @@
+"""Dense connectivity primitives shared by every family in the library.
+
+Huang et al., "Densely Connected Convolutional Networks" (CVPR 2017; TPAMI 2019):
+
+* Sec. 3, "Composite function": a layer is BN-ReLU-Conv (pre-activation).
+* Sec. 3, "Bottleneck layers": BN-ReLU-Conv(1x1, ``bn_size * k``)-BN-ReLU-Conv(3x3, k), with ``bn_size = 4``.
+* Sec. 3, "Compression": a transition maps ``c`` channels to ``floor(theta * c)``.
+* Sec. 4.2: dropout 0.2 after every convolution except the first one (the stem) when no augmentation is used;
+  the official Torch code places it after both convolutions of a bottleneck layer and after the transition
+  convolution.
+
+The same pieces build FC-DenseNet (3x3 layers without bottleneck, max-pool transitions), DSOD (transitions without
+pooling) and post-activation families (``preact=False``), so every choice is a constructor argument.
+Module names (``norm1``/``conv1``/``norm2``/``conv2``, ``norm``/``conv``) follow torchvision so that its and timm's
+checkpoints load without renaming.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from .memory_efficient import checkpoint_once
+
+__all__ = ["DenseLayer", "DenseBlock", "Transition", "LayerFn"]
+
+LayerFn = Callable[..., nn.Module]
+
+
+def _dropout(rate: float) -> nn.Module:
+    return nn.Dropout(rate) if rate > 0 else nn.Identity()
+
+
+class DenseLayer(nn.Module):
+    """One densely connected layer: reads the concatenation of all earlier maps, writes ``growth_rate`` new maps.
+
+    With ``bn_size`` set the layer is the paper's bottleneck ("B") layer:
+    BN-ReLU-Conv1x1(``bn_size * growth_rate``)-Dropout-BN-ReLU-Conv3x3(``growth_rate``)-Dropout.
+    With ``bn_size=None`` it is the basic layer BN-ReLU-Conv3x3(``growth_rate``)-Dropout.
+    ``preact=False`` turns every unit into Conv-BN-ReLU (post-activation, as PeleeNet uses).
+
+    The first unit (concatenation, norm, activation, first conv, dropout) is the part whose activations grow with
+    the number of inputs; in memory-efficient mode it is recomputed in the backward pass instead of stored.
+
+    Args:
+        in_chs: channels of the concatenated input.
+        growth_rate: new channels this layer produces (k in the paper).
+        bn_size: bottleneck width as a multiple of ``growth_rate``; ``None`` for no bottleneck.
+        drop_rate: dropout after each convolution of the layer (paper: 0.2 without augmentation, else 0).
+        norm_layer: callable building a norm layer from a channel count.
+        act_layer: callable building an activation; called with ``inplace=True``.
+        preact: BN-ReLU-Conv order (True, DenseNet) or Conv-BN-ReLU (False).
+        kernel_size: kernel of the last convolution (3 in every family here).
+        memory_efficient: recompute the first unit in backward (see ``checkpoint_once``).
+
+    Shape:
+        Input: a tensor (N, in_chs, H, W) or a list of tensors whose channels sum to ``in_chs``.
+        Output: (N, growth_rate, H, W).
+    """
+
+    def __init__(
+        self,
+        in_chs: int,
+        growth_rate: int,
+        *,
+        bn_size: int | None = 4,
+        drop_rate: float = 0.0,
+        norm_layer: LayerFn = nn.BatchNorm2d,
+        act_layer: LayerFn = nn.ReLU,
+        preact: bool = True,
+        kernel_size: int = 3,
+        memory_efficient: bool = False,
+    ) -> None:
+        super().__init__()
+        self.preact = preact
+        self.grad_checkpointing = memory_efficient
+        first_out = bn_size * growth_rate if bn_size else growth_rate
+        first_kernel = 1 if bn_size else kernel_size
+        self.norm1 = norm_layer(in_chs if preact else first_out)
+        self.act1 = act_layer(inplace=True)
+        self.conv1 = nn.Conv2d(in_chs, first_out, first_kernel, padding=first_kernel // 2, bias=False)
+        self.drop1 = _dropout(drop_rate)
+        if bn_size:
+            self.norm2 = norm_layer(first_out if preact else growth_rate)
+            self.act2 = act_layer(inplace=True)
+            self.conv2 = nn.Conv2d(first_out, growth_rate, kernel_size, padding=kernel_size // 2, bias=False)
+            self.drop2 = _dropout(drop_rate)
+        else:
+            self.norm2 = self.act2 = self.conv2 = self.drop2 = None
+
+    def first_unit(self, *inputs: Tensor) -> Tensor:
+        """Concatenation and the first norm-act-conv(-dropout); the memory-hungry part."""
+        x = torch.cat(inputs, 1) if len(inputs) > 1 else inputs[0]
+        if self.preact:
+            return self.drop1(self.conv1(self.act1(self.norm1(x))))
+        return self.drop1(self.act1(self.norm1(self.conv1(x))))
+
+    def forward(self, features: Tensor | Sequence[Tensor]) -> Tensor:
+        inputs = (features,) if isinstance(features, Tensor) else tuple(features)
+        if self.grad_checkpointing and torch.is_grad_enabled():
+            x = checkpoint_once(self.first_unit, inputs, norm_modules=(self.norm1,))
+        else:
+            x = self.first_unit(*inputs)
+        if self.conv2 is None:
+            return x
+        if self.preact:
+            return self.drop2(self.conv2(self.act2(self.norm2(x))))
+        return self.drop2(self.act2(self.norm2(self.conv2(x))))
+
+
+class DenseBlock(nn.Module):
+    """``num_layers`` dense layers, each fed with the block input and every earlier layer's output (Sec. 3).
+
+    Args:
+        num_layers: number of dense layers.
+        in_chs: channels entering the block.
+        growth_rate: channels each layer adds.
+        concat_input: return the input concatenated with all new maps (DenseNet); False returns only the
+            new maps, as the up-path blocks of FC-DenseNet do (Jegou et al. 2017, Sec. 3.2).
+        **layer_kwargs: passed to every :class:`DenseLayer` (bn_size, drop_rate, norm_layer, act_layer, preact,
+            memory_efficient).
+
+    Shape:
+        Input: (N, in_chs, H, W).
+        Output: (N, out_chs, H, W) with ``out_chs = in_chs * concat_input + num_layers * growth_rate``.
+    """
+
+    def __init__(
+        self,
+        num_layers: int,
+        in_chs: int,
+        growth_rate: int,
+        *,
+        concat_input: bool = True,
+        **layer_kwargs,
+    ) -> None:
+        super().__init__()
+        if num_layers < 1:
+            raise ValueError(f"a dense block needs at least one layer, got num_layers={num_layers}")
+        self.concat_input = concat_input
+        self.num_layers = num_layers
+        self.growth_rate = growth_rate
+        self.out_chs = in_chs * concat_input + num_layers * growth_rate
+        for i in range(num_layers):
+            layer = DenseLayer(in_chs + i * growth_rate, growth_rate, **layer_kwargs)
+            self.add_module(f"denselayer{i + 1}", layer)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        for layer in self.children():
+            layer.grad_checkpointing = enable
+
+    def forward(self, x: Tensor) -> Tensor:
+        features = [x]
+        for layer in self.children():
+            features.append(layer(features))
+        return torch.cat(features if self.concat_input else features[1:], 1)
+
+
+class Transition(nn.Module):
+    """Transition between dense blocks: norm-act-Conv1x1-Dropout-pool (Sec. 3, "Pooling layers").
+
+    Args:
+        in_chs: input channels.
+        out_chs: output channels; ``floor(compression * in_chs)`` for DenseNet-BC (Sec. 3, "Compression").
+        pool: ``'avg'`` (DenseNet, 2x2/2), ``'max'`` (FC-DenseNet transition down, DSOD), or ``'none'``
+            (DSOD's transition w/o pooling).
+        drop_rate: dropout after the convolution (Sec. 4.2).
+        ceil_mode: ceil-mode pooling (DSOD rounds 75 px to 38 px this way).
+        norm_layer, act_layer, preact: as in :class:`DenseLayer`.
+
+    Shape:
+        Input: (N, in_chs, H, W).
+        Output: (N, out_chs, H/2, W/2), or (N, out_chs, H, W) with ``pool='none'``.
+    """
+
+    def __init__(
+        self,
+        in_chs: int,
+        out_chs: int,
+        *,
+        pool: str = "avg",
+        drop_rate: float = 0.0,
+        ceil_mode: bool = False,
+        norm_layer: LayerFn = nn.BatchNorm2d,
+        act_layer: LayerFn = nn.ReLU,
+        preact: bool = True,
+    ) -> None:
+        super().__init__()
+        self.preact = preact
+        self.norm = norm_layer(in_chs if preact else out_chs)
+        self.act = act_layer(inplace=True)
+        self.conv = nn.Conv2d(in_chs, out_chs, 1, bias=False)
+        self.drop = _dropout(drop_rate)
+        if pool == "avg":
+            self.pool = nn.AvgPool2d(2, stride=2, ceil_mode=ceil_mode)
+        elif pool == "max":
+            self.pool = nn.MaxPool2d(2, stride=2, ceil_mode=ceil_mode)
+        elif pool == "none":
+            self.pool = nn.Identity()
+        else:
+            raise ValueError(f"unknown transition pool {pool!r}; use 'avg', 'max' or 'none'")
+        self.reduction = 1 if pool == "none" else 2
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.preact:
+            x = self.conv(self.act(self.norm(x)))
+        else:
+            x = self.act(self.norm(self.conv(x)))
+        return self.pool(self.drop(x))

@@ -1,0 +1,168 @@
+"""OpenMMLab adapter: any registered dense backbone as an mmengine ``BaseModule``.
+
+In an mmsegmentation / mmdetection config (mmcv is not needed by densebackbones itself)::
+
+    custom_imports = dict(imports=['densebackbones'], allow_failed_imports=False)
+    model = dict(
+        backbone=dict(
+            type='densebackbones.DenseNetBackbone',
+            arch='densenet_bc121_k32',
+            out_indices=(1, 2, 3, 4),
+            frozen_stages=1,
+            norm_eval=True,
+            init_cfg=dict(type='Pretrained', checkpoint='densenet121.pth'),
+        ),
+        ...)
+
+The scope prefix ``densebackbones.`` makes mmengine look the type up in this package's registry (a child of
+mmengine's root ``MODELS``), whatever the default scope of the calling project is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import partial
+from typing import Any
+
+import torch.nn as nn
+from mmengine.model import BaseModule
+from torch import Tensor
+
+from .models.densenet import DenseNet
+from .registry import MODELS, create_model
+
+__all__ = ["DenseNetBackbone", "norm_layer_from_cfg", "act_layer_from_cfg"]
+
+_NORM_TYPES = {"BN": nn.BatchNorm2d, "BN2d": nn.BatchNorm2d, "SyncBN": nn.SyncBatchNorm, "GN": nn.GroupNorm}
+
+
+def norm_layer_from_cfg(cfg: dict[str, Any]) -> Any:
+    """Translate an OpenMMLab ``norm_cfg`` (``dict(type='SyncBN', momentum=0.01)``) into a norm-layer callable."""
+    cfg = dict(cfg)
+    kind = cfg.pop("type", "BN")
+    cfg.pop("requires_grad", None)  # handled by frozen_stages / the optimiser in OpenMMLab; BN stays trainable here
+    if kind not in _NORM_TYPES:
+        raise ValueError(f"unsupported norm type {kind!r}; use one of {sorted(_NORM_TYPES)}")
+    if kind == "GN":
+        num_groups = cfg.pop("num_groups")
+        return lambda num_channels: nn.GroupNorm(num_groups, num_channels, **cfg)
+    return partial(_NORM_TYPES[kind], **cfg)
+
+
+def act_layer_from_cfg(cfg: dict[str, Any]) -> Any:
+    """Translate an OpenMMLab ``act_cfg`` (``dict(type='ReLU')``) into an activation callable from ``torch.nn``."""
+    cfg = dict(cfg)
+    kind = cfg.pop("type", "ReLU")
+    cfg.pop("inplace", None)  # the layers pass inplace=True themselves
+    layer = getattr(nn, kind, None)
+    if not isinstance(layer, type) or not issubclass(layer, nn.Module):
+        raise ValueError(f"unknown activation type {kind!r}; use a torch.nn activation name such as 'ReLU' or 'SiLU'")
+    return partial(layer, **cfg)
+
+
+@MODELS.register_module()
+class DenseNetBackbone(BaseModule):
+    """A dense backbone returning a tuple of feature maps, with OpenMMLab's backbone options.
+
+    Args:
+        arch: a registered model name (``densebackbones.list_models()``) or a dict of :class:`DenseNet` arguments.
+        out_indices: feature levels to return (see the model's ``feature_info``); None returns all.
+        frozen_stages: freeze every layer that feature levels ``0..frozen_stages`` depend on (parameters get no
+            gradient, their BN layers stay in eval mode); -1 freezes nothing.
+        norm_eval: keep every BatchNorm layer in eval mode during training (frozen running statistics), as
+            OpenMMLab backbones do for small per-GPU batches.
+        norm_cfg: optional OpenMMLab norm config (``dict(type='SyncBN')``) translated into ``norm_layer``.
+        act_cfg: optional OpenMMLab activation config translated into ``act_layer``.
+        init_cfg: ``dict(type='Pretrained', checkpoint=PATH)`` loads a torchvision, timm or densebackbones checkpoint
+            through the same checks as ``create_model`` when ``init_weights()`` is called.
+        **model_kwargs: further model arguments (``memory_efficient``, ``in_chans``, ``proj_drop_rate``...).
+
+    Shape:
+        Input: (N, C, H, W). Output: a tuple of (N, C_i, H / s_i, W / s_i), one per ``out_indices`` entry.
+    """
+
+    def __init__(
+        self,
+        arch: str | dict[str, Any] = "densenet_bc121_k32",
+        out_indices: Sequence[int] | int | None = None,
+        frozen_stages: int = -1,
+        norm_eval: bool = False,
+        norm_cfg: dict[str, Any] | None = None,
+        act_cfg: dict[str, Any] | None = None,
+        init_cfg: dict[str, Any] | None = None,
+        **model_kwargs: Any,
+    ) -> None:
+        super().__init__(init_cfg=init_cfg)
+        if norm_cfg is not None:
+            model_kwargs["norm_layer"] = norm_layer_from_cfg(norm_cfg)
+        if act_cfg is not None:
+            model_kwargs["act_layer"] = act_layer_from_cfg(act_cfg)
+        self.arch = arch
+        self._model_kwargs = dict(model_kwargs)
+        if isinstance(arch, str):
+            self.model = create_model(arch, num_classes=0, **model_kwargs)
+        else:
+            self.model = DenseNet(**dict(arch, num_classes=0, **model_kwargs))
+        self.feature_info = self.model.feature_info
+        num_levels = len(self.feature_info)
+        checked = self.model._checked_indices(out_indices)
+        if isinstance(checked, int):
+            checked = list(range(num_levels - checked, num_levels))
+        self.out_indices = tuple(checked) if checked is not None else tuple(range(num_levels))
+        if not -1 <= frozen_stages < num_levels:
+            raise ValueError(f"frozen_stages must be in -1..{num_levels - 1} (feature levels), got {frozen_stages}")
+        self.frozen_stages = frozen_stages
+        self.norm_eval = norm_eval
+        self._freeze_stages()
+
+    def _frozen_modules(self) -> list[nn.Module]:
+        if self.frozen_stages < 0:
+            return []
+        last_tap = self.feature_info[self.frozen_stages]["module"].split(".", 1)[1]
+        frozen = []
+        for name, module in self.model.features.named_children():
+            frozen.append(module)
+            if name == last_tap:
+                break
+        return frozen
+
+    def _freeze_stages(self) -> None:
+        for module in self._frozen_modules():
+            module.eval()
+            for param in module.parameters():
+                param.requires_grad = False
+
+    def init_weights(self) -> None:
+        """Load ``init_cfg=dict(type='Pretrained', checkpoint=...)`` with create_model's checks; else mmengine's."""
+        if not (isinstance(self.init_cfg, dict) and self.init_cfg.get("type") == "Pretrained"):
+            super().init_weights()
+            return
+        if not isinstance(self.arch, str):
+            raise ValueError("init_cfg 'Pretrained' needs arch to be a registered model name, not a dict")
+        checkpoint = self.init_cfg["checkpoint"]
+        source = create_model(
+            self.arch,
+            pretrained=True,
+            num_classes=0,
+            pretrained_cfg_overlay=dict(file=checkpoint),
+            **self._model_kwargs,
+        )
+        self.model.load_state_dict(source.state_dict(), strict=True)
+        self._is_init = True
+
+    def train(self, mode: bool = True) -> DenseNetBackbone:
+        super().train(mode)
+        self._freeze_stages()
+        if mode and self.norm_eval:
+            for module in self.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
+        return self
+
+    def forward(self, x: Tensor) -> tuple[Tensor, ...]:
+        return tuple(
+            self.model.forward_intermediates(x, indices=list(self.out_indices), intermediates_only=True, stop_early=True)
+        )
+
+
+MODELS.register_module(module=DenseNet)

@@ -1,0 +1,552 @@
+"""DenseNet and DenseNet-BC, every model of the paper.
+
+Huang, Liu, van der Maaten, Weinberger. "Densely Connected Convolutional Networks", CVPR 2017 (arXiv:1608.06993),
+and "Convolutional Networks with Dense Connectivity", TPAMI 2019.
+
+* ImageNet models (Table 1): DenseNet-BC with a 7x7/2 stem of 2k channels, four dense blocks, bottleneck
+  ``bn_size=4``, compression 0.5; 121/169/201/264 (k=32), 161/232/264 (k=48).
+* CIFAR/SVHN models (Table 2, Sec. 3 "Implementation details"): a 3x3 stem, three dense blocks of
+  ``(L - 4) / 3`` layers each (halved for BC), 16 stem channels for DenseNet and 2k for DenseNet-BC, a global
+  average pool at 8x8, and dropout 0.2 after every convolution but the first for the runs without augmentation.
+  Wide-DenseNet-BC (official code, L=40, k=36/48/60) is DenseNet-BC with large k.
+
+Feature taps (``feature_info`` / ``out_indices`` / ``forward_intermediates``), as in timm: level 0 is the stem
+output (ImageNet: after its BN-ReLU at stride 2; CIFAR: the 3x3 conv output), levels 1..n-1 are dense block outputs
+*before* the transition (un-normalised, as the next layer normalises them itself), and the last level is the final
+block after ``norm5``/``act5``. smp taps after the transition's BN-ReLU and mmpretrain after the transition; a head
+that wants those normalises the tap itself.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import OrderedDict
+from copy import deepcopy
+from typing import Any
+
+import torch
+import torch.nn as nn
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.layers import create_classifier
+from timm.models import build_model_with_cfg, generate_default_cfgs
+from timm.models._features import feature_take_indices
+from torch import Tensor
+
+from ..layers import DenseBlock, LayerFn, Transition, cifar_stem, imagenet_stem
+from ..registry import register_model
+from ._helpers import check_out_indices, describe_state_dict_mismatch
+
+__all__ = ["DenseNet", "cifar_block_config", "checkpoint_filter_fn", "MODEL_ARCHS"]
+
+_STEMS = {"imagenet": imagenet_stem, "cifar": cifar_stem}
+
+
+def cifar_block_config(depth: int, bottleneck: bool, num_blocks: int = 3) -> tuple[int, ...]:
+    """Layers per block of the paper's CIFAR/SVHN networks: ``(L - 4) / 3``, halved with bottlenecks (Sec. 4.2).
+
+    The 4 counts the stem conv, the two transition convs and the classifier.
+    """
+    layers_per_block, rest = divmod(depth - (num_blocks + 1), num_blocks * (2 if bottleneck else 1))
+    if rest or layers_per_block < 1:
+        step = num_blocks * (2 if bottleneck else 1)
+        raise ValueError(
+            f"depth {depth} does not give whole dense blocks: depth - {num_blocks + 1} must be a positive multiple "
+            f"of {step} ({'BC' if bottleneck else 'basic'} layers, {num_blocks} blocks); e.g. "
+            f"{num_blocks + 1 + step * 6} or {num_blocks + 1 + step * 16}"
+        )
+    return (layers_per_block,) * num_blocks
+
+
+class DenseNet(nn.Module):
+    """Densely connected network with any depth, growth rate, bottleneck, compression and stem.
+
+    Args:
+        num_classes: classifier outputs; 0 removes the classifier (``forward`` returns pooled features).
+        in_chans: input image channels.
+        growth_rate: k, channels each dense layer adds.
+        block_config: number of layers in each dense block.
+        bn_size: bottleneck width as a multiple of k (paper: 4); ``None`` disables the bottleneck ("B").
+        compression: theta, the fraction of channels a transition keeps (paper: 0.5 for "C", 1 otherwise).
+        stem_type: ``'imagenet'`` (7x7/2 conv, BN-ReLU, 3x3/2 max-pool) or ``'cifar'`` (one 3x3 conv).
+        stem_width: stem output channels; default ``2 * growth_rate``.
+        drop_rate: dropout before the classifier (timm's meaning).
+        proj_drop_rate: the paper's dropout after every convolution except the first (Sec. 4.2: 0.2 on C10, C100
+            and SVHN without augmentation); timm's name.
+        global_pool: timm pool type for the head (``'avg'``, ``'max'``, ``'avgmax'``, ``''`` for none).
+        transition_pool: ``'avg'`` (paper), ``'max'`` or ``'none'``.
+        norm_layer: callable building a norm layer from a channel count.
+        act_layer: callable building an activation (called with ``inplace=True``).
+        memory_efficient: recompute concatenations and BN-ReLU in backward (same results, much less memory).
+
+    Shape:
+        Input: (N, in_chans, H, W) with H, W at least the total stride (32 ImageNet, 4 CIFAR).
+        Output: (N, num_classes), or (N, num_features) when ``num_classes=0``.
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        *,
+        growth_rate: int = 32,
+        block_config: tuple[int, ...] = (6, 12, 24, 16),
+        bn_size: int | None = 4,
+        compression: float = 0.5,
+        stem_type: str = "imagenet",
+        stem_width: int | None = None,
+        drop_rate: float = 0.0,
+        proj_drop_rate: float = 0.0,
+        global_pool: str = "avg",
+        transition_pool: str = "avg",
+        norm_layer: LayerFn = nn.BatchNorm2d,
+        act_layer: LayerFn = nn.ReLU,
+        memory_efficient: bool = False,
+    ) -> None:
+        super().__init__()
+        if in_chans < 1:
+            raise ValueError(f"in_chans must be at least 1, got {in_chans}")
+        if num_classes < 0:
+            raise ValueError(f"num_classes must be >= 0 (0 removes the classifier), got {num_classes}")
+        if stem_type not in _STEMS:
+            raise ValueError(f"unknown stem_type {stem_type!r}; use one of {sorted(_STEMS)}")
+        if not 0.0 < compression <= 1.0:
+            raise ValueError(f"compression must be in (0, 1], got {compression}")
+        if not block_config or any(n < 1 for n in block_config):
+            raise ValueError(f"block_config needs one or more positive layer counts, got {block_config}")
+        self.num_classes = num_classes
+        self.in_chans = in_chans
+        self.drop_rate = drop_rate
+        self.grad_checkpointing = memory_efficient
+
+        stem_width = stem_width or 2 * growth_rate
+        stem = _STEMS[stem_type](in_chans, stem_width, norm_layer=norm_layer, act_layer=act_layer)
+        self.features = nn.Sequential(OrderedDict(stem.modules))
+        self.feature_info = [dict(num_chs=stem_width, reduction=stem.tap_reduction, module=f"features.{stem.tap}")]
+
+        layer_kwargs = dict(
+            bn_size=bn_size,
+            drop_rate=proj_drop_rate,
+            norm_layer=norm_layer,
+            act_layer=act_layer,
+            memory_efficient=memory_efficient,
+        )
+        num_features, stride = stem_width, stem.reduction
+        for i, num_layers in enumerate(block_config):
+            block = DenseBlock(num_layers, num_features, growth_rate, **layer_kwargs)
+            self.features.add_module(f"denseblock{i + 1}", block)
+            num_features = block.out_chs
+            if i == len(block_config) - 1:
+                break
+            self.feature_info.append(dict(num_chs=num_features, reduction=stride, module=f"features.denseblock{i + 1}"))
+            out_chs = math.floor(num_features * compression)  # Sec. 3, compression: floor(theta * m)
+            transition = Transition(
+                num_features,
+                out_chs,
+                pool=transition_pool,
+                drop_rate=proj_drop_rate,
+                norm_layer=norm_layer,
+                act_layer=act_layer,
+            )
+            self.features.add_module(f"transition{i + 1}", transition)
+            num_features, stride = out_chs, stride * transition.reduction
+        # torchvision's and timm's name for the final norm, whatever the number of blocks, so checkpoints load.
+        self.features.add_module("norm5", norm_layer(num_features))
+        self.features.add_module("act5", act_layer(inplace=True))
+        self.feature_info.append(dict(num_chs=num_features, reduction=stride, module="features.act5"))
+        self.min_input_size = stride
+        self.num_features = self.head_hidden_size = num_features
+
+        self.global_pool, self.classifier = create_classifier(num_features, num_classes, pool_type=global_pool)
+        self.head_drop = nn.Dropout(drop_rate)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        # He-normal for convolutions as in the official Torch code (fb.resnet.torch: std = sqrt(2 / (k*k*n_out))),
+        # BN gamma 1 / beta 0, classifier bias 0 (REFERENCE.md, training recipes).
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(module, nn.modules.batchnorm._NormBase) and module.affine:
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Linear):
+                nn.init.zeros_(module.bias)
+
+    # ----------------------------------------------------------------------------------------------- timm contract
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        """Parameter groups for layer-wise learning-rate decay (timm's ``group_parameters``)."""
+        return dict(
+            stem=r"^features\.(conv0|norm0)",
+            blocks=r"^features\.(?:denseblock|transition)(\d+)"
+            if coarse
+            else [
+                (r"^features\.denseblock(\d+)\.denselayer(\d+)", None),
+                (r"^features\.transition(\d+)", (99998,)),
+                (r"^features\.norm5", (99999,)),
+            ],
+        )
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Switch the memory-efficient mode on or off (the same as the ``memory_efficient`` flag).
+
+        Unlike timm's ``checkpoint_seq`` over whole blocks, this recomputes each layer's concatenation and BN-ReLU
+        and keeps BatchNorm running statistics updated once per step.
+        """
+        self.grad_checkpointing = enable
+        for module in self.features.modules():
+            if isinstance(module, DenseBlock):
+                module.set_grad_checkpointing(enable)
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.classifier
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """Replace the classifier by a fresh one with ``num_classes`` outputs (0 removes it)."""
+        self.num_classes = num_classes
+        pool_type = global_pool if global_pool is not None else self.global_pool.pool_type
+        self.global_pool, self.classifier = create_classifier(self.num_features, num_classes, pool_type=pool_type)
+
+    def _check_input(self, x: Tensor) -> None:
+        if x.ndim != 4:
+            raise ValueError(f"expected an image batch (N, C, H, W), got a tensor of shape {tuple(x.shape)}")
+        if x.shape[1] != self.in_chans:
+            raise ValueError(f"model expects {self.in_chans} input channels, got {x.shape[1]} (create it with in_chans={x.shape[1]})")
+        h, w = x.shape[-2:]
+        if h < self.min_input_size or w < self.min_input_size:
+            raise ValueError(
+                f"input {h}x{w} is smaller than the network's total stride {self.min_input_size}; "
+                f"resize or pad it to at least {self.min_input_size}x{self.min_input_size}"
+            )
+
+    def _checked_indices(self, indices: int | list[int] | tuple[int, ...] | None) -> int | list[int] | None:
+        name = (getattr(self, "pretrained_cfg", None) or {}).get("architecture") or type(self).__name__
+        return check_out_indices(self.feature_info, indices, name)
+
+    def forward_intermediates(
+        self,
+        x: Tensor,
+        indices: int | list[int] | tuple[int, ...] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> list[Tensor] | tuple[Tensor, list[Tensor]]:
+        """Forward that also returns the feature maps listed in ``feature_info`` (timm's API).
+
+        Args:
+            x: input images.
+            indices: feature levels to return; an int n takes the last n, None takes all.
+            norm: not supported (the last level is already normalised; the others feed pre-activation layers).
+            stop_early: stop after the last requested level (only with ``intermediates_only``).
+            output_fmt: only ``'NCHW'``.
+            intermediates_only: return only the list of maps.
+        """
+        if norm:
+            raise ValueError("DenseNet has no per-level output norm; call forward_intermediates with norm=False")
+        if output_fmt != "NCHW":
+            raise ValueError(f"output_fmt {output_fmt!r} is not supported; DenseNet returns 'NCHW'")
+        self._check_input(x)
+        take_indices, max_index = feature_take_indices(len(self.feature_info), self._checked_indices(indices))
+        tap_names = [info["module"].split(".", 1)[1] for info in self.feature_info]
+        intermediates = []
+        level = 0
+        for name, module in self.features.named_children():
+            x = module(x)
+            if level < len(tap_names) and name == tap_names[level]:
+                if level in take_indices:
+                    intermediates.append(x)
+                level += 1
+                if intermediates_only and stop_early and level > max_index:
+                    break
+        if intermediates_only:
+            return intermediates
+        return x, intermediates
+
+    def prune_intermediate_layers(
+        self,
+        indices: int | list[int] | tuple[int, ...] = 1,
+        prune_norm: bool = False,
+        prune_head: bool = True,
+    ) -> list[int]:
+        """Drop the layers after the last requested level (and the head); returns the absolute indices kept."""
+        take_indices, max_index = feature_take_indices(len(self.feature_info), self._checked_indices(indices))
+        last_tap = self.feature_info[max_index]["module"].split(".", 1)[1]
+        names = [name for name, _ in self.features.named_children()]
+        for name in names[names.index(last_tap) + 1 :]:
+            delattr(self.features, name)
+        if prune_head:
+            self.reset_classifier(0, "")
+        return take_indices
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        self._check_input(x)
+        return self.features(x)
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        x = self.head_drop(self.global_pool(x))
+        return x if pre_logits else self.classifier(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+# ------------------------------------------------------------------------------------------------ checkpoint filter
+# torchvision's pre-0.4 checkpoints name layer parts 'norm.1', 'conv.2' instead of 'norm1', 'conv2'.
+_LEGACY_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
+
+
+def checkpoint_filter_fn(state_dict: dict[str, Tensor], model: DenseNet) -> dict[str, Tensor]:
+    """Map torchvision / timm / densebackbones DenseNet state_dicts onto ``model`` and check they fit.
+
+    Accepts the current and the legacy (``norm.1``) torchvision key styles, timm's keys (identical apart from fused
+    BN-act modules), DDP's ``module.`` prefix and training checkpoints holding ``state_dict``/``model``. Raises a
+    ``ValueError`` naming missing, unexpected and mis-shaped keys, and the registered architectures the checkpoint
+    would fit, instead of loading partially.
+    """
+    for key in ("state_dict_ema", "model_ema", "state_dict", "model"):
+        if isinstance(state_dict.get(key), dict):
+            state_dict = state_dict[key]
+            break
+    out = {}
+    for key, value in state_dict.items():
+        key = key[7:] if key.startswith("module.") else key
+        match = _LEGACY_KEY.match(key)
+        if match:
+            key = match.group(1) + match.group(2)
+        out[key] = value
+    # BatchNorm's batch counter is absent from old checkpoints; it only matters for momentum=None.
+    for key, value in model.state_dict().items():
+        if key.endswith("num_batches_tracked") and key not in out:
+            out[key] = torch.zeros_like(value)
+    describe_state_dict_mismatch(out, model, find_matching_archs=_archs_matching_state_dict)
+    return out
+
+
+def _archs_matching_state_dict(state_dict: dict[str, Tensor]) -> tuple[str, list[str]]:
+    """Describe the DenseNet a state_dict came from and list the registered names with that architecture."""
+    layers: dict[int, int] = {}
+    growth_rate, bottleneck = None, None
+    for key, value in state_dict.items():
+        match = re.match(r"^features\.denseblock(\d+)\.denselayer(\d+)\.conv1\.weight$", key)
+        if match:
+            block, layer = int(match.group(1)), int(match.group(2))
+            layers[block] = max(layers.get(block, 0), layer)
+            conv2 = state_dict.get(key.replace("conv1", "conv2"))
+            bottleneck = conv2 is not None
+            growth_rate = int((conv2 if bottleneck else value).shape[0])
+    if not layers:
+        return "no DenseNet layers found", []
+    block_config = tuple(layers[b] for b in sorted(layers))
+    stem = state_dict.get("features.conv0.weight")
+    stem_width = int(stem.shape[0]) if stem is not None else None
+    desc = f"growth_rate={growth_rate}, block_config={block_config}, bottleneck={bottleneck}, stem_width={stem_width}"
+    matches = [
+        name
+        for name, arch in MODEL_ARCHS.items()
+        if tuple(arch["block_config"]) == block_config
+        and arch["growth_rate"] == growth_rate
+        and (arch.get("bn_size", 4) is not None) == bottleneck
+        and arch.get("stem_width", 2 * growth_rate) == stem_width
+    ]
+    return desc, matches
+
+
+# ------------------------------------------------------------------------------------------------------- builders
+def _cifar_arch(depth: int, growth_rate: int, bc: bool) -> dict[str, Any]:
+    arch = dict(growth_rate=growth_rate, block_config=cifar_block_config(depth, bottleneck=bc), stem_type="cifar")
+    if bc:
+        return arch  # DenseNet-BC: bottleneck 4k, compression 0.5, stem 2k
+    # DenseNet: no bottleneck, no compression, 16 stem channels (Sec. 3, "Implementation details").
+    return dict(arch, bn_size=None, compression=1.0, stem_width=16)
+
+
+# Architecture table (module constant; deep-copied before use). Names carry depth, BC, growth rate and family.
+MODEL_ARCHS: dict[str, dict[str, Any]] = {
+    # ImageNet, Table 1 (all DenseNet-BC).
+    "densenet_bc121_k32": dict(growth_rate=32, block_config=(6, 12, 24, 16)),
+    "densenet_bc169_k32": dict(growth_rate=32, block_config=(6, 12, 32, 32)),
+    "densenet_bc201_k32": dict(growth_rate=32, block_config=(6, 12, 48, 32)),
+    "densenet_bc264_k32": dict(growth_rate=32, block_config=(6, 12, 64, 48)),
+    "densenet_bc161_k48": dict(growth_rate=48, block_config=(6, 12, 36, 24)),
+    "densenet_bc232_k48": dict(growth_rate=48, block_config=(6, 12, 48, 48)),
+    "densenet_bc264_k48": dict(growth_rate=48, block_config=(6, 12, 64, 48)),
+    # CIFAR / SVHN, Table 2.
+    "densenet40_k12_cifar": _cifar_arch(40, 12, bc=False),
+    "densenet100_k12_cifar": _cifar_arch(100, 12, bc=False),
+    "densenet100_k24_cifar": _cifar_arch(100, 24, bc=False),
+    "densenet_bc100_k12_cifar": _cifar_arch(100, 12, bc=True),
+    "densenet_bc250_k24_cifar": _cifar_arch(250, 24, bc=True),
+    "densenet_bc190_k40_cifar": _cifar_arch(190, 40, bc=True),
+    # Wide-DenseNet-BC of the official code's README: L=40 with large k.
+    "wide_densenet_bc40_k36_cifar": _cifar_arch(40, 36, bc=True),
+    "wide_densenet_bc40_k48_cifar": _cifar_arch(40, 48, bc=True),
+    "wide_densenet_bc40_k60_cifar": _cifar_arch(40, 60, bc=True),
+}
+
+
+def _create_densenet(variant: str, pretrained: bool = False, **kwargs) -> DenseNet:
+    model_args = dict(deepcopy(MODEL_ARCHS[variant]), **kwargs)
+    overlay = kwargs.get("pretrained_cfg_overlay") or {}
+    if overlay.get("file") and not pretrained:
+        raise ValueError(
+            f"pretrained_cfg_overlay names the file {overlay['file']!r} but pretrained=False, so it would not be "
+            "loaded; pass pretrained=True"
+        )
+    # features_only wraps the model in timm's FeatureGetterNet, which calls prune_intermediate_layers (validating
+    # out_indices with the model's own levels in the message) and then forward_intermediates.
+    num_levels = len(model_args["block_config"]) + 1
+    return build_model_with_cfg(
+        DenseNet,
+        variant,
+        pretrained,
+        pretrained_filter_fn=checkpoint_filter_fn,
+        feature_cfg=dict(feature_cls="getter", out_indices=tuple(range(num_levels))),
+        **model_args,
+    )
+
+
+def _cfg(url: str = "", **kwargs) -> dict[str, Any]:
+    return {
+        "url": url,
+        "num_classes": 1000,
+        "input_size": (3, 224, 224),
+        "pool_size": (7, 7),
+        "crop_pct": 0.875,
+        "interpolation": "bilinear",
+        "mean": IMAGENET_DEFAULT_MEAN,
+        "std": IMAGENET_DEFAULT_STD,
+        "first_conv": "features.conv0",
+        "classifier": "classifier",
+        "paper_ids": "arXiv:1608.06993",
+        **kwargs,
+    }
+
+
+def _cifar_cfg(**kwargs) -> dict[str, Any]:
+    # CIFAR-10 per-channel statistics; the 32-px family also serves CIFAR-100 and SVHN (set num_classes).
+    return _cfg(
+        num_classes=10,
+        input_size=(3, 32, 32),
+        pool_size=(8, 8),
+        crop_pct=1.0,
+        mean=(0.4914, 0.4822, 0.4465),
+        std=(0.2470, 0.2435, 0.2616),
+        **kwargs,
+    )
+
+
+_TV_URL = "https://download.pytorch.org/models/"
+default_cfgs = generate_default_cfgs(
+    {
+        # torchvision's ports of the official Torch weights (ImageNet-1k top-1 74.434 / 75.600 / 76.896 / 77.138).
+        "densenet_bc121_k32.tv_in1k": _cfg(url=_TV_URL + "densenet121-a639ec97.pth", license="bsd-3-clause"),
+        "densenet_bc169_k32.tv_in1k": _cfg(url=_TV_URL + "densenet169-b2777c0a.pth", license="bsd-3-clause"),
+        "densenet_bc201_k32.tv_in1k": _cfg(url=_TV_URL + "densenet201-c1103571.pth", license="bsd-3-clause"),
+        "densenet_bc161_k48.tv_in1k": _cfg(url=_TV_URL + "densenet161-8d451a50.pth", license="bsd-3-clause"),
+        "densenet_bc264_k32": _cfg(),
+        "densenet_bc232_k48": _cfg(),
+        "densenet_bc264_k48": _cfg(),
+        **{name: _cifar_cfg() for name in MODEL_ARCHS if name.endswith("_cifar")},
+    }
+)
+
+
+# ------------------------------------------------------------------------------------------------ registered models
+@register_model
+def densenet_bc121_k32(pretrained: bool = False, **kwargs) -> DenseNet:
+    """DenseNet-121 (DenseNet-BC, k=32, blocks 6-12-24-16), ImageNet, Table 1."""
+    return _create_densenet("densenet_bc121_k32", pretrained, **kwargs)
+
+
+@register_model
+def densenet_bc169_k32(pretrained: bool = False, **kwargs) -> DenseNet:
+    """DenseNet-169 (DenseNet-BC, k=32, blocks 6-12-32-32), ImageNet, Table 1."""
+    return _create_densenet("densenet_bc169_k32", pretrained, **kwargs)
+
+
+@register_model
+def densenet_bc201_k32(pretrained: bool = False, **kwargs) -> DenseNet:
+    """DenseNet-201 (DenseNet-BC, k=32, blocks 6-12-48-32), ImageNet, Table 1."""
+    return _create_densenet("densenet_bc201_k32", pretrained, **kwargs)
+
+
+@register_model
+def densenet_bc264_k32(pretrained: bool = False, **kwargs) -> DenseNet:
+    """DenseNet-264 (DenseNet-BC, k=32, blocks 6-12-64-48), ImageNet, Table 1."""
+    return _create_densenet("densenet_bc264_k32", pretrained, **kwargs)
+
+
+@register_model
+def densenet_bc161_k48(pretrained: bool = False, **kwargs) -> DenseNet:
+    """DenseNet-161 (DenseNet-BC, k=48, blocks 6-12-36-24, stem 96), ImageNet, official models."""
+    return _create_densenet("densenet_bc161_k48", pretrained, **kwargs)
+
+
+@register_model
+def densenet_bc232_k48(pretrained: bool = False, **kwargs) -> DenseNet:
+    """DenseNet-232 (DenseNet-BC, k=48, blocks 6-12-48-48, stem 96), ImageNet, official models."""
+    return _create_densenet("densenet_bc232_k48", pretrained, **kwargs)
+
+
+@register_model
+def densenet_bc264_k48(pretrained: bool = False, **kwargs) -> DenseNet:
+    """DenseNet-264 with k=48 (blocks 6-12-64-48, stem 96), ImageNet, official cosine-schedule model."""
+    return _create_densenet("densenet_bc264_k48", pretrained, **kwargs)
+
+
+@register_model
+def densenet40_k12_cifar(pretrained: bool = False, **kwargs) -> DenseNet:
+    """DenseNet (L=40, k=12), CIFAR/SVHN, Table 2."""
+    return _create_densenet("densenet40_k12_cifar", pretrained, **kwargs)
+
+
+@register_model
+def densenet100_k12_cifar(pretrained: bool = False, **kwargs) -> DenseNet:
+    """DenseNet (L=100, k=12), CIFAR/SVHN, Table 2."""
+    return _create_densenet("densenet100_k12_cifar", pretrained, **kwargs)
+
+
+@register_model
+def densenet100_k24_cifar(pretrained: bool = False, **kwargs) -> DenseNet:
+    """DenseNet (L=100, k=24), CIFAR/SVHN, Table 2."""
+    return _create_densenet("densenet100_k24_cifar", pretrained, **kwargs)
+
+
+@register_model
+def densenet_bc100_k12_cifar(pretrained: bool = False, **kwargs) -> DenseNet:
+    """DenseNet-BC (L=100, k=12), CIFAR/SVHN, Table 2."""
+    return _create_densenet("densenet_bc100_k12_cifar", pretrained, **kwargs)
+
+
+@register_model
+def densenet_bc250_k24_cifar(pretrained: bool = False, **kwargs) -> DenseNet:
+    """DenseNet-BC (L=250, k=24), CIFAR/SVHN, Table 2."""
+    return _create_densenet("densenet_bc250_k24_cifar", pretrained, **kwargs)
+
+
+@register_model
+def densenet_bc190_k40_cifar(pretrained: bool = False, **kwargs) -> DenseNet:
+    """DenseNet-BC (L=190, k=40), CIFAR/SVHN, Table 2."""
+    return _create_densenet("densenet_bc190_k40_cifar", pretrained, **kwargs)
+
+
+@register_model
+def wide_densenet_bc40_k36_cifar(pretrained: bool = False, **kwargs) -> DenseNet:
+    """Wide-DenseNet-BC (L=40, k=36), CIFAR/SVHN, official code."""
+    return _create_densenet("wide_densenet_bc40_k36_cifar", pretrained, **kwargs)
+
+
+@register_model
+def wide_densenet_bc40_k48_cifar(pretrained: bool = False, **kwargs) -> DenseNet:
+    """Wide-DenseNet-BC (L=40, k=48), CIFAR/SVHN, official code."""
+    return _create_densenet("wide_densenet_bc40_k48_cifar", pretrained, **kwargs)
+
+
+@register_model
+def wide_densenet_bc40_k60_cifar(pretrained: bool = False, **kwargs) -> DenseNet:
+    """Wide-DenseNet-BC (L=40, k=60), CIFAR/SVHN, official code."""
+    return _create_densenet("wide_densenet_bc40_k60_cifar", pretrained, **kwargs)

@@ -1,0 +1,47 @@
+"""Packaging for densebackbones.
+
+``heads/`` stands at the top level of the repository but installs as ``densebackbones.heads`` (a top-level package
+named ``heads`` would collide with other projects in site-packages); this works for ``pip install .`` and ``-e .``.
+"""
+
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+ROOT = Path(__file__).parent
+VERSION = re.search(r'__version__ = "([^"]+)"', (ROOT / "densebackbones" / "__init__.py").read_text()).group(1)
+
+setup(
+    name="densebackbones",
+    version=VERSION,
+    description="Densely connected networks (DenseNet, DenseNet-BC, FC-DenseNet, DSOD) with a timm-style registry",
+    long_description=(ROOT / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["densebackbones", "densebackbones.*"]) + ["densebackbones.heads"],
+    package_dir={"densebackbones.heads": "heads"},
+    # torch and torchvision are left unpinned so that pip resolves a matching pair from one index.
+    install_requires=[
+        "torch>=2.4",
+        "torchvision>=0.19",
+        "timm>=1.0.20",
+        "safetensors>=0.4",
+        "numpy>=1.24",
+    ],
+    extras_require={
+        # mmengine registries, config files and the OpenMMLab backbone adapter (mmcv is never needed).
+        "mm": ["mmengine>=0.10.4"],
+        "dev": [
+            "pytest>=8",
+            "pytest-xdist>=3.5",
+            "hypothesis>=6.100",
+            "ruff>=0.6",
+        ],
+    },
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)
