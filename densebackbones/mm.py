@@ -161,7 +161,9 @@ class DenseNetBackbone(BaseModule):
 
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
         return tuple(
-            self.model.forward_intermediates(x, indices=list(self.out_indices), intermediates_only=True, stop_early=True)
+            self.model.forward_intermediates(
+                x, indices=list(self.out_indices), intermediates_only=True, stop_early=True
+            )
         )
 
 

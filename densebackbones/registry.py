@@ -58,7 +58,9 @@ def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
     """Register a model entrypoint under its ``__name__`` with densebackbones, timm and mmengine."""
     name = fn.__name__
     if name in _model_entrypoints:
-        raise ValueError(f"model {name!r} is registered twice ({fn.__module__} and {_model_entrypoints[name].__module__})")
+        raise ValueError(
+            f"model {name!r} is registered twice ({fn.__module__} and {_model_entrypoints[name].__module__})"
+        )
     _model_entrypoints[name] = fn
     if timm.models.is_model(name) and not getattr(timm.models.model_entrypoint(name), "__module__", "").startswith(
         "densebackbones"

@@ -54,10 +54,10 @@ def main(args: argparse.Namespace) -> None:
         loss = torch.nn.functional.cross_entropy(model(images), targets)
         loss.backward()
         losses.append(loss.item())
-    grad_diff = max(
-        (p.grad - q.grad).abs().max().item() for p, q in zip(plain.parameters(), efficient.parameters())
+    grad_diff = max((p.grad - q.grad).abs().max().item() for p, q in zip(plain.parameters(), efficient.parameters()))
+    print(
+        f"\nplain loss {losses[0]:.6f}, memory-efficient loss {losses[1]:.6f}, max gradient difference {grad_diff:.2e}"
     )
-    print(f"\nplain loss {losses[0]:.6f}, memory-efficient loss {losses[1]:.6f}, max gradient difference {grad_diff:.2e}")
 
 
 if __name__ == "__main__":

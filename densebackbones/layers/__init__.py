@@ -4,4 +4,13 @@ from .dense import DenseBlock, DenseLayer, LayerFn, Transition
 from .memory_efficient import checkpoint_once
 from .stems import Stem, cifar_stem, imagenet_stem
 
-__all__ = ["DenseBlock", "DenseLayer", "LayerFn", "Stem", "Transition", "checkpoint_once", "cifar_stem", "imagenet_stem"]
+__all__ = [
+    "DenseBlock",
+    "DenseLayer",
+    "LayerFn",
+    "Stem",
+    "Transition",
+    "checkpoint_once",
+    "cifar_stem",
+    "imagenet_stem",
+]

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
+from timm.models import adapt_input_conv, load_state_dict
 from torch import Tensor, nn
 
-__all__ = ["check_out_indices", "describe_state_dict_mismatch"]
+__all__ = ["check_out_indices", "check_state_dict_fits", "load_checkpoint_into"]
+
+_logger = logging.getLogger(__name__)
 
 
 def _levels(feature_info: Sequence[dict[str, Any]]) -> str:
     return "; ".join(
-        f"{i}: {info['module']} ({info['num_chs']} ch, stride {info['reduction']})" for i, info in enumerate(feature_info)
+        f"{i}: {info['module']} ({info['num_chs']} ch, stride {info['reduction']})"
+        for i, info in enumerate(feature_info)
     )
 
 
@@ -49,7 +55,9 @@ def check_out_indices(
     if not absolute:
         raise ValueError(f"out_indices is empty; pick levels from: {_levels(feature_info)}")
     if len(set(absolute)) != len(absolute) or absolute != sorted(absolute):
-        raise ValueError(f"out_indices {tuple(indices)} must be increasing and unique (levels: {_levels(feature_info)})")
+        raise ValueError(
+            f"out_indices {tuple(indices)} must be increasing and unique (levels: {_levels(feature_info)})"
+        )
     return absolute
 
 
@@ -58,43 +66,18 @@ def _fmt_keys(keys: Sequence[str], limit: int = 8) -> str:
     return shown + (f" ... ({len(keys)} in all)" if len(keys) > limit else "")
 
 
-def describe_state_dict_mismatch(
+def check_state_dict_fits(
     state_dict: dict[str, Tensor],
     model: nn.Module,
     find_matching_archs: Callable[[dict[str, Tensor]], tuple[str, list[str]]] | None = None,
 ) -> None:
-    """Raise a ``ValueError`` that says exactly why ``state_dict`` does not fit ``model`` (and what would).
-
-    The classifier is skipped when timm will drop it anyway (the model's ``num_classes`` differs from its pretrained
-    config's), and the first conv when only its input channels differ (timm adapts them to ``in_chans``).
-    """
+    """Raise a ``ValueError`` that says exactly why ``state_dict`` does not fit ``model`` (and what would)."""
     model_sd = model.state_dict()
-    cfg = getattr(model, "pretrained_cfg", None) or {}
-    skip = set()
-    classifier = cfg.get("classifier")
-    if classifier and getattr(model, "num_classes", None) != cfg.get("num_classes"):
-        skip |= {f"{classifier}.weight", f"{classifier}.bias"}
-    first_conv = cfg.get("first_conv")
-    if first_conv and f"{first_conv}.weight" in state_dict and f"{first_conv}.weight" in model_sd:
-        theirs, ours = state_dict[f"{first_conv}.weight"].shape, model_sd[f"{first_conv}.weight"].shape
-        if len(theirs) == len(ours) == 4 and theirs[0] == ours[0] and theirs[2:] == ours[2:]:
-            skip.add(f"{first_conv}.weight")
-
-    missing = [k for k in model_sd if k not in state_dict and k not in skip]
-    unexpected = [k for k in state_dict if k not in model_sd and k not in skip]
-    mismatched = [
-        k for k, v in model_sd.items() if k in state_dict and k not in skip and state_dict[k].shape != v.shape
-    ]
+    missing = [k for k in model_sd if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in model_sd]
+    mismatched = [k for k, v in model_sd.items() if k in state_dict and state_dict[k].shape != v.shape]
     if not (missing or unexpected or mismatched):
         return
-
-    if classifier and not missing and not unexpected and set(mismatched) <= {f"{classifier}.weight", f"{classifier}.bias"}:
-        theirs = state_dict[f"{classifier}.weight"].shape[0]
-        raise ValueError(
-            f"the checkpoint's classifier has {theirs} outputs but the model has {model.num_classes}. Create the model "
-            f"with num_classes={theirs} to keep it, or pass pretrained_cfg_overlay=dict(file=..., num_classes={theirs}) "
-            f"with num_classes={model.num_classes} to drop it and train a new classifier."
-        )
     lines = ["the checkpoint does not fit this model's architecture."]
     if mismatched:
         shapes = [f"{k} {tuple(state_dict[k].shape)} vs model {tuple(model_sd[k].shape)}" for k in mismatched]
@@ -112,3 +95,52 @@ def describe_state_dict_mismatch(
             else "No registered model has that architecture; build DenseNet(...) with those arguments."
         )
     raise ValueError(" ".join(lines))
+
+
+def load_checkpoint_into(
+    model: nn.Module,
+    checkpoint_path: str | Path,
+    filter_fn: Callable[[dict[str, Tensor], nn.Module], dict[str, Tensor]],
+    find_matching_archs: Callable[[dict[str, Tensor]], tuple[str, list[str]]] | None = None,
+) -> None:
+    """Load a safetensors or torch checkpoint into ``model`` completely, or fail saying why.
+
+    This is the models' timm ``custom_load`` hook (``pretrained_cfg_overlay=dict(file=...)`` and URLs end here).
+    Torch files are read with ``weights_only=True``. Keys are remapped by the family's ``filter_fn``. The first
+    conv is adapted to the model's input channels as timm does (``adapt_input_conv``). The classifier is kept when
+    its shape fits the model and replaced by the model's fresh one otherwise, with a warning that says how to keep
+    it -- decided by the checkpoint's shapes, not by the pretrained config's ``num_classes``. Anything else that does
+    not fit raises (see :func:`check_state_dict_fits`); nothing loads partially.
+    """
+    state_dict = load_state_dict(str(checkpoint_path), weights_only=True)
+    state_dict = filter_fn(state_dict, model)
+    model_sd = model.state_dict()
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+
+    first_conv = f"{cfg.get('first_conv')}.weight"
+    if first_conv in state_dict and first_conv in model_sd:
+        theirs, ours = state_dict[first_conv], model_sd[first_conv]
+        if theirs.ndim == ours.ndim == 4 and theirs.shape != ours.shape and theirs.shape[2:] == ours.shape[2:]:
+            if theirs.shape[0] == ours.shape[0]:
+                state_dict[first_conv] = adapt_input_conv(ours.shape[1], theirs, base_chans=theirs.shape[1])
+                _logger.info("adapted %s from %d to %d input channels", first_conv, theirs.shape[1], ours.shape[1])
+
+    classifier_keys = [f"{cfg.get('classifier')}.{p}" for p in ("weight", "bias")]
+    in_checkpoint = [k for k in classifier_keys if k in state_dict]
+    in_model = [k for k in classifier_keys if k in model_sd]
+    fits = in_checkpoint == in_model and all(state_dict[k].shape == model_sd[k].shape for k in in_model)
+    if not fits:
+        checkpoint_classes = state_dict[in_checkpoint[0]].shape[0] if in_checkpoint else 0
+        for key in in_checkpoint:
+            del state_dict[key]
+        state_dict.update({k: model_sd[k] for k in in_model})  # the model's freshly initialised classifier
+        if in_checkpoint and in_model:
+            _logger.warning(
+                "The checkpoint's classifier has %d outputs and the model num_classes=%d: the model keeps a new "
+                "classifier. Create it with num_classes=%d to keep the trained one.",
+                checkpoint_classes,
+                model.num_classes,
+                checkpoint_classes,
+            )
+    check_state_dict_fits(state_dict, model, find_matching_archs)
+    model.load_state_dict(state_dict, strict=True)

@@ -35,7 +35,7 @@ from torch import Tensor
 
 from ..layers import DenseBlock, LayerFn, Transition, cifar_stem, imagenet_stem
 from ..registry import register_model
-from ._helpers import check_out_indices, describe_state_dict_mismatch
+from ._helpers import check_out_indices, load_checkpoint_into
 
 __all__ = ["DenseNet", "cifar_block_config", "checkpoint_filter_fn", "MODEL_ARCHS"]
 
@@ -178,7 +178,7 @@ class DenseNet(nn.Module):
     def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
         """Parameter groups for layer-wise learning-rate decay (timm's ``group_parameters``)."""
         return dict(
-            stem=r"^features\.(conv0|norm0)",
+            stem=r"^features\.(?:conv0|norm0)",
             blocks=r"^features\.(?:denseblock|transition)(\d+)"
             if coarse
             else [
@@ -214,7 +214,9 @@ class DenseNet(nn.Module):
         if x.ndim != 4:
             raise ValueError(f"expected an image batch (N, C, H, W), got a tensor of shape {tuple(x.shape)}")
         if x.shape[1] != self.in_chans:
-            raise ValueError(f"model expects {self.in_chans} input channels, got {x.shape[1]} (create it with in_chans={x.shape[1]})")
+            raise ValueError(
+                f"model expects {self.in_chans} input channels, got {x.shape[1]} (create it with in_chans={x.shape[1]})"
+            )
         h, w = x.shape[-2:]
         if h < self.min_input_size or w < self.min_input_size:
             raise ValueError(
@@ -282,6 +284,11 @@ class DenseNet(nn.Module):
             self.reset_classifier(0, "")
         return take_indices
 
+    @torch.jit.ignore
+    def load_pretrained(self, checkpoint_path: str) -> None:
+        """timm's ``custom_load`` hook: load a torchvision, timm or densebackbones checkpoint file completely."""
+        load_checkpoint_into(self, checkpoint_path, checkpoint_filter_fn, _archs_matching_state_dict)
+
     def forward_features(self, x: Tensor) -> Tensor:
         self._check_input(x)
         return self.features(x)
@@ -296,16 +303,16 @@ class DenseNet(nn.Module):
 
 # ------------------------------------------------------------------------------------------------ checkpoint filter
 # torchvision's pre-0.4 checkpoints name layer parts 'norm.1', 'conv.2' instead of 'norm1', 'conv2'.
-_LEGACY_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
+_LEGACY_KEY = re.compile(
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$"
+)
 
 
 def checkpoint_filter_fn(state_dict: dict[str, Tensor], model: DenseNet) -> dict[str, Tensor]:
-    """Map torchvision / timm / densebackbones DenseNet state_dicts onto ``model`` and check they fit.
+    """Map torchvision / timm / densebackbones DenseNet state_dicts onto ``model``'s key names.
 
     Accepts the current and the legacy (``norm.1``) torchvision key styles, timm's keys (identical apart from fused
-    BN-act modules), DDP's ``module.`` prefix and training checkpoints holding ``state_dict``/``model``. Raises a
-    ``ValueError`` naming missing, unexpected and mis-shaped keys, and the registered architectures the checkpoint
-    would fit, instead of loading partially.
+    BN-act modules), DDP's ``module.`` prefix and training checkpoints holding ``state_dict``/``model``.
     """
     for key in ("state_dict_ema", "model_ema", "state_dict", "model"):
         if isinstance(state_dict.get(key), dict):
@@ -322,7 +329,6 @@ def checkpoint_filter_fn(state_dict: dict[str, Tensor], model: DenseNet) -> dict
     for key, value in model.state_dict().items():
         if key.endswith("num_batches_tracked") and key not in out:
             out[key] = torch.zeros_like(value)
-    describe_state_dict_mismatch(out, model, find_matching_archs=_archs_matching_state_dict)
     return out
 
 
@@ -390,12 +396,16 @@ MODEL_ARCHS: dict[str, dict[str, Any]] = {
 
 def _create_densenet(variant: str, pretrained: bool = False, **kwargs) -> DenseNet:
     model_args = dict(deepcopy(MODEL_ARCHS[variant]), **kwargs)
-    overlay = kwargs.get("pretrained_cfg_overlay") or {}
+    overlay = dict(model_args.get("pretrained_cfg_overlay") or {})
     if overlay.get("file") and not pretrained:
         raise ValueError(
             f"pretrained_cfg_overlay names the file {overlay['file']!r} but pretrained=False, so it would not be "
             "loaded; pass pretrained=True"
         )
+    if overlay.get("file") or overlay.get("url"):
+        # timm resets custom_load for an overlaid source; every source goes through DenseNet.load_pretrained.
+        overlay.setdefault("custom_load", True)
+        model_args["pretrained_cfg_overlay"] = overlay
     # features_only wraps the model in timm's FeatureGetterNet, which calls prune_intermediate_layers (validating
     # out_indices with the model's own levels in the message) and then forward_intermediates.
     num_levels = len(model_args["block_config"]) + 1
@@ -422,6 +432,7 @@ def _cfg(url: str = "", **kwargs) -> dict[str, Any]:
         "first_conv": "features.conv0",
         "classifier": "classifier",
         "paper_ids": "arXiv:1608.06993",
+        "custom_load": True,  # files and URLs go through DenseNet.load_pretrained (shape-checked, complete)
         **kwargs,
     }
 

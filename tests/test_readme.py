@@ -1,0 +1,38 @@
+"""The README's examples run as written, and its model table states the real parameter counts."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+import densebackbones as db
+
+README = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+PYTHON_BLOCKS = re.findall(r"```python\n(.*?)```", README, flags=re.S)
+
+
+def test_readme_has_examples():
+    assert len(PYTHON_BLOCKS) >= 6
+
+
+@pytest.mark.parametrize("index", range(len(PYTHON_BLOCKS)))
+def test_readme_example_runs(index, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    exec(compile(PYTHON_BLOCKS[index], f"README.md example {index}", "exec"), {"__name__": "__readme__"})
+
+
+def _model_table() -> dict[str, int]:
+    rows = re.findall(r"^\| `([a-z0-9_]+)` \|[^|]*\|[^|]*\|[^|]*\| ([0-9,]+) \|", README, flags=re.M)
+    return {name: int(params.replace(",", "")) for name, params in rows}
+
+
+def test_model_table_lists_every_model_with_its_parameter_count():
+    table = _model_table()
+    assert sorted(table) == db.list_models()
+    for name, params in table.items():
+        with torch.device("meta"):
+            model = db.create_model(name)
+        assert sum(p.numel() for p in model.parameters()) == params, name
