@@ -1,0 +1,106 @@
+"""The paper's augmentations on torchvision ``transforms.v2``.
+
+* ``'plus'`` (CIFAR "+", Sec. 4.1): zero-pad 4 px, random crop back to size, horizontal flip, normalise.
+* ``'none'``: normalise only (the paper's C10/C100/SVHN runs, which use dropout 0.2 instead).
+* ``'imagenet'`` (fb.resnet.torch, as the official DenseNet used): random-resized crop (area 0.08-1, ratio 3/4-4/3),
+  colour jitter 0.4, PCA lighting (alpha 0.1), horizontal flip, normalise. Evaluation: resize 256, centre crop
+  224, or ten crops.
+* ``'shift'``: 1-px pad and random crop, for the 8x8 digits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+from torchvision.transforms import v2
+
+__all__ = ["Lighting", "build_train_transform", "build_eval_transform", "TenCropStack", "AUGMENTATIONS"]
+
+# ImageNet RGB eigen-decomposition used by fb.resnet.torch (REFERENCE.md).
+IMAGENET_PCA_EIGVAL = (0.2175, 0.0188, 0.0045)
+IMAGENET_PCA_EIGVEC = (
+    (-0.5675, 0.7192, 0.4009),
+    (-0.5808, -0.0045, -0.8140),
+    (-0.5836, -0.6948, 0.4203),
+)
+AUGMENTATIONS = ("plus", "none", "imagenet", "shift")
+
+
+class Lighting(torch.nn.Module):
+    """AlexNet-style PCA lighting noise on a float image in [0, 1] (Krizhevsky et al. 2012, Sec. 4.1).
+
+    Adds ``eigvec @ (alpha * eigval)`` with ``alpha ~ N(0, alphastd)`` per image, to every pixel.
+    """
+
+    def __init__(
+        self,
+        alphastd: float = 0.1,
+        eigval: Sequence[float] = IMAGENET_PCA_EIGVAL,
+        eigvec: Sequence[Sequence[float]] = IMAGENET_PCA_EIGVEC,
+    ) -> None:
+        super().__init__()
+        self.alphastd = alphastd
+        self.register_buffer("eigval", torch.tensor(eigval), persistent=False)
+        self.register_buffer("eigvec", torch.tensor(eigvec), persistent=False)
+
+    def forward(self, image: Tensor) -> Tensor:
+        if self.alphastd == 0:
+            return image
+        if not image.is_floating_point() or image.shape[-3] != 3:
+            raise ValueError("Lighting expects a float RGB image (3, H, W); put it after ToDtype(scale=True)")
+        alpha = torch.randn(3) * self.alphastd
+        rgb = self.eigvec @ (alpha * self.eigval)
+        return image + rgb.view(3, 1, 1).to(image.dtype)
+
+
+class TenCropStack(torch.nn.Module):
+    """Ten crops (corners, centre and their flips) stacked into a (10, C, H, W) tensor."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.ten_crop = v2.TenCrop(size)
+
+    def forward(self, image: Tensor) -> Tensor:
+        return torch.stack(list(self.ten_crop(image)))
+
+
+def _to_float(mean: Sequence[float], std: Sequence[float]) -> list[torch.nn.Module]:
+    return [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
+
+
+def build_train_transform(augment: str, image_size: int, mean: Sequence[float], std: Sequence[float]) -> v2.Compose:
+    """Training transform by recipe name (see the module docstring)."""
+    if augment == "plus":
+        ops = [v2.RandomCrop(image_size, padding=4, fill=0), v2.RandomHorizontalFlip(), *_to_float(mean, std)]
+    elif augment == "shift":
+        ops = [v2.RandomCrop(image_size, padding=1, fill=0), *_to_float(mean, std)]
+    elif augment == "none":
+        ops = _to_float(mean, std)
+    elif augment == "imagenet":
+        ops = [
+            v2.ToImage(),
+            v2.RandomResizedCrop(image_size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), antialias=True),
+            v2.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4),
+            v2.ToDtype(torch.float32, scale=True),
+            Lighting(0.1),
+            v2.RandomHorizontalFlip(),
+            v2.Normalize(mean, std),
+        ]
+    else:
+        raise ValueError(f"unknown augmentation {augment!r}; use one of {AUGMENTATIONS}")
+    return v2.Compose(ops)
+
+
+def build_eval_transform(
+    augment: str, image_size: int, mean: Sequence[float], std: Sequence[float], ten_crop: bool = False
+) -> v2.Compose:
+    """Evaluation transform: ImageNet resizes to 256/224 of the crop and centre-crops (or ten-crops)."""
+    if augment != "imagenet":
+        if ten_crop:
+            raise ValueError("ten-crop evaluation is defined for the ImageNet pipeline only")
+        return v2.Compose(_to_float(mean, std))
+    resize = round(image_size * 256 / 224)
+    crop = TenCropStack(image_size) if ten_crop else v2.CenterCrop(image_size)
+    return v2.Compose([v2.ToImage(), v2.Resize(resize, antialias=True), crop, *_to_float(mean, std)[1:]])

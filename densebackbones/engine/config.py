@@ -1,0 +1,110 @@
+"""Run configuration: mmengine ``Config`` files checked against a schema, so that no key is silently ignored.
+
+A config has the top-level sections below; every key of every section is read by the engine, and a key that
+nothing reads is an error naming the closest valid keys (OpenMMLab's configs silently ignore such typos).
+"""
+
+from __future__ import annotations
+
+import difflib
+from copy import deepcopy
+from pathlib import Path
+from typing import Any
+
+__all__ = ["DEFAULTS", "load_config", "check_config", "merge_defaults"]
+
+# Defaults of every section; the keys here are the only valid ones (the model section takes model arguments).
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "model": {"type": None},  # registered model name; other keys are model constructor arguments
+    "data": {
+        "dataset": None,  # digits, cifar10, cifar100, svhn, fashion_mnist, imagenet
+        "root": None,
+        "download": False,  # fetch the official files if missing (never by default)
+        "augment": "plus",  # plus (CIFAR "+"), none, imagenet, shift
+        "image_size": None,  # default: the data set's
+        "batch_size": 64,  # global batch per optimiser step, over all GPUs and accumulation steps
+        "eval_batch_size": None,  # default: batch_size
+        "num_workers": 4,
+        "ten_crop": False,
+        "skip_corrupt": False,
+    },
+    "optimizer": {
+        "type": "SGD",  # SGD or RMSprop
+        "lr": 0.1,  # learning rate per base_batch_size images; scaled linearly to data.batch_size
+        "base_batch_size": 64,
+        "momentum": 0.9,
+        "nesterov": True,
+        "weight_decay": 1e-4,
+        "alpha": 0.99,  # RMSprop
+        "eps": 1e-8,  # RMSprop
+    },
+    "schedule": {
+        "type": "multistep",  # multistep, cosine, exponential, constant
+        "epochs": 300,
+        "milestones": (0.5, 0.75),  # multistep: fractions of training (paper: /10 at 50% and 75%)
+        "gamma": 0.1,  # multistep factor, or exponential per-epoch factor
+        "warmup_epochs": 0,
+    },
+    "train": {
+        "seed": 0,
+        "device": "auto",
+        "amp": None,  # None, 'bf16' or 'fp16'
+        "channels_last": False,
+        "compile": False,
+        "accum_steps": 1,
+        "clip_grad": None,  # max gradient norm
+        "ema_decay": None,  # e.g. 0.9998 (timm ModelEmaV3)
+        "sync_bn": False,
+        "label_smoothing": 0.0,
+        "log_interval": 50,  # iterations between progress/CSV rows
+        "eval_interval": 1,  # epochs
+        "save_interval": 0,  # also keep epoch_N.pth every N epochs (0: only last and best)
+        "max_iters_per_epoch": None,  # cap on iterations per epoch (quick tests and smoke runs)
+        "plot": True,  # write curves.png at each epoch end
+    },
+}
+SECTIONS = tuple(DEFAULTS) + ("work_dir",)
+
+
+def _closest(key: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(key, valid, n=3, cutoff=0.5)
+    return f" Did you mean {', '.join(repr(c) for c in close)}?" if close else f" Valid keys: {', '.join(valid)}."
+
+
+def check_config(cfg: dict[str, Any], model_arg_names: list[str] | None = None) -> None:
+    """Raise ``KeyError`` for any key that nothing reads, naming the closest valid keys."""
+    for section in cfg:
+        if section.startswith("_") or section in ("custom_imports", "default_scope"):
+            continue
+        if section not in SECTIONS:
+            raise KeyError(f"config section {section!r} is not used.{_closest(section, list(SECTIONS))}")
+    for section, defaults in DEFAULTS.items():
+        values = cfg.get(section) or {}
+        if not isinstance(values, dict):
+            raise TypeError(f"config section {section!r} must be a dict, got {type(values).__name__}")
+        valid = list(defaults) + (list(model_arg_names) if section == "model" and model_arg_names else [])
+        for key in values:
+            if section == "model" and model_arg_names is None:
+                continue
+            if key not in valid:
+                raise KeyError(f"config key {section}.{key} is not used.{_closest(key, valid)}")
+
+
+def merge_defaults(cfg: dict[str, Any]) -> dict[str, Any]:
+    """A plain dict with every section filled from ``DEFAULTS``."""
+    out = {section: dict(deepcopy(defaults), **(cfg.get(section) or {})) for section, defaults in DEFAULTS.items()}
+    out["work_dir"] = cfg.get("work_dir")
+    return out
+
+
+def load_config(path: str | Path, cfg_options: dict[str, Any] | None = None):
+    """Load an mmengine config file and apply ``--cfg-options key=value`` overrides."""
+    from mmengine.config import Config
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    cfg = Config.fromfile(str(path))
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    return cfg

@@ -1,0 +1,85 @@
+"""Run logs that a plot tool can re-read: one CSV per kind of row (train, eval), appended on resume."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+from typing import Any
+
+__all__ = ["CSVLogger", "read_csv", "plot_run"]
+
+
+class CSVLogger:
+    """Append rows to ``path``; the first row fixes the columns (a resumed run appends with the same header)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.fieldnames: list[str] | None = None
+        if self.path.exists() and self.path.stat().st_size > 0:
+            with open(self.path, newline="") as handle:
+                self.fieldnames = next(csv.reader(handle), None)
+
+    def log(self, row: dict[str, Any]) -> None:
+        new_file = self.fieldnames is None
+        if new_file:
+            self.fieldnames = list(row)
+        unknown = set(row) - set(self.fieldnames)
+        if unknown:
+            raise ValueError(f"{self.path}: columns {sorted(unknown)} are not in the header {self.fieldnames}")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=self.fieldnames)
+            if new_file:
+                writer.writeheader()
+            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+            handle.flush()
+
+
+def read_csv(path: str | Path) -> list[dict[str, float]]:
+    """Rows of a log CSV with numeric values as floats."""
+    rows = []
+    with open(path, newline="") as handle:
+        for row in csv.DictReader(handle):
+            parsed = {}
+            for key, value in row.items():
+                try:
+                    parsed[key] = float(value)
+                except (TypeError, ValueError):
+                    parsed[key] = math.nan
+            rows.append(parsed)
+    return rows
+
+
+def plot_run(work_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Plot train loss, learning rate and eval metrics of a run (``train.csv``, ``eval.csv``) into a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    work_dir = Path(work_dir)
+    train_path, eval_path = work_dir / "train.csv", work_dir / "eval.csv"
+    if not train_path.exists():
+        raise FileNotFoundError(f"no train.csv in {work_dir}; is it a training run's work dir?")
+    train = read_csv(train_path)
+    evals = read_csv(eval_path) if eval_path.exists() else []
+    metric_keys = [k for k in (evals[0] if evals else {}) if k not in ("epoch", "step", "time")]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    x = [r["epoch_float"] for r in train]
+    axes[0].plot(x, [r["loss"] for r in train], label="train loss")
+    if evals and "loss" in evals[0]:
+        axes[0].plot([r["epoch"] for r in evals], [r["loss"] for r in evals], "o-", label="eval loss")
+    axes[0].set_xlabel("epoch"), axes[0].set_ylabel("loss"), axes[0].legend()
+    axes[1].plot(x, [r["lr"] for r in train])
+    axes[1].set_xlabel("epoch"), axes[1].set_ylabel("learning rate"), axes[1].set_yscale("log")
+    for key in metric_keys:
+        if key != "loss":
+            axes[2].plot([r["epoch"] for r in evals], [r[key] for r in evals], "o-", label=key)
+    axes[2].set_xlabel("epoch"), axes[2].set_ylabel("eval metric"), axes[2].legend()
+    fig.suptitle(work_dir.name)
+    fig.tight_layout()
+    out = Path(out) if out else work_dir / "curves.png"
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out

@@ -1,0 +1,73 @@
+"""Optimiser and learning-rate schedule from the config, on torch's optimisers and ``lr_scheduler`` classes.
+
+Schedules step once per optimiser update, so a decay "at epoch 150" happens at iteration 150 * iters_per_epoch,
+and a cosine schedule is per-iteration (DenseNet-cosine: lr = 0.5 lr0 (1 + cos(pi t / T)), no warm-up).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.optim import lr_scheduler
+
+__all__ = ["build_optimizer", "build_scheduler", "scaled_lr"]
+
+
+def scaled_lr(optim_cfg: dict[str, Any], global_batch_size: int) -> float:
+    """Linear scaling: ``lr`` is given per ``base_batch_size`` images (Goyal et al. 2017)."""
+    return optim_cfg["lr"] * global_batch_size / optim_cfg["base_batch_size"]
+
+
+def build_optimizer(model: torch.nn.Module, optim_cfg: dict[str, Any], global_batch_size: int) -> torch.optim.Optimizer:
+    # Weight decay on every parameter, BN included, as the official Torch code (fb.resnet.torch) does.
+    params = [p for p in model.parameters() if p.requires_grad]
+    lr = scaled_lr(optim_cfg, global_batch_size)
+    kind = optim_cfg["type"]
+    if kind == "SGD":
+        return torch.optim.SGD(
+            params,
+            lr=lr,
+            momentum=optim_cfg["momentum"],
+            nesterov=optim_cfg["nesterov"],
+            dampening=0.0,
+            weight_decay=optim_cfg["weight_decay"],
+        )
+    if kind == "RMSprop":
+        return torch.optim.RMSprop(
+            params,
+            lr=lr,
+            alpha=optim_cfg["alpha"],
+            eps=optim_cfg["eps"],
+            momentum=optim_cfg["momentum"],
+            weight_decay=optim_cfg["weight_decay"],
+        )
+    raise ValueError(f"unknown optimizer type {kind!r}; use 'SGD' or 'RMSprop'")
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, sched_cfg: dict[str, Any], iters_per_epoch: int
+) -> lr_scheduler.LRScheduler:
+    """Per-iteration schedule: multistep (milestones in epochs), cosine, exponential (per epoch), constant."""
+    total = sched_cfg["epochs"] * iters_per_epoch
+    warmup = int(sched_cfg["warmup_epochs"] * iters_per_epoch)
+    kind = sched_cfg["type"]
+    if kind == "multistep":
+        milestones = sorted(int(m) for m in sched_cfg["milestones"])
+        if any(not 0 < m < sched_cfg["epochs"] for m in milestones):
+            raise ValueError(f"schedule.milestones {milestones} must be epochs inside 1..{sched_cfg['epochs'] - 1}")
+        main = lr_scheduler.MultiStepLR(
+            optimizer, [m * iters_per_epoch - warmup for m in milestones], gamma=sched_cfg["gamma"]
+        )
+    elif kind == "cosine":
+        main = lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total - warmup, 1), eta_min=0.0)
+    elif kind == "exponential":
+        main = lr_scheduler.StepLR(optimizer, step_size=iters_per_epoch, gamma=sched_cfg["gamma"])
+    elif kind == "constant":
+        main = lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+    else:
+        raise ValueError(f"unknown schedule type {kind!r}; use multistep, cosine, exponential or constant")
+    if warmup <= 0:
+        return main
+    ramp = lr_scheduler.LinearLR(optimizer, start_factor=1e-3, end_factor=1.0, total_iters=warmup)
+    return lr_scheduler.SequentialLR(optimizer, [ramp, main], milestones=[warmup])

@@ -1,0 +1,386 @@
+"""The trainer shared by classification, segmentation and detection.
+
+A task supplies the model, the data sets, a loss ``loss_fn(outputs, targets)`` and a metric object
+(``reset/update(outputs, targets, loss_sum)/compute(device)``); the trainer owns everything else: torchrun/DDP,
+AMP, channels_last, torch.compile, gradient accumulation and clipping, EMA, SyncBN, progress bars, CSV logs,
+atomic checkpoints and exact resumption. It is plain PyTorch in the manner of torchvision's reference scripts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from tqdm import tqdm
+
+from .checkpoint import atomic_save, get_rng_state, load_checkpoint, set_rng_state
+from .distributed import DistInfo, ShardSampler, all_gather_objects, all_reduce_sum
+from .logs import CSVLogger, plot_run
+from .optim import build_optimizer, build_scheduler
+
+__all__ = ["Trainer", "NonFiniteLossError"]
+
+_logger = logging.getLogger(__name__)
+_AMP_DTYPES = {None: None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is left untouched."""
+
+
+def _git_commit() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent, timeout=5
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+class Trainer:
+    """Train ``model`` on ``train_set`` and evaluate on ``eval_set`` as the resolved config ``cfg`` says.
+
+    Args:
+        cfg: resolved config (``config.merge_defaults``): sections data, optimizer, schedule, train.
+        model: the model (not yet on the device, not wrapped).
+        train_set, eval_set: map-style data sets yielding ``(inputs, targets)``.
+        loss_fn: ``loss_fn(outputs, targets) -> scalar`` (mean over the batch).
+        metric: accumulates evaluation results; its ``compute`` returns a dict of floats.
+        work_dir: where checkpoints, logs, the resolved config and plots go (rank 0 only).
+        dist: process placement from ``distributed.init_distributed``.
+        best_key: metric that selects ``best.pth``; ``best_mode`` is ``'max'`` or ``'min'``.
+        eval_forward: optional ``eval_forward(model, inputs) -> outputs`` (e.g. ten-crop averaging).
+        collate_fn: optional collate function for both loaders.
+    """
+
+    def __init__(
+        self,
+        cfg: dict[str, Any],
+        model: nn.Module,
+        train_set: Dataset,
+        eval_set: Dataset | None,
+        loss_fn: Callable[[Any, Any], torch.Tensor],
+        metric: Any,
+        work_dir: str | Path,
+        dist: DistInfo,
+        best_key: str = "top1",
+        best_mode: str = "max",
+        eval_forward: Callable[[nn.Module, Any], Any] | None = None,
+        collate_fn: Callable | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.train_cfg = cfg["train"]
+        self.dist = dist
+        self.device = dist.device
+        self.work_dir = Path(work_dir)
+        self.loss_fn = loss_fn
+        self.metric = metric
+        self.best_key, self.best_mode = best_key, best_mode
+        self.eval_forward = eval_forward or (lambda m, x: m(x))
+        self.epochs = cfg["schedule"]["epochs"]
+
+        data_cfg = cfg["data"]
+        accum = self.train_cfg["accum_steps"]
+        global_batch = data_cfg["batch_size"]
+        if global_batch % (dist.world_size * accum):
+            raise ValueError(
+                f"data.batch_size={global_batch} (global) must be divisible by world size {dist.world_size} x "
+                f"train.accum_steps {accum}"
+            )
+        self.accum_steps = accum
+        self.micro_batch = global_batch // (dist.world_size * accum)
+        seed = self.train_cfg["seed"]
+        self.train_sampler = DistributedSampler(
+            train_set, num_replicas=dist.world_size, rank=dist.rank, shuffle=True, seed=seed, drop_last=True
+        )
+        workers = data_cfg["num_workers"]
+        loader_kwargs = dict(
+            num_workers=workers,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=workers > 0,
+            prefetch_factor=4 if workers > 0 else None,
+            collate_fn=collate_fn,
+        )
+        self.train_loader = DataLoader(
+            train_set, batch_size=self.micro_batch, sampler=self.train_sampler, drop_last=True, **loader_kwargs
+        )
+        if len(self.train_loader) < accum:
+            raise ValueError(
+                f"the training set ({len(train_set)} samples) gives fewer than one optimiser step of "
+                f"{global_batch} samples; lower data.batch_size"
+            )
+        self.eval_loader = None
+        if eval_set is not None:
+            eval_batch = data_cfg["eval_batch_size"] or max(global_batch // dist.world_size, 1)
+            self.eval_loader = DataLoader(
+                eval_set,
+                batch_size=eval_batch,
+                sampler=ShardSampler(len(eval_set), dist.rank, dist.world_size),
+                **loader_kwargs,
+            )
+        self.iters_per_epoch = len(self.train_loader) // accum
+        if self.train_cfg["max_iters_per_epoch"]:
+            self.iters_per_epoch = min(self.iters_per_epoch, self.train_cfg["max_iters_per_epoch"])
+
+        if self.train_cfg["sync_bn"] and dist.enabled:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        self.memory_format = torch.channels_last if self.train_cfg["channels_last"] else torch.contiguous_format
+        self.model = model.to(self.device, memory_format=self.memory_format)
+        self.optimizer = build_optimizer(self.model, cfg["optimizer"], global_batch)
+        self.scheduler = build_scheduler(self.optimizer, cfg["schedule"], self.iters_per_epoch)
+        amp = self.train_cfg["amp"]
+        if amp not in _AMP_DTYPES:
+            raise ValueError(f"train.amp must be None, 'bf16' or 'fp16', got {amp!r}")
+        self.amp_dtype = _AMP_DTYPES[amp]
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=amp == "fp16")
+        self.ema = None
+        if self.train_cfg["ema_decay"]:
+            from timm.utils import ModelEmaV3
+
+            self.ema = ModelEmaV3(self.model, decay=self.train_cfg["ema_decay"], device=self.device)
+        self.ddp_model = (
+            DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            if dist.enabled
+            else self.model
+        )
+        self.forward_model = torch.compile(self.ddp_model) if self.train_cfg["compile"] else self.ddp_model
+
+        self.epoch = 0  # epochs completed
+        self.step = 0  # optimiser steps completed
+        self.best_metric: float | None = None
+        self.history: list[dict[str, float]] = []
+        if dist.is_main:
+            self.work_dir.mkdir(parents=True, exist_ok=True)
+            self.train_log = CSVLogger(self.work_dir / "train.csv")
+            self.eval_log = CSVLogger(self.work_dir / "eval.csv")
+
+    # ---------------------------------------------------------------------------------------------- checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "model_ema": self.ema.module.state_dict() if self.ema is not None else None,
+            "epoch": self.epoch,
+            "step": self.step,
+            "best_metric": self.best_metric,
+            "rng": all_gather_objects(get_rng_state()),  # one entry per rank
+            "config": self.cfg,
+            "meta": self.meta(),
+        }
+
+    def meta(self) -> dict[str, Any]:
+        return {
+            "git_commit": _git_commit(),
+            "torch": torch.__version__,
+            "cuda": torch.version.cuda or "",
+            "device": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else platform.processor(),
+            "world_size": self.dist.world_size,
+            "command": " ".join(sys.argv),
+        }
+
+    def save(self, metrics: dict[str, float] | None) -> None:
+        """Write ``last.pth`` (and ``best.pth``, ``epoch_N.pth``) atomically; rank 0 writes, every rank calls."""
+        better = False
+        if metrics is not None and self.best_key in metrics:
+            value = metrics[self.best_key]
+            better = self.best_metric is None or (
+                value > self.best_metric if self.best_mode == "max" else value < self.best_metric
+            )
+            if better:
+                self.best_metric = value
+        state = self.state_dict()  # collective (RNG gather)
+        if not self.dist.is_main:
+            return
+        atomic_save(state, self.work_dir / "last.pth")
+        if better:
+            atomic_save(state, self.work_dir / "best.pth")
+        every = self.train_cfg["save_interval"]
+        if every and self.epoch % every == 0:
+            atomic_save(state, self.work_dir / f"epoch_{self.epoch}.pth")
+
+    def resume(self, path: str | Path) -> None:
+        """Continue exactly where the checkpoint was written (model, optimiser, schedule, scaler, EMA, RNG)."""
+        state = load_checkpoint(path, map_location=self.device)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None:
+            if state["model_ema"] is None:
+                raise ValueError(f"{path} has no EMA weights but train.ema_decay is set")
+            self.ema.module.load_state_dict(state["model_ema"])
+        self.epoch, self.step, self.best_metric = state["epoch"], state["step"], state["best_metric"]
+        rng = state["rng"]
+        set_rng_state(rng[self.dist.rank] if self.dist.rank < len(rng) else rng[0])
+        if self.dist.is_main:
+            print(f"resumed from {path}: epoch {self.epoch}, step {self.step}", flush=True)
+
+    # ------------------------------------------------------------------------------------------------- training
+    def _to_device(self, batch: Any) -> Any:
+        if isinstance(batch, torch.Tensor):
+            batch = batch.to(self.device, non_blocking=True)
+            return batch.contiguous(memory_format=self.memory_format) if batch.ndim == 4 else batch
+        if isinstance(batch, (list, tuple)):
+            return type(batch)(self._to_device(b) for b in batch)
+        if isinstance(batch, dict):
+            return {k: self._to_device(v) for k, v in batch.items()}
+        return batch
+
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def _check_finite(self, loss_sum: torch.Tensor, where: str) -> None:
+        if not torch.isfinite(loss_sum):
+            last = self.work_dir / "last.pth"
+            raise NonFiniteLossError(
+                f"loss is {loss_sum.item()} at {where}; training stopped. The last good checkpoint is "
+                f"{last if last.exists() else '(none yet)'}: lower optimizer.lr, set train.clip_grad or use "
+                f"train.amp='bf16' instead of 'fp16', then resume from it."
+            )
+
+    def train_one_epoch(self) -> dict[str, float]:
+        self.ddp_model.train()
+        self.train_sampler.set_epoch(self.epoch)
+        log_interval = self.train_cfg["log_interval"]
+        clip = self.train_cfg["clip_grad"]
+        loss_sum = torch.zeros((), device=self.device)
+        window_loss, window_count, window_start = torch.zeros((), device=self.device), 0, time.perf_counter()
+        epoch_start, images_seen = time.perf_counter(), 0
+        progress = tqdm(
+            total=self.iters_per_epoch,
+            desc=f"epoch {self.epoch + 1}/{self.epochs}",
+            disable=not self.dist.is_main,
+            dynamic_ncols=True,
+            mininterval=2.0,
+        )
+        batches = iter(self.train_loader)
+        for it in range(self.iters_per_epoch):
+            for micro in range(self.accum_steps):
+                inputs, targets = self._to_device(next(batches))
+                last_micro = micro == self.accum_steps - 1
+                sync = self.ddp_model.no_sync() if self.dist.enabled and not last_micro else nullcontext()
+                with sync:
+                    with self._autocast():
+                        loss = self.loss_fn(self.forward_model(inputs), targets)
+                    self.scaler.scale(loss / self.accum_steps).backward()
+                loss_sum += loss.detach() / self.accum_steps
+                window_loss += loss.detach() / self.accum_steps
+                images_seen += len(targets) if hasattr(targets, "__len__") else self.micro_batch
+            if clip:
+                self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
+                nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+            self.scaler.step(self.optimizer)  # exactly one optimiser step per update
+            self.scaler.update()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scheduler.step()
+            self.step += 1
+            window_count += 1
+            if self.ema is not None:
+                self.ema.update(self.model, step=self.step)
+            if window_count == log_interval or it == self.iters_per_epoch - 1:
+                # Summed over ranks, so that every rank stops together (a lone raise would hang DDP).
+                window_loss = all_reduce_sum(window_loss) / self.dist.world_size
+                self._check_finite(window_loss, f"epoch {self.epoch + 1}, iteration {it + 1}")
+                elapsed = time.perf_counter() - window_start
+                row = {
+                    "epoch": self.epoch + 1,
+                    "step": self.step,
+                    "epoch_float": self.epoch + (it + 1) / self.iters_per_epoch,
+                    "lr": self.optimizer.param_groups[0]["lr"],
+                    "loss": window_loss.item() / window_count,
+                    "img_per_s": window_count * self.micro_batch * self.accum_steps * self.dist.world_size / elapsed,
+                }
+                if self.dist.is_main:
+                    self.train_log.log(row)
+                progress.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.3g}")
+                window_loss = torch.zeros((), device=self.device)
+                window_count, window_start = 0, time.perf_counter()
+            progress.update(1)
+        progress.close()
+        return {
+            "loss": all_reduce_sum(loss_sum).item() / self.dist.world_size / self.iters_per_epoch,
+            "epoch_time_s": time.perf_counter() - epoch_start,
+            "images": images_seen * self.dist.world_size,
+        }
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module | None = None) -> dict[str, float]:
+        """Metrics over the whole evaluation set, summed over all processes."""
+        if self.eval_loader is None:
+            return {}
+        model = model if model is not None else self.model
+        model.eval()
+        self.metric.reset()
+        for inputs, targets in tqdm(self.eval_loader, desc="eval", disable=not self.dist.is_main, mininterval=2.0):
+            inputs, targets = self._to_device((inputs, targets))
+            with self._autocast():
+                outputs = self.eval_forward(model, inputs)
+                loss = self.loss_fn(outputs, targets)
+            batch = len(targets) if hasattr(targets, "__len__") else 1
+            self.metric.update(outputs.float() if torch.is_tensor(outputs) else outputs, targets, loss.float() * batch)
+        return self.metric.compute(self.device)
+
+    def fit(self) -> dict[str, float]:
+        """Train from the current epoch to the last; returns the final evaluation metrics."""
+        if self.dist.is_main:
+            print(
+                f"training {self.epochs - self.epoch} epochs x {self.iters_per_epoch} iterations, global batch "
+                f"{self.micro_batch * self.accum_steps * self.dist.world_size} on {self.dist.world_size} x "
+                f"{self.device.type}; work dir {self.work_dir}",
+                flush=True,
+            )
+            (self.work_dir / "meta.json").write_text(json.dumps(self.meta(), indent=2))
+        metrics: dict[str, float] = {}
+        while self.epoch < self.epochs:
+            train_stats = self.train_one_epoch()
+            self.epoch += 1
+            metrics = {}
+            if self.eval_loader is not None and (
+                self.epoch % self.train_cfg["eval_interval"] == 0 or self.epoch == self.epochs
+            ):
+                metrics = self.evaluate(self.ema.module if self.ema is not None else None)
+                if self.dist.is_main:
+                    self.eval_log.log({"epoch": self.epoch, "step": self.step, **metrics})
+                    shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+                    print(
+                        f"epoch {self.epoch}: train loss {train_stats['loss']:.4f}, {shown} "
+                        f"({train_stats['images'] / train_stats['epoch_time_s']:.0f} img/s)",
+                        flush=True,
+                    )
+            self.history.append({"epoch": self.epoch, **train_stats, **metrics})
+            self.save(metrics or None)
+            if self.dist.is_main and self.train_cfg["plot"]:
+                try:
+                    plot_run(self.work_dir)
+                except Exception as err:  # a plot must never stop a long run
+                    _logger.warning("could not plot the curves: %s", err)
+        return metrics
+
+    @staticmethod
+    def find_resume(work_dir: str | Path, resume: str | None) -> Path | None:
+        """``'auto'``: ``work_dir/last.pth`` if it exists; a path: that file (which must exist)."""
+        if not resume:
+            return None
+        if resume == "auto":
+            last = Path(work_dir) / "last.pth"
+            return last if last.exists() else None
+        path = Path(resume)
+        if not path.is_file():
+            raise FileNotFoundError(f"--resume {resume}: no such checkpoint")
+        return path
