@@ -6,7 +6,7 @@ from .distributed import DistInfo, ShardSampler, init_distributed
 from .logs import CSVLogger, plot_run, read_csv
 from .metrics import TopKAccuracy
 from .optim import build_optimizer, build_scheduler, scaled_lr
-from .trainer import NonFiniteLossError, Trainer
+from .trainer import NonFiniteLossError, Trainer, evaluate
 
 __all__ = [
     "DEFAULTS",
@@ -19,6 +19,7 @@ __all__ = [
     "atomic_save",
     "build_optimizer",
     "build_scheduler",
+    "evaluate",
     "check_config",
     "get_rng_state",
     "init_distributed",

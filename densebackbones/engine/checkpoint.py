@@ -58,27 +58,28 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 
 def get_rng_state() -> dict[str, Any]:
-    """Python, NumPy, torch CPU and CUDA generator states as tensors and plain values."""
-    np_state = np.random.get_state()
+    """Python, NumPy, torch CPU and CUDA generator states as plain values (bytes, ints), so that they can be
+    gathered across processes with ``all_gather_object`` and loaded with ``weights_only=True``."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
     state = {
         "python": random.getstate(),
-        "numpy": (
-            np_state[0],
-            torch.from_numpy(np_state[1].copy()),
-            *[float(v) if isinstance(v, float) else int(v) for v in np_state[2:]],
-        ),
-        "torch": torch.get_rng_state(),
+        "numpy": (kind, keys.astype(np.uint32).tobytes(), int(pos), int(has_gauss), float(cached)),
+        "torch": torch.get_rng_state().numpy().tobytes(),
     }
     if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        state["cuda"] = [s.numpy().tobytes() for s in torch.cuda.get_rng_state_all()]
     return state
+
+
+def _byte_tensor(data: bytes) -> torch.Tensor:
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8)
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     kind, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((kind, keys.numpy(), int(pos), int(has_gauss), float(cached)))
-    torch.set_rng_state(state["torch"])
+    np.random.set_state((kind, np.frombuffer(keys, dtype=np.uint32).copy(), pos, has_gauss, cached))
+    torch.set_rng_state(_byte_tensor(state["torch"]))
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([_byte_tensor(s) for s in state["cuda"]])

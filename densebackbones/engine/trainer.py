@@ -30,7 +30,7 @@ from .distributed import DistInfo, ShardSampler, all_gather_objects, all_reduce_
 from .logs import CSVLogger, plot_run
 from .optim import build_optimizer, build_scheduler
 
-__all__ = ["Trainer", "NonFiniteLossError"]
+__all__ = ["Trainer", "NonFiniteLossError", "evaluate"]
 
 _logger = logging.getLogger(__name__)
 _AMP_DTYPES = {None: None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -47,6 +47,35 @@ def _git_commit() -> str:
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return ""
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader: DataLoader,
+    loss_fn: Callable[[Any, Any], torch.Tensor],
+    metric: Any,
+    device: torch.device,
+    amp_dtype: torch.dtype | None = None,
+    eval_forward: Callable[[nn.Module, Any], Any] | None = None,
+    show_progress: bool = True,
+    memory_format: torch.memory_format = torch.contiguous_format,
+) -> dict[str, float]:
+    """Run ``model`` over ``loader`` and return ``metric.compute()`` (summed over processes, not per batch)."""
+    model.eval()
+    metric.reset()
+    eval_forward = eval_forward or (lambda m, x: m(x))
+    autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
+    for inputs, targets in tqdm(loader, desc="eval", disable=not show_progress, mininterval=2.0):
+        inputs = inputs.to(device, non_blocking=True)
+        if inputs.ndim == 4:
+            inputs = inputs.contiguous(memory_format=memory_format)
+        targets = targets.to(device, non_blocking=True)
+        with autocast:
+            outputs = eval_forward(model, inputs)
+            loss = loss_fn(outputs, targets)
+        metric.update(outputs.float(), targets, loss.float() * len(targets))
+    return metric.compute(device)
 
 
 class Trainer:
@@ -185,7 +214,7 @@ class Trainer:
     def meta(self) -> dict[str, Any]:
         return {
             "git_commit": _git_commit(),
-            "torch": torch.__version__,
+            "torch": str(torch.__version__),
             "cuda": torch.version.cuda or "",
             "device": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else platform.processor(),
             "world_size": self.dist.world_size,
@@ -319,22 +348,22 @@ class Trainer:
             "images": images_seen * self.dist.world_size,
         }
 
-    @torch.no_grad()
     def evaluate(self, model: nn.Module | None = None) -> dict[str, float]:
-        """Metrics over the whole evaluation set, summed over all processes."""
+        """Metrics over the whole evaluation set, summed over all processes (EMA weights if EMA is on)."""
         if self.eval_loader is None:
             return {}
         model = model if model is not None else self.model
-        model.eval()
-        self.metric.reset()
-        for inputs, targets in tqdm(self.eval_loader, desc="eval", disable=not self.dist.is_main, mininterval=2.0):
-            inputs, targets = self._to_device((inputs, targets))
-            with self._autocast():
-                outputs = self.eval_forward(model, inputs)
-                loss = self.loss_fn(outputs, targets)
-            batch = len(targets) if hasattr(targets, "__len__") else 1
-            self.metric.update(outputs.float() if torch.is_tensor(outputs) else outputs, targets, loss.float() * batch)
-        return self.metric.compute(self.device)
+        return evaluate(
+            model,
+            self.eval_loader,
+            self.loss_fn,
+            self.metric,
+            self.device,
+            self.amp_dtype,
+            self.eval_forward,
+            show_progress=self.dist.is_main,
+            memory_format=self.memory_format,
+        )
 
     def fit(self) -> dict[str, float]:
         """Train from the current epoch to the last; returns the final evaluation metrics."""
