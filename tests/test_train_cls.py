@@ -307,3 +307,77 @@ def test_plot_logs_tool(tmp_path):
     png = tmp_path / "run" / "curves.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     shutil.rmtree(tmp_path / "run")
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        ("train.amp='bf16'", "train.channels_last=True"),
+        ("train.accum_steps=2", "train.clip_grad=1.0"),
+        ("train.ema_decay=0.9", "train.save_interval=1", "schedule.warmup_epochs=1", "schedule.type='cosine'"),
+        ("optimizer.type='RMSprop'", "optimizer.lr=0.001", "schedule.type='exponential'", "schedule.gamma=0.995"),
+    ],
+    ids=["bf16-channels-last", "accumulation-clipping", "ema-warmup-cosine", "rmsprop-exponential"],
+)
+def test_engine_options(options, tmp_path):
+    metrics = run_train(DIGITS_CFG, tmp_path / "run", "schedule.epochs=2", "train.max_iters_per_epoch=2", *options)
+    assert metrics["top1"] >= 0.0
+    state = load_checkpoint(tmp_path / "run" / "last.pth")
+    assert state["step"] == 4
+    if "train.ema_decay=0.9" in options:
+        assert state["model_ema"] is not None and (tmp_path / "run" / "epoch_1.pth").exists()
+        assert any(not torch.equal(state["model_ema"][k], v) for k, v in state["model"].items())
+    if "train.accum_steps=2" in options:
+        assert state["config"]["train"]["accum_steps"] == 2
+
+
+def test_lr_scales_with_global_batch(tmp_path):
+    run_train(
+        DIGITS_CFG,
+        tmp_path / "run",
+        "schedule.epochs=1",
+        "schedule.type='constant'",
+        "train.max_iters_per_epoch=1",
+        "data.batch_size=128",
+    )
+    row = (tmp_path / "run" / "train.csv").read_text().splitlines()[1].split(",")
+    assert float(row[3]) == pytest.approx(0.1 * 128 / 64)  # lr per 64 images, global batch 128
+
+
+def test_pretrained_fine_tunes_with_a_new_classifier(tmp_path, caplog):
+    source = db.create_model(
+        "densenet_bc100_k12_cifar", num_classes=100, in_chans=1, growth_rate=4, block_config=(1, 1, 1)
+    )
+    torch.save(source.state_dict(), tmp_path / "c100.pth")
+    with caplog.at_level("WARNING"):
+        run_train(
+            DIGITS_CFG,
+            tmp_path / "run",
+            "schedule.epochs=1",
+            "train.max_iters_per_epoch=1",
+            "optimizer.lr=0.0",
+            extra=("--pretrained", str(tmp_path / "c100.pth")),
+        )
+    assert "classifier has 100 outputs" in caplog.text
+    tuned = load_checkpoint(tmp_path / "run" / "last.pth")["model"]
+    assert tuned["classifier.weight"].shape == (10, source.num_features)
+    torch.testing.assert_close(tuned["features.conv0.weight"], source.features.conv0.weight)  # lr 0: unchanged
+
+
+def test_ten_crop_evaluation(tmp_path):
+    root = write_image_folder(tmp_path / "data", classes=3, per_class=2)
+    config = str(REPO / "configs/cls/densenet_bc121_k32_imagenet.py")
+    options = ["data.image_size=32", "model.block_config=(1,1,1,1)", "model.num_classes=3", "data.batch_size=3"]
+    run_train(
+        config,
+        tmp_path / "run",
+        "schedule.epochs=1",
+        "schedule.type='constant'",
+        "train.max_iters_per_epoch=1",
+        *options,
+        extra=("--data-root", str(root)),
+    )
+    argv = [config, str(tmp_path / "run" / "last.pth"), "--data-root", str(root), "--cfg-options", *TINY, *options]
+    single = test_tool.main(test_tool.get_args_parser().parse_args(argv))
+    ten = test_tool.main(test_tool.get_args_parser().parse_args([*argv[:4], "--ten-crop", *argv[4:]]))
+    assert ten["loss"] != single["loss"] and 0 <= ten["top1"] <= 100

@@ -1,2 +1,5 @@
-# Fashion-MNIST IDX files (Debian's dataset-fashion-mnist, or torchvision's FashionMNIST/raw layout).
-data = dict(dataset="fashion_mnist", root="data/fashion_mnist", augment="plus", batch_size=64, num_workers=4)
+# Fashion-MNIST IDX files: the default root is where Debian's dataset-fashion-mnist package puts them
+# (apt-get install dataset-fashion-mnist); torchvision's FashionMNIST/raw layout works too.
+data = dict(
+    dataset="fashion_mnist", root="/usr/share/datasets/fashion-mnist", augment="plus", batch_size=64, num_workers=4
+)
