@@ -80,13 +80,17 @@ def _resolve_name(name: str) -> tuple[str, str]:
     arch, _, tag = name.partition(".")
     arch = MODEL_ALIASES.get(arch, arch)
     if arch not in _model_entrypoints:
-        known = sorted(_model_entrypoints) + sorted(MODEL_ALIASES)
-        close = difflib.get_close_matches(arch, known, n=5, cutoff=0.5)
-        hint = f" Closest registered names: {', '.join(close)}." if close else ""
-        raise ValueError(
-            f"Unknown model {name!r}.{hint} densebackbones.list_models() lists all {len(_model_entrypoints)} models."
+        raise unknown_name_error(
+            name, sorted(_model_entrypoints) + sorted(MODEL_ALIASES), "densebackbones.list_models()"
         )
     return arch, tag
+
+
+def unknown_name_error(name: str, known: list[str], lister: str) -> ValueError:
+    """A ``ValueError`` for an unknown registry name that lists the closest known names."""
+    close = difflib.get_close_matches(name.partition(".")[0], known, n=5, cutoff=0.5)
+    hint = f" Closest registered names: {', '.join(close)}." if close else ""
+    return ValueError(f"Unknown model {name!r}.{hint} {lister} lists all {len(known)} names.")
 
 
 def is_model(name: str) -> bool:

@@ -16,11 +16,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from densebackbones.engine import TopKAccuracy, evaluate, init_distributed
-from densebackbones.engine.classification import build_datasets, build_model, ten_crop_forward
+from densebackbones.engine.classification import ClassificationTask, ten_crop_forward
+from densebackbones.engine.cli import resolve_config
 from densebackbones.engine.distributed import ShardSampler
-
-sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from train_cls import resolve_config  # noqa: E402  (the same config resolution as training)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -35,11 +33,11 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> dict[str, float]:
-    args.work_dir, args.print_config = None, False
-    cfg = resolve_config(args)
+    task = ClassificationTask()
+    cfg = resolve_config(args, task)
     dist = init_distributed(cfg["train"]["device"])
-    model = build_model(cfg, pretrained=args.checkpoint).to(dist.device)
-    _, eval_set = build_datasets(cfg, ten_crop=args.ten_crop)
+    model = task.build_model(cfg, pretrained=args.checkpoint).to(dist.device)
+    _, eval_set = task.build_datasets(cfg, ten_crop=args.ten_crop)
     batch = args.batch_size or cfg["data"]["eval_batch_size"] or cfg["data"]["batch_size"]
     loader = DataLoader(
         eval_set,

@@ -15,8 +15,17 @@ from safetensors.torch import save_file
 from ..data import DATASETS, build_classification_dataset, build_eval_transform, build_train_transform
 from ..models import DenseNet
 from ..registry import create_model, is_model
+from .config import CLS_DATA
+from .metrics import TopKAccuracy
 
-__all__ = ["model_arg_names", "build_model", "build_datasets", "ten_crop_forward", "export_weights"]
+__all__ = [
+    "ClassificationTask",
+    "model_arg_names",
+    "build_model",
+    "build_datasets",
+    "ten_crop_forward",
+    "export_weights",
+]
 
 _BUILDER_ARGS = ("pretrained_cfg", "pretrained_cfg_overlay")
 
@@ -85,3 +94,36 @@ def export_weights(model: nn.Module, path: str | Path, metadata: dict[str, Any] 
     save_file(state, str(path), metadata={"pretrained_cfg": text})
     path.with_suffix(".json").write_text(json.dumps(json.loads(text), indent=2))
     return path
+
+
+class ClassificationTask:
+    """Classification for the shared trainer and tools (``engine.cli``)."""
+
+    data_defaults = CLS_DATA
+    best_key, best_mode = "top1", "max"
+
+    def model_arg_names(self, raw_cfg: dict[str, Any]) -> list[str]:
+        return model_arg_names()
+
+    def build_model(self, cfg: dict[str, Any], pretrained: str | None = None) -> nn.Module:
+        return build_model(cfg, pretrained)
+
+    def build_datasets(self, cfg: dict[str, Any], ten_crop: bool | None = None):
+        return build_datasets(cfg, ten_crop)
+
+    def loss_fn(self, cfg: dict[str, Any]) -> nn.Module:
+        return nn.CrossEntropyLoss(label_smoothing=cfg["train"]["label_smoothing"])
+
+    def metric(self, cfg: dict[str, Any]) -> TopKAccuracy:
+        return TopKAccuracy((1, 5))
+
+    def eval_forward(self, model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+        return ten_crop_forward(model, inputs)
+
+    def finish(self, trainer, metrics: dict[str, float], datasets) -> None:
+        final = trainer.ema.module if trainer.ema is not None else trainer.model
+        weights = export_weights(final, trainer.work_dir / "final.safetensors", {"eval": metrics})
+        print(f"weights: {weights}", flush=True)
+        for split, dataset in zip(("train", "eval"), datasets):
+            if getattr(dataset, "num_skipped", 0):
+                print(f"skipped {dataset.num_skipped} unreadable {split} images (data.skip_corrupt=True)", flush=True)

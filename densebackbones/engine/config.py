@@ -11,23 +11,36 @@ from copy import deepcopy
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DEFAULTS", "load_config", "check_config", "merge_defaults"]
+__all__ = ["DEFAULTS", "CLS_DATA", "SEG_DATA", "load_config", "check_config", "merge_defaults"]
+
+# The data section of each task.
+CLS_DATA: dict[str, Any] = {
+    "dataset": None,  # digits, cifar10, cifar100, svhn, fashion_mnist, imagenet
+    "root": None,
+    "download": False,  # fetch the official files if missing (never by default)
+    "augment": "plus",  # plus (CIFAR "+"), none, imagenet, shift
+    "image_size": None,  # default: the data set's
+    "batch_size": 64,  # global batch per optimiser step, over all GPUs and accumulation steps
+    "eval_batch_size": None,  # default: batch_size
+    "num_workers": 4,
+    "ten_crop": False,
+    "skip_corrupt": False,
+}
+SEG_DATA: dict[str, Any] = {
+    "dataset": None,  # camvid, shapes
+    "root": None,
+    "crop_size": 224,  # random training crops (FC-DenseNet: 224); None trains on full images
+    "hflip": True,
+    "color_jitter": 0.0,
+    "batch_size": 3,  # global batch per optimiser step
+    "eval_batch_size": 1,
+    "num_workers": 4,
+    "class_weights": None,  # per-class loss weights (e.g. median-frequency balancing)
+}
 
 # Defaults of every section; the keys here are the only valid ones (the model section takes model arguments).
 DEFAULTS: dict[str, dict[str, Any]] = {
     "model": {"type": None},  # registered model name; other keys are model constructor arguments
-    "data": {
-        "dataset": None,  # digits, cifar10, cifar100, svhn, fashion_mnist, imagenet
-        "root": None,
-        "download": False,  # fetch the official files if missing (never by default)
-        "augment": "plus",  # plus (CIFAR "+"), none, imagenet, shift
-        "image_size": None,  # default: the data set's
-        "batch_size": 64,  # global batch per optimiser step, over all GPUs and accumulation steps
-        "eval_batch_size": None,  # default: batch_size
-        "num_workers": 4,
-        "ten_crop": False,
-        "skip_corrupt": False,
-    },
     "optimizer": {
         "type": "SGD",  # SGD or RMSprop
         "lr": 0.1,  # learning rate per base_batch_size images; scaled linearly to data.batch_size
@@ -41,7 +54,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "schedule": {
         "type": "multistep",  # multistep, cosine, exponential, constant
         "epochs": 300,
-        "milestones": (0.5, 0.75),  # multistep: fractions of training (paper: /10 at 50% and 75%)
+        "milestones": (150, 225),  # multistep: epochs where lr *= gamma (paper: 50% and 75% of training)
         "gamma": 0.1,  # multistep factor, or exponential per-epoch factor
         "warmup_epochs": 0,
     },
@@ -61,9 +74,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "save_interval": 0,  # also keep epoch_N.pth every N epochs (0: only last and best)
         "max_iters_per_epoch": None,  # cap on iterations per epoch (quick tests and smoke runs)
         "plot": True,  # write curves.png at each epoch end
+        "early_stop_patience": None,  # stop after this many evaluations without a better best metric
     },
 }
-SECTIONS = tuple(DEFAULTS) + ("work_dir",)
 
 
 def _closest(key: str, valid: list[str]) -> str:
@@ -71,14 +84,21 @@ def _closest(key: str, valid: list[str]) -> str:
     return f" Did you mean {', '.join(repr(c) for c in close)}?" if close else f" Valid keys: {', '.join(valid)}."
 
 
-def check_config(cfg: dict[str, Any], model_arg_names: list[str] | None = None) -> None:
+def _defaults(data_defaults: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {"model": DEFAULTS["model"], "data": data_defaults, **{k: v for k, v in DEFAULTS.items() if k != "model"}}
+
+
+def check_config(
+    cfg: dict[str, Any], model_arg_names: list[str] | None = None, data_defaults: dict[str, Any] = CLS_DATA
+) -> None:
     """Raise ``KeyError`` for any key that nothing reads, naming the closest valid keys."""
+    sections = [*_defaults(data_defaults), "work_dir"]
     for section in cfg:
         if section.startswith("_") or section in ("custom_imports", "default_scope"):
             continue
-        if section not in SECTIONS:
-            raise KeyError(f"config section {section!r} is not used.{_closest(section, list(SECTIONS))}")
-    for section, defaults in DEFAULTS.items():
+        if section not in sections:
+            raise KeyError(f"config section {section!r} is not used.{_closest(section, sections)}")
+    for section, defaults in _defaults(data_defaults).items():
         values = cfg.get(section) or {}
         if not isinstance(values, dict):
             raise TypeError(f"config section {section!r} must be a dict, got {type(values).__name__}")
@@ -90,9 +110,12 @@ def check_config(cfg: dict[str, Any], model_arg_names: list[str] | None = None) 
                 raise KeyError(f"config key {section}.{key} is not used.{_closest(key, valid)}")
 
 
-def merge_defaults(cfg: dict[str, Any]) -> dict[str, Any]:
-    """A plain dict with every section filled from ``DEFAULTS``."""
-    out = {section: dict(deepcopy(defaults), **(cfg.get(section) or {})) for section, defaults in DEFAULTS.items()}
+def merge_defaults(cfg: dict[str, Any], data_defaults: dict[str, Any] = CLS_DATA) -> dict[str, Any]:
+    """A plain dict with every section filled from the defaults."""
+    out = {
+        section: dict(deepcopy(defaults), **(cfg.get(section) or {}))
+        for section, defaults in _defaults(data_defaults).items()
+    }
     out["work_dir"] = cfg.get("work_dir")
     return out
 

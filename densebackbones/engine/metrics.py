@@ -6,7 +6,7 @@ import torch
 
 from .distributed import all_reduce_sum
 
-__all__ = ["TopKAccuracy"]
+__all__ = ["TopKAccuracy", "SegmentationMetric"]
 
 
 class TopKAccuracy:
@@ -38,4 +38,50 @@ class TopKAccuracy:
         count = max(totals[-1].item(), 1.0)
         out = {f"top{k}": 100.0 * totals[i].item() / count for i, k in enumerate(self.topk)}
         out["loss"] = totals[-2].item() / count
+        return out
+
+
+class SegmentationMetric:
+    """Per-class IoU, mIoU and global pixel accuracy from one confusion matrix accumulated over the whole data set
+    (and all processes); pixels labelled ``ignore_index`` count nowhere.
+
+    mIoU averages over the classes that occur in the labels or the predictions (a class absent from both has no
+    defined IoU), as mmsegmentation's ``nanmean`` does.
+    """
+
+    def __init__(self, num_classes: int, ignore_index: int, class_names: tuple[str, ...] | None = None) -> None:
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.class_names = class_names or tuple(str(i) for i in range(num_classes))
+        self.reset()
+
+    def reset(self) -> None:
+        self.confusion = torch.zeros(self.num_classes, self.num_classes, dtype=torch.float64)
+        self.loss_sum = torch.zeros((), dtype=torch.float64)
+        self.count = torch.zeros((), dtype=torch.float64)
+
+    @torch.no_grad()
+    def update(self, logits: torch.Tensor, targets: torch.Tensor, loss_sum: torch.Tensor | None = None) -> None:
+        """``logits`` (N, C, H, W) or predicted labels (N, H, W); ``targets`` (N, H, W)."""
+        preds = logits.argmax(1) if logits.ndim == 4 else logits
+        valid = targets != self.ignore_index
+        index = targets[valid] * self.num_classes + preds[valid]
+        counts = torch.bincount(index.flatten().long().cpu(), minlength=self.num_classes**2)
+        self.confusion += counts.view(self.num_classes, self.num_classes).double()
+        self.count += targets.shape[0]
+        if loss_sum is not None:
+            self.loss_sum += float(loss_sum)
+
+    def compute(self, device: torch.device | str = "cpu") -> dict[str, float]:
+        totals = torch.cat([self.confusion.flatten(), self.loss_sum[None], self.count[None]]).to(device)
+        totals = all_reduce_sum(totals).cpu()
+        confusion = totals[:-2].view(self.num_classes, self.num_classes)  # rows: truth, columns: prediction
+        true_positive = confusion.diag()
+        union = confusion.sum(0) + confusion.sum(1) - true_positive
+        iou = true_positive / union  # NaN where a class is absent from labels and predictions
+        out = {"mIoU": 100.0 * float(iou[~iou.isnan()].mean()) if (~iou.isnan()).any() else 0.0}
+        out["global_acc"] = 100.0 * float(true_positive.sum() / confusion.sum().clamp_min(1))
+        out["loss"] = float(totals[-2] / totals[-1].clamp_min(1))
+        for name, value in zip(self.class_names, iou.tolist()):
+            out[f"IoU_{name}"] = 100.0 * value
         return out

@@ -189,6 +189,7 @@ class Trainer:
         self.epoch = 0  # epochs completed
         self.step = 0  # optimiser steps completed
         self.best_metric: float | None = None
+        self.evals_since_best = 0  # for train.early_stop_patience
         self.history: list[dict[str, float]] = []
         if dist.is_main:
             self.work_dir.mkdir(parents=True, exist_ok=True)
@@ -206,6 +207,7 @@ class Trainer:
             "epoch": self.epoch,
             "step": self.step,
             "best_metric": self.best_metric,
+            "evals_since_best": self.evals_since_best,
             "rng": all_gather_objects(get_rng_state()),  # one entry per rank
             "config": self.cfg,
             "meta": self.meta(),
@@ -231,6 +233,7 @@ class Trainer:
             )
             if better:
                 self.best_metric = value
+            self.evals_since_best = 0 if better else self.evals_since_best + 1
         state = self.state_dict()  # collective (RNG gather)
         if not self.dist.is_main:
             return
@@ -253,6 +256,7 @@ class Trainer:
                 raise ValueError(f"{path} has no EMA weights but train.ema_decay is set")
             self.ema.module.load_state_dict(state["model_ema"])
         self.epoch, self.step, self.best_metric = state["epoch"], state["step"], state["best_metric"]
+        self.evals_since_best = state.get("evals_since_best", 0)
         rng = state["rng"]
         set_rng_state(rng[self.dist.rank] if self.dist.rank < len(rng) else rng[0])
         if self.dist.is_main:
@@ -399,6 +403,15 @@ class Trainer:
                     plot_run(self.work_dir)
                 except Exception as err:  # a plot must never stop a long run
                     _logger.warning("could not plot the curves: %s", err)
+            patience = self.train_cfg["early_stop_patience"]
+            if patience and self.evals_since_best >= patience:
+                if self.dist.is_main:
+                    print(
+                        f"early stop after epoch {self.epoch}: no better {self.best_key} than {self.best_metric:.4f} "
+                        f"in {patience} evaluations",
+                        flush=True,
+                    )
+                break
         return metrics
 
     @staticmethod

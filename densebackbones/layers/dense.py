@@ -55,6 +55,7 @@ class DenseLayer(nn.Module):
         preact: BN-ReLU-Conv order (True, DenseNet) or Conv-BN-ReLU (False).
         kernel_size: kernel of the last convolution (3 in every family here).
         memory_efficient: recompute the first unit in backward (see ``checkpoint_once``).
+        conv_bias: convolutions with bias (FC-DenseNet's have one; DenseNet's do not).
 
     Shape:
         Input: a tensor (N, in_chs, H, W) or a list of tensors whose channels sum to ``in_chs``.
@@ -73,6 +74,7 @@ class DenseLayer(nn.Module):
         preact: bool = True,
         kernel_size: int = 3,
         memory_efficient: bool = False,
+        conv_bias: bool = False,
     ) -> None:
         super().__init__()
         self.preact = preact
@@ -81,12 +83,12 @@ class DenseLayer(nn.Module):
         first_kernel = 1 if bn_size else kernel_size
         self.norm1 = norm_layer(in_chs if preact else first_out)
         self.act1 = act_layer(inplace=True)
-        self.conv1 = nn.Conv2d(in_chs, first_out, first_kernel, padding=first_kernel // 2, bias=False)
+        self.conv1 = nn.Conv2d(in_chs, first_out, first_kernel, padding=first_kernel // 2, bias=conv_bias)
         self.drop1 = _dropout(drop_rate)
         if bn_size:
             self.norm2 = norm_layer(first_out if preact else growth_rate)
             self.act2 = act_layer(inplace=True)
-            self.conv2 = nn.Conv2d(first_out, growth_rate, kernel_size, padding=kernel_size // 2, bias=False)
+            self.conv2 = nn.Conv2d(first_out, growth_rate, kernel_size, padding=kernel_size // 2, bias=conv_bias)
             self.drop2 = _dropout(drop_rate)
         else:
             self.norm2 = self.act2 = self.conv2 = self.drop2 = None
@@ -169,7 +171,7 @@ class Transition(nn.Module):
             (DSOD's transition w/o pooling).
         drop_rate: dropout after the convolution (Sec. 4.2).
         ceil_mode: ceil-mode pooling (DSOD rounds 75 px to 38 px this way).
-        norm_layer, act_layer, preact: as in :class:`DenseLayer`.
+        norm_layer, act_layer, preact, conv_bias: as in :class:`DenseLayer`.
 
     Shape:
         Input: (N, in_chs, H, W).
@@ -187,12 +189,13 @@ class Transition(nn.Module):
         norm_layer: LayerFn = nn.BatchNorm2d,
         act_layer: LayerFn = nn.ReLU,
         preact: bool = True,
+        conv_bias: bool = False,
     ) -> None:
         super().__init__()
         self.preact = preact
         self.norm = norm_layer(in_chs if preact else out_chs)
         self.act = act_layer(inplace=True)
-        self.conv = nn.Conv2d(in_chs, out_chs, 1, bias=False)
+        self.conv = nn.Conv2d(in_chs, out_chs, 1, bias=conv_bias)
         self.drop = _dropout(drop_rate)
         if pool == "avg":
             self.pool = nn.AvgPool2d(2, stride=2, ceil_mode=ceil_mode)

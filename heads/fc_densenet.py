@@ -1,0 +1,355 @@
+"""FC-DenseNet, "The One Hundred Layers Tiramisu" (Jegou, Drozdzal, Vazquez, Romero, Bengio; CVPRW 2017).
+
+Sec. 3 / Table 1 of the paper:
+
+* first layer: 3x3 convolution with 48 filters;
+* layer: BN-ReLU-3x3 conv (k filters)-Dropout(0.2), convolutions with bias, He-uniform initialisation;
+* transition down: BN-ReLU-1x1 conv (same width)-Dropout(0.2)-2x2 max-pool;
+* transition up: 3x3 transposed convolution, stride 2, applied only to the *new* feature maps of the previous
+  dense block (Sec. 3.2: "to prevent the number of feature maps from exploding"), then concatenated with the skip;
+* up-path blocks pass on only their new maps; the last block's output is concatenated with its input before the
+  final 1x1 convolution.
+
+The transposed convolution gives ``2h + 1`` pixels for an input of ``h``; it is centre-cropped (or padded, for
+encoders whose strides round up) to the skip's size, so any input size works and logits have the input's size.
+
+:class:`FCDenseNetDecoder` is the up path on its own, built from an encoder's ``feature_info`` (channels and
+strides of the maps it returns, shallow to deep); :class:`FCDenseNet` is the paper's encoder plus that decoder,
+and :class:`DenseSegmentor` puts the decoder on any registered dense backbone (``features_only``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from densebackbones.layers import DenseBlock, LayerFn, Transition
+from densebackbones.registry import create_model
+
+__all__ = ["TransitionUp", "FCDenseNetEncoder", "FCDenseNetDecoder", "FCDenseNet", "DenseSegmentor", "match_size"]
+
+
+def match_size(x: Tensor, size: Sequence[int]) -> Tensor:
+    """Centre-crop or zero-pad the last two dimensions of ``x`` to ``size``."""
+    for dim, target in ((-2, size[0]), (-1, size[1])):
+        current = x.shape[dim]
+        if current > target:
+            start = (current - target) // 2
+            x = x.narrow(dim, start, target)
+        elif current < target:
+            before = (target - current) // 2
+            pad = [0, 0, before, target - current - before] if dim == -2 else [before, target - current - before, 0, 0]
+            x = F.pad(x, pad)
+    return x
+
+
+class TransitionUp(nn.Module):
+    """3x3 transposed convolution, stride 2, then centre-crop to the skip and concatenate it (Sec. 3.2).
+
+    Shape:
+        Input: ``x`` (N, in_chs, h, w) and ``skip`` (N, C_skip, H, W). Output: (N, out_chs + C_skip, H, W).
+    """
+
+    def __init__(self, in_chs: int, out_chs: int) -> None:
+        super().__init__()
+        self.conv = nn.ConvTranspose2d(in_chs, out_chs, kernel_size=3, stride=2, bias=True)
+
+    def forward(self, x: Tensor, skip: Tensor) -> Tensor:
+        return torch.cat([match_size(self.conv(x), skip.shape[-2:]), skip], 1)
+
+
+def _block_layer_kwargs(drop_rate: float, norm_layer: LayerFn, act_layer: LayerFn, memory_efficient: bool) -> dict:
+    # Paper's layer: BN-ReLU-3x3 conv-Dropout, no bottleneck, convolutions with bias.
+    return dict(
+        bn_size=None,
+        drop_rate=drop_rate,
+        norm_layer=norm_layer,
+        act_layer=act_layer,
+        memory_efficient=memory_efficient,
+        conv_bias=True,
+    )
+
+
+class FCDenseNetEncoder(nn.Module):
+    """The paper's down path: first conv, then (dense block, transition down) per level.
+
+    ``forward`` returns the skip maps (the dense block outputs, strides 1, 2, 4...) and, last, the output of the
+    final transition down, described by ``feature_info`` like any backbone's features.
+    """
+
+    def __init__(
+        self,
+        in_chans: int,
+        growth_rate: int,
+        layers_per_block: Sequence[int],
+        first_conv_chs: int = 48,
+        drop_rate: float = 0.2,
+        norm_layer: LayerFn = nn.BatchNorm2d,
+        act_layer: LayerFn = nn.ReLU,
+        memory_efficient: bool = False,
+    ) -> None:
+        super().__init__()
+        if in_chans < 1:
+            raise ValueError(f"in_chans must be at least 1, got {in_chans}")
+        layer_kwargs = _block_layer_kwargs(drop_rate, norm_layer, act_layer, memory_efficient)
+        self.first_conv = nn.Conv2d(in_chans, first_conv_chs, kernel_size=3, padding=1, bias=True)
+        self.blocks = nn.ModuleList()
+        self.transitions = nn.ModuleList()
+        self.feature_info: list[dict[str, Any]] = []
+        chs, stride = first_conv_chs, 1
+        for i, num_layers in enumerate(layers_per_block):
+            block = DenseBlock(num_layers, chs, growth_rate, **layer_kwargs)
+            chs = block.out_chs
+            self.blocks.append(block)
+            self.feature_info.append(dict(num_chs=chs, reduction=stride, module=f"blocks.{i}"))
+            self.transitions.append(
+                Transition(
+                    chs,
+                    chs,
+                    pool="max",
+                    drop_rate=drop_rate,
+                    norm_layer=norm_layer,
+                    act_layer=act_layer,
+                    conv_bias=True,
+                )
+            )
+            stride *= 2
+        self.feature_info.append(dict(num_chs=chs, reduction=stride, module=f"transitions.{len(self.blocks) - 1}"))
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        x = self.first_conv(x)
+        features = []
+        for block, transition in zip(self.blocks, self.transitions):
+            x = block(x)
+            features.append(x)
+            x = transition(x)
+        features.append(x)
+        return features
+
+
+class FCDenseNetDecoder(nn.Module):
+    """FC-DenseNet up path over any encoder: bottleneck block, then (transition up + skip, dense block) per level.
+
+    Args:
+        encoder_channels: channels of the encoder's maps, shallow to deep (``feature_info.channels()``); the last
+            feeds the bottleneck block, the others are skips.
+        encoder_reductions: their strides (``feature_info.reduction()``); logits are upsampled bilinearly by the
+            shallowest stride when it is above 1 (a backbone whose first map is at stride 2 or 4).
+        num_classes: output classes.
+        growth_rate: k of the decoder's dense blocks.
+        layers_per_block: layers of the bottleneck block followed by each up block (one more than the skips), or
+            one int for all.
+        drop_rate, norm_layer, act_layer, memory_efficient: as for the dense layers.
+
+    Shape:
+        Input: the encoder's maps. Output: (N, num_classes, H, W) with (H, W) = ``output_size``.
+    """
+
+    def __init__(
+        self,
+        encoder_channels: Sequence[int],
+        encoder_reductions: Sequence[int],
+        num_classes: int,
+        growth_rate: int = 16,
+        layers_per_block: int | Sequence[int] = 4,
+        drop_rate: float = 0.2,
+        norm_layer: LayerFn = nn.BatchNorm2d,
+        act_layer: LayerFn = nn.ReLU,
+        memory_efficient: bool = False,
+    ) -> None:
+        super().__init__()
+        if len(encoder_channels) < 2 or len(encoder_channels) != len(encoder_reductions):
+            raise ValueError(
+                f"the decoder needs at least two encoder levels with one stride each, got channels "
+                f"{list(encoder_channels)} and strides {list(encoder_reductions)}"
+            )
+        num_skips = len(encoder_channels) - 1
+        if isinstance(layers_per_block, int):
+            layers_per_block = [layers_per_block] * (num_skips + 1)
+        if len(layers_per_block) != num_skips + 1:
+            raise ValueError(
+                f"layers_per_block needs {num_skips + 1} entries (bottleneck + {num_skips} up blocks) for an "
+                f"encoder with {num_skips + 1} levels, got {list(layers_per_block)}"
+            )
+        layer_kwargs = _block_layer_kwargs(drop_rate, norm_layer, act_layer, memory_efficient)
+        self.output_stride = encoder_reductions[0]
+        # Bottleneck (Sec. 3.2): only its new maps are upsampled.
+        self.bottleneck = DenseBlock(
+            layers_per_block[0], encoder_channels[-1], growth_rate, concat_input=False, **layer_kwargs
+        )
+        self.transitions_up = nn.ModuleList()
+        self.blocks = nn.ModuleList()
+        new_maps = self.bottleneck.out_chs
+        skips = list(encoder_channels[:-1])[::-1]
+        for i, (num_layers, skip_chs) in enumerate(zip(layers_per_block[1:], skips)):
+            self.transitions_up.append(TransitionUp(new_maps, new_maps))
+            last = i == num_skips - 1
+            block = DenseBlock(num_layers, new_maps + skip_chs, growth_rate, concat_input=last, **layer_kwargs)
+            self.blocks.append(block)
+            new_maps = block.out_chs
+        self.classifier = nn.Conv2d(new_maps, num_classes, kernel_size=1, bias=True)
+
+    def forward(self, features: Sequence[Tensor], output_size: Sequence[int] | None = None) -> Tensor:
+        x = self.bottleneck(features[-1])
+        for transition_up, block, skip in zip(self.transitions_up, self.blocks, reversed(features[:-1])):
+            x = block(transition_up(x, skip))
+        logits = self.classifier(x)
+        if output_size is not None and tuple(logits.shape[-2:]) != tuple(output_size):
+            logits = F.interpolate(logits, size=tuple(output_size), mode="bilinear", align_corners=False)
+        return logits
+
+
+def _he_uniform(module: nn.Module) -> None:
+    # HeUniform for every (transposed) convolution, zero biases, as the original Lasagne code.
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.kaiming_uniform_(m.weight, nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+class _BatchStatsAtTest:
+    """Mixin: with ``batch_stats_at_test`` the model normalises with the batch's statistics in eval mode too (the
+    original code's behaviour), without touching the running statistics."""
+
+    batch_stats_at_test: bool
+
+    def _forward_with_batch_stats(self, fn, *args):
+        norms = [m for m in self.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        saved = [(buf, buf.clone()) for m in norms for buf in m.buffers()]
+        for m in norms:
+            m.train()
+        try:
+            return fn(*args)
+        finally:
+            with torch.no_grad():
+                for buf, value in saved:
+                    buf.copy_(value)
+            for m in norms:
+                m.eval()
+
+
+class FCDenseNet(_BatchStatsAtTest, nn.Module):
+    """FC-DenseNet for semantic segmentation (FC-DenseNet56/67/103 are its registered configurations).
+
+    Args:
+        num_classes: output classes (CamVid: 11; void is ignored in loss and metrics).
+        in_chans: input channels.
+        growth_rate: k (56: 12; 67 and 103: 16).
+        layers_per_block: layers of the 2n+1 dense blocks, down path, bottleneck, up path (an int: all equal).
+        first_conv_chs: filters of the first convolution (48).
+        drop_rate: dropout after every convolution but the first and the transposed ones (0.2).
+        batch_stats_at_test: normalise with batch statistics in eval mode as the original code did.
+        norm_layer, act_layer, memory_efficient: as for the dense layers.
+
+    Shape:
+        Input: (N, in_chans, H, W) with H, W >= 2 ** n (32 for five pools). Output: (N, num_classes, H, W).
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 11,
+        in_chans: int = 3,
+        *,
+        growth_rate: int = 16,
+        layers_per_block: int | Sequence[int] = (4, 5, 7, 10, 12, 15, 12, 10, 7, 5, 4),
+        first_conv_chs: int = 48,
+        drop_rate: float = 0.2,
+        batch_stats_at_test: bool = False,
+        norm_layer: LayerFn = nn.BatchNorm2d,
+        act_layer: LayerFn = nn.ReLU,
+        memory_efficient: bool = False,
+    ) -> None:
+        super().__init__()
+        if isinstance(layers_per_block, int):
+            layers_per_block = [layers_per_block] * 11
+        layers_per_block = list(layers_per_block)
+        if len(layers_per_block) % 2 == 0 or len(layers_per_block) < 3:
+            raise ValueError(
+                f"layers_per_block needs an odd number of blocks (down path, bottleneck, up path of equal length), "
+                f"got {len(layers_per_block)}: {layers_per_block}"
+            )
+        num_pools = len(layers_per_block) // 2
+        self.num_classes = num_classes
+        self.batch_stats_at_test = batch_stats_at_test
+        self.min_input_size = 2**num_pools
+        common = dict(
+            drop_rate=drop_rate, norm_layer=norm_layer, act_layer=act_layer, memory_efficient=memory_efficient
+        )
+        self.encoder = FCDenseNetEncoder(in_chans, growth_rate, layers_per_block[:num_pools], first_conv_chs, **common)
+        self.decoder = FCDenseNetDecoder(
+            [info["num_chs"] for info in self.encoder.feature_info],
+            [info["reduction"] for info in self.encoder.feature_info],
+            num_classes,
+            growth_rate,
+            layers_per_block[num_pools:],
+            **common,
+        )
+        _he_uniform(self)
+
+    def _forward(self, x: Tensor) -> Tensor:
+        h, w = x.shape[-2:]
+        if h < self.min_input_size or w < self.min_input_size:
+            raise ValueError(
+                f"input {h}x{w} is smaller than {self.min_input_size}x{self.min_input_size}, the size that survives "
+                f"{int(math.log2(self.min_input_size))} poolings; pad or resize it"
+            )
+        return self.decoder(self.encoder(x), (h, w))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training and self.batch_stats_at_test:
+            return self._forward_with_batch_stats(self._forward, x)
+        return self._forward(x)
+
+
+class DenseSegmentor(_BatchStatsAtTest, nn.Module):
+    """An FC-DenseNet decoder on any registered dense backbone (``features_only``), full-resolution logits.
+
+    Args:
+        encoder: registered backbone name (``densebackbones.list_models()``).
+        num_classes: output classes.
+        encoder_kwargs: passed to ``create_model`` (``pretrained=True``, ``pretrained_cfg_overlay``,
+            ``memory_efficient``, ``in_chans``...).
+        out_indices: backbone levels used as skips and bottleneck input (default: all).
+        growth_rate, layers_per_block, drop_rate: of the decoder.
+        batch_stats_at_test: as in :class:`FCDenseNet`.
+    """
+
+    def __init__(
+        self,
+        encoder: str = "densenet_bc121_k32",
+        num_classes: int = 11,
+        *,
+        encoder_kwargs: dict[str, Any] | None = None,
+        out_indices: Sequence[int] | None = None,
+        growth_rate: int = 16,
+        layers_per_block: int | Sequence[int] = 4,
+        drop_rate: float = 0.2,
+        batch_stats_at_test: bool = False,
+    ) -> None:
+        super().__init__()
+        kwargs = dict(encoder_kwargs or {})
+        if out_indices is not None:
+            kwargs["out_indices"] = tuple(out_indices)
+        self.num_classes = num_classes
+        self.batch_stats_at_test = batch_stats_at_test
+        self.encoder = create_model(encoder, features_only=True, **kwargs)
+        info = self.encoder.feature_info
+        self.decoder = FCDenseNetDecoder(
+            info.channels(), info.reduction(), num_classes, growth_rate, layers_per_block, drop_rate=drop_rate
+        )
+        _he_uniform(self.decoder)
+
+    def _forward(self, x: Tensor) -> Tensor:
+        return self.decoder(self.encoder(x), x.shape[-2:])
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training and self.batch_stats_at_test:
+            return self._forward_with_batch_stats(self._forward, x)
+        return self._forward(x)
