@@ -52,13 +52,21 @@ def match_size(x: Tensor, size: Sequence[int]) -> Tensor:
 class TransitionUp(nn.Module):
     """3x3 transposed convolution, stride 2, then centre-crop to the skip and concatenate it (Sec. 3.2).
 
+    ``scale=1`` (a backbone with two levels at the same stride, as the CIFAR DenseNets' stem and first block)
+    uses a 3x3 convolution instead, so that nothing is upsampled and then cropped out of alignment.
+
     Shape:
         Input: ``x`` (N, in_chs, h, w) and ``skip`` (N, C_skip, H, W). Output: (N, out_chs + C_skip, H, W).
     """
 
-    def __init__(self, in_chs: int, out_chs: int) -> None:
+    def __init__(self, in_chs: int, out_chs: int, scale: int = 2) -> None:
         super().__init__()
-        self.conv = nn.ConvTranspose2d(in_chs, out_chs, kernel_size=3, stride=2, bias=True)
+        if scale == 2:
+            self.conv = nn.ConvTranspose2d(in_chs, out_chs, kernel_size=3, stride=2, bias=True)
+        elif scale == 1:
+            self.conv = nn.Conv2d(in_chs, out_chs, kernel_size=3, padding=1, bias=True)
+        else:
+            raise ValueError(f"TransitionUp supports scale 1 or 2 between consecutive levels, got {scale}")
 
     def forward(self, x: Tensor, skip: Tensor) -> Tensor:
         return torch.cat([match_size(self.conv(x), skip.shape[-2:]), skip], 1)
@@ -187,8 +195,15 @@ class FCDenseNetDecoder(nn.Module):
         self.blocks = nn.ModuleList()
         new_maps = self.bottleneck.out_chs
         skips = list(encoder_channels[:-1])[::-1]
+        reductions = list(encoder_reductions)[::-1]
         for i, (num_layers, skip_chs) in enumerate(zip(layers_per_block[1:], skips)):
-            self.transitions_up.append(TransitionUp(new_maps, new_maps))
+            scale = reductions[i] // reductions[i + 1]
+            if scale not in (1, 2) or reductions[i] % reductions[i + 1]:
+                raise ValueError(
+                    f"consecutive encoder strides must double or stay equal, got {reductions[i + 1]} -> "
+                    f"{reductions[i]} in {list(encoder_reductions)}; pick out_indices accordingly"
+                )
+            self.transitions_up.append(TransitionUp(new_maps, new_maps, scale))
             last = i == num_skips - 1
             block = DenseBlock(num_layers, new_maps + skip_chs, growth_rate, concat_input=last, **layer_kwargs)
             self.blocks.append(block)
@@ -219,6 +234,8 @@ class _BatchStatsAtTest:
     original code's behaviour), without touching the running statistics."""
 
     batch_stats_at_test: bool
+    # Where checkpoint loading finds the classifier (replaced when its size differs), as timm's configs say.
+    pretrained_cfg = {"classifier": "decoder.classifier", "first_conv": None}
 
     def _forward_with_batch_stats(self, fn, *args):
         norms = [m for m in self.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]

@@ -114,7 +114,7 @@ class Trainer:
         self.dist = dist
         self.device = dist.device
         self.work_dir = Path(work_dir)
-        self.loss_fn = loss_fn
+        self.loss_fn = loss_fn.to(dist.device) if isinstance(loss_fn, nn.Module) else loss_fn  # class weights
         self.metric = metric
         self.best_key, self.best_mode = best_key, best_mode
         self.eval_forward = eval_forward or (lambda m, x: m(x))

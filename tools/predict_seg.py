@@ -1,0 +1,77 @@
+"""Evaluate a segmentation checkpoint (per-class IoU, mIoU, global accuracy over a split) and/or write colour-coded
+prediction PNGs and overlays.
+
+python tools/predict_seg.py CONFIG CHECKPOINT --split test --eval
+python tools/predict_seg.py CONFIG CHECKPOINT --split test --out predictions/ [--limit 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+
+from densebackbones.data.segmentation import SegmentationFolder, build_segmentation_transform, colorize
+from densebackbones.engine import evaluate, init_distributed
+from densebackbones.engine.cli import resolve_config
+from densebackbones.engine.segmentation import SegmentationTask, dataset_info, format_iou_table
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Evaluate a segmentation checkpoint or write its predictions")
+    parser.add_argument("config")
+    parser.add_argument("checkpoint", help="trainer checkpoint (last.pth/best.pth) or exported safetensors")
+    parser.add_argument("--data-root")
+    parser.add_argument("--split", default="test", choices=["train", "val", "test"])
+    parser.add_argument("--eval", action="store_true", help="report per-class IoU, mIoU and global accuracy")
+    parser.add_argument("--out", help="write <name>_pred.png (colours) and <name>_overlay.png here")
+    parser.add_argument("--limit", type=int, help="at most this many images for --out")
+    parser.add_argument("--cfg-options", nargs="+", metavar="KEY=VALUE")
+    return parser
+
+
+def main(args: argparse.Namespace) -> dict[str, float]:
+    if not args.eval and not args.out:
+        raise SystemExit("nothing to do: pass --eval, --out DIR, or both")
+    task = SegmentationTask()
+    cfg = resolve_config(args, task)
+    device = init_distributed(cfg["train"]["device"]).device
+    model = task.build_model(cfg, pretrained=args.checkpoint).to(device).eval()
+    info = dataset_info(cfg)
+    dataset = SegmentationFolder(cfg["data"]["root"], args.split, info, build_segmentation_transform(info, False))
+    metrics: dict[str, float] = {}
+    if args.eval:
+        loader = DataLoader(dataset, batch_size=1, num_workers=cfg["data"]["num_workers"])
+        metrics = evaluate(model, loader, task.loss_fn(cfg), task.metric(cfg), device, eval_forward=task.eval_forward)
+        print(format_iou_table(metrics))
+        print(json.dumps({"split": args.split, "mIoU": metrics["mIoU"], "global_acc": metrics["global_acc"]}))
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        count = len(dataset) if args.limit is None else min(args.limit, len(dataset))
+        with torch.no_grad():
+            for index in range(count):
+                image, _ = dataset[index]
+                pred = model(image[None].to(device)).argmax(1)[0].cpu().numpy().astype(np.uint8)
+                raw, _ = dataset.load(index)
+                colours = colorize(pred, info)
+                stem = dataset.pairs[index][0].stem
+                Image.fromarray(colours).save(out / f"{stem}_pred.png")
+                overlay = (0.5 * raw + 0.5 * colours).astype(np.uint8)
+                Image.fromarray(overlay).save(out / f"{stem}_overlay.png")
+        print(f"wrote {count} predictions and overlays to {out}")
+    return metrics
+
+
+if __name__ == "__main__":
+    try:
+        main(get_args_parser().parse_args())
+    except (FileNotFoundError, KeyError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
