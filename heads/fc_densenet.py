@@ -336,6 +336,7 @@ class DenseSegmentor(_BatchStatsAtTest, nn.Module):
         out_indices: backbone levels used as skips and bottleneck input (default: all).
         growth_rate, layers_per_block, drop_rate: of the decoder.
         batch_stats_at_test: as in :class:`FCDenseNet`.
+        memory_efficient: memory-efficient dense layers in the encoder and the decoder.
     """
 
     def __init__(
@@ -349,9 +350,11 @@ class DenseSegmentor(_BatchStatsAtTest, nn.Module):
         layers_per_block: int | Sequence[int] = 4,
         drop_rate: float = 0.2,
         batch_stats_at_test: bool = False,
+        memory_efficient: bool = False,
     ) -> None:
         super().__init__()
         kwargs = dict(encoder_kwargs or {})
+        kwargs.setdefault("memory_efficient", memory_efficient)
         if out_indices is not None:
             kwargs["out_indices"] = tuple(out_indices)
         self.num_classes = num_classes
@@ -359,7 +362,13 @@ class DenseSegmentor(_BatchStatsAtTest, nn.Module):
         self.encoder = create_model(encoder, features_only=True, **kwargs)
         info = self.encoder.feature_info
         self.decoder = FCDenseNetDecoder(
-            info.channels(), info.reduction(), num_classes, growth_rate, layers_per_block, drop_rate=drop_rate
+            info.channels(),
+            info.reduction(),
+            num_classes,
+            growth_rate,
+            layers_per_block,
+            drop_rate=drop_rate,
+            memory_efficient=memory_efficient,
         )
         _he_uniform(self.decoder)
 

@@ -1,4 +1,4 @@
-"""Train and inference throughput (img/s) and peak memory of registered models.
+"""Train and inference throughput (img/s) and peak memory of registered models (classification or segmentation).
 
 python tools/benchmark.py --models densenet_bc100_k12_cifar densenet_bc121_k32 --batch-size 16 --img-size 64 \
     [--device cuda] [--amp bf16] [--channels-last] [--compile] [--memory-efficient] [--append docs/benchmarks.md]
@@ -32,15 +32,23 @@ def measure(args: argparse.Namespace) -> dict:
 
     import densebackbones as db
 
+    from densebackbones.heads import SEGMENTATION_MODELS, create_segmentation_model
+
     device = torch.device(args.device)
     torch.manual_seed(0)
-    model = db.create_model(args.model, memory_efficient=args.memory_efficient).to(device)
-    in_chans = model.in_chans
+    segmentation = args.model in SEGMENTATION_MODELS
+    if segmentation:  # dense prediction: per-pixel targets
+        model = create_segmentation_model(args.model, memory_efficient=args.memory_efficient).to(device)
+        target_shape = (args.batch_size, args.img_size, args.img_size)
+    else:
+        model = db.create_model(args.model, memory_efficient=args.memory_efficient).to(device)
+        target_shape = (args.batch_size,)
+    in_chans = getattr(model, "in_chans", 3)
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
     inputs = torch.randn(args.batch_size, in_chans, args.img_size, args.img_size, device=device)
     inputs = inputs.contiguous(memory_format=memory_format)
-    targets = torch.randint(0, model.num_classes, (args.batch_size,), device=device)
+    targets = torch.randint(0, model.num_classes, target_shape, device=device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     runner = torch.compile(model) if args.compile else model
     amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.amp)
