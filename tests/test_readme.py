@@ -41,7 +41,7 @@ def test_model_table_lists_every_model_with_its_parameter_count():
 def test_segmentation_table_states_the_real_parameter_counts():
     from densebackbones.heads import create_segmentation_model, list_segmentation_models
 
-    rows = re.findall(r"^\| `(fc_densenet[a-z0-9_]*)` \|[^|]*\| ([0-9,]*) \|", README, flags=re.M)
+    rows = re.findall(r"^\| `(fc_densenet[a-z0-9_]*)` \|[^|]*\|\s*([0-9,]*)\s*\|", README, flags=re.M)
     assert sorted(name for name, _ in rows) == list_segmentation_models()
     counted = {name: int(params.replace(",", "")) for name, params in rows if params}
     assert sorted(counted) == ["fc_densenet103", "fc_densenet56", "fc_densenet67"]

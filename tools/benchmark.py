@@ -29,10 +29,9 @@ def _peak_rss_mb() -> float:
 def measure(args: argparse.Namespace) -> dict:
     """Run one configuration in this process and return its figures."""
     import torch
+    from densebackbones.heads import SEGMENTATION_MODELS, create_segmentation_model
 
     import densebackbones as db
-
-    from densebackbones.heads import SEGMENTATION_MODELS, create_segmentation_model
 
     device = torch.device(args.device)
     torch.manual_seed(0)
