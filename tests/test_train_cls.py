@@ -381,3 +381,12 @@ def test_ten_crop_evaluation(tmp_path):
     single = test_tool.main(test_tool.get_args_parser().parse_args(argv))
     ten = test_tool.main(test_tool.get_args_parser().parse_args([*argv[:4], "--ten-crop", *argv[4:]]))
     assert ten["loss"] != single["loss"] and 0 <= ten["top1"] <= 100
+
+
+def test_tool_reports_bad_config_without_traceback(tmp_path):
+    command = [sys.executable, str(REPO / "tools/train_cls.py"), DIGITS_CFG, "--cfg-options", "data.batch_siz=3"]
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "error: config key data.batch_siz is not used. Did you mean 'batch_size', 'eval_batch_size', 'image_size'?"
+    )

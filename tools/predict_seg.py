@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from densebackbones.data.segmentation import SegmentationFolder, build_segmentation_transform, colorize
-from densebackbones.engine import evaluate, init_distributed
+from densebackbones.engine import cli, evaluate, init_distributed
 from densebackbones.engine.cli import resolve_config
 from densebackbones.engine.segmentation import SegmentationTask, dataset_info, format_iou_table
 
@@ -70,8 +69,4 @@ def main(args: argparse.Namespace) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    try:
-        main(get_args_parser().parse_args())
-    except (FileNotFoundError, KeyError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    cli.run_main(main, get_args_parser())

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 import torch
 from torch.utils.data import DataLoader
 
-from densebackbones.engine import TopKAccuracy, evaluate, init_distributed
+from densebackbones.engine import TopKAccuracy, cli, evaluate, init_distributed
 from densebackbones.engine.classification import ClassificationTask, ten_crop_forward
 from densebackbones.engine.cli import resolve_config
 from densebackbones.engine.distributed import ShardSampler
@@ -63,8 +62,4 @@ def main(args: argparse.Namespace) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    try:
-        main(get_args_parser().parse_args())
-    except (FileNotFoundError, KeyError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    cli.run_main(main, get_args_parser())

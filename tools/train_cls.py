@@ -8,7 +8,6 @@ Resume:       the same command with --resume auto (or --resume work_dirs/<run>/l
 from __future__ import annotations
 
 import argparse
-import sys
 
 from densebackbones.engine import cli
 from densebackbones.engine.classification import ClassificationTask
@@ -23,8 +22,4 @@ def main(args: argparse.Namespace) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    try:
-        main(get_args_parser().parse_args())
-    except (FileNotFoundError, KeyError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    cli.run_main(main, get_args_parser())

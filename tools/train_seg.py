@@ -10,7 +10,6 @@ torchrun --nproc_per_node 4 tools/train_seg.py configs/seg/fc_densenet_bc121_k32
 from __future__ import annotations
 
 import argparse
-import sys
 
 from densebackbones.engine import cli
 from densebackbones.engine.segmentation import SegmentationTask
@@ -25,8 +24,4 @@ def main(args: argparse.Namespace) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    try:
-        main(get_args_parser().parse_args())
-    except (FileNotFoundError, KeyError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    cli.run_main(main, get_args_parser())

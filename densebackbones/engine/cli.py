@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import ast
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -14,7 +16,7 @@ from .config import check_config, load_config, merge_defaults
 from .distributed import init_distributed
 from .trainer import Trainer
 
-__all__ = ["Task", "get_args_parser", "parse_cfg_options", "resolve_config", "train"]
+__all__ = ["Task", "get_args_parser", "parse_cfg_options", "resolve_config", "train", "run_main"]
 
 
 class Task(Protocol):
@@ -110,3 +112,14 @@ def train(args: argparse.Namespace, task: Task) -> dict[str, float]:
         print(f"checkpoints: {work_dir / 'last.pth'}, {work_dir / 'best.pth'}", flush=True)
         print(f"logs: {work_dir / 'train.csv'}, {work_dir / 'eval.csv'}; curves: {work_dir / 'curves.png'}", flush=True)
     return metrics
+
+
+def run_main(main: Callable[[argparse.Namespace], Any], parser: argparse.ArgumentParser) -> None:
+    """Run a tool: a missing file, a bad config key or bad data ends with its message and exit status 2 instead of
+    a traceback (the messages name the problem and the fix)."""
+    try:
+        main(parser.parse_args())
+    except (FileNotFoundError, KeyError, ValueError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err  # KeyError's str() adds quotes
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(2)
