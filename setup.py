@@ -33,8 +33,16 @@ setup(
     extras_require={
         # mmengine registries, config files and the OpenMMLab backbone adapter (mmcv is never needed).
         "mm": ["mmengine>=0.10.4"],
-        # training engine and tools: progress bars, curve plots, the digits default data set, SVHN's .mat files.
-        "train": ["mmengine>=0.10.4", "tqdm>=4.60", "matplotlib>=3.7", "scikit-learn>=1.3", "scipy>=1.10"],
+        # training engine and tools: progress bars, curve plots, the digits default data set, SVHN's .mat files,
+        # joint image/mask augmentation for segmentation.
+        "train": [
+            "mmengine>=0.10.4",
+            "tqdm>=4.60",
+            "matplotlib>=3.7",
+            "scikit-learn>=1.3",
+            "scipy>=1.10",
+            "albumentations>=1.4",
+        ],
         "dev": [
             "pytest>=8",
             "pytest-xdist>=3.5",
