@@ -5,7 +5,8 @@ dense backbone.
 
 * Semantic segmentation: FC-DenseNet56/67/103 (``fc_densenet.py``) and the FC-DenseNet decoder on registered
   backbones, created by name with :func:`create_segmentation_model`.
-* Detection (DSOD) is tracked in its own issue and is not built yet.
+* Detection: DSOD300 and its head on registered backbones (``dsod.py``) with SSD's default boxes, box coding,
+  matching, multibox loss and post-processing (``ssd.py``); data sets, evaluation and tools are still to come.
 """
 
 from __future__ import annotations

@@ -1,0 +1,274 @@
+"""DSOD300: Deeply Supervised Object Detectors trained from scratch (Shen et al., ICCV 2017).
+
+* Stem (Sec. 3.1, "stem block"): 3x3/2 conv 64, 3x3 conv 64, 3x3 conv 128, each BN-ReLU, then 2x2 max-pool
+  (300 -> 150 -> 75).
+* Backbone DS/64-192-48-1 (Table 1): dense blocks of 6, 8, 8, 8 bottleneck layers, k=48, bottleneck 4k=192,
+  compression 1 ("-1"), no dropout. Transition 1 pools (ceil: 75 -> 38); transitions 2 and 3 are "transition w/o
+  pooling" layers; the output of transition 2 is the first prediction source ("First", 38 px, 800 channels), and
+  a max-pool follows it before block 3.
+* Dense prediction structure (Sec. 3.1, Fig. 1): each further scale concatenates a *learning half*
+  (BN-ReLU-1x1 n, BN-ReLU-3x3/2 n) computed from the previous scale and a *re-using half*: the previous scale
+  max-pooled (2x2/2, ceil) and compressed by BN-ReLU-1x1 n. The second scale (19 px) learns from block 4
+  (BN-ReLU-1x1 256) and re-uses First. Widths 800 @38, 512 @19, 512 @10, 256 @5, 256 @3, 256 @2.
+* Prediction: L2Norm with a learnable per-channel scale (init 20) on every source, then 3x3 conv localisation and
+  confidence layers over SSD's default boxes (``heads/ssd.py``).
+
+:class:`DSODHead` needs only the channels of two maps (a "First" map and a deeper map at half its resolution), so
+it also sits on any registered dense backbone (``DSOD(backbone='densenet_bc121_k32')`` takes its last two levels).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from densebackbones.layers import DenseBlock, LayerFn, Transition
+from densebackbones.registry import create_model
+
+from .ssd import VOC_PRIORS, PriorConfig, boxes_per_cell, make_priors, postprocess
+
+__all__ = ["DSODBackbone", "DSODHead", "DSOD", "L2Norm", "dsod300"]
+
+
+def _norm_act_conv(in_chs: int, out_chs: int, kernel: int, stride: int, norm_layer: LayerFn, act_layer: LayerFn):
+    # Pre-activation unit of the dense prediction structure: BN-ReLU-conv.
+    return nn.Sequential(
+        OrderedDict(
+            norm=norm_layer(in_chs),
+            act=act_layer(inplace=True),
+            conv=nn.Conv2d(in_chs, out_chs, kernel, stride=stride, padding=kernel // 2, bias=False),
+        )
+    )
+
+
+class DSODBackbone(nn.Module):
+    """DS/64-192-48-1: the stem and four dense blocks of DSOD300. Returns ``[First, block-4 output]``.
+
+    Args:
+        in_chans: input channels.
+        growth_rate: k (48).
+        block_config: layers per block (6, 8, 8, 8).
+        stem_chs: widths of the three stem convolutions (64, 64, 128).
+        norm_layer, act_layer, memory_efficient: as for the dense layers.
+    """
+
+    def __init__(
+        self,
+        in_chans: int = 3,
+        *,
+        growth_rate: int = 48,
+        block_config: Sequence[int] = (6, 8, 8, 8),
+        stem_chs: Sequence[int] = (64, 64, 128),
+        norm_layer: LayerFn = nn.BatchNorm2d,
+        act_layer: LayerFn = nn.ReLU,
+        memory_efficient: bool = False,
+    ) -> None:
+        super().__init__()
+        stem = OrderedDict()
+        chs = in_chans
+        for i, (out, stride) in enumerate(zip(stem_chs, (2, 1, 1))):
+            stem[f"conv{i + 1}"] = nn.Conv2d(chs, out, 3, stride=stride, padding=1, bias=False)
+            stem[f"norm{i + 1}"] = norm_layer(out)
+            stem[f"act{i + 1}"] = act_layer(inplace=True)
+            chs = out
+        stem["pool"] = nn.MaxPool2d(2, stride=2, ceil_mode=True)
+        self.stem = nn.Sequential(stem)
+        layer = dict(
+            bn_size=4, drop_rate=0.0, norm_layer=norm_layer, act_layer=act_layer, memory_efficient=memory_efficient
+        )
+        common = dict(norm_layer=norm_layer, act_layer=act_layer)
+        self.block1 = DenseBlock(block_config[0], chs, growth_rate, **layer)
+        chs = self.block1.out_chs
+        self.transition1 = Transition(chs, chs, pool="max", ceil_mode=True, **common)  # 75 -> 38
+        self.block2 = DenseBlock(block_config[1], chs, growth_rate, **layer)
+        chs = self.block2.out_chs
+        self.transition2 = Transition(chs, chs, pool="none", **common)  # "First"
+        first_chs = chs
+        self.pool2 = nn.MaxPool2d(2, stride=2, ceil_mode=True)  # 38 -> 19
+        self.block3 = DenseBlock(block_config[2], chs, growth_rate, **layer)
+        chs = self.block3.out_chs
+        self.transition3 = Transition(chs, chs, pool="none", **common)
+        self.block4 = DenseBlock(block_config[3], chs, growth_rate, **layer)
+        self.feature_info = [
+            dict(num_chs=first_chs, reduction=8, module="transition2"),
+            dict(num_chs=self.block4.out_chs, reduction=16, module="block4"),
+        ]
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        x = self.block2(self.transition1(self.block1(self.stem(x))))
+        first = self.transition2(x)
+        deep = self.block4(self.transition3(self.block3(self.pool2(first))))
+        return [first, deep]
+
+
+class L2Norm(nn.Module):
+    """Channel-wise L2 normalisation with a learnable per-channel scale (ParseNet; SSD and DSOD init it to 20)."""
+
+    def __init__(self, channels: int, scale: float = 20.0) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.full((channels,), scale))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.normalize(x, dim=1, eps=1e-10) * self.weight.view(1, -1, 1, 1)
+
+
+class _DensePredictionScale(nn.Module):
+    """One further scale: learning half (BN-ReLU-1x1 n, BN-ReLU-3x3/2 n) + re-using half (2x2/2 max-pool (ceil),
+    BN-ReLU-1x1 n), concatenated to 2n channels."""
+
+    def __init__(self, in_chs: int, half: int, norm_layer: LayerFn, act_layer: LayerFn) -> None:
+        super().__init__()
+        self.learn = nn.Sequential(
+            _norm_act_conv(in_chs, half, 1, 1, norm_layer, act_layer),
+            _norm_act_conv(half, half, 3, 2, norm_layer, act_layer),
+        )
+        self.pool = nn.MaxPool2d(2, stride=2, ceil_mode=True)
+        self.reuse = _norm_act_conv(in_chs, half, 1, 1, norm_layer, act_layer)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.cat([self.learn(x), self.reuse(self.pool(x))], 1)
+
+
+class DSODHead(nn.Module):
+    """Dense prediction structure, L2Norm and the 3x3 localisation / confidence layers.
+
+    Args:
+        first_chs: channels of the "First" map.
+        deep_chs: channels of the deeper map at half First's resolution (block 4 of DSOD).
+        num_classes: classes including background (VOC: 21).
+        boxes: default boxes per location for each of the six sources.
+        second_half: channels of each half of the second source (256).
+        extra_halves: half widths of the further scales (256, 128, 128, 128).
+    """
+
+    def __init__(
+        self,
+        first_chs: int,
+        deep_chs: int,
+        num_classes: int,
+        boxes: Sequence[int] = (4, 6, 6, 6, 4, 4),
+        *,
+        second_half: int = 256,
+        extra_halves: Sequence[int] = (256, 128, 128, 128),
+        norm_layer: LayerFn = nn.BatchNorm2d,
+        act_layer: LayerFn = nn.ReLU,
+    ) -> None:
+        super().__init__()
+        if len(boxes) != 2 + len(extra_halves):
+            raise ValueError(f"{len(boxes)} box counts for {2 + len(extra_halves)} prediction sources")
+        self.num_classes = num_classes
+        self.second_learn = _norm_act_conv(deep_chs, second_half, 1, 1, norm_layer, act_layer)
+        self.second_pool = nn.MaxPool2d(2, stride=2, ceil_mode=True)
+        self.second_reuse = _norm_act_conv(first_chs, second_half, 1, 1, norm_layer, act_layer)
+        chs = [first_chs, 2 * second_half]
+        self.scales = nn.ModuleList()
+        for half in extra_halves:
+            self.scales.append(_DensePredictionScale(chs[-1], half, norm_layer, act_layer))
+            chs.append(2 * half)
+        self.source_channels = chs
+        self.norms = nn.ModuleList(L2Norm(c) for c in chs)
+        self.loc = nn.ModuleList(nn.Conv2d(c, n * 4, 3, padding=1) for c, n in zip(chs, boxes))
+        self.conf = nn.ModuleList(nn.Conv2d(c, n * num_classes, 3, padding=1) for c, n in zip(chs, boxes))
+
+    def sources(self, first: Tensor, deep: Tensor) -> list[Tensor]:
+        second = torch.cat([self.second_learn(deep), self.second_reuse(self.second_pool(first))], 1)
+        maps = [first, second]
+        for scale in self.scales:
+            maps.append(scale(maps[-1]))
+        return maps
+
+    def forward(self, first: Tensor, deep: Tensor) -> tuple[Tensor, Tensor, list[tuple[int, int]]]:
+        """Returns loc (N, P, 4), conf (N, P, num_classes) and the sources' spatial sizes."""
+        maps = self.sources(first, deep)
+        batch = first.shape[0]
+        loc, conf = [], []
+        for x, norm, loc_layer, conf_layer in zip(maps, self.norms, self.loc, self.conf):
+            x = norm(x)
+            loc.append(loc_layer(x).permute(0, 2, 3, 1).reshape(batch, -1, 4))
+            conf.append(conf_layer(x).permute(0, 2, 3, 1).reshape(batch, -1, self.num_classes))
+        return torch.cat(loc, 1), torch.cat(conf, 1), [tuple(m.shape[-2:]) for m in maps]
+
+
+class DSOD(nn.Module):
+    """A DSOD detector: a backbone giving "First" and a deeper map, the DSOD head, SSD default boxes.
+
+    Args:
+        num_classes: classes including background (VOC: 21, COCO: 81).
+        backbone: ``'dsod'`` for DS/64-192-48-1, or a registered dense backbone name whose last two feature
+            levels are used (e.g. ``'densenet_bc121_k32'``: strides 16 and 32).
+        backbone_kwargs: passed to the backbone (``memory_efficient``, ``pretrained`` for registered ones...).
+        priors: default-box settings (``VOC_PRIORS`` or ``COCO_PRIORS``); feature sizes and steps are taken
+            from the backbone's actual maps at ``priors.image_size``.
+        head_kwargs: passed to :class:`DSODHead`.
+
+    ``forward`` returns ``(loc, conf)`` for the loss; :meth:`detect` returns post-processed boxes per image.
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 21,
+        *,
+        backbone: str = "dsod",
+        backbone_kwargs: dict[str, Any] | None = None,
+        priors: PriorConfig = VOC_PRIORS,
+        head_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        kwargs = dict(backbone_kwargs or {})
+        if backbone == "dsod":
+            self.backbone = DSODBackbone(**kwargs)
+            first_chs, deep_chs = (info["num_chs"] for info in self.backbone.feature_info)
+        else:
+            self.backbone = create_model(backbone, features_only=True, out_indices=(-2, -1), **kwargs)
+            first_chs, deep_chs = self.backbone.feature_info.channels()
+        self.num_classes = num_classes
+        head_kwargs = dict(head_kwargs or {})
+        head_kwargs.setdefault("boxes", boxes_per_cell(priors))
+        self.head = DSODHead(first_chs, deep_chs, num_classes, **head_kwargs)
+        self.prior_config = self._fit_priors(priors)
+        self.register_buffer("priors", make_priors(self.prior_config), persistent=False)
+
+    @torch.no_grad()
+    def _fit_priors(self, config: PriorConfig) -> PriorConfig:
+        """Feature sizes (and, off the SSD300 layout, steps) of the sources at the configured image size."""
+        was_training = self.training
+        self.eval()
+        x = torch.zeros(
+            1,
+            3 if not hasattr(self.backbone, "in_chans") else self.backbone.in_chans,
+            config.image_size,
+            config.image_size,
+        )
+        sizes = [h for h, _ in self.head(*self.backbone(x))[2]]
+        self.train(was_training)
+        if tuple(sizes) == tuple(config.feature_sizes):
+            return config
+        steps = tuple(config.image_size / s for s in sizes)
+        return dataclasses.replace(config, feature_sizes=tuple(sizes), steps=steps)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        loc, conf, sizes = self.head(*self.backbone(x))
+        if [h for h, _ in sizes] != list(self.prior_config.feature_sizes):
+            raise ValueError(
+                f"input {tuple(x.shape[-2:])} gives prediction maps {sizes}, but the default boxes were made for "
+                f"{self.prior_config.image_size}x{self.prior_config.image_size} images; resize inputs to that size"
+            )
+        return loc, conf
+
+    @torch.no_grad()
+    def detect(self, x: Tensor, **postprocess_kwargs: Any) -> list[dict[str, Tensor]]:
+        """Boxes (normalised x1, y1, x2, y2), scores and 1-based labels per image (see ``ssd.postprocess``)."""
+        loc, conf = self(x)
+        return postprocess(loc, conf, self.priors, self.prior_config.variances, **postprocess_kwargs)
+
+
+def dsod300(num_classes: int = 21, priors: PriorConfig = VOC_PRIORS, **kwargs: Any) -> DSOD:
+    """DSOD300 (Table 4): DS/64-192-48-1 backbone, dense prediction structure, SSD300 default boxes."""
+    return DSOD(num_classes, backbone="dsod", priors=priors, **kwargs)

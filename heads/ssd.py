@@ -1,0 +1,203 @@
+"""SSD box machinery used by the DSOD detectors (Liu et al., "SSD", ECCV 2016; Shen et al., "DSOD", ICCV 2017).
+
+Default boxes, their encoding with variances, ground-truth matching, the multibox loss with hard-negative mining
+and the post-processing. Everything is vectorised over priors and the batch; boxes are ``(x1, y1, x2, y2)``
+normalised to [0, 1] unless a function says otherwise.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchvision.ops import batched_nms, box_iou
+
+__all__ = [
+    "PriorConfig",
+    "VOC_PRIORS",
+    "COCO_PRIORS",
+    "make_priors",
+    "encode",
+    "decode",
+    "match",
+    "MultiBoxLoss",
+    "postprocess",
+    "boxes_per_cell",
+]
+
+
+@dataclass(frozen=True)
+class PriorConfig:
+    """Default boxes of an SSD300-style detector (SSD Sec. 2.2; DSOD uses SSD's settings)."""
+
+    image_size: int = 300
+    feature_sizes: tuple[int, ...] = (38, 19, 10, 5, 3, 2)
+    steps: tuple[int, ...] = (8, 16, 32, 64, 100, 300)
+    min_sizes: tuple[float, ...] = (30, 60, 111, 162, 213, 264)
+    max_sizes: tuple[float, ...] = (60, 111, 162, 213, 264, 315)
+    aspect_ratios: tuple[tuple[float, ...], ...] = ((2,), (2, 3), (2, 3), (2, 3), (2,), (2,))
+    variances: tuple[float, float] = (0.1, 0.2)
+    clip: bool = True
+
+
+VOC_PRIORS = PriorConfig()
+COCO_PRIORS = PriorConfig(min_sizes=(21, 45, 99, 153, 207, 261), max_sizes=(45, 99, 153, 207, 261, 315))
+
+
+def boxes_per_cell(config: PriorConfig) -> list[int]:
+    """Boxes per location and scale: 1 (min size) + 1 (sqrt(min * max)) + 2 per aspect ratio (r and 1/r)."""
+    return [2 + 2 * len(ratios) for ratios in config.aspect_ratios]
+
+
+def make_priors(config: PriorConfig = VOC_PRIORS) -> Tensor:
+    """Default boxes as (num_priors, 4) ``(cx, cy, w, h)`` in [0, 1], scale by scale, row-major, SSD's order:
+    per location the min-size box, the sqrt(min * max) box, then each aspect ratio r and 1/r."""
+    boxes = []
+    for k, size in enumerate(config.feature_sizes):
+        step = config.steps[k] / config.image_size
+        s_min = config.min_sizes[k] / config.image_size
+        s_max = math.sqrt(config.min_sizes[k] * config.max_sizes[k]) / config.image_size
+        shapes = [(s_min, s_min), (s_max, s_max)]
+        for ratio in config.aspect_ratios[k]:
+            r = math.sqrt(ratio)
+            shapes += [(s_min * r, s_min / r), (s_min / r, s_min * r)]
+        for i, j in itertools.product(range(size), repeat=2):
+            cx, cy = (j + 0.5) * step, (i + 0.5) * step
+            boxes.extend((cx, cy, w, h) for w, h in shapes)
+    priors = torch.tensor(boxes, dtype=torch.float32)
+    return priors.clamp_(0, 1) if config.clip else priors
+
+
+def _corners(cxcywh: Tensor) -> Tensor:
+    return torch.cat([cxcywh[..., :2] - cxcywh[..., 2:] / 2, cxcywh[..., :2] + cxcywh[..., 2:] / 2], -1)
+
+
+def encode(boxes: Tensor, priors: Tensor, variances: Sequence[float] = (0.1, 0.2)) -> Tensor:
+    """Regression targets of corner boxes (..., 4) with respect to ``priors`` (cx, cy, w, h) (SSD eq. 2)."""
+    centre = (boxes[..., :2] + boxes[..., 2:]) / 2
+    size = (boxes[..., 2:] - boxes[..., :2]).clamp_min(1e-6)
+    offset = (centre - priors[..., :2]) / (variances[0] * priors[..., 2:])
+    scale = torch.log(size / priors[..., 2:]) / variances[1]
+    return torch.cat([offset, scale], -1)
+
+
+def decode(deltas: Tensor, priors: Tensor, variances: Sequence[float] = (0.1, 0.2)) -> Tensor:
+    """Inverse of :func:`encode`: corner boxes from regression outputs."""
+    centre = priors[..., :2] + deltas[..., :2] * variances[0] * priors[..., 2:]
+    size = priors[..., 2:] * torch.exp(deltas[..., 2:] * variances[1])
+    return torch.cat([centre - size / 2, centre + size / 2], -1)
+
+
+def match(gt_boxes: Tensor, gt_labels: Tensor, priors: Tensor, iou_threshold: float = 0.5) -> tuple[Tensor, Tensor]:
+    """Assign every prior a ground truth (SSD Sec. 2.2, "Matching strategy").
+
+    Each ground truth first takes its best prior (so that none is left unmatched), then every prior whose best
+    IoU is at least ``iou_threshold`` takes that ground truth. Labels are 1-based; 0 is background.
+
+    Returns:
+        matched boxes (num_priors, 4) in corners, and labels (num_priors,) with 0 for background.
+    """
+    num_priors = priors.shape[0]
+    if gt_boxes.numel() == 0:
+        return priors.new_zeros(num_priors, 4), torch.zeros(num_priors, dtype=torch.long, device=priors.device)
+    iou = box_iou(gt_boxes, _corners(priors))  # (num_gt, num_priors)
+    best_gt_iou, best_gt = iou.max(0)
+    best_prior = iou.argmax(1)
+    # Force each ground truth onto its best prior; later ground truths win a shared prior, as in SSD's loop.
+    best_gt[best_prior] = torch.arange(len(gt_boxes), device=priors.device)
+    best_gt_iou[best_prior] = 2.0
+    labels = gt_labels[best_gt].clone()
+    labels[best_gt_iou < iou_threshold] = 0
+    return gt_boxes[best_gt], labels
+
+
+class MultiBoxLoss(torch.nn.Module):
+    """SSD's loss: smooth-L1 on matched priors plus cross-entropy on positives and the hardest negatives
+    (``neg_pos_ratio`` negatives per positive, ranked by their background loss), both divided by the number of
+    positives in the batch (SSD eq. 1).
+
+    Args:
+        priors: (num_priors, 4) ``(cx, cy, w, h)``.
+        variances: encoding variances.
+        iou_threshold: matching threshold.
+        neg_pos_ratio: hard negatives per positive (3).
+    """
+
+    def __init__(
+        self,
+        priors: Tensor,
+        variances: Sequence[float] = (0.1, 0.2),
+        iou_threshold: float = 0.5,
+        neg_pos_ratio: int = 3,
+    ) -> None:
+        super().__init__()
+        self.register_buffer("priors", priors, persistent=False)
+        self.variances = tuple(variances)
+        self.iou_threshold = iou_threshold
+        self.neg_pos_ratio = neg_pos_ratio
+
+    def targets(self, gt_boxes: Sequence[Tensor], gt_labels: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+        """Regression targets (B, P, 4) and labels (B, P) for a batch of ground truths."""
+        matched = [match(b, lbl, self.priors, self.iou_threshold) for b, lbl in zip(gt_boxes, gt_labels)]
+        boxes = torch.stack([m[0] for m in matched])
+        labels = torch.stack([m[1] for m in matched])
+        return encode(boxes, self.priors, self.variances), labels
+
+    def forward(
+        self, loc: Tensor, conf: Tensor, gt_boxes: Sequence[Tensor], gt_labels: Sequence[Tensor]
+    ) -> tuple[Tensor, Tensor]:
+        """Returns (localisation loss, confidence loss), each normalised by the number of positives."""
+        with torch.no_grad():
+            loc_targets, labels = self.targets(gt_boxes, gt_labels)
+        positive = labels > 0
+        num_pos = positive.sum()
+        loc_loss = F.smooth_l1_loss(loc[positive], loc_targets[positive], reduction="sum")
+        ce = F.cross_entropy(conf.flatten(0, 1), labels.flatten(), reduction="none").view_as(labels)
+        with torch.no_grad():  # hard negative mining on the background loss of the negatives
+            mining = ce.clone()
+            mining[positive] = 0
+            rank = mining.argsort(1, descending=True).argsort(1)
+            num_neg = (self.neg_pos_ratio * positive.sum(1, keepdim=True)).clamp(max=labels.shape[1] - 1)
+            negative = rank < num_neg
+        conf_loss = ce[positive | negative].sum()
+        denominator = num_pos.clamp_min(1).to(loc.dtype)
+        return loc_loss / denominator, conf_loss / denominator
+
+
+def postprocess(
+    loc: Tensor,
+    conf: Tensor,
+    priors: Tensor,
+    variances: Sequence[float] = (0.1, 0.2),
+    score_threshold: float = 0.01,
+    nms_threshold: float = 0.45,
+    top_k: int = 400,
+    keep_top_k: int = 200,
+) -> list[dict[str, Tensor]]:
+    """Detections per image: softmax scores, per-class NMS (``torchvision.ops.batched_nms``) over the ``top_k``
+    highest-scoring boxes of each class above ``score_threshold``, then the ``keep_top_k`` best overall
+    (SSD/DSOD: 0.01, 0.45, 400, 200). Labels are 1-based (0 is background and never returned)."""
+    scores = F.softmax(conf, dim=-1)
+    boxes = decode(loc, priors, variances).clamp(0, 1)
+    results = []
+    num_classes = conf.shape[-1]
+    for image_boxes, image_scores in zip(boxes, scores):
+        cls_scores = image_scores[:, 1:]  # (P, C-1)
+        candidates = cls_scores > score_threshold
+        # top_k per class, vectorised: rank scores within each class column
+        ranked = cls_scores.masked_fill(~candidates, -1).argsort(0, descending=True).argsort(0)
+        keep_mask = candidates & (ranked < top_k)
+        prior_idx, class_idx = keep_mask.nonzero(as_tuple=True)
+        sel_boxes, sel_scores = image_boxes[prior_idx], cls_scores[prior_idx, class_idx]
+        keep = batched_nms(sel_boxes, sel_scores, class_idx, nms_threshold)[:keep_top_k]
+        results.append(
+            {"boxes": sel_boxes[keep], "scores": sel_scores[keep], "labels": class_idx[keep] + 1}
+            if num_classes > 1
+            else {"boxes": image_boxes[:0], "scores": image_scores[:0, 0], "labels": prior_idx[:0]}
+        )
+    return results
