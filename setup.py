@@ -34,7 +34,7 @@ setup(
         # mmengine registries, config files and the OpenMMLab backbone adapter (mmcv is never needed).
         "mm": ["mmengine>=0.10.4"],
         # training engine and tools: progress bars, curve plots, the digits default data set, SVHN's .mat files,
-        # joint image/mask augmentation for segmentation.
+        # joint image/mask augmentation for segmentation, COCO json and COCO metrics for detection.
         "train": [
             "mmengine>=0.10.4",
             "tqdm>=4.60",
@@ -42,6 +42,7 @@ setup(
             "scikit-learn>=1.3",
             "scipy>=1.10",
             "albumentations>=1.4",
+            "pycocotools>=2.0.7",
         ],
         "dev": [
             "pytest>=8",
