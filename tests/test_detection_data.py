@@ -158,3 +158,43 @@ def test_voc07_by_hand():
         )
     ]
     assert voc07_map(gt, on_difficult, 1)["mAP_voc07"] == pytest.approx(100)
+
+
+def test_ssd_augmentation_keeps_boxes_inside_and_matched_to_labels():
+    import torch
+
+    from densebackbones.data.detection import SSDTransform
+
+    # two non-overlapping boxes painted in their label's colour: 1 red, 2 green
+    image = np.full((120, 160, 3), 128, np.uint8)
+    boxes = np.array([[10, 20, 60, 90], [90, 30, 150, 100]], np.float32)
+    image[20:90, 10:60] = (230, 20, 20)
+    image[30:100, 90:150] = (20, 230, 20)
+    target = dict(boxes=boxes, labels=np.array([1, 2]), difficult=np.array([False, True]), image_id=7)
+    mean, std = torch.tensor((0.485, 0.456, 0.406)), torch.tensor((0.229, 0.224, 0.225))
+    seen_changes = 0
+    for seed in range(40):
+        out, t = SSDTransform(True, size=96, seed=seed)(image, target)
+        assert out.shape == (3, 96, 96) and t["image_id"] == 7
+        assert len(t["boxes"]) == len(t["labels"]) == len(t["difficult"]) >= 1
+        assert float(t["boxes"].min()) >= 0 and float(t["boxes"].max()) <= 1
+        assert bool(((t["boxes"][:, 2:] - t["boxes"][:, :2]) > 0).all())
+        pixels = (out * std[:, None, None] + mean[:, None, None]).clamp(0, 1)
+        for box, label, hard in zip(t["boxes"], t["labels"], t["difficult"]):
+            cx, cy = int((box[0] + box[2]) / 2 * 96), int((box[1] + box[3]) / 2 * 96)
+            red, green = float(pixels[0, cy, cx]), float(pixels[1, cy, cx])
+            assert (red > green) == (int(label) == 1), (seed, box, label)
+            assert bool(hard) == (int(label) == 2)  # flags travel with their boxes
+        seen_changes += not torch.allclose(t["boxes"], torch.as_tensor(boxes / np.float32([160, 120, 160, 120])))
+    assert seen_changes > 20  # the geometry really was augmented
+
+
+def test_ssd_eval_transform_keeps_original_boxes_for_metrics():
+    from densebackbones.data.detection import SSDTransform
+
+    image = np.zeros((50, 100, 3), np.uint8)
+    target = dict(boxes=np.array([[10, 5, 60, 45]], np.float32), labels=np.array([3]), image_id=1)
+    out, t = SSDTransform(False, size=300)(image, target)
+    assert out.shape == (3, 300, 300)
+    np.testing.assert_allclose(t["boxes"].numpy(), [[0.1, 0.1, 0.6, 0.9]], rtol=1e-5)
+    np.testing.assert_allclose(t["abs_boxes"].numpy(), [[10, 5, 60, 45]])

@@ -19,7 +19,17 @@ import numpy as np
 from PIL import Image, ImageDraw
 from torch.utils.data import Dataset
 
-__all__ = ["VOC_CLASSES", "VOCDetection", "COCODetection", "sanitize_boxes", "write_shapes_coco"]
+__all__ = [
+    "VOC_CLASSES",
+    "VOCDetection",
+    "COCODetection",
+    "SSDTransform",
+    "detection_collate",
+    "expand",
+    "min_iou_random_crop",
+    "sanitize_boxes",
+    "write_shapes_coco",
+]
 
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable", "dog",
@@ -240,3 +250,135 @@ def write_shapes_coco(
     path = root / f"{split}.json"
     path.write_text(json.dumps(dict(images=images, annotations=annotations, categories=categories)))
     return path
+
+
+# ------------------------------------------------------------------------------------------- SSD augmentation
+def _box_iou_np(boxes: np.ndarray, rect: np.ndarray) -> np.ndarray:
+    lt = np.maximum(boxes[:, :2], rect[:2])
+    rb = np.minimum(boxes[:, 2:], rect[2:])
+    inter = np.prod(np.clip(rb - lt, 0, None), axis=1)
+    area = np.prod(boxes[:, 2:] - boxes[:, :2], axis=1) + np.prod(rect[2:] - rect[:2])
+    return inter / np.maximum(area - inter, 1e-12)
+
+
+def expand(image: np.ndarray, boxes: np.ndarray, fill: Sequence[float], max_ratio: float, rng: np.random.Generator):
+    """Zoom out (SSD Sec. 3.6): place the image at a random spot of a canvas up to ``max_ratio`` times larger,
+    filled with the mean colour; boxes move with it."""
+    h, w = image.shape[:2]
+    ratio = rng.uniform(1.0, max_ratio)
+    canvas_h, canvas_w = int(h * ratio), int(w * ratio)
+    top, left = int(rng.uniform(0, canvas_h - h)), int(rng.uniform(0, canvas_w - w))
+    canvas = np.empty((canvas_h, canvas_w, 3), dtype=image.dtype)
+    canvas[:] = np.asarray(fill, dtype=image.dtype)
+    canvas[top : top + h, left : left + w] = image
+    return canvas, boxes + np.array([left, top, left, top], dtype=boxes.dtype)
+
+
+def min_iou_random_crop(
+    image: np.ndarray,
+    boxes: np.ndarray,
+    labels: np.ndarray,
+    rng: np.random.Generator,
+    min_ious: Sequence[float | None] = (None, 0.1, 0.3, 0.5, 0.7, 0.9),
+    trials: int = 50,
+):
+    """SSD's random crop (Sec. 3.6): pick a minimum IoU (or none: keep the image), then try patches of 0.3-1 of
+    each side with aspect 1/2-2 until every box overlaps the patch at least that much and some box centre lies
+    inside; keep the boxes whose centres are inside, clipped to the patch. Returns the input if no patch fits."""
+    h, w = image.shape[:2]
+    min_iou = min_ious[int(rng.integers(len(min_ious)))]
+    if min_iou is None or len(boxes) == 0:
+        return image, boxes, labels, np.ones(len(boxes), dtype=bool)
+    for _ in range(trials):
+        cw, ch = rng.uniform(0.3 * w, w), rng.uniform(0.3 * h, h)
+        if not 0.5 <= ch / cw <= 2:
+            continue
+        left, top = rng.uniform(0, w - cw), rng.uniform(0, h - ch)
+        rect = np.array([int(left), int(top), int(left + cw), int(top + ch)], dtype=np.float32)
+        if _box_iou_np(boxes, rect).min() < min_iou:
+            continue
+        centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+        keep = np.all((centres > rect[:2]) & (centres < rect[2:]), axis=1)
+        if not keep.any():
+            continue
+        crop = image[int(rect[1]) : int(rect[3]), int(rect[0]) : int(rect[2])]
+        kept = boxes[keep].copy()
+        kept[:, :2] = np.maximum(kept[:, :2], rect[:2]) - rect[:2]
+        kept[:, 2:] = np.minimum(kept[:, 2:], rect[2:]) - rect[:2]
+        return crop, kept, labels[keep], keep
+    return image, boxes, labels, np.ones(len(boxes), dtype=bool)
+
+
+class SSDTransform:
+    """SSD/DSOD training augmentation, or the evaluation resize, for ``(image, target)`` samples.
+
+    Training: photometric distortion (albumentations: brightness/contrast, hue/saturation), expand up to
+    ``max_expand`` (p=0.5), min-IoU random crop, horizontal flip, resize to ``size``; evaluation: resize only.
+    Output: a normalised float tensor (3, size, size) and the target with ``boxes`` in [0, 1] (x1, y1, x2, y2)
+    for the loss, ``abs_boxes`` in the original image's pixels for the metrics, labels and ``difficult`` kept in
+    step with the boxes.
+    """
+
+    def __init__(
+        self,
+        train: bool,
+        size: int = 300,
+        mean: Sequence[float] = (0.485, 0.456, 0.406),
+        std: Sequence[float] = (0.229, 0.224, 0.225),
+        max_expand: float = 4.0,
+        seed: int | None = None,
+    ) -> None:
+        import albumentations as A
+        from albumentations.pytorch import ToTensorV2
+
+        self.train, self.size, self.max_expand = train, size, max_expand
+        self.fill = [255 * m for m in mean]
+        self.rng = np.random.default_rng(seed)
+        photometric = (
+            [
+                A.RandomBrightnessContrast(brightness_limit=32 / 255, contrast_limit=0.5, p=0.5),
+                A.HueSaturationValue(hue_shift_limit=18, sat_shift_limit=30, val_shift_limit=0, p=0.5),
+            ]
+            if train
+            else []
+        )
+        geometric = [A.HorizontalFlip(p=0.5)] if train else []
+        self.pipeline = A.Compose(
+            [*photometric, *geometric, A.Resize(size, size), A.Normalize(mean=mean, std=std), ToTensorV2()],
+            bbox_params=A.BboxParams(format="pascal_voc", label_fields=["indices"]),
+        )
+
+    def __call__(self, image: np.ndarray, target: dict):
+        import torch
+
+        boxes = np.asarray(target["boxes"], dtype=np.float32).reshape(-1, 4)
+        labels = np.asarray(target["labels"], dtype=np.int64)
+        difficult = np.asarray(target.get("difficult", np.zeros(len(labels), bool)))
+        if self.train:
+            if self.rng.random() < 0.5:
+                image, boxes = expand(image, boxes, self.fill, self.max_expand, self.rng)
+            image, boxes, labels, keep = min_iou_random_crop(image, boxes, labels, self.rng)
+            difficult = difficult[keep]
+        h, w = image.shape[:2]
+        out = self.pipeline(image=np.ascontiguousarray(image), bboxes=boxes, indices=np.arange(len(boxes)))
+        index = np.asarray(out["indices"], dtype=np.int64)
+        resized = np.asarray(out["bboxes"], dtype=np.float32).reshape(-1, 4) / self.size
+        new_target = dict(
+            target,
+            boxes=torch.as_tensor(resized.clip(0, 1)),
+            labels=torch.as_tensor(labels[index]),
+            difficult=torch.as_tensor(difficult[index]),
+        )
+        if not self.train:
+            new_target["abs_boxes"] = torch.as_tensor(np.asarray(target["boxes"], dtype=np.float32).reshape(-1, 4))
+            new_target["abs_labels"] = torch.as_tensor(np.asarray(target["labels"], dtype=np.int64))
+        new_target["input_size"] = (h, w)
+        return out["image"], new_target
+
+
+def detection_collate(batch):
+    """Stack images; keep the per-image targets (variable numbers of boxes) as a list."""
+    import torch
+
+    images, targets = zip(*batch)
+    return torch.stack(images), list(targets)
