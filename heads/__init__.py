@@ -19,21 +19,52 @@ from torch import nn
 
 from densebackbones.registry import MODELS, unknown_name_error
 
+from .dsod import DSOD, DSODBackbone, DSODHead, dsod300
 from .fc_densenet import DenseSegmentor, FCDenseNet, FCDenseNetDecoder, FCDenseNetEncoder, TransitionUp
 
 __all__ = [
+    "DETECTION_MODELS",
+    "DSOD",
+    "DSODBackbone",
+    "DSODHead",
     "SEGMENTATION_MODELS",
     "DenseSegmentor",
     "FCDenseNet",
     "FCDenseNetDecoder",
     "FCDenseNetEncoder",
     "TransitionUp",
+    "create_detection_model",
     "create_segmentation_model",
+    "detection_model_args",
+    "dsod300",
+    "list_detection_models",
     "list_segmentation_models",
     "segmentation_model_args",
 ]
 
-# name -> (class, default arguments); module constant, deep-copied before use.
+
+class _Table:
+    """Named model configurations of one task: name -> (class, default arguments), deep-copied before use."""
+
+    def __init__(self, entries: dict[str, tuple[type[nn.Module], dict[str, Any]]], lister: str) -> None:
+        self.entries, self.lister = entries, lister
+
+    def _entry(self, name: str) -> tuple[type[nn.Module], dict[str, Any]]:
+        if name not in self.entries:
+            raise unknown_name_error(name, sorted(self.entries), self.lister)
+        return self.entries[name]
+
+    def names(self) -> list[str]:
+        return sorted(self.entries)
+
+    def args(self, name: str) -> list[str]:
+        return [p for p in inspect.signature(self._entry(name)[0].__init__).parameters if p != "self"]
+
+    def create(self, name: str, **kwargs: Any) -> nn.Module:
+        cls, defaults = self._entry(name)
+        return cls(**dict(deepcopy(defaults), **kwargs))
+
+
 SEGMENTATION_MODELS: dict[str, tuple[type[nn.Module], dict[str, Any]]] = {
     # Jegou et al. 2017, Table 2: 4 layers per block, k=12 / 5 layers, k=16 / 4-5-7-10-12-15-..., k=16.
     "fc_densenet56": (FCDenseNet, dict(growth_rate=12, layers_per_block=4)),
@@ -49,30 +80,46 @@ SEGMENTATION_MODELS: dict[str, tuple[type[nn.Module], dict[str, Any]]] = {
         dict(encoder="densenet_bc169_k32", growth_rate=16, layers_per_block=(12, 10, 7, 5, 4)),
     ),
 }
+DETECTION_MODELS: dict[str, tuple[type[nn.Module], dict[str, Any]]] = {
+    "dsod300": (DSOD, dict(backbone="dsod")),  # Shen et al. 2017, Table 4
+    # The DSOD head on ImageNet DenseNet-121 features (strides 16 and 32).
+    "dsod_bc121_k32": (DSOD, dict(backbone="densenet_bc121_k32")),
+}
+_SEGMENTATION = _Table(SEGMENTATION_MODELS, "densebackbones.heads.list_segmentation_models()")
+_DETECTION = _Table(DETECTION_MODELS, "densebackbones.heads.list_detection_models()")
 
 
 def list_segmentation_models() -> list[str]:
-    return sorted(SEGMENTATION_MODELS)
+    return _SEGMENTATION.names()
 
 
 def segmentation_model_args(name: str) -> list[str]:
     """Constructor arguments a config may set for ``name``."""
-    if name not in SEGMENTATION_MODELS:
-        raise unknown_name_error(name, list_segmentation_models(), "densebackbones.heads.list_segmentation_models()")
-    cls = SEGMENTATION_MODELS[name][0]
-    return [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    return _SEGMENTATION.args(name)
 
 
 def create_segmentation_model(name: str, **kwargs: Any) -> nn.Module:
     """Create a registered segmentation model; ``kwargs`` override its defaults (``num_classes``, ...)."""
-    if name not in SEGMENTATION_MODELS:
-        raise unknown_name_error(name, list_segmentation_models(), "densebackbones.heads.list_segmentation_models()")
-    cls, defaults = SEGMENTATION_MODELS[name]
-    return cls(**dict(deepcopy(defaults), **kwargs))
+    return _SEGMENTATION.create(name, **kwargs)
+
+
+def list_detection_models() -> list[str]:
+    return _DETECTION.names()
+
+
+def detection_model_args(name: str) -> list[str]:
+    return _DETECTION.args(name)
+
+
+def create_detection_model(name: str, **kwargs: Any) -> nn.Module:
+    """Create a registered detector; ``kwargs`` override its defaults (``num_classes``, ``priors``, ...)."""
+    return _DETECTION.create(name, **kwargs)
 
 
 if MODELS is not None:
-    for _cls in (FCDenseNet, DenseSegmentor):
+    for _cls in (FCDenseNet, DenseSegmentor, DSOD):
         MODELS.register_module(module=_cls)
     for _name in SEGMENTATION_MODELS:
         MODELS.register_module(name=_name, module=lambda _n=_name, **kw: create_segmentation_model(_n, **kw))
+    for _name in DETECTION_MODELS:
+        MODELS.register_module(name=_name, module=lambda _n=_name, **kw: create_detection_model(_n, **kw))

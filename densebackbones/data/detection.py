@@ -333,7 +333,9 @@ class SSDTransform:
 
         self.train, self.size, self.max_expand = train, size, max_expand
         self.fill = [255 * m for m in mean]
-        self.rng = np.random.default_rng(seed)
+        # Without a seed, each call draws a fresh generator from torch's RNG, which PyTorch seeds per loader
+        # worker and the trainer saves and restores: augmentations differ across workers and resume exactly.
+        self.rng = np.random.default_rng(seed) if seed is not None else None
         photometric = (
             [
                 A.RandomBrightnessContrast(brightness_limit=32 / 255, contrast_limit=0.5, p=0.5),
@@ -355,9 +357,10 @@ class SSDTransform:
         labels = np.asarray(target["labels"], dtype=np.int64)
         difficult = np.asarray(target.get("difficult", np.zeros(len(labels), bool)))
         if self.train:
-            if self.rng.random() < 0.5:
-                image, boxes = expand(image, boxes, self.fill, self.max_expand, self.rng)
-            image, boxes, labels, keep = min_iou_random_crop(image, boxes, labels, self.rng)
+            rng = self.rng or np.random.default_rng(int(torch.randint(2**31, ())))
+            if rng.random() < 0.5:
+                image, boxes = expand(image, boxes, self.fill, self.max_expand, rng)
+            image, boxes, labels, keep = min_iou_random_crop(image, boxes, labels, rng)
             difficult = difficult[keep]
         h, w = image.shape[:2]
         out = self.pipeline(image=np.ascontiguousarray(image), bboxes=boxes, indices=np.arange(len(boxes)))
@@ -369,9 +372,13 @@ class SSDTransform:
             labels=torch.as_tensor(labels[index]),
             difficult=torch.as_tensor(difficult[index]),
         )
-        if not self.train:
-            new_target["abs_boxes"] = torch.as_tensor(np.asarray(target["boxes"], dtype=np.float32).reshape(-1, 4))
+        if not self.train:  # the original boxes, for metrics in the original image's pixels
+            original = np.asarray(target["boxes"], dtype=np.float32).reshape(-1, 4)
+            new_target["abs_boxes"] = torch.as_tensor(original)
             new_target["abs_labels"] = torch.as_tensor(np.asarray(target["labels"], dtype=np.int64))
+            new_target["abs_difficult"] = torch.as_tensor(
+                np.asarray(target.get("difficult", np.zeros(len(original), bool)), dtype=bool)
+            )
         new_target["input_size"] = (h, w)
         return out["image"], new_target
 

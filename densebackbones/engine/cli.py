@@ -97,6 +97,7 @@ def train(args: argparse.Namespace, task: Task) -> dict[str, float]:
         best_key=task.best_key,
         best_mode=task.best_mode,
         eval_forward=task.eval_forward,
+        collate_fn=getattr(task, "collate_fn", None),
     )
     if dist.is_main:
         work_dir.mkdir(parents=True, exist_ok=True)

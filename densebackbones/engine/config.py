@@ -11,7 +11,7 @@ from copy import deepcopy
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DEFAULTS", "CLS_DATA", "SEG_DATA", "load_config", "check_config", "merge_defaults"]
+__all__ = ["DEFAULTS", "CLS_DATA", "SEG_DATA", "DET_DATA", "load_config", "check_config", "merge_defaults"]
 
 # The data section of each task.
 CLS_DATA: dict[str, Any] = {
@@ -37,6 +37,21 @@ SEG_DATA: dict[str, Any] = {
     "num_workers": 4,
     "class_weights": None,  # per-class loss weights (e.g. median-frequency balancing)
 }
+DET_DATA: dict[str, Any] = {
+    "dataset": None,  # voc, coco, shapes
+    "root": None,  # VOCdevkit, the COCO folder (annotations/, train2017/, val2017/), or the shapes folder
+    "train_sets": (("2007", "trainval"), ("2012", "trainval")),  # VOC 07+12
+    "val_sets": (("2007", "test"),),
+    "train_split": "train2017",  # COCO
+    "val_split": "val2017",
+    "classes": None,  # COCO: filled from the annotation file
+    "image_size": 300,
+    "batch_size": 128,  # global batch per optimiser step (DSOD: 128 through accumulation)
+    "eval_batch_size": 8,
+    "num_workers": 4,
+    "shapes_train": 64,  # images in the generated shapes splits
+    "shapes_val": 16,
+}
 
 # Defaults of every section; the keys here are the only valid ones (the model section takes model arguments).
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -57,6 +72,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "milestones": (150, 225),  # multistep: epochs where lr *= gamma (paper: 50% and 75% of training)
         "gamma": 0.1,  # multistep factor, or exponential per-epoch factor
         "warmup_epochs": 0,
+        "max_iters": None,  # train this many optimiser steps (milestones then in iterations), e.g. DSOD's 100k
     },
     "train": {
         "seed": 0,

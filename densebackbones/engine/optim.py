@@ -48,17 +48,20 @@ def build_optimizer(model: torch.nn.Module, optim_cfg: dict[str, Any], global_ba
 def build_scheduler(
     optimizer: torch.optim.Optimizer, sched_cfg: dict[str, Any], iters_per_epoch: int
 ) -> lr_scheduler.LRScheduler:
-    """Per-iteration schedule: multistep (milestones in epochs), cosine, exponential (per epoch), constant."""
-    total = sched_cfg["epochs"] * iters_per_epoch
+    """Per-iteration schedule: multistep (milestones in epochs, or in iterations when ``max_iters`` is set),
+    cosine, exponential (per epoch), constant."""
+    by_iteration = bool(sched_cfg.get("max_iters"))
+    total = sched_cfg["max_iters"] if by_iteration else sched_cfg["epochs"] * iters_per_epoch
+    unit = 1 if by_iteration else iters_per_epoch  # milestones in iterations with max_iters, else in epochs
     warmup = int(sched_cfg["warmup_epochs"] * iters_per_epoch)
     kind = sched_cfg["type"]
     if kind == "multistep":
         milestones = sorted(int(m) for m in sched_cfg["milestones"])
-        if any(not 0 < m < sched_cfg["epochs"] for m in milestones):
-            raise ValueError(f"schedule.milestones {milestones} must be epochs inside 1..{sched_cfg['epochs'] - 1}")
-        main = lr_scheduler.MultiStepLR(
-            optimizer, [m * iters_per_epoch - warmup for m in milestones], gamma=sched_cfg["gamma"]
-        )
+        limit = total // unit
+        if any(not 0 < m < limit for m in milestones):
+            what = "iterations" if by_iteration else "epochs"
+            raise ValueError(f"schedule.milestones {milestones} must be {what} inside 1..{limit - 1}")
+        main = lr_scheduler.MultiStepLR(optimizer, [m * unit - warmup for m in milestones], gamma=sched_cfg["gamma"])
     elif kind == "cosine":
         main = lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total - warmup, 1), eta_min=0.0)
     elif kind == "exponential":

@@ -49,6 +49,18 @@ def _git_commit() -> str:
         return ""
 
 
+def to_device(batch: Any, device: torch.device, memory_format: torch.memory_format = torch.contiguous_format) -> Any:
+    """Move tensors (also inside lists, tuples and dicts: detection targets) to ``device``."""
+    if isinstance(batch, torch.Tensor):
+        batch = batch.to(device, non_blocking=True)
+        return batch.contiguous(memory_format=memory_format) if batch.ndim == 4 else batch
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(b, device, memory_format) for b in batch)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device, memory_format) for k, v in batch.items()}
+    return batch
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
@@ -67,14 +79,12 @@ def evaluate(
     eval_forward = eval_forward or (lambda m, x: m(x))
     autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
     for inputs, targets in tqdm(loader, desc="eval", disable=not show_progress, mininterval=2.0):
-        inputs = inputs.to(device, non_blocking=True)
-        if inputs.ndim == 4:
-            inputs = inputs.contiguous(memory_format=memory_format)
-        targets = targets.to(device, non_blocking=True)
+        inputs, targets = to_device((inputs, targets), device, memory_format)
         with autocast:
             outputs = eval_forward(model, inputs)
             loss = loss_fn(outputs, targets)
-        metric.update(outputs.float(), targets, loss.float() * len(targets))
+        outputs = outputs.float() if torch.is_tensor(outputs) else tuple(o.float() for o in outputs)
+        metric.update(outputs, targets, loss.float() * len(targets))
     return metric.compute(device)
 
 
@@ -162,13 +172,19 @@ class Trainer:
         self.iters_per_epoch = len(self.train_loader) // accum
         if self.train_cfg["max_iters_per_epoch"]:
             self.iters_per_epoch = min(self.iters_per_epoch, self.train_cfg["max_iters_per_epoch"])
+        # schedule.max_iters (DSOD: 100k iterations) fixes the length in optimiser steps instead of epochs
+        self.max_iters = cfg["schedule"].get("max_iters")
+        if self.max_iters:
+            self.epochs = -(-self.max_iters // self.iters_per_epoch)
 
         if self.train_cfg["sync_bn"] and dist.enabled:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.memory_format = torch.channels_last if self.train_cfg["channels_last"] else torch.contiguous_format
         self.model = model.to(self.device, memory_format=self.memory_format)
         self.optimizer = build_optimizer(self.model, cfg["optimizer"], global_batch)
-        self.scheduler = build_scheduler(self.optimizer, cfg["schedule"], self.iters_per_epoch)
+        self.scheduler = build_scheduler(
+            self.optimizer, dict(cfg["schedule"], epochs=self.epochs), self.iters_per_epoch
+        )
         amp = self.train_cfg["amp"]
         if amp not in _AMP_DTYPES:
             raise ValueError(f"train.amp must be None, 'bf16' or 'fp16', got {amp!r}")
@@ -264,14 +280,7 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------------- training
     def _to_device(self, batch: Any) -> Any:
-        if isinstance(batch, torch.Tensor):
-            batch = batch.to(self.device, non_blocking=True)
-            return batch.contiguous(memory_format=self.memory_format) if batch.ndim == 4 else batch
-        if isinstance(batch, (list, tuple)):
-            return type(batch)(self._to_device(b) for b in batch)
-        if isinstance(batch, dict):
-            return {k: self._to_device(v) for k, v in batch.items()}
-        return batch
+        return to_device(batch, self.device, self.memory_format)
 
     def _autocast(self):
         if self.amp_dtype is None:
@@ -303,7 +312,10 @@ class Trainer:
             mininterval=2.0,
         )
         batches = iter(self.train_loader)
-        for it in range(self.iters_per_epoch):
+        iterations = self.iters_per_epoch
+        if self.max_iters:
+            iterations = min(iterations, self.max_iters - self.step)
+        for it in range(iterations):
             for micro in range(self.accum_steps):
                 inputs, targets = self._to_device(next(batches))
                 last_micro = micro == self.accum_steps - 1
@@ -326,7 +338,7 @@ class Trainer:
             window_count += 1
             if self.ema is not None:
                 self.ema.update(self.model, step=self.step)
-            if window_count == log_interval or it == self.iters_per_epoch - 1:
+            if window_count == log_interval or it == iterations - 1:
                 # Summed over ranks, so that every rank stops together (a lone raise would hang DDP).
                 window_loss = all_reduce_sum(window_loss) / self.dist.world_size
                 self._check_finite(window_loss, f"epoch {self.epoch + 1}, iteration {it + 1}")
@@ -347,7 +359,7 @@ class Trainer:
             progress.update(1)
         progress.close()
         return {
-            "loss": all_reduce_sum(loss_sum).item() / self.dist.world_size / self.iters_per_epoch,
+            "loss": all_reduce_sum(loss_sum).item() / self.dist.world_size / max(iterations, 1),
             "epoch_time_s": time.perf_counter() - epoch_start,
             "images": images_seen * self.dist.world_size,
         }

@@ -1,0 +1,203 @@
+"""Detection task for the shared trainer: DSOD models, VOC / COCO / shapes data with SSD augmentation,
+multibox loss, COCO and VOC07 metrics."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from ..data.detection import (
+    VOC_CLASSES,
+    COCODetection,
+    SSDTransform,
+    VOCDetection,
+    detection_collate,
+    write_shapes_coco,
+)
+from .classification import export_weights
+from .config import DET_DATA
+from .detection_eval import coco_evaluate, voc07_map
+from .distributed import all_gather_objects
+
+__all__ = ["DetectionTask", "DetectionLoss", "DetectionMetric", "class_names", "prior_config"]
+
+SHAPES_CLASSES = ("square", "disc")
+
+
+def class_names(cfg: dict[str, Any]) -> tuple[str, ...]:
+    name = cfg["data"]["dataset"]
+    if name == "voc":
+        return VOC_CLASSES
+    if name == "shapes":
+        return SHAPES_CLASSES
+    if name == "coco":
+        return tuple(cfg["data"]["classes"] or ())  # filled from the annotation file by build_datasets
+    raise ValueError(f"unknown data.dataset {name!r}; use 'voc', 'coco' or 'shapes'")
+
+
+def prior_config(cfg: dict[str, Any]):
+    """SSD300's VOC or COCO default boxes, scaled to ``data.image_size``."""
+    from densebackbones.heads.ssd import COCO_PRIORS, VOC_PRIORS
+
+    base = COCO_PRIORS if cfg["data"]["dataset"] == "coco" else VOC_PRIORS
+    size = cfg["data"]["image_size"]
+    if size == base.image_size:
+        return base
+    scale = size / base.image_size
+    return dataclasses.replace(
+        base,
+        image_size=size,
+        min_sizes=tuple(m * scale for m in base.min_sizes),
+        max_sizes=tuple(m * scale for m in base.max_sizes),
+        steps=tuple(s * scale for s in base.steps),
+    )
+
+
+class DetectionLoss(nn.Module):
+    """Localisation + confidence multibox loss of a detector's ``(loc, conf)`` against per-image targets."""
+
+    def __init__(self, priors: torch.Tensor, variances) -> None:
+        super().__init__()
+        from densebackbones.heads.ssd import MultiBoxLoss
+
+        self.multibox = MultiBoxLoss(priors.detach().clone(), variances)
+
+    def forward(self, outputs, targets) -> torch.Tensor:
+        loc, conf = outputs
+        boxes = [t["boxes"] for t in targets]
+        labels = [t["labels"] for t in targets]
+        loc_loss, conf_loss = self.multibox(loc.float(), conf.float(), boxes, labels)
+        return loc_loss + conf_loss
+
+
+class DetectionMetric:
+    """Post-processes every evaluation batch and scores the whole split (all processes) with pycocotools' COCO
+    metrics and the VOC07 11-point mAP, in the original images' pixels."""
+
+    def __init__(self, priors: torch.Tensor, variances, names: tuple[str, ...]) -> None:
+        self.priors, self.variances, self.names = priors, variances, names
+        self.reset()
+
+    def reset(self) -> None:
+        self.predictions: list[dict] = []
+        self.ground_truth: list[dict] = []
+        self.loss_sum, self.count = 0.0, 0
+
+    @torch.no_grad()
+    def update(self, outputs, targets, loss_sum=None) -> None:
+        from densebackbones.heads.ssd import postprocess
+
+        loc, conf = outputs
+        detections = postprocess(loc, conf, self.priors.to(loc.device), self.variances)
+        for det, target in zip(detections, targets):
+            h, w = target["input_size"]
+            scale = torch.tensor([w, h, w, h], dtype=torch.float32, device=det["boxes"].device)
+            image_id = int(target["image_id"])
+            self.predictions.append(
+                dict(
+                    image_id=image_id,
+                    boxes=(det["boxes"] * scale).cpu(),
+                    scores=det["scores"].cpu(),
+                    labels=det["labels"].cpu(),
+                )
+            )
+            self.ground_truth.append(
+                dict(
+                    image_id=image_id,
+                    size=(h, w),
+                    boxes=target["abs_boxes"].cpu(),
+                    labels=target["abs_labels"].cpu(),
+                    difficult=target["abs_difficult"].cpu(),
+                )
+            )
+        self.count += len(targets)
+        if loss_sum is not None:
+            self.loss_sum += float(loss_sum)
+
+    def compute(self, device="cpu") -> dict[str, float]:
+        gathered = all_gather_objects((self.predictions, self.ground_truth, self.loss_sum, self.count))
+        predictions = [p for part in gathered for p in part[0]]
+        ground_truth = [g for part in gathered for g in part[1]]
+        out = coco_evaluate(ground_truth, predictions, self.names)
+        out["mAP_voc07"] = voc07_map(ground_truth, predictions, len(self.names))["mAP_voc07"]
+        out["loss"] = sum(part[2] for part in gathered) / max(sum(part[3] for part in gathered), 1)
+        return out
+
+
+class DetectionTask:
+    """DSOD training (Shen et al. 2017) on the shared trainer; AP50 selects ``best.pth``."""
+
+    data_defaults = DET_DATA
+    best_key, best_mode = "AP50", "max"
+    collate_fn = staticmethod(detection_collate)
+
+    def model_arg_names(self, raw_cfg: dict[str, Any]) -> list[str]:
+        from densebackbones.heads import detection_model_args
+
+        name = (raw_cfg.get("model") or {}).get("type") or "<missing model.type>"
+        return ["type", *[a for a in detection_model_args(name) if a != "priors"]]
+
+    def build_model(self, cfg: dict[str, Any], pretrained: str | None = None) -> nn.Module:
+        from densebackbones.heads import create_detection_model
+
+        from ..models._helpers import load_checkpoint_into
+
+        if cfg["data"]["dataset"] == "coco" and not cfg["data"]["classes"]:
+            cfg["data"]["classes"] = list(self._coco(cfg, train=True).classes)
+        model_cfg = dict(cfg["model"])
+        model_cfg.setdefault("num_classes", len(class_names(cfg)) + 1)  # + background
+        model = create_detection_model(model_cfg.pop("type"), priors=prior_config(cfg), **model_cfg)
+        if pretrained:
+            load_checkpoint_into(model, pretrained, lambda sd, m: {k.removeprefix("module."): v for k, v in sd.items()})
+        self.model = model
+        return model
+
+    def _coco(self, cfg: dict[str, Any], train: bool, transform=None) -> COCODetection:
+        data = cfg["data"]
+        root = Path(data["root"])
+        split = data["train_split"] if train else data["val_split"]
+        return COCODetection(
+            root / "annotations" / f"instances_{split}.json", root / split, transform, skip_empty=False
+        )
+
+    def build_datasets(self, cfg: dict[str, Any]):
+        data = cfg["data"]
+        if data["root"] is None:
+            raise ValueError("data.root (or --data-root) must name the data set folder")
+        size, root = data["image_size"], Path(data["root"])
+        train_tf, eval_tf = SSDTransform(True, size), SSDTransform(False, size)
+        if data["dataset"] == "voc":
+            train = VOCDetection(root, [tuple(s) for s in data["train_sets"]], keep_difficult=False, transform=train_tf)
+            val = VOCDetection(root, [tuple(s) for s in data["val_sets"]], keep_difficult=True, transform=eval_tf)
+            return train, val
+        if data["dataset"] == "shapes":
+            for split, count, seed in (("train", data["shapes_train"], 0), ("val", data["shapes_val"], 1)):
+                if not (root / f"{split}.json").exists():
+                    write_shapes_coco(root, count, seed=seed, split=split)  # generated, not downloaded
+            return (
+                COCODetection(root / "train.json", root / "train", train_tf),
+                COCODetection(root / "val.json", root / "val", eval_tf),
+            )
+        if data["dataset"] == "coco":
+            return self._coco(cfg, True, train_tf), self._coco(cfg, False, eval_tf)
+        raise ValueError(f"unknown data.dataset {data['dataset']!r}; use 'voc', 'coco' or 'shapes'")
+
+    def loss_fn(self, cfg: dict[str, Any]) -> nn.Module:
+        return DetectionLoss(self.model.priors, self.model.prior_config.variances)
+
+    def metric(self, cfg: dict[str, Any]) -> DetectionMetric:
+        return DetectionMetric(self.model.priors, self.model.prior_config.variances, class_names(cfg))
+
+    def eval_forward(self, model: nn.Module, inputs: torch.Tensor):
+        return model(inputs)
+
+    def finish(self, trainer, metrics: dict[str, float], datasets) -> None:
+        weights = export_weights(trainer.model, trainer.work_dir / "final.safetensors", {"eval": metrics})
+        print(f"weights: {weights}", flush=True)
+        for split, dataset in zip(("train", "eval"), datasets):
+            if getattr(dataset, "num_clipped", 0) or getattr(dataset, "num_dropped", 0):
+                print(f"{split}: {dataset.box_report()}", flush=True)

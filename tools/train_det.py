@@ -1,0 +1,25 @@
+"""Train a DSOD detector (Pascal VOC, COCO, or the generated shapes set) with the paper's recipe.
+
+python tools/train_det.py configs/det/dsod300_voc.py --data-root data/VOCdevkit
+torchrun --nproc_per_node 8 tools/train_det.py configs/det/dsod300_coco.py --data-root data/coco \
+    --cfg-options train.sync_bn=True
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from densebackbones.engine import cli
+from densebackbones.engine.detection import DetectionTask
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    return cli.get_args_parser("Train a DSOD detector")
+
+
+def main(args: argparse.Namespace) -> dict[str, float]:
+    return cli.train(args, DetectionTask())
+
+
+if __name__ == "__main__":
+    cli.run_main(main, get_args_parser())
