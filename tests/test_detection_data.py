@@ -198,3 +198,21 @@ def test_ssd_eval_transform_keeps_original_boxes_for_metrics():
     assert out.shape == (3, 300, 300)
     np.testing.assert_allclose(t["boxes"].numpy(), [[0.1, 0.1, 0.6, 0.9]], rtol=1e-5)
     np.testing.assert_allclose(t["abs_boxes"].numpy(), [[10, 5, 60, 45]])
+
+
+def test_images_without_boxes_pass_through_augmentation_and_loss():
+    import torch
+    from densebackbones.heads.ssd import VOC_PRIORS, MultiBoxLoss, make_priors
+
+    from densebackbones.data.detection import SSDTransform, detection_collate
+
+    empty = dict(boxes=np.zeros((0, 4), np.float32), labels=np.zeros(0, np.int64), image_id=3)
+    samples = [SSDTransform(True, size=300, seed=s)(np.zeros((40, 50, 3), np.uint8), empty) for s in range(3)]
+    images, targets = detection_collate(samples)
+    assert images.shape == (3, 3, 300, 300) and all(len(t["boxes"]) == 0 for t in targets)
+    priors = make_priors(VOC_PRIORS)
+    loc = torch.zeros(3, len(priors), 4, requires_grad=True)
+    conf = torch.zeros(3, len(priors), 3, requires_grad=True)
+    loc_loss, conf_loss = MultiBoxLoss(priors)(loc, conf, [t["boxes"] for t in targets], [t["labels"] for t in targets])
+    (loc_loss + conf_loss).backward()  # no positives: no negatives mined either, zero loss, finite gradients
+    assert loc_loss.item() == 0 and conf_loss.item() == 0 and torch.isfinite(conf.grad).all()

@@ -29,16 +29,30 @@ def _peak_rss_mb() -> float:
 def measure(args: argparse.Namespace) -> dict:
     """Run one configuration in this process and return its figures."""
     import torch
-    from densebackbones.heads import SEGMENTATION_MODELS, create_segmentation_model
+    from densebackbones.heads import (
+        DETECTION_MODELS,
+        SEGMENTATION_MODELS,
+        create_detection_model,
+        create_segmentation_model,
+    )
 
     import densebackbones as db
 
     device = torch.device(args.device)
     torch.manual_seed(0)
-    segmentation = args.model in SEGMENTATION_MODELS
-    if segmentation:  # dense prediction: per-pixel targets
+    detection = args.model in DETECTION_MODELS
+    if args.model in SEGMENTATION_MODELS:  # dense prediction: per-pixel targets
         model = create_segmentation_model(args.model, memory_efficient=args.memory_efficient).to(device)
         target_shape = (args.batch_size, args.img_size, args.img_size)
+    elif detection:  # multibox loss on one box per image; inference includes post-processing (NMS)
+        from densebackbones.heads.ssd import MultiBoxLoss
+
+        model = create_detection_model(args.model, backbone_kwargs=dict(memory_efficient=args.memory_efficient))
+        model = model.to(device)
+        multibox = MultiBoxLoss(model.priors)
+        gt_boxes = [torch.tensor([[0.2, 0.2, 0.6, 0.7]], device=device)] * args.batch_size
+        gt_labels = [torch.tensor([1], device=device)] * args.batch_size
+        target_shape = (args.batch_size,)
     else:
         model = db.create_model(args.model, memory_efficient=args.memory_efficient).to(device)
         target_shape = (args.batch_size,)
@@ -54,8 +68,13 @@ def measure(args: argparse.Namespace) -> dict:
 
     def step() -> None:
         with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-            if args.mode == "train":
+            if args.mode == "train" and detection:
+                loc, conf = runner(inputs)
+                loss = sum(multibox(loc.float(), conf.float(), gt_boxes, gt_labels))
+            elif args.mode == "train":
                 loss = torch.nn.functional.cross_entropy(runner(inputs), targets)
+            elif detection:
+                model.detect(inputs)  # forward and post-processing
             else:
                 with torch.no_grad():
                     runner(inputs)
