@@ -390,3 +390,12 @@ def test_tool_reports_bad_config_without_traceback(tmp_path):
     assert result.stderr.strip() == (
         "error: config key data.batch_siz is not used. Did you mean 'batch_size', 'eval_batch_size', 'image_size'?"
     )
+
+
+def test_plot_before_the_first_evaluation_warns_nothing(tmp_path, recwarn):
+    from densebackbones.engine import CSVLogger, plot_run
+
+    CSVLogger(tmp_path / "train.csv").log(dict(epoch=1, step=1, epoch_float=1.0, lr=0.1, loss=2.0, img_per_s=9.0))
+    png = plot_run(tmp_path)  # eval.csv does not exist yet (train.eval_interval > 1)
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    assert not [w for w in recwarn if "legend" in str(w.message).lower()]

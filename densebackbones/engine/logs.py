@@ -73,10 +73,12 @@ def plot_run(work_dir: str | Path, out: str | Path | None = None) -> Path:
     axes[0].set_xlabel("epoch"), axes[0].set_ylabel("loss"), axes[0].legend()
     axes[1].plot(x, [r["lr"] for r in train])
     axes[1].set_xlabel("epoch"), axes[1].set_ylabel("learning rate"), axes[1].set_yscale("log")
-    for key in metric_keys:
-        if key != "loss":
-            axes[2].plot([r["epoch"] for r in evals], [r[key] for r in evals], "o-", label=key)
-    axes[2].set_xlabel("epoch"), axes[2].set_ylabel("eval metric"), axes[2].legend()
+    plotted = [key for key in metric_keys if key != "loss" and not key.startswith(("IoU_", "AP_voc07_"))]
+    for key in plotted:  # per-class values would crowd the plot; they stay in eval.csv
+        axes[2].plot([r["epoch"] for r in evals], [r[key] for r in evals], "o-", label=key)
+    axes[2].set_xlabel("epoch"), axes[2].set_ylabel("eval metric")
+    if plotted:  # no evaluation yet (eval_interval > 1): nothing to label
+        axes[2].legend()
     fig.suptitle(work_dir.name)
     fig.tight_layout()
     out = Path(out) if out else work_dir / "curves.png"
