@@ -23,6 +23,16 @@ def tiny_densenet(**kwargs) -> db.DenseNet:
     return db.DenseNet(**dict(args, **kwargs))
 
 
+def run_training_tool(tool, config: str, work_dir, *options: str, data_root=None, extra=()) -> dict:
+    """Run a training tool's ``main`` in-process: ``--work-dir``, optional ``--data-root``, extra arguments, and
+    ``--cfg-options`` (plots off to save time)."""
+    argv = [config, "--work-dir", str(work_dir)]
+    if data_root is not None:
+        argv += ["--data-root", str(data_root)]
+    argv += [*extra, "--cfg-options", "train.plot=False", *options]
+    return tool.main(tool.get_args_parser().parse_args(argv))
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+from conftest import run_training_tool
 from densebackbones.heads import (
     DenseSegmentor,
     FCDenseNet,
@@ -217,18 +218,7 @@ def test_shapes_dataset_is_written_in_camvid_layout(tmp_path):
 
 # ----------------------------------------------------------------------------------------------------------- tools
 def _train(work_dir: Path, data_root: Path, *options: str, extra=()):
-    argv = [
-        SHAPES_CFG,
-        "--work-dir",
-        str(work_dir),
-        "--data-root",
-        str(data_root),
-        *extra,
-        "--cfg-options",
-        "train.plot=False",
-        *options,
-    ]
-    return train_seg.main(train_seg.get_args_parser().parse_args(argv))
+    return run_training_tool(train_seg, SHAPES_CFG, work_dir, *options, data_root=data_root, extra=extra)
 
 
 def test_train_seg_two_iterations_eval_and_resume(tmp_path):

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn as nn
+from conftest import run_training_tool
 from data_fixtures import write_cifar10, write_cifar100, write_fashion_mnist, write_image_folder, write_svhn
 
 import densebackbones as db
@@ -29,8 +30,7 @@ TINY = ["model.growth_rate=4", "model.block_config=(1,1,1)", "train.plot=False",
 
 
 def run_train(config: str, work_dir: Path, *options: str, extra: tuple[str, ...] = ()) -> dict:
-    argv = [config, "--work-dir", str(work_dir), *extra, "--cfg-options", *TINY, *options]
-    return train_cls.main(train_cls.get_args_parser().parse_args(argv))
+    return run_training_tool(train_cls, config, work_dir, *TINY, *options, extra=extra)
 
 
 DATASET_CASES = {

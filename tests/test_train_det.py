@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import run_training_tool
 
 from densebackbones.engine import load_checkpoint, read_csv
 
@@ -19,18 +20,7 @@ SHAPES_CFG = str(REPO / "configs/det/dsod_shapes.py")
 
 
 def _train(work_dir: Path, data_root: Path, *options: str, extra=()):
-    argv = [
-        SHAPES_CFG,
-        "--work-dir",
-        str(work_dir),
-        "--data-root",
-        str(data_root),
-        *extra,
-        "--cfg-options",
-        "train.plot=False",
-        *options,
-    ]
-    return train_det.main(train_det.get_args_parser().parse_args(argv))
+    return run_training_tool(train_det, SHAPES_CFG, work_dir, *options, data_root=data_root, extra=extra)
 
 
 def test_two_iterations_eval_and_resume(tmp_path):
