@@ -19,13 +19,12 @@ from torch import nn
 
 from densebackbones.registry import MODELS, unknown_name_error
 
-from .dsod import DSOD, DSODBackbone, DSODHead, dsod300
+from .dsod import DSOD, DSODHead, dsod300
 from .fc_densenet import DenseSegmentor, FCDenseNet, FCDenseNetDecoder, FCDenseNetEncoder, TransitionUp
 
 __all__ = [
     "DETECTION_MODELS",
     "DSOD",
-    "DSODBackbone",
     "DSODHead",
     "SEGMENTATION_MODELS",
     "DenseSegmentor",
@@ -81,7 +80,7 @@ SEGMENTATION_MODELS: dict[str, tuple[type[nn.Module], dict[str, Any]]] = {
     ),
 }
 DETECTION_MODELS: dict[str, tuple[type[nn.Module], dict[str, Any]]] = {
-    "dsod300": (DSOD, dict(backbone="dsod")),  # Shen et al. 2017, Table 4
+    "dsod300": (DSOD, dict(backbone="dsod_ds64_192_48_1", backbone_indices=(1, 2))),  # Shen et al. 2017, Table 4
     # The DSOD head on ImageNet DenseNet-121 features (strides 16 and 32).
     "dsod_bc121_k32": (DSOD, dict(backbone="densenet_bc121_k32")),
 }

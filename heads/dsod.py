@@ -1,11 +1,8 @@
 """DSOD300: Deeply Supervised Object Detectors trained from scratch (Shen et al., ICCV 2017).
 
-* Stem (Sec. 3.1, "stem block"): 3x3/2 conv 64, 3x3 conv 64, 3x3 conv 128, each BN-ReLU, then 2x2 max-pool
-  (300 -> 150 -> 75).
-* Backbone DS/64-192-48-1 (Table 1): dense blocks of 6, 8, 8, 8 bottleneck layers, k=48, bottleneck 4k=192,
-  compression 1 ("-1"), no dropout. Transition 1 pools (ceil: 75 -> 38); transitions 2 and 3 are "transition w/o
-  pooling" layers; the output of transition 2 is the first prediction source ("First", 38 px, 800 channels), and
-  a max-pool follows it before block 3.
+* Backbone DS/64-192-48-1 with its stem (Table 1), the registered model ``dsod_ds64_192_48_1``
+  (``densebackbones/models/dsod.py``): its feature levels 1 and 2 are the first prediction source ("First",
+  transition 2, 38 px, 800 channels) and block 4 (19 px, 1568 channels).
 * Dense prediction structure (Sec. 3.1, Fig. 1): each further scale concatenates a *learning half*
   (BN-ReLU-1x1 n, BN-ReLU-3x3/2 n) computed from the previous scale and a *re-using half*: the previous scale
   max-pooled (2x2/2, ceil) and compressed by BN-ReLU-1x1 n. The second scale (19 px) learns from block 4
@@ -29,12 +26,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from densebackbones.layers import DenseBlock, LayerFn, Transition
+from densebackbones.layers import LayerFn
 from densebackbones.registry import create_model
 
 from .ssd import VOC_PRIORS, PriorConfig, boxes_per_cell, make_priors, postprocess
 
-__all__ = ["DSODBackbone", "DSODHead", "DSOD", "L2Norm", "dsod300"]
+__all__ = ["DSODHead", "DSOD", "L2Norm", "dsod300"]
 
 
 def _norm_act_conv(in_chs: int, out_chs: int, kernel: int, stride: int, norm_layer: LayerFn, act_layer: LayerFn):
@@ -46,66 +43,6 @@ def _norm_act_conv(in_chs: int, out_chs: int, kernel: int, stride: int, norm_lay
             conv=nn.Conv2d(in_chs, out_chs, kernel, stride=stride, padding=kernel // 2, bias=False),
         )
     )
-
-
-class DSODBackbone(nn.Module):
-    """DS/64-192-48-1: the stem and four dense blocks of DSOD300. Returns ``[First, block-4 output]``.
-
-    Args:
-        in_chans: input channels.
-        growth_rate: k (48).
-        block_config: layers per block (6, 8, 8, 8).
-        stem_chs: widths of the three stem convolutions (64, 64, 128).
-        norm_layer, act_layer, memory_efficient: as for the dense layers.
-    """
-
-    def __init__(
-        self,
-        in_chans: int = 3,
-        *,
-        growth_rate: int = 48,
-        block_config: Sequence[int] = (6, 8, 8, 8),
-        stem_chs: Sequence[int] = (64, 64, 128),
-        norm_layer: LayerFn = nn.BatchNorm2d,
-        act_layer: LayerFn = nn.ReLU,
-        memory_efficient: bool = False,
-    ) -> None:
-        super().__init__()
-        stem = OrderedDict()
-        chs = in_chans
-        for i, (out, stride) in enumerate(zip(stem_chs, (2, 1, 1))):
-            stem[f"conv{i + 1}"] = nn.Conv2d(chs, out, 3, stride=stride, padding=1, bias=False)
-            stem[f"norm{i + 1}"] = norm_layer(out)
-            stem[f"act{i + 1}"] = act_layer(inplace=True)
-            chs = out
-        stem["pool"] = nn.MaxPool2d(2, stride=2, ceil_mode=True)
-        self.stem = nn.Sequential(stem)
-        layer = dict(
-            bn_size=4, drop_rate=0.0, norm_layer=norm_layer, act_layer=act_layer, memory_efficient=memory_efficient
-        )
-        common = dict(norm_layer=norm_layer, act_layer=act_layer)
-        self.block1 = DenseBlock(block_config[0], chs, growth_rate, **layer)
-        chs = self.block1.out_chs
-        self.transition1 = Transition(chs, chs, pool="max", ceil_mode=True, **common)  # 75 -> 38
-        self.block2 = DenseBlock(block_config[1], chs, growth_rate, **layer)
-        chs = self.block2.out_chs
-        self.transition2 = Transition(chs, chs, pool="none", **common)  # "First"
-        first_chs = chs
-        self.pool2 = nn.MaxPool2d(2, stride=2, ceil_mode=True)  # 38 -> 19
-        self.block3 = DenseBlock(block_config[2], chs, growth_rate, **layer)
-        chs = self.block3.out_chs
-        self.transition3 = Transition(chs, chs, pool="none", **common)
-        self.block4 = DenseBlock(block_config[3], chs, growth_rate, **layer)
-        self.feature_info = [
-            dict(num_chs=first_chs, reduction=8, module="transition2"),
-            dict(num_chs=self.block4.out_chs, reduction=16, module="block4"),
-        ]
-
-    def forward(self, x: Tensor) -> list[Tensor]:
-        x = self.block2(self.transition1(self.block1(self.stem(x))))
-        first = self.transition2(x)
-        deep = self.block4(self.transition3(self.block3(self.pool2(first))))
-        return [first, deep]
 
 
 class L2Norm(nn.Module):
@@ -201,9 +138,10 @@ class DSOD(nn.Module):
 
     Args:
         num_classes: classes including background (VOC: 21, COCO: 81).
-        backbone: ``'dsod'`` for DS/64-192-48-1, or a registered dense backbone name whose last two feature
-            levels are used (e.g. ``'densenet_bc121_k32'``: strides 16 and 32).
-        backbone_kwargs: passed to the backbone (``memory_efficient``, ``pretrained`` for registered ones...).
+        backbone: a registered backbone name (``'dsod_ds64_192_48_1'`` for DSOD300, ``'densenet_bc121_k32'``...).
+        backbone_indices: its two feature levels used as "First" and the deeper map at half First's resolution
+            (DSOD300: (1, 2); by default the last two levels, e.g. DenseNet-121's strides 16 and 32).
+        backbone_kwargs: passed to ``create_model`` (``memory_efficient``, ``pretrained``...).
         priors: default-box settings (``VOC_PRIORS`` or ``COCO_PRIORS``); feature sizes and steps are taken
             from the backbone's actual maps at ``priors.image_size``.
         head_kwargs: passed to :class:`DSODHead`.
@@ -215,19 +153,16 @@ class DSOD(nn.Module):
         self,
         num_classes: int = 21,
         *,
-        backbone: str = "dsod",
+        backbone: str = "dsod_ds64_192_48_1",
+        backbone_indices: tuple[int, int] = (-2, -1),
         backbone_kwargs: dict[str, Any] | None = None,
         priors: PriorConfig = VOC_PRIORS,
         head_kwargs: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         kwargs = dict(backbone_kwargs or {})
-        if backbone == "dsod":
-            self.backbone = DSODBackbone(**kwargs)
-            first_chs, deep_chs = (info["num_chs"] for info in self.backbone.feature_info)
-        else:
-            self.backbone = create_model(backbone, features_only=True, out_indices=(-2, -1), **kwargs)
-            first_chs, deep_chs = self.backbone.feature_info.channels()
+        self.backbone = create_model(backbone, features_only=True, out_indices=tuple(backbone_indices), **kwargs)
+        first_chs, deep_chs = self.backbone.feature_info.channels()
         self.num_classes = num_classes
         head_kwargs = dict(head_kwargs or {})
         head_kwargs.setdefault("boxes", boxes_per_cell(priors))
@@ -271,4 +206,4 @@ class DSOD(nn.Module):
 
 def dsod300(num_classes: int = 21, priors: PriorConfig = VOC_PRIORS, **kwargs: Any) -> DSOD:
     """DSOD300 (Table 4): DS/64-192-48-1 backbone, dense prediction structure, SSD300 default boxes."""
-    return DSOD(num_classes, backbone="dsod", priors=priors, **kwargs)
+    return DSOD(num_classes, backbone="dsod_ds64_192_48_1", backbone_indices=(1, 2), priors=priors, **kwargs)

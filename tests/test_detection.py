@@ -45,10 +45,12 @@ def test_dsod300_parameters(voc_dsod):
 
 
 def test_dsod300_layout(voc_dsod):
-    backbone = voc_dsod.backbone
-    assert [b.num_layers for b in (backbone.block1, backbone.block2, backbone.block3, backbone.block4)] == [6, 8, 8, 8]
-    assert backbone.block1.denselayer1.conv1.out_channels == 192 and backbone.block1.growth_rate == 48
-    assert [info["num_chs"] for info in backbone.feature_info] == [800, 1568]
+    features = voc_dsod.backbone.model.features  # the registered dsod_ds64_192_48_1, cut after block 4
+    blocks = [features.denseblock1, features.denseblock2, features.denseblock3, features.denseblock4]
+    assert [b.num_layers for b in blocks] == [6, 8, 8, 8]
+    assert blocks[0].denselayer1.conv1.out_channels == 192 and blocks[0].growth_rate == 48
+    assert [features.conv0.stride, features.conv1.out_channels, features.conv2.out_channels] == [(2, 2), 64, 128]
+    assert voc_dsod.backbone.feature_info.channels() == [800, 1568] and "norm5" not in dict(features.named_children())
     assert voc_dsod.head.source_channels == [800, 512, 512, 256, 256, 256]
     assert voc_dsod.prior_config.feature_sizes == (38, 19, 10, 5, 3, 2)
     assert all(isinstance(n, L2Norm) and torch.all(n.weight == 20) for n in voc_dsod.head.norms)

@@ -64,9 +64,12 @@ def test_cifar100_head_differs_only_in_classifier():
 
 
 def test_every_registered_model_has_a_reference_count():
+    # DSOD's backbone has no classifier count in the papers; its count is checked inside DSOD300's 14.72M
+    # (tests/test_detection.py) and against the README table.
+    densenets = [n for n in db.list_models() if not n.startswith("dsod")]
     assert sorted(IMAGENET_PARAMS) + sorted(CIFAR10_PARAMS_M) == sorted(
-        n for n in db.list_models() if not n.endswith("_cifar")
-    ) + sorted(n for n in db.list_models() if n.endswith("_cifar"))
+        n for n in densenets if not n.endswith("_cifar")
+    ) + sorted(n for n in densenets if n.endswith("_cifar"))
 
 
 def closed_form_params(growth, blocks, bn_size, compression, stem_type, stem_width, num_classes, in_chans=3) -> int:

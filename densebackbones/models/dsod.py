@@ -1,0 +1,132 @@
+"""DS/64-192-48-1, the dense backbone of DSOD300 (Shen et al., "DSOD: Learning Deeply Supervised Object
+Detectors from Scratch", ICCV 2017, Table 1), as a registered classification backbone.
+
+* Stem (Sec. 3.1): 3x3/2 conv 64, 3x3 conv 64, 3x3 conv 128, each conv-BN-ReLU, then 2x2 max-pool (ceil).
+* Four dense blocks of 6, 8, 8, 8 bottleneck layers, k=48, bottleneck 4k=192, compression 1 ("-1"), no dropout.
+  Transition 1 pools (2x2 max, ceil: 75 -> 38 px at 300); transitions 2 and 3 keep the resolution ("transition
+  w/o pooling"); a 2x2 max-pool follows transition 2, whose output is DSOD's first prediction source.
+* For classification (pre-training, or any use outside the detector) a final BN-ReLU, global pool and classifier
+  follow, as in DenseNet.
+
+It reuses :class:`DenseNet`'s whole model contract; only the ``features`` sequence differs. Feature levels: the
+stem at stride 2, "First" (transition 2) at 8, block 4 at 16 (before the final norm, as the detector consumes
+it) and the final BN-ReLU at 16.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+import torch.nn as nn
+from timm.layers import create_classifier
+from timm.models import build_model_with_cfg, generate_default_cfgs
+
+from ..layers import DenseBlock, LayerFn, Transition
+from ..registry import register_model
+from .densenet import DenseNet, _cfg, checkpoint_filter_fn
+
+__all__ = ["DSODNet"]
+
+
+class DSODNet(DenseNet):
+    """DSOD's dense backbone (DS/64-192-48-1 by default) with DenseNet's interface.
+
+    Args:
+        num_classes, in_chans, drop_rate, global_pool, norm_layer, act_layer, memory_efficient: as DenseNet.
+        growth_rate: k (48).
+        block_config: layers of the four dense blocks (6, 8, 8, 8).
+        bn_size: bottleneck width in multiples of k (4: 192 channels).
+        stem_chs: widths of the three stem convolutions (64, 64, 128).
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        *,
+        growth_rate: int = 48,
+        block_config: Sequence[int] = (6, 8, 8, 8),
+        bn_size: int = 4,
+        stem_chs: Sequence[int] = (64, 64, 128),
+        drop_rate: float = 0.0,
+        global_pool: str = "avg",
+        norm_layer: LayerFn = nn.BatchNorm2d,
+        act_layer: LayerFn = nn.ReLU,
+        memory_efficient: bool = False,
+    ) -> None:
+        nn.Module.__init__(self)
+        if in_chans < 1:
+            raise ValueError(f"in_chans must be at least 1, got {in_chans}")
+        if len(block_config) != 4:
+            raise ValueError(f"DSOD's backbone has four dense blocks, got block_config={tuple(block_config)}")
+        self.num_classes, self.in_chans, self.drop_rate = num_classes, in_chans, drop_rate
+        self.grad_checkpointing = memory_efficient
+        features = OrderedDict()
+        chs = in_chans
+        for i, (out, stride) in enumerate(zip(stem_chs, (2, 1, 1))):
+            features[f"conv{i}"] = nn.Conv2d(chs, out, 3, stride=stride, padding=1, bias=False)
+            features[f"norm{i}"] = norm_layer(out)
+            features[f"act{i}"] = act_layer(inplace=True)
+            chs = out
+        features["pool0"] = nn.MaxPool2d(2, stride=2, ceil_mode=True)
+        self.feature_info: list[dict[str, Any]] = [
+            dict(num_chs=chs, reduction=2, module=f"features.act{len(stem_chs) - 1}")
+        ]
+        layer = dict(bn_size=bn_size, norm_layer=norm_layer, act_layer=act_layer, memory_efficient=memory_efficient)
+        common = dict(norm_layer=norm_layer, act_layer=act_layer)
+        # (pooling of the transition, max-pool after it, feature tap after it)
+        plan = [("max", False, False), ("none", True, True), ("none", False, False), (None, False, False)]
+        stride = 4
+        for i, (num_layers, (pool, pool_after, tap)) in enumerate(zip(block_config, plan)):
+            block = DenseBlock(num_layers, chs, growth_rate, **layer)
+            features[f"denseblock{i + 1}"] = block
+            chs = block.out_chs
+            if pool is None:
+                break
+            features[f"transition{i + 1}"] = Transition(chs, chs, pool=pool, ceil_mode=True, **common)
+            stride *= 2 if pool == "max" else 1
+            if tap:
+                self.feature_info.append(dict(num_chs=chs, reduction=stride, module=f"features.transition{i + 1}"))
+            if pool_after:
+                features[f"pool{i + 1}"] = nn.MaxPool2d(2, stride=2, ceil_mode=True)
+                stride *= 2
+        self.feature_info.append(dict(num_chs=chs, reduction=stride, module=f"features.denseblock{len(block_config)}"))
+        features["norm5"] = norm_layer(chs)
+        features["act5"] = act_layer(inplace=True)
+        self.feature_info.append(dict(num_chs=chs, reduction=stride, module="features.act5"))
+        self.features = nn.Sequential(features)
+        self.min_input_size = stride
+        self.num_features = self.head_hidden_size = chs
+        self.global_pool, self.classifier = create_classifier(chs, num_classes, pool_type=global_pool)
+        self.head_drop = nn.Dropout(drop_rate)
+        self._init_weights()
+
+
+MODEL_ARCHS: dict[str, dict[str, Any]] = {
+    "dsod_ds64_192_48_1": dict(growth_rate=48, block_config=(6, 8, 8, 8), bn_size=4, stem_chs=(64, 64, 128)),
+}
+
+
+def _create_dsodnet(variant: str, pretrained: bool = False, **kwargs) -> DSODNet:
+    from copy import deepcopy
+
+    model_args = dict(deepcopy(MODEL_ARCHS[variant]), **kwargs)
+    return build_model_with_cfg(
+        DSODNet,
+        variant,
+        pretrained,
+        pretrained_filter_fn=checkpoint_filter_fn,
+        feature_cfg=dict(feature_cls="getter", out_indices=(0, 1, 2, 3)),
+        **model_args,
+    )
+
+
+default_cfgs = generate_default_cfgs({"dsod_ds64_192_48_1": _cfg(paper_ids="arXiv:1708.01241", pool_size=(14, 14))})
+
+
+@register_model
+def dsod_ds64_192_48_1(pretrained: bool = False, **kwargs) -> DSODNet:
+    """DS/64-192-48-1, DSOD300's backbone (Table 1), with a classification head."""
+    return _create_dsodnet("dsod_ds64_192_48_1", pretrained, **kwargs)
