@@ -19,7 +19,7 @@ from torch import nn
 
 from densebackbones.registry import MODELS, unknown_name_error
 
-from .dsod import DSOD, DSODHead, dsod300
+from .dsod import DSOD, DSODHead, dsod300, dsod300_lite
 from .fc_densenet import DenseSegmentor, FCDenseNet, FCDenseNetDecoder, FCDenseNetEncoder, TransitionUp
 
 __all__ = [
@@ -36,6 +36,7 @@ __all__ = [
     "create_segmentation_model",
     "detection_model_args",
     "dsod300",
+    "dsod300_lite",
     "list_detection_models",
     "list_segmentation_models",
     "segmentation_model_args",
@@ -81,6 +82,8 @@ SEGMENTATION_MODELS: dict[str, tuple[type[nn.Module], dict[str, Any]]] = {
 }
 DETECTION_MODELS: dict[str, tuple[type[nn.Module], dict[str, Any]]] = {
     "dsod300": (DSOD, dict(backbone="dsod_ds64_192_48_1", backbone_indices=(1, 2))),  # Shen et al. 2017, Table 4
+    # DSOD300-lite: DS-64-256-64-1 (layers per block reconstructed from its 10.4M parameters; models/dsod.py)
+    "dsod300_lite": (DSOD, dict(backbone="dsod_ds64_256_64_1", backbone_indices=(1, 2))),
     # The DSOD head on ImageNet DenseNet-121 features (strides 16 and 32).
     "dsod_bc121_k32": (DSOD, dict(backbone="densenet_bc121_k32")),
 }

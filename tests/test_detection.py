@@ -44,6 +44,16 @@ def test_dsod300_parameters(voc_dsod):
     assert round((count(coco) + coco_stats) / 1e6, 2) == 21.78
 
 
+def test_dsod300_lite_parameters():
+    from densebackbones.heads import create_detection_model
+
+    with torch.device("meta"):
+        lite = create_detection_model("dsod300_lite")
+    assert round(count(lite) / 1e6, 1) == 10.4  # official release: 10.4M
+    features = lite.backbone.model.features
+    assert features.denseblock1.growth_rate == 64 and features.denseblock1.denselayer1.conv1.out_channels == 256
+
+
 def test_dsod300_layout(voc_dsod):
     features = voc_dsod.backbone.model.features  # the registered dsod_ds64_192_48_1, cut after block 4
     blocks = [features.denseblock1, features.denseblock2, features.denseblock3, features.denseblock4]

@@ -17,7 +17,7 @@ def test_registry_lists_every_model_of_the_paper():
     imagenet = [n for n in ALL_MODELS if n.startswith("densenet") and not n.endswith("_cifar")]
     assert len(imagenet) == 7, imagenet
     assert len(CIFAR_MODELS) == 9, CIFAR_MODELS
-    assert [n for n in ALL_MODELS if n.startswith("dsod")] == ["dsod_ds64_192_48_1"]  # DSOD's backbone
+    assert [n for n in ALL_MODELS if n.startswith("dsod")] == ["dsod_ds64_192_48_1", "dsod_ds64_256_64_1"]
 
 
 @pytest.mark.parametrize("name", ALL_MODELS)

@@ -60,7 +60,13 @@ def test_detection_configs_are_valid():
     from densebackbones.engine.detection import DetectionTask
 
     configs = sorted((REPO / "configs" / "det").glob("*.py"))
-    assert [p.stem for p in configs] == ["dsod300_coco", "dsod300_voc", "dsod_bc121_k32_voc", "dsod_shapes"]
+    assert [p.stem for p in configs] == [
+        "dsod300_coco",
+        "dsod300_lite_voc",
+        "dsod300_voc",
+        "dsod_bc121_k32_voc",
+        "dsod_shapes",
+    ]
     for path in configs:
         raw = load_config(path).to_dict()
         check_config(raw, DetectionTask().model_arg_names(raw), DET_DATA)
