@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
+from copy import deepcopy
 from typing import Any
 
 import torch.nn as nn
@@ -114,8 +115,6 @@ MODEL_ARCHS: dict[str, dict[str, Any]] = {
 
 
 def _create_dsodnet(variant: str, pretrained: bool = False, **kwargs) -> DSODNet:
-    from copy import deepcopy
-
     model_args = dict(deepcopy(MODEL_ARCHS[variant]), **kwargs)
     return build_model_with_cfg(
         DSODNet,
