@@ -237,6 +237,14 @@ class _BatchStatsAtTest:
     # Where checkpoint loading finds the classifier (replaced when its size differs), as timm's configs say.
     pretrained_cfg = {"classifier": "decoder.classifier", "first_conv": None}
 
+    def _forward(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training and self.batch_stats_at_test:
+            return self._forward_with_batch_stats(self._forward, x)
+        return self._forward(x)
+
     def _forward_with_batch_stats(self, fn, *args):
         norms = [m for m in self.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         saved = [(buf, buf.clone()) for m in norms for buf in m.buffers()]
@@ -319,11 +327,6 @@ class FCDenseNet(_BatchStatsAtTest, nn.Module):
             )
         return self.decoder(self.encoder(x), (h, w))
 
-    def forward(self, x: Tensor) -> Tensor:
-        if not self.training and self.batch_stats_at_test:
-            return self._forward_with_batch_stats(self._forward, x)
-        return self._forward(x)
-
 
 class DenseSegmentor(_BatchStatsAtTest, nn.Module):
     """An FC-DenseNet decoder on any registered dense backbone (``features_only``), full-resolution logits.
@@ -374,8 +377,3 @@ class DenseSegmentor(_BatchStatsAtTest, nn.Module):
 
     def _forward(self, x: Tensor) -> Tensor:
         return self.decoder(self.encoder(x), x.shape[-2:])
-
-    def forward(self, x: Tensor) -> Tensor:
-        if not self.training and self.batch_stats_at_test:
-            return self._forward_with_batch_stats(self._forward, x)
-        return self._forward(x)

@@ -121,8 +121,7 @@ class ClassificationTask:
         return ten_crop_forward(model, inputs)
 
     def finish(self, trainer, metrics: dict[str, float], datasets) -> None:
-        final = trainer.ema.module if trainer.ema is not None else trainer.model
-        weights = export_weights(final, trainer.work_dir / "final.safetensors", {"eval": metrics})
+        weights = export_weights(trainer.eval_model, trainer.work_dir / "final.safetensors", {"eval": metrics})
         print(f"weights: {weights}", flush=True)
         for split, dataset in zip(("train", "eval"), datasets):
             if getattr(dataset, "num_skipped", 0):

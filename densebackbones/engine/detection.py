@@ -152,7 +152,7 @@ class DetectionTask:
         model_cfg.setdefault("num_classes", len(class_names(cfg)) + 1)  # + background
         model = create_detection_model(model_cfg.pop("type"), priors=prior_config(cfg), **model_cfg)
         if pretrained:
-            load_checkpoint_into(model, pretrained, lambda sd, m: {k.removeprefix("module."): v for k, v in sd.items()})
+            load_checkpoint_into(model, pretrained)
         self.model = model
         return model
 
@@ -196,7 +196,7 @@ class DetectionTask:
         return model(inputs)
 
     def finish(self, trainer, metrics: dict[str, float], datasets) -> None:
-        weights = export_weights(trainer.model, trainer.work_dir / "final.safetensors", {"eval": metrics})
+        weights = export_weights(trainer.eval_model, trainer.work_dir / "final.safetensors", {"eval": metrics})
         print(f"weights: {weights}", flush=True)
         for split, dataset in zip(("train", "eval"), datasets):
             if getattr(dataset, "num_clipped", 0) or getattr(dataset, "num_dropped", 0):

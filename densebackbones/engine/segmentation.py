@@ -29,10 +29,6 @@ def dataset_info(cfg: dict[str, Any]):
     return SEGMENTATION_DATASETS[name]
 
 
-def _identity_filter(state_dict: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k[7:] if k.startswith("module.") else k: v for k, v in state_dict.items()}
-
-
 class SegmentationTask:
     """FC-DenseNet training (Jegou et al. 2017): cross-entropy with void ignored, mIoU selects the best model."""
 
@@ -53,7 +49,7 @@ class SegmentationTask:
         model_cfg.setdefault("num_classes", dataset_info(cfg).num_classes)
         model = create_segmentation_model(model_cfg.pop("type"), **model_cfg)
         if pretrained:
-            load_checkpoint_into(model, pretrained, _identity_filter)
+            load_checkpoint_into(model, pretrained)
         return model
 
     def build_datasets(self, cfg: dict[str, Any]):
@@ -83,7 +79,7 @@ class SegmentationTask:
         return model(inputs)
 
     def finish(self, trainer, metrics: dict[str, float], datasets) -> None:
-        weights = export_weights(trainer.model, trainer.work_dir / "final.safetensors", {"eval": metrics})
+        weights = export_weights(trainer.eval_model, trainer.work_dir / "final.safetensors", {"eval": metrics})
         print(f"weights: {weights}", flush=True)
         print(format_iou_table(metrics), flush=True)
 

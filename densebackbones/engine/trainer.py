@@ -127,7 +127,7 @@ class Trainer:
         self.loss_fn = loss_fn.to(dist.device) if isinstance(loss_fn, nn.Module) else loss_fn  # class weights
         self.metric = metric
         self.best_key, self.best_mode = best_key, best_mode
-        self.eval_forward = eval_forward or (lambda m, x: m(x))
+        self.eval_forward = eval_forward  # None: model(inputs), as evaluate() defaults
         self.epochs = cfg["schedule"]["epochs"]
 
         data_cfg = cfg["data"]
@@ -364,11 +364,16 @@ class Trainer:
             "images": images_seen * self.dist.world_size,
         }
 
+    @property
+    def eval_model(self) -> nn.Module:
+        """The weights that are evaluated, select best.pth and are exported: the EMA ones when EMA is on."""
+        return self.ema.module if self.ema is not None else self.model
+
     def evaluate(self, model: nn.Module | None = None) -> dict[str, float]:
-        """Metrics over the whole evaluation set, summed over all processes (EMA weights if EMA is on)."""
+        """Metrics over the whole evaluation set, summed over all processes (``eval_model`` by default)."""
         if self.eval_loader is None:
             return {}
-        model = model if model is not None else self.model
+        model = model if model is not None else self.eval_model
         return evaluate(
             model,
             self.eval_loader,
@@ -399,7 +404,7 @@ class Trainer:
             if self.eval_loader is not None and (
                 self.epoch % self.train_cfg["eval_interval"] == 0 or self.epoch == self.epochs
             ):
-                metrics = self.evaluate(self.ema.module if self.ema is not None else None)
+                metrics = self.evaluate()
                 if self.dist.is_main:
                     self.eval_log.log({"epoch": self.epoch, "step": self.step, **metrics})
                     shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())

@@ -100,20 +100,22 @@ def check_state_dict_fits(
 def load_checkpoint_into(
     model: nn.Module,
     checkpoint_path: str | Path,
-    filter_fn: Callable[[dict[str, Tensor], nn.Module], dict[str, Tensor]],
+    filter_fn: Callable[[dict[str, Tensor], nn.Module], dict[str, Tensor]] | None = None,
     find_matching_archs: Callable[[dict[str, Tensor]], tuple[str, list[str]]] | None = None,
 ) -> None:
     """Load a safetensors or torch checkpoint into ``model`` completely, or fail saying why.
 
     This is the models' timm ``custom_load`` hook (``pretrained_cfg_overlay=dict(file=...)`` and URLs end here).
-    Torch files are read with ``weights_only=True``. Keys are remapped by the family's ``filter_fn``. The first
+    Torch files are read with ``weights_only=True``; timm's reader unwraps training checkpoints (``state_dict``,
+    ``model``) and strips DDP's ``module.`` prefix. Keys are remapped by the family's ``filter_fn``, if any. The first
     conv is adapted to the model's input channels as timm does (``adapt_input_conv``). The classifier is kept when
     its shape fits the model and replaced by the model's fresh one otherwise, with a warning that says how to keep
     it -- decided by the checkpoint's shapes, not by the pretrained config's ``num_classes``. Anything else that does
     not fit raises (see :func:`check_state_dict_fits`); nothing loads partially.
     """
     state_dict = load_state_dict(str(checkpoint_path), weights_only=True)
-    state_dict = filter_fn(state_dict, model)
+    if filter_fn is not None:
+        state_dict = filter_fn(state_dict, model)
     model_sd = model.state_dict()
     cfg = getattr(model, "pretrained_cfg", None) or {}
 
