@@ -12,7 +12,7 @@ $(STAMP): setup.py pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch and torchvision resolve together from the package index (never pin torch to a local wheel: its
 	# torchvision ops would not load).
-	$(PY) -m pip install --quiet -e '.[mm,train,dev]'
+	$(PY) -m pip install --quiet -e '.[mm,train,export,dev]'
 	$(PY) -c "import torch, torchvision; torchvision.ops.nms(torch.zeros(1, 4), torch.zeros(1), 0.5); print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
 	touch $(STAMP)
 
@@ -29,6 +29,13 @@ test: lint
 
 test-all: $(STAMP)
 	$(PY) -m pytest -m ''
+
+# Speed and memory side by side with torchvision and timm (minutes on a CPU; add --device cuda on a GPU).
+bench: $(STAMP)
+	$(PY) tools/benchmark.py --models densenet_bc100_k12_cifar --batch-size 64 --img-size 32 --modes train eval \
+		--impls torchvision ours:plain ours:buffer ours:efficient timm timm:checkpoint torchvision:checkpoint
+	$(PY) tools/benchmark.py --models densenet_bc121_k32 --batch-size 16 --img-size 224 --modes train eval \
+		--impls torchvision ours:plain ours:buffer ours:efficient timm timm:checkpoint torchvision:checkpoint
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

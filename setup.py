@@ -44,6 +44,8 @@ setup(
             "albumentations>=1.4",
             "pycocotools>=2.0.7",
         ],
+        # inference export: ONNX files through the torch.export-based exporter, checked with onnxruntime.
+        "export": ["onnx>=1.16", "onnxscript>=0.3", "onnxruntime>=1.18"],
         "dev": [
             "pytest>=8",
             "pytest-xdist>=3.5",

@@ -79,7 +79,7 @@ def _block_layer_kwargs(drop_rate: float, norm_layer: LayerFn, act_layer: LayerF
         drop_rate=drop_rate,
         norm_layer=norm_layer,
         act_layer=act_layer,
-        memory_efficient=memory_efficient,
+        memory_mode="efficient" if memory_efficient else "buffer",
         conv_bias=True,
     )
 

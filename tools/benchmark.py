@@ -1,12 +1,30 @@
-"""Train and inference throughput (img/s) and peak memory of registered models (classification or segmentation).
+"""Training and inference throughput and peak memory of dense models, alone or side by side with torchvision/timm.
 
-python tools/benchmark.py --models densenet_bc100_k12_cifar densenet_bc121_k32 --batch-size 16 --img-size 64 \
-    [--device cuda] [--amp bf16] [--channels-last] [--compile] [--memory-efficient] [--append docs/benchmarks.md]
+Plain measurement of registered models (classification, segmentation or detection):
 
-Each configuration runs in its own subprocess so that peak memory is its own: on CUDA
-``torch.cuda.max_memory_allocated``; on the CPU the rise of the process's peak resident set size over the
-model-loaded floor (``ru_maxrss``). Timing uses CUDA events on the GPU and ``perf_counter`` on the CPU, after
-warm-up iterations.
+    python tools/benchmark.py --models densenet_bc121_k32 fc_densenet103 --batch-size 16 --img-size 224 \
+        [--device cuda] [--amp bf16] [--channels-last] [--compile] [--memory-mode efficient]
+
+Comparison of implementations of one classification model, with ratios to the first one listed:
+
+    python tools/benchmark.py --models densenet_bc100_k12_cifar --batch-size 64 --img-size 32 \
+        --impls torchvision ours:plain ours:buffer ours:efficient timm timm:checkpoint torchvision:checkpoint
+
+``ours:<mode>`` is this library in memory mode ``plain``, ``buffer`` or ``efficient``; ``torchvision`` and ``timm``
+are their ``DenseNet`` classes built with the same layout (for CIFAR models the stem is swapped for the paper's 3x3
+convolution; parameter counts are checked to be equal), ``:checkpoint`` their memory-efficient options
+(``memory_efficient=True``: the bottleneck's concatenation and BN-ReLU are checkpointed).
+
+Timing: all implementations of a comparison run in one process, in interleaved rounds (one step of each per round,
+after warm-up), and the median step is reported, so that drifts of the machine hit all of them alike. CUDA steps
+are timed with CUDA events, CPU steps with ``perf_counter``.
+
+Peak memory: each configuration in its own process. On CUDA ``torch.cuda.max_memory_allocated`` minus the memory
+allocated once the model and inputs are in place (parameters, inputs, and for training the optimizer state after a
+first step are all part of that floor). On the CPU, the rise of the peak resident set size (``VmHWM``) over the
+same floor (the kernel's peak mark is reset there), with glibc's ``MALLOC_MMAP_THRESHOLD_`` fixed at 128 KiB so
+that every tensor's memory is mapped and returned on release; otherwise glibc keeps freed memory resident and the
+figure would show the allocator's history rather than the live peak.
 """
 
 from __future__ import annotations
@@ -14,20 +32,85 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import platform
-import resource
+import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+IMPLS = (
+    "ours:plain",
+    "ours:buffer",
+    "ours:efficient",
+    "torchvision",
+    "torchvision:checkpoint",
+    "timm",
+    "timm:checkpoint",
+)
+_CPU_MMAP_THRESHOLD = "131072"
 
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+def _status_mb(field: str) -> float:
+    """``VmRSS`` (now) or ``VmHWM`` (peak since the last reset) of this process, from /proc/self/status."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"{field} not in /proc/self/status")
 
 
-def measure(args: argparse.Namespace) -> dict:
-    """Run one configuration in this process and return its figures."""
+def _reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS mark (Linux >= 4.0: write 5 to clear_refs); False where that is not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as refs:
+            refs.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _params(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def build_reference(impl: str, name: str):
+    """torchvision's or timm's DenseNet with the layout of registered model ``name`` (BC models only)."""
+    import torch.nn as nn
+
+    import densebackbones as db
+
+    ours = db.create_model(name)
+    cfg = db.models.densenet.MODEL_ARCHS.get(name)
+    if cfg is None or cfg.get("bn_size", 4) != 4 or cfg.get("compression", 0.5) != 0.5:
+        raise SystemExit(
+            f"{impl} has no equivalent of {name}: torchvision's and timm's DenseNet are DenseNet-BC only "
+            f"(bottleneck 4k, compression 0.5); compare a densenet_bc* model"
+        )
+    library, _, option = impl.partition(":")
+    growth, blocks = cfg["growth_rate"], tuple(cfg["block_config"])
+    if library == "torchvision":
+        from torchvision.models import DenseNet
+
+        model = DenseNet(growth, blocks, 2 * growth, 4, 0, ours.num_classes, memory_efficient=option == "checkpoint")
+    else:
+        from timm.models.densenet import DenseNet
+
+        model = DenseNet(growth, blocks, ours.num_classes, bn_size=4, memory_efficient=option == "checkpoint")
+    if cfg.get("stem_type") == "cifar":  # the paper's CIFAR stem: one 3x3 convolution, nothing else
+        model.features.conv0 = nn.Conv2d(ours.in_chans, 2 * growth, 3, padding=1, bias=False)
+        for stem_part in ("norm0", "relu0", "pool0"):
+            if hasattr(model.features, stem_part):
+                setattr(model.features, stem_part, nn.Identity())
+    model.num_classes, model.in_chans = ours.num_classes, ours.in_chans
+    if _params(model) != _params(ours):
+        raise SystemExit(f"{impl}'s version of {name} has {_params(model):,} parameters, ours {_params(ours):,}")
+    return model
+
+
+def build(args: argparse.Namespace, impl: str | None):
+    """The model to measure and how to run one step of it: (model, step function)."""
     import torch
     from densebackbones.heads import (
         DETECTION_MODELS,
@@ -40,31 +123,39 @@ def measure(args: argparse.Namespace) -> dict:
 
     device = torch.device(args.device)
     torch.manual_seed(0)
+    mode = args.memory_mode
+    if impl and not impl.startswith("ours:"):
+        model = build_reference(impl, args.model)
+    elif impl:
+        mode = impl.partition(":")[2]
     detection = args.model in DETECTION_MODELS
-    if args.model in SEGMENTATION_MODELS:  # dense prediction: per-pixel targets
-        model = create_segmentation_model(args.model, memory_efficient=args.memory_efficient).to(device)
+    if impl and not impl.startswith("ours:"):
+        target_shape = (args.batch_size,)
+    elif args.model in SEGMENTATION_MODELS:  # dense prediction: per-pixel targets
+        model = create_segmentation_model(args.model)
         target_shape = (args.batch_size, args.img_size, args.img_size)
     elif detection:  # multibox loss on one box per image; inference includes post-processing (NMS)
         from densebackbones.heads.ssd import MultiBoxLoss
 
-        model = create_detection_model(args.model, backbone_kwargs=dict(memory_efficient=args.memory_efficient))
-        model = model.to(device)
-        multibox = MultiBoxLoss(model.priors)
+        model = create_detection_model(args.model)
+        multibox = MultiBoxLoss(model.priors.to(device))
         gt_boxes = [torch.tensor([[0.2, 0.2, 0.6, 0.7]], device=device)] * args.batch_size
         gt_labels = [torch.tensor([1], device=device)] * args.batch_size
         target_shape = (args.batch_size,)
     else:
-        model = db.create_model(args.model, memory_efficient=args.memory_efficient).to(device)
+        model = db.create_model(args.model)
         target_shape = (args.batch_size,)
-    in_chans = getattr(model, "in_chans", 3)
+    if not impl or impl.startswith("ours:"):
+        db.layers.set_memory_mode(model, mode)
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
-    model = model.to(memory_format=memory_format)
-    inputs = torch.randn(args.batch_size, in_chans, args.img_size, args.img_size, device=device)
+    model = model.to(device, memory_format=memory_format)
+    inputs = torch.randn(args.batch_size, getattr(model, "in_chans", 3), args.img_size, args.img_size, device=device)
     inputs = inputs.contiguous(memory_format=memory_format)
     targets = torch.randint(0, model.num_classes, target_shape, device=device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     runner = torch.compile(model) if args.compile else model
     amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.amp)
+    model.train(args.mode == "train")
 
     def step() -> None:
         with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
@@ -83,92 +174,140 @@ def measure(args: argparse.Namespace) -> dict:
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
 
-    model.train(args.mode == "train")
-    floor_mb = _peak_rss_mb()
+    return model, step
+
+
+def _device_name(device) -> str:
+    import torch
+
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+
+
+def measure_memory(args: argparse.Namespace, impl: str | None) -> float:
+    """Peak memory of one configuration (MB over the model-loaded floor); run in a fresh process."""
+    import torch
+
+    device = torch.device(args.device)
+    model, step = build(args, impl)
+    if args.mode == "train":
+        step()  # optimizer state and gradient buffers exist from now on: part of the floor
     if device.type == "cuda":
         torch.cuda.synchronize()
+        floor = torch.cuda.memory_allocated() / 2**20
         torch.cuda.reset_peak_memory_stats()
-        floor_mb = torch.cuda.memory_allocated() / 2**20
-    for _ in range(args.warmup):
+    else:
+        if not _reset_peak_rss():
+            raise SystemExit("CPU peak memory needs Linux's /proc/self/clear_refs (to reset the peak RSS mark)")
+        floor = _status_mb("VmRSS")
+    for _ in range(args.memory_iters):
         step()
     if device.type == "cuda":
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(args.iters):
-            step()
-        end.record()
         torch.cuda.synchronize()
-        seconds = start.elapsed_time(end) / 1000
-        peak_mb = torch.cuda.max_memory_allocated() / 2**20
-    else:
-        begin = time.perf_counter()
-        for _ in range(args.iters):
+        return torch.cuda.max_memory_allocated() / 2**20 - floor
+    return _status_mb("VmHWM") - floor
+
+
+def measure_time(args: argparse.Namespace, impls: list[str | None]) -> list[float]:
+    """Median seconds per step of each implementation, measured in interleaved rounds in this process."""
+    import torch
+
+    device = torch.device(args.device)
+    steps = [build(args, impl)[1] for impl in impls]
+    for step in steps:
+        for _ in range(args.warmup):
             step()
-        seconds = time.perf_counter() - begin
-        peak_mb = _peak_rss_mb()
-    return {
-        "model": args.model,
-        "mode": args.mode,
-        "batch": args.batch_size,
-        "img": args.img_size,
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-        "amp": args.amp or "fp32",
-        "channels_last": args.channels_last,
-        "compile": args.compile,
-        "memory_efficient": args.memory_efficient,
-        "img_per_s": args.batch_size * args.iters / seconds,
-        "ms_per_iter": 1000 * seconds / args.iters,
-        "peak_mb": peak_mb - floor_mb,
-    }
+    times: list[list[float]] = [[] for _ in impls]
+    for _ in range(args.iters):
+        for step, record in zip(steps, times):
+            if device.type == "cuda":
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                torch.cuda.synchronize()
+                start.record()
+                step()
+                end.record()
+                torch.cuda.synchronize()
+                record.append(start.elapsed_time(end) / 1000)
+            else:
+                begin = time.perf_counter()
+                step()
+                record.append(time.perf_counter() - begin)
+    return [statistics.median(record) for record in times]
+
+
+def _child(args: argparse.Namespace, task: str, model: str, mode: str, impls: list[str]) -> list:
+    command = [sys.executable, __file__, "--child", task, "--model", model, "--mode", mode]
+    for flag in ("batch_size", "img_size", "device", "warmup", "iters", "memory_iters", "memory_mode"):
+        command += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+    command += ["--amp", args.amp] if args.amp else []
+    command += [f"--{f.replace('_', '-')}" for f in ("channels_last", "compile") if getattr(args, f)]
+    command += ["--impls", *impls] if impls else []
+    env = dict(os.environ)
+    if task == "memory" and args.device == "cpu":
+        env["MALLOC_MMAP_THRESHOLD_"] = _CPU_MMAP_THRESHOLD
+    result = subprocess.run(command, capture_output=True, text=True, env=env)
+    if result.returncode:
+        raise SystemExit(f"benchmark of {model} ({mode}, {task}) failed:\n{result.stderr}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Throughput and memory of dense models")
+    parser = argparse.ArgumentParser(description="Throughput and memory of dense models, optionally side by side")
     parser.add_argument("--models", nargs="+", default=["densenet_bc100_k12_cifar"])
     parser.add_argument("--modes", nargs="+", default=["train", "eval"], choices=["train", "eval"])
+    parser.add_argument("--impls", nargs="+", choices=IMPLS, help="compare implementations; ratios to the first")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--img-size", type=int, default=32)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--amp", choices=["bf16", "fp16"])
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--compile", action="store_true")
-    parser.add_argument("--memory-efficient", action="store_true")
+    parser.add_argument("--memory-mode", default="buffer", choices=["plain", "buffer", "efficient"])
+    parser.add_argument("--memory-efficient", action="store_const", const="efficient", dest="memory_mode")
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--iters", type=int, default=5)
+    parser.add_argument("--iters", type=int, default=5, help="timed steps (rounds) per configuration")
+    parser.add_argument("--memory-iters", type=int, default=2, help="steps in the peak-memory process")
     parser.add_argument("--append", help="append the table, command and date to this markdown file")
-    parser.add_argument("--single", action="store_true", help=argparse.SUPPRESS)  # internal: one configuration
+    parser.add_argument("--child", choices=["memory", "time"], help=argparse.SUPPRESS)  # internal
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--mode", help=argparse.SUPPRESS)
     return parser
 
 
 def main(args: argparse.Namespace) -> list[dict]:
-    if args.single:
-        print(json.dumps(measure(args)))
+    if args.child == "memory":
+        print(json.dumps(measure_memory(args, args.impls[0] if args.impls else None)))
+        return []
+    if args.child == "time":
+        print(json.dumps(measure_time(args, args.impls or [None])))
         return []
     rows = []
     for model in args.models:
         for mode in args.modes:
-            command = [sys.executable, __file__, "--single", "--model", model, "--mode", mode]
-            for flag in ("batch_size", "img_size", "device", "warmup", "iters"):
-                command += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
-            command += ["--amp", args.amp] if args.amp else []
-            command += [
-                f"--{f.replace('_', '-')}" for f in ("channels_last", "compile", "memory_efficient") if getattr(args, f)
-            ]
-            result = subprocess.run(command, capture_output=True, text=True)
-            if result.returncode:
-                raise SystemExit(f"benchmark of {model} ({mode}) failed:\n{result.stderr}")
-            rows.append(json.loads(result.stdout.strip().splitlines()[-1]))
-    header = (
-        "| model | mode | batch | img | device | amp | channels_last | compile | mem-eff | img/s | ms/iter | peak MB |"
+            impls = list(args.impls or [])
+            seconds = _child(args, "time", model, mode, impls)
+            peaks = [_child(args, "memory", model, mode, [impl] if impl else []) for impl in impls or [None]]
+            for impl, sec, peak in zip(impls or [f"ours:{args.memory_mode}"], seconds, peaks):
+                rows.append(dict(model=model, mode=mode, impl=impl, sec=sec, peak_mb=peak))
+            if impls:  # ratios to the first implementation listed
+                base = rows[-len(impls)]
+                for row in rows[-len(impls) :]:
+                    row["speed"] = base["sec"] / row["sec"]
+                    row["memory"] = row["peak_mb"] / base["peak_mb"] if base["peak_mb"] > 0 else float("nan")
+    import torch
+
+    device_name = _device_name(torch.device(args.device))
+    settings = (
+        f"{device_name}, batch {args.batch_size}, {args.img_size}px, {args.amp or 'fp32'}"
+        + (", channels_last" if args.channels_last else "")
+        + (", compile" if args.compile else "")
     )
-    lines = [header, "|" + "---|" * 12]
+    header = "| model | mode | implementation | img/s | ms/step | peak MB | speed vs first | memory vs first |"
+    lines = [f"Settings: {settings}", "", header, "|" + "---|" * 8]
     for r in rows:
+        ratios = f"{r['speed']:.2f}x | {r['memory']:.2f}x" if "speed" in r else "- | -"
         lines.append(
-            f"| {r['model']} | {r['mode']} | {r['batch']} | {r['img']} | {r['device']} | {r['amp']} | "
-            f"{r['channels_last']} | {r['compile']} | {r['memory_efficient']} | {r['img_per_s']:.1f} | "
-            f"{r['ms_per_iter']:.1f} | {r['peak_mb']:.0f} |"
+            f"| {r['model']} | {r['mode']} | {r['impl']} | {args.batch_size / r['sec']:.1f} | {1000 * r['sec']:.1f} | "
+            f"{r['peak_mb']:.0f} | {ratios} |"
         )
     table = "\n".join(lines)
     print(table)
@@ -176,7 +315,7 @@ def main(args: argparse.Namespace) -> list[dict]:
         stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
         cmd = "python tools/benchmark.py " + " ".join(sys.argv[1:])
         with open(Path(args.append), "a") as handle:
-            handle.write(f"\n### {stamp}, {platform.node() or 'machine'} ({platform.processor() or 'cpu'})\n\n")
+            handle.write(f"\n### {stamp}, {platform.node() or 'machine'} ({device_name})\n\n")
             handle.write(f"`{cmd}`\n\n{table}\n")
     return rows
 

@@ -1,16 +1,19 @@
-"""Dense primitives shared by every family: layers, blocks, transitions, stems, the memory-efficient function."""
+"""Dense primitives shared by every family: layers, blocks, transitions, stems, the shared-buffer dense block."""
 
 from .dense import DenseBlock, DenseLayer, LayerFn, Transition
-from .memory_efficient import checkpoint_once
+from .shared_buffer import MEMORY_MODES, check_memory_mode, resolve_memory_mode, set_memory_mode
 from .stems import Stem, cifar_stem, imagenet_stem
 
 __all__ = [
+    "MEMORY_MODES",
     "DenseBlock",
     "DenseLayer",
     "LayerFn",
     "Stem",
     "Transition",
-    "checkpoint_once",
+    "check_memory_mode",
     "cifar_stem",
     "imagenet_stem",
+    "resolve_memory_mode",
+    "set_memory_mode",
 ]

@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .memory_efficient import checkpoint_once
+from .shared_buffer import check_memory_mode, dense_block_forward
 
 __all__ = ["DenseLayer", "DenseBlock", "Transition", "LayerFn"]
 
@@ -42,8 +42,8 @@ class DenseLayer(nn.Module):
     With ``bn_size=None`` it is the basic layer BN-ReLU-Conv3x3(``growth_rate``)-Dropout.
     ``preact=False`` turns every unit into Conv-BN-ReLU (post-activation, as PeleeNet uses).
 
-    The first unit (concatenation, norm, activation, first conv, dropout) is the part whose activations grow with
-    the number of inputs; in memory-efficient mode it is recomputed in the backward pass instead of stored.
+    ``forward`` concatenates its inputs; :class:`DenseBlock` in its default memory modes instead calls the entry
+    (BN-ReLU, or its shared-statistics equivalent) and :meth:`rest` on a view of one shared feature buffer.
 
     Args:
         in_chs: channels of the concatenated input.
@@ -54,7 +54,6 @@ class DenseLayer(nn.Module):
         act_layer: callable building an activation; called with ``inplace=True``.
         preact: BN-ReLU-Conv order (True, DenseNet) or Conv-BN-ReLU (False).
         kernel_size: kernel of the last convolution (3 in every family here).
-        memory_efficient: recompute the first unit in backward (see ``checkpoint_once``).
         conv_bias: convolutions with bias (FC-DenseNet's have one; DenseNet's do not).
 
     Shape:
@@ -73,12 +72,10 @@ class DenseLayer(nn.Module):
         act_layer: LayerFn = nn.ReLU,
         preact: bool = True,
         kernel_size: int = 3,
-        memory_efficient: bool = False,
         conv_bias: bool = False,
     ) -> None:
         super().__init__()
         self.preact = preact
-        self.grad_checkpointing = memory_efficient
         first_out = bn_size * growth_rate if bn_size else growth_rate
         first_kernel = 1 if bn_size else kernel_size
         self.norm1 = norm_layer(in_chs if preact else first_out)
@@ -93,24 +90,30 @@ class DenseLayer(nn.Module):
         else:
             self.norm2 = self.act2 = self.conv2 = self.drop2 = None
 
-    def first_unit(self, *inputs: Tensor) -> Tensor:
-        """Concatenation and the first norm-act-conv(-dropout); the memory-hungry part."""
-        x = torch.cat(inputs, 1) if len(inputs) > 1 else inputs[0]
+    def rest(self, z: Tensor) -> Tensor:
+        """Everything after the entry BN-ReLU (pre-activation) or the whole layer (post-activation)."""
         if self.preact:
-            return self.drop1(self.conv1(self.act1(self.norm1(x))))
-        return self.drop1(self.act1(self.norm1(self.conv1(x))))
+            if self.conv2 is None:
+                return self.drop1(self.conv1(z))
+            return self.drop2(self.conv2(self.last_conv_input(z)))
+        x = self.drop1(self.act1(self.norm1(self.conv1(z))))
+        if self.conv2 is None:
+            return x
+        return self.drop2(self.act2(self.norm2(self.conv2(x))))
+
+    def last_conv_input(self, z: Tensor) -> Tensor:
+        """A pre-activation bottleneck layer from after its entry BN-ReLU up to the input of ``conv2``."""
+        return self.act2(self.norm2(self.drop1(self.conv1(z))))
+
+    def rest_parameters(self) -> list[nn.Parameter]:
+        """Parameters used by :meth:`rest` when the entry is pre-activation (all but the first norm's)."""
+        entry = {id(p) for p in self.norm1.parameters()} if self.preact else set()
+        return [p for p in self.parameters() if id(p) not in entry]
 
     def forward(self, features: Tensor | Sequence[Tensor]) -> Tensor:
         inputs = (features,) if isinstance(features, Tensor) else tuple(features)
-        if self.grad_checkpointing and torch.is_grad_enabled():
-            x = checkpoint_once(self.first_unit, inputs, norm_modules=(self.norm1,))
-        else:
-            x = self.first_unit(*inputs)
-        if self.conv2 is None:
-            return x
-        if self.preact:
-            return self.drop2(self.conv2(self.act2(self.norm2(x))))
-        return self.drop2(self.act2(self.norm2(self.conv2(x))))
+        x = torch.cat(inputs, 1) if len(inputs) > 1 else inputs[0]
+        return self.rest(self.act1(self.norm1(x))) if self.preact else self.rest(x)
 
 
 class DenseBlock(nn.Module):
@@ -122,8 +125,11 @@ class DenseBlock(nn.Module):
         growth_rate: channels each layer adds.
         concat_input: return the input concatenated with all new maps (DenseNet); False returns only the
             new maps, as the up-path blocks of FC-DenseNet do (Jegou et al. 2017, Sec. 3.2).
-        **layer_kwargs: passed to every :class:`DenseLayer` (bn_size, drop_rate, norm_layer, act_layer, preact,
-            memory_efficient).
+        memory_mode: ``'buffer'`` (default: layers write into one shared feature buffer, no concatenations),
+            ``'efficient'`` (the same, recomputing each layer's activations in backward: least memory) or
+            ``'plain'`` (concatenate per layer, as torchvision does). All three give the same outputs, gradients
+            and running statistics and use the same parameters; see :mod:`densebackbones.layers.shared_buffer`.
+        **layer_kwargs: passed to every :class:`DenseLayer` (bn_size, drop_rate, norm_layer, act_layer, preact).
 
     Shape:
         Input: (N, in_chs, H, W).
@@ -137,12 +143,14 @@ class DenseBlock(nn.Module):
         growth_rate: int,
         *,
         concat_input: bool = True,
+        memory_mode: str = "buffer",
         **layer_kwargs,
     ) -> None:
         super().__init__()
         if num_layers < 1:
             raise ValueError(f"a dense block needs at least one layer, got num_layers={num_layers}")
         self.concat_input = concat_input
+        self.memory_mode = check_memory_mode(memory_mode)
         self.num_layers = num_layers
         self.growth_rate = growth_rate
         self.out_chs = in_chs * concat_input + num_layers * growth_rate
@@ -150,15 +158,11 @@ class DenseBlock(nn.Module):
             layer = DenseLayer(in_chs + i * growth_rate, growth_rate, **layer_kwargs)
             self.add_module(f"denselayer{i + 1}", layer)
 
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        for layer in self.children():
-            layer.grad_checkpointing = enable
-
     def forward(self, x: Tensor) -> Tensor:
-        features = [x]
-        for layer in self.children():
-            features.append(layer(features))
-        return torch.cat(features if self.concat_input else features[1:], 1)
+        return dense_block_forward(self, x)
+
+    def extra_repr(self) -> str:
+        return f"memory_mode={self.memory_mode!r}"
 
 
 class Transition(nn.Module):

@@ -33,7 +33,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs
 from timm.models._features import feature_take_indices
 from torch import Tensor
 
-from ..layers import DenseBlock, LayerFn, Transition, cifar_stem, imagenet_stem
+from ..layers import DenseBlock, LayerFn, Transition, cifar_stem, imagenet_stem, resolve_memory_mode, set_memory_mode
 from ..registry import register_model
 from ._helpers import check_out_indices, load_checkpoint_into
 
@@ -77,7 +77,11 @@ class DenseNet(nn.Module):
         transition_pool: ``'avg'`` (paper), ``'max'`` or ``'none'``.
         norm_layer: callable building a norm layer from a channel count.
         act_layer: callable building an activation (called with ``inplace=True``).
-        memory_efficient: recompute concatenations and BN-ReLU in backward (same results, much less memory).
+        memory_efficient: torchvision's flag; True is ``memory_mode='efficient'``.
+        memory_mode: how dense blocks hold their features (same results and parameters in every mode):
+            ``'buffer'`` (default, fastest: one shared buffer per block, no per-layer concatenation),
+            ``'efficient'`` (shared buffer, activations recomputed in backward: least memory) or ``'plain'``
+            (per-layer concatenation, as torchvision and timm). See :mod:`densebackbones.layers.shared_buffer`.
 
     Shape:
         Input: (N, in_chans, H, W) with H, W at least the total stride (32 ImageNet, 4 CIFAR).
@@ -102,6 +106,7 @@ class DenseNet(nn.Module):
         norm_layer: LayerFn = nn.BatchNorm2d,
         act_layer: LayerFn = nn.ReLU,
         memory_efficient: bool = False,
+        memory_mode: str | None = None,
     ) -> None:
         super().__init__()
         if in_chans < 1:
@@ -117,7 +122,8 @@ class DenseNet(nn.Module):
         self.num_classes = num_classes
         self.in_chans = in_chans
         self.drop_rate = drop_rate
-        self.grad_checkpointing = memory_efficient
+        memory_mode = resolve_memory_mode(memory_efficient, memory_mode)
+        self.grad_checkpointing = memory_mode == "efficient"
 
         stem_width = stem_width or 2 * growth_rate
         stem = _STEMS[stem_type](in_chans, stem_width, norm_layer=norm_layer, act_layer=act_layer)
@@ -129,7 +135,7 @@ class DenseNet(nn.Module):
             drop_rate=proj_drop_rate,
             norm_layer=norm_layer,
             act_layer=act_layer,
-            memory_efficient=memory_efficient,
+            memory_mode=memory_mode,
         )
         num_features, stride = stem_width, stem.reduction
         for i, num_layers in enumerate(block_config):
@@ -190,15 +196,18 @@ class DenseNet(nn.Module):
 
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Switch the memory-efficient mode on or off (the same as the ``memory_efficient`` flag).
+        """timm's switch: ``memory_mode='efficient'`` when enabled, ``'buffer'`` when not.
 
-        Unlike timm's ``checkpoint_seq`` over whole blocks, this recomputes each layer's concatenation and BN-ReLU
-        and keeps BatchNorm running statistics updated once per step.
+        Unlike timm's ``checkpoint_seq`` over whole blocks, the dense blocks keep only their shared feature buffer
+        and recompute each layer in backward, with BatchNorm running statistics updated once per step.
         """
-        self.grad_checkpointing = enable
-        for module in self.features.modules():
-            if isinstance(module, DenseBlock):
-                module.set_grad_checkpointing(enable)
+        self.set_memory_mode("efficient" if enable else "buffer")
+
+    @torch.jit.ignore
+    def set_memory_mode(self, mode: str) -> None:
+        """Switch every dense block to ``'plain'``, ``'buffer'`` or ``'efficient'`` (see ``memory_mode``)."""
+        set_memory_mode(self, mode)
+        self.grad_checkpointing = mode == "efficient"
 
     @torch.jit.ignore
     def get_classifier(self) -> nn.Module:

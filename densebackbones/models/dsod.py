@@ -24,7 +24,7 @@ import torch.nn as nn
 from timm.layers import create_classifier
 from timm.models import build_model_with_cfg, generate_default_cfgs
 
-from ..layers import DenseBlock, LayerFn, Transition
+from ..layers import DenseBlock, LayerFn, Transition, resolve_memory_mode
 from ..registry import register_model
 from .densenet import DenseNet, _cfg, checkpoint_filter_fn
 
@@ -35,7 +35,8 @@ class DSODNet(DenseNet):
     """DSOD's dense backbone (DS/64-192-48-1 by default) with DenseNet's interface.
 
     Args:
-        num_classes, in_chans, drop_rate, global_pool, norm_layer, act_layer, memory_efficient: as DenseNet.
+        num_classes, in_chans, drop_rate, global_pool, norm_layer, act_layer, memory_efficient, memory_mode: as
+            DenseNet.
         growth_rate: k (48).
         block_config: layers of the four dense blocks (6, 8, 8, 8).
         bn_size: bottleneck width in multiples of k (4: 192 channels).
@@ -56,6 +57,7 @@ class DSODNet(DenseNet):
         norm_layer: LayerFn = nn.BatchNorm2d,
         act_layer: LayerFn = nn.ReLU,
         memory_efficient: bool = False,
+        memory_mode: str | None = None,
     ) -> None:
         nn.Module.__init__(self)
         if in_chans < 1:
@@ -63,7 +65,8 @@ class DSODNet(DenseNet):
         if len(block_config) != 4:
             raise ValueError(f"DSOD's backbone has four dense blocks, got block_config={tuple(block_config)}")
         self.num_classes, self.in_chans, self.drop_rate = num_classes, in_chans, drop_rate
-        self.grad_checkpointing = memory_efficient
+        memory_mode = resolve_memory_mode(memory_efficient, memory_mode)
+        self.grad_checkpointing = memory_mode == "efficient"
         features = OrderedDict()
         chs = in_chans
         for i, (out, stride) in enumerate(zip(stem_chs, (2, 1, 1))):
@@ -75,7 +78,7 @@ class DSODNet(DenseNet):
         self.feature_info: list[dict[str, Any]] = [
             dict(num_chs=chs, reduction=2, module=f"features.act{len(stem_chs) - 1}")
         ]
-        layer = dict(bn_size=bn_size, norm_layer=norm_layer, act_layer=act_layer, memory_efficient=memory_efficient)
+        layer = dict(bn_size=bn_size, norm_layer=norm_layer, act_layer=act_layer, memory_mode=memory_mode)
         common = dict(norm_layer=norm_layer, act_layer=act_layer)
         # (pooling of the transition, max-pool after it, feature tap after it)
         plan = [("max", False, False), ("none", True, True), ("none", False, False), (None, False, False)]

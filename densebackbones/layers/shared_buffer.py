@@ -1,0 +1,437 @@
+"""Dense blocks computed in one pre-allocated feature buffer, with or without recomputation in backward.
+
+A naive dense block (``memory_mode='plain'``, what torchvision and timm do) concatenates all earlier maps anew for
+every layer and stores that concatenation and its BN and ReLU outputs for backward, so memory and copies grow
+quadratically with depth (Pleiss et al., "Memory-Efficient Implementation of DenseNets", 2017). Here:
+
+* every layer reads the first ``c_in`` channels of one buffer of the block's final width and writes its ``k`` new
+  maps right after them, so nothing is concatenated and the block's output *is* the buffer;
+* with ``nn.BatchNorm2d`` + ``nn.ReLU`` entries (every DenseNet here) the batch statistics of a channel are computed
+  once, when the channel is written: every later layer's BN sees the same channel over the same batch, so its mean
+  and variance are the same numbers. A layer's BN-ReLU is then one per-channel affine map and a ReLU, and in backward
+  the layers' gradients w.r.t. the normalised maps are summed and sent through the normalisation once per channel
+  (BN backward is linear in its output gradient). Running statistics are updated once per layer and step, exactly
+  as ``nn.BatchNorm2d`` does;
+* ``memory_mode='buffer'`` (default) keeps each layer's internal activations from the forward pass;
+  ``memory_mode='efficient'`` keeps only the buffer and recomputes each layer's BN-ReLU and convolutions in backward
+  (optMemory 4 of the official Torch code; running statistics are not updated by the recomputation, and dropout
+  draws the same masks). The recomputation stops at the input of a layer's last convolution, whose backward needs
+  only that input, so the 3x3 convolution is not run twice.
+
+Other norm or activation layers (GroupNorm, SyncBatchNorm, post-activation layers...) take a generic route: the
+layer's own modules run on a view of the buffer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Iterator, Sequence
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+__all__ = ["MEMORY_MODES", "check_memory_mode", "dense_block_forward", "resolve_memory_mode", "set_memory_mode"]
+
+MEMORY_MODES = ("plain", "buffer", "efficient")
+_STAT_NAMES = ("running_mean", "running_var", "num_batches_tracked")
+
+
+def check_memory_mode(mode: str) -> str:
+    if mode not in MEMORY_MODES:
+        raise ValueError(
+            f"unknown memory_mode {mode!r}; use 'plain' (concatenate per layer, like torchvision), 'buffer' "
+            f"(default: one shared feature buffer, fastest) or 'efficient' (shared buffer + recomputation in "
+            f"backward, least memory)"
+        )
+    return mode
+
+
+def resolve_memory_mode(memory_efficient: bool, memory_mode: str | None) -> str:
+    """The mode a model's ``memory_efficient`` flag (torchvision's name) and ``memory_mode`` argument ask for."""
+    if memory_mode is None:
+        return "efficient" if memory_efficient else "buffer"
+    check_memory_mode(memory_mode)
+    if memory_efficient and memory_mode != "efficient":
+        raise ValueError(f"memory_efficient=True contradicts memory_mode={memory_mode!r}; pass only one of them")
+    return memory_mode
+
+
+def set_memory_mode(module: nn.Module, mode: str) -> int:
+    """Put every dense block inside ``module`` into ``mode``; returns how many there are (parameters unchanged)."""
+    from .dense import DenseBlock
+
+    check_memory_mode(mode)
+    blocks = [m for m in module.modules() if isinstance(m, DenseBlock)]
+    for block in blocks:
+        block.memory_mode = mode
+    return len(blocks)
+
+
+def _alias(buffer: Tensor, channels: int) -> Tensor:
+    """The first ``channels`` channels of ``buffer`` as a tensor with its own autograd version counter.
+
+    A layer only writes channels that no earlier layer has read, so the version check autograd would run on the
+    whole buffer (and fail after every write) does not apply to what a layer saved."""
+    view = buffer.new_empty(0)
+    size = (buffer.shape[0], channels, *buffer.shape[2:])
+    return view.set_(buffer.untyped_storage(), buffer.storage_offset(), size, buffer.stride())
+
+
+def _memory_format(x: Tensor) -> torch.memory_format:
+    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+@contextlib.contextmanager
+def _running_stats_kept(module: nn.Module) -> Iterator[None]:
+    """Undo whatever a recomputation does to the running statistics of ``module``'s norm layers."""
+    saved = [
+        (buf, buf.clone())
+        for m in module.modules()
+        if isinstance(m, nn.modules.batchnorm._NormBase)
+        for name in _STAT_NAMES
+        if isinstance(buf := getattr(m, name, None), Tensor)
+    ]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for buf, value in saved:
+                buf.copy_(value)
+
+
+def _draws_random(layer: nn.Module) -> bool:
+    return layer.training and any(isinstance(m, nn.Dropout) and m.p > 0 for m in layer.modules())
+
+
+class _RngState:
+    """The CPU and (if used) CUDA generator states before a layer's forward, to draw the same dropout masks again."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.cpu = torch.get_rng_state()
+        self.cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+
+    @contextlib.contextmanager
+    def restored(self) -> Iterator[None]:
+        devices = [self.device] if self.cuda is not None else []
+        with torch.random.fork_rng(devices=devices):
+            torch.set_rng_state(self.cpu)
+            if self.cuda is not None:
+                torch.cuda.set_rng_state(self.cuda, self.device)
+            yield
+
+
+def _last_conv_separable(layer: nn.Module) -> bool:
+    """Whether the layer ends in a plain zero-padded convolution without dropout after it, so that the
+    recomputation can stop at that convolution's input (its backward needs nothing else)."""
+    conv = layer.conv2
+    return (
+        layer.preact
+        and type(conv) is nn.Conv2d
+        and conv.padding_mode == "zeros"
+        and isinstance(conv.padding, tuple)
+        and isinstance(layer.drop2, nn.Identity)
+    )
+
+
+def _shares_batch_norm(layers: Sequence[nn.Module]) -> bool:
+    """Whether every layer's entry is pre-activation ``nn.BatchNorm2d`` + ``nn.ReLU`` with one eps and train flag."""
+    first = layers[0].norm1
+    return all(
+        layer.preact
+        and type(layer.norm1) is nn.BatchNorm2d
+        and type(layer.act1) is nn.ReLU
+        and layer.norm1.affine
+        and layer.norm1.track_running_stats
+        and layer.norm1.eps == first.eps
+        and layer.norm1.training == first.training
+        for layer in layers
+    )
+
+
+class _BlockPass:
+    """State of one forward (and backward) pass of a dense block over its shared buffer.
+
+    ``record``: ``'none'`` (no backward will come), ``'graphs'`` (keep every layer's autograd graph) or
+    ``'recompute'`` (keep only the buffer; rebuild each layer's graph in backward).
+    """
+
+    def __init__(self, block: nn.Module, x: Tensor, record: str) -> None:
+        self.layers = list(block.children())
+        self.record = record
+        self.growth_rate = block.growth_rate
+        self.in_chs = x.shape[1]
+        n, _, h, w = x.shape
+        channels = self.in_chs + len(self.layers) * self.growth_rate
+        self.memory_format = _memory_format(x)
+        self.buffer = torch.empty((n, channels, h, w), dtype=x.dtype, device=x.device, memory_format=self.memory_format)
+        self.buffer[:, : self.in_chs].copy_(x)
+        self.shared_bn = _shares_batch_norm(self.layers)
+        self.batch_stats = self.shared_bn and self.layers[0].norm1.training
+        if self.batch_stats:
+            if n * h * w <= 1:
+                raise ValueError(
+                    f"BatchNorm in training mode needs more than 1 value per channel, got input {tuple(x.shape)}"
+                )
+            stat_dtype = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+            self.mean = x.new_empty(channels, dtype=stat_dtype)
+            self.var = torch.empty_like(self.mean)
+            self.invstd = torch.empty_like(self.mean)
+            self.unbiased_var = torch.empty_like(self.mean)
+            self._channel_stats(0, self.in_chs)
+        self.graphs: list[tuple[Tensor, Tensor] | None] = [None] * len(self.layers)
+        self.rng: list[_RngState | None] = [None] * len(self.layers)
+        self.autocast = (torch.is_autocast_enabled(x.device.type), torch.get_autocast_dtype(x.device.type))
+
+    # ------------------------------------------------------------------------------------------------ forward
+    def _channel_stats(self, lo: int, hi: int) -> None:
+        x = self.buffer[:, lo:hi].to(self.mean.dtype)
+        var, mean = torch.var_mean(x, dim=(0, 2, 3), correction=0)
+        count = x.numel() // x.shape[1]
+        self.mean[lo:hi] = mean
+        self.var[lo:hi] = var
+        self.invstd[lo:hi] = torch.rsqrt(var + self.layers[0].norm1.eps)
+        self.unbiased_var[lo:hi] = var * (count / (count - 1))
+
+    def _scale_shift(self, norm: nn.BatchNorm2d, channels: int) -> tuple[Tensor, Tensor]:
+        """BN as ``x * scale + shift`` per channel: batch statistics in training, running ones in eval."""
+        if self.batch_stats:
+            mean, invstd = self.mean[:channels], self.invstd[:channels]
+        else:
+            mean, invstd = norm.running_mean, torch.rsqrt(norm.running_var + norm.eps)
+        scale = norm.weight * invstd
+        return scale, norm.bias - mean * scale
+
+    def _update_running_stats(self, norm: nn.BatchNorm2d, channels: int) -> None:
+        # nn.BatchNorm2d's update: cumulative average when momentum is None, else an exponential one.
+        norm.num_batches_tracked.add_(1)
+        factor = 1.0 / float(norm.num_batches_tracked) if norm.momentum is None else norm.momentum
+        norm.running_mean.lerp_(self.mean[:channels].to(norm.running_mean.dtype), factor)
+        norm.running_var.lerp_(self.unbiased_var[:channels].to(norm.running_var.dtype), factor)
+
+    def _entry(self, layer: nn.Module, channels: int) -> Tensor:
+        """BN-ReLU of the first ``channels`` buffer channels with shared statistics, as a fresh tensor."""
+        scale, shift = self._scale_shift(layer.norm1, channels)
+        n, _, h, w = self.buffer.shape
+        z = torch.empty((n, channels, h, w), dtype=self.buffer.dtype, device=self.buffer.device)
+        z = z.contiguous(memory_format=self.memory_format)
+        # mul + add_ + relu_: on the CPU, addcmul with broadcast vectors is slower than the two passes.
+        torch.mul(_alias(self.buffer, channels), scale.view(1, -1, 1, 1), out=z)
+        return z.add_(shift.view(1, -1, 1, 1)).relu_()
+
+    def _layer_graph(self, i: int, stop_before_last_conv: bool = False) -> tuple[Tensor, Tensor]:
+        """Run layer ``i`` with autograd on: (leaf it starts from, its output or its last convolution's input)."""
+        layer, channels = self.layers[i], self.in_chs + i * self.growth_rate
+        if self.shared_bn:
+            with torch.no_grad():
+                start = self._entry(layer, channels)
+            start.requires_grad_()
+            with torch.enable_grad():
+                if stop_before_last_conv:
+                    return start, layer.last_conv_input(start)
+                return start, layer.rest(start)
+        start = _alias(self.buffer, channels).requires_grad_()
+        with torch.enable_grad():
+            return start, layer(start)
+
+    def forward(self) -> Tensor:
+        for i, layer in enumerate(self.layers):
+            channels = self.in_chs + i * self.growth_rate
+            if self.batch_stats:
+                self._update_running_stats(layer.norm1, channels)
+            if self.record == "graphs":
+                start, out = self._layer_graph(i)
+                self.graphs[i] = (start, out)
+                out = out.detach()
+            else:
+                if self.record == "recompute" and _draws_random(layer):
+                    self.rng[i] = _RngState(self.buffer.device)
+                with torch.no_grad():
+                    if self.shared_bn:
+                        out = layer.rest(self._entry(layer, channels))
+                    else:
+                        out = layer(_alias(self.buffer, channels))
+            self.buffer[:, channels : channels + self.growth_rate].copy_(out)
+            if self.batch_stats:
+                self._channel_stats(channels, channels + self.growth_rate)
+        return self.buffer
+
+    # ----------------------------------------------------------------------------------------------- backward
+    def _recomputed_graph(self, i: int, stop_before_last_conv: bool = False) -> tuple[Tensor, Tensor]:
+        enabled, dtype = self.autocast
+        rng = self.rng[i].restored() if self.rng[i] is not None else contextlib.nullcontext()
+        with rng, torch.autocast(self.buffer.device.type, dtype=dtype, enabled=enabled):
+            return self._layer_graph(i, stop_before_last_conv)
+
+    def _finish_channels(self, grad: Tensor, fixed_stats_grad: Tensor | None, lo: int, hi: int) -> Tensor:
+        """Gradient w.r.t. buffer channels ``lo:hi``, now that every layer reading them has been through backward.
+
+        ``fixed_stats_grad`` holds the layers' summed gradients computed as if the shared batch statistics were
+        constants; the statistics' own part is added here, once per channel (BN backward is linear in its output
+        gradient: dx = g - mean(g) - xhat * mean(g * xhat), with g that sum)."""
+        g = grad[:, lo:hi]
+        if fixed_stats_grad is None or lo >= self.normalised_extent:
+            return g
+        fixed = fixed_stats_grad[:, lo:hi].to(self.mean.dtype)
+        mean, invstd = self.mean[lo:hi].view(1, -1, 1, 1), self.invstd[lo:hi].view(1, -1, 1, 1)
+        xhat = (self.buffer[:, lo:hi].to(self.mean.dtype) - mean) * invstd
+        dims = (0, 2, 3)
+        dx = fixed - fixed.mean(dims, keepdim=True) - xhat * (fixed * xhat).mean(dims, keepdim=True)
+        return g + dx.to(g.dtype)
+
+    def backward(self, grad_output: Tensor, params: Sequence[Tensor]) -> tuple[Tensor, list[Tensor | None]]:
+        index = {id(p): j for j, p in enumerate(params)}
+        param_grads: list[Tensor | None] = [None] * len(params)
+        if grad_output.shape[1] == self.buffer.shape[1]:
+            grad = grad_output.clone(memory_format=self.memory_format)
+        else:  # the block returned only its new maps
+            grad = torch.zeros_like(self.buffer)
+            grad[:, grad.shape[1] - grad_output.shape[1] :].copy_(grad_output)
+        # Training BN: the layers' gradients w.r.t. the maps with the shared statistics held fixed, summed. The
+        # last layer (first here) reads every channel but its own output and initialises them; nothing reads the
+        # last layer's output, so it gets no such gradient (normalised_extent).
+        normalised_grad = torch.empty_like(self.buffer) if self.batch_stats else None
+        self.normalised_extent = 0
+        k = self.growth_rate
+        for i in reversed(range(len(self.layers))):
+            layer, channels = self.layers[i], self.in_chs + i * k
+            grad_out = self._finish_channels(grad, normalised_grad, channels, channels + k)
+            trainable = [
+                p for p in (layer.rest_parameters() if self.shared_bn else layer.parameters()) if p.requires_grad
+            ]
+            if self.record == "graphs":
+                start, out = self.graphs[i]
+                self.graphs[i] = None  # free this layer's activations once used
+                grads = torch.autograd.grad(out, [start, *trainable], grad_out)
+            else:
+                # The recomputation must not count as a second BN update; the statistics are put back only after
+                # the layer's backward, which reads them.
+                with _running_stats_kept(layer):
+                    stop = self.shared_bn and _last_conv_separable(layer)
+                    start, out = self._recomputed_graph(i, stop_before_last_conv=stop)
+                    if stop:  # the last conv's output is not needed for its backward: not recomputed
+                        grad_out = self._last_conv_backward(layer, out, grad_out, index, param_grads)
+                        last = {id(p) for p in layer.conv2.parameters()}
+                        trainable = [p for p in trainable if id(p) not in last]
+                    grads = torch.autograd.grad(out, [start, *trainable], grad_out)
+            for p, g in zip(trainable, grads[1:]):
+                param_grads[index[id(p)]] = g
+            start, out = start.detach(), None  # free the layer's graph before the entry's backward
+            if self.shared_bn:
+                self._entry_backward(layer, channels, start, grads[0], grad, normalised_grad, index, param_grads)
+            else:
+                grad[:, :channels] += grads[0]
+            del start, grads
+        return self._finish_channels(grad, normalised_grad, 0, self.in_chs), param_grads
+
+    def _entry_backward(self, layer, channels, z, dz, grad, normalised_grad, index, param_grads) -> None:
+        """Backward of ``relu(bn(x))`` for one layer with the statistics held fixed (the shared normalisation's own
+        derivative is taken once per channel in ``_finish_channels``)."""
+        norm = layer.norm1
+        dy = torch.ops.aten.threshold_backward.grad_input(dz, z, 0, grad_input=dz)  # ReLU, in place
+        if self.batch_stats:
+            mean, var = self.mean[:channels], self.var[:channels]
+        else:
+            mean, var = norm.running_mean, norm.running_var
+        mask = [False, norm.weight.requires_grad, norm.bias.requires_grad]
+        if any(mask):  # dweight = sum(dy * xhat), dbias = sum(dy): eval-mode BN backward, fixed statistics
+            _, dweight, dbias = torch.ops.aten.native_batch_norm_backward(
+                dy, _alias(self.buffer, channels), norm.weight, mean, var, None, None, False, norm.eps, mask
+            )
+            for p, g in ((norm.weight, dweight), (norm.bias, dbias)):
+                if p.requires_grad:
+                    param_grads[index[id(p)]] = g
+        # dx = dy * weight * invstd, accumulated in place (one pass instead of writing dx and adding it)
+        scale = (norm.weight * torch.rsqrt(var + norm.eps)).to(dy.dtype).view(1, -1, 1, 1)
+        if not self.batch_stats:
+            grad[:, :channels].addcmul_(dy, scale)
+        elif self.normalised_extent == 0:  # the first contribution initialises the accumulator
+            torch.mul(dy, scale, out=normalised_grad[:, :channels])
+            self.normalised_extent = channels
+        else:
+            normalised_grad[:, :channels].addcmul_(dy, scale)
+
+    def _last_conv_backward(self, layer, h: Tensor, grad_out: Tensor, index, param_grads) -> Tensor:
+        """Backward of the layer's last convolution from its input alone: the recomputation stops before it."""
+        conv = layer.conv2
+        weight = conv.weight.to(h.dtype)  # autocast ran the convolution in h's dtype
+        bias_sizes = [conv.out_channels] if conv.bias is not None else None
+        mask = [True, conv.weight.requires_grad, conv.bias is not None and conv.bias.requires_grad]
+        grad_h, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
+            grad_out.to(h.dtype),
+            h,
+            weight,
+            bias_sizes,
+            conv.stride,
+            conv.padding,
+            conv.dilation,
+            False,
+            [0, 0],
+            conv.groups,
+            mask,
+        )
+        for p, g, wanted in ((conv.weight, grad_weight, mask[1]), (conv.bias, grad_bias, mask[2])):
+            if wanted:
+                param_grads[index[id(p)]] = g.to(p.dtype)
+        return grad_h
+
+
+class _DenseBlockFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, block: nn.Module, record: str, x: Tensor, *params: Tensor) -> Tensor:
+        state = _BlockPass(block, x, record)
+        buffer = state.forward()
+        ctx.state, ctx.params, ctx.x_dtype = state, params, x.dtype
+        if block.concat_input:
+            # Saved so that autograd refuses a backward after an in-place change of the output, which the saved
+            # layer inputs (views of it) would otherwise not notice.
+            ctx.save_for_backward(buffer)
+            return buffer
+        return buffer[:, x.shape[1] :].clone()
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_output: Tensor):
+        _ = ctx.saved_tensors  # raises if the output was modified in place
+        grad_x, param_grads = ctx.state.backward(grad_output, ctx.params)
+        ctx.state = None
+        return None, None, grad_x.to(ctx.x_dtype), *param_grads
+
+
+_warned_compile = False
+
+
+def dense_block_forward(block: nn.Module, x: Tensor) -> Tensor:
+    """Forward of a :class:`~densebackbones.layers.DenseBlock` in its ``memory_mode`` (see the module docstring).
+
+    Tracing, ONNX export and ``torch.compile`` see the plain concatenation graph, which exporters understand and
+    which Inductor plans and fuses itself."""
+    mode = block.memory_mode
+    if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling():
+        if mode == "efficient":
+            global _warned_compile
+            if not _warned_compile:
+                warnings.warn(
+                    "memory_mode='efficient' does not apply under torch.compile/export/tracing: the plain "
+                    "concatenation graph is traced instead (train in eager mode for the memory savings)",
+                    stacklevel=2,
+                )
+                _warned_compile = True
+        mode = "plain"
+    if mode == "plain":
+        features = [x]
+        for layer in block.children():
+            features.append(layer(features))
+        return torch.cat(features if block.concat_input else features[1:], 1)
+    params = [p for p in block.parameters()]
+    needs_grad = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params))
+    if not needs_grad:
+        out = _BlockPass(block, x, "none").forward()
+        return out if block.concat_input else out[:, x.shape[1] :]
+    record = "recompute" if mode == "efficient" else "graphs"
+    return _DenseBlockFunction.apply(block, record, x, *params)

@@ -1,0 +1,61 @@
+"""tools/benchmark.py builds torchvision's and timm's equivalents of our models and reports side-by-side ratios."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+import densebackbones as db
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+import benchmark  # noqa: E402
+
+
+def _params(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("impl", ["torchvision", "torchvision:checkpoint", "timm", "timm:checkpoint"])
+@pytest.mark.parametrize("name", ["densenet_bc100_k12_cifar", "densenet_bc121_k32"])
+def test_reference_models_have_our_parameter_count(impl, name):
+    assert _params(benchmark.build_reference(impl, name)) == _params(db.create_model(name))
+
+
+def test_reference_refuses_models_it_cannot_build():
+    with pytest.raises(SystemExit, match="DenseNet-BC only"):
+        benchmark.build_reference("torchvision", "densenet40_k12_cifar")
+
+
+def test_comparison_reports_ratios_to_the_first_implementation(tmp_path, capsys):
+    args = benchmark.get_args_parser().parse_args(
+        [
+            "--models",
+            "densenet_bc100_k12_cifar",
+            "--batch-size",
+            "2",
+            "--img-size",
+            "8",
+            "--modes",
+            "train",
+            "--impls",
+            "torchvision",
+            "ours:efficient",
+            "--iters",
+            "1",
+            "--warmup",
+            "1",
+            "--memory-iters",
+            "1",
+            "--append",
+            str(tmp_path / "bench.md"),
+        ]
+    )
+    rows = benchmark.main(args)
+    assert [r["impl"] for r in rows] == ["torchvision", "ours:efficient"]
+    assert rows[0]["speed"] == rows[0]["memory"] == 1.0
+    assert all(r["sec"] > 0 and r["peak_mb"] > 0 for r in rows)
+    assert rows[1]["speed"] == pytest.approx(rows[0]["sec"] / rows[1]["sec"])
+    written = (tmp_path / "bench.md").read_text()
+    assert "| densenet_bc100_k12_cifar | train | ours:efficient |" in written and "--impls" in written

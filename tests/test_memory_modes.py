@@ -1,0 +1,175 @@
+"""Every memory mode equals the plain (per-layer concatenation) mode: outputs, input and parameter gradients and
+BatchNorm running statistics, in float64, in training and eval mode, with and without dropout."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn as nn
+from conftest import tiny_densenet
+
+import densebackbones as db
+from densebackbones.layers import DenseBlock, set_memory_mode
+
+FAST_MODES = ["buffer", "efficient"]
+
+
+def _step(model, x, seed=0):
+    torch.manual_seed(seed)  # same dropout masks in both models
+    x = x.clone().requires_grad_()
+    out = model(x)
+    (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)).sum().backward()
+    return out, x.grad
+
+
+def _assert_same_step(reference, model, x, seed=0):
+    out_r, grad_r = _step(reference, x, seed)
+    out_m, grad_m = _step(model, x, seed)
+    torch.testing.assert_close(out_m, out_r)
+    torch.testing.assert_close(grad_m, grad_r)
+    for (name, p), q in zip(reference.named_parameters(), model.parameters()):
+        if p.grad is None:
+            assert q.grad is None, name
+        else:
+            torch.testing.assert_close(q.grad, p.grad, msg=f"gradient of {name}")
+    for (name, a), b in zip(reference.named_buffers(), model.buffers()):
+        torch.testing.assert_close(b, a, msg=f"buffer {name}")
+
+
+def _pair(mode, model=None, **kwargs):
+    plain = model if model is not None else tiny_densenet(block_config=(3, 2), memory_mode="plain", **kwargs)
+    plain = plain.double()
+    other = copy.deepcopy(plain)
+    assert set_memory_mode(other, mode) > 0
+    return plain, other
+
+
+@pytest.mark.parametrize("mode", FAST_MODES)
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("proj_drop_rate", [0.0, 0.2], ids=["no-dropout", "dropout"])
+@pytest.mark.parametrize("bn_size", [4, None], ids=["bottleneck", "basic"])
+def test_step_equals_plain(mode, train, proj_drop_rate, bn_size):
+    plain, other = _pair(mode, proj_drop_rate=proj_drop_rate, bn_size=bn_size)
+    x = torch.randn(4, 3, 8, 8, dtype=torch.float64)
+    if not train:  # non-trivial running statistics first
+        _assert_same_step(plain, other, x, seed=5)
+    plain.train(train), other.train(train)
+    _assert_same_step(plain, other, x)
+    _assert_same_step(plain, other, x, seed=1)  # a second step: statistics and RNG keep in step
+    if train:
+        norm1 = other.features.denseblock1.denselayer1.norm1
+        assert int(norm1.num_batches_tracked) == 2  # once per step, also when recomputing
+    with torch.no_grad():
+        torch.manual_seed(3)
+        expected = plain(x)
+        torch.manual_seed(3)
+        torch.testing.assert_close(other(x), expected)
+
+
+@pytest.mark.parametrize("mode", FAST_MODES)
+def test_generic_layers_equal_plain(mode):
+    # GroupNorm and a non-ReLU activation take the generic route (the layer's own modules on buffer views).
+    model = tiny_densenet(
+        block_config=(3, 2), memory_mode="plain", norm_layer=lambda c: nn.GroupNorm(2, c), act_layer=nn.SiLU
+    )
+    plain, other = _pair(mode, model)
+    _assert_same_step(plain, other, torch.randn(4, 3, 8, 8, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("mode", FAST_MODES)
+@pytest.mark.parametrize("preact", [True, False], ids=["preact", "postact"])
+@pytest.mark.parametrize("concat_input", [True, False], ids=["with-input", "new-maps-only"])
+def test_block_variants_equal_plain(mode, preact, concat_input):
+    # FC-DenseNet's up path returns only the new maps; post-activation layers run conv first.
+    block = DenseBlock(3, 6, 4, concat_input=concat_input, preact=preact, drop_rate=0.1, memory_mode="plain")
+    plain, other = _pair(mode, nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), block))
+    _assert_same_step(plain, other, torch.randn(3, 3, 6, 6, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("mode", FAST_MODES)
+def test_momentum_none_frozen_parameters_and_channels_last(mode):
+    plain, other = _pair(mode, tiny_densenet(block_config=(3, 2), memory_mode="plain"))
+    for model in (plain, other):
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.momentum = None  # cumulative average
+        model.features.denseblock1.denselayer2.requires_grad_(False)
+        model.to(memory_format=torch.channels_last)
+    x = torch.randn(4, 3, 8, 8, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    _assert_same_step(plain, other, x)
+    _assert_same_step(plain, other, x, seed=2)
+    assert other.features.denseblock1.denselayer2.conv1.weight.grad is None
+
+
+def test_bf16_autocast():
+    # The buffer mode is close to the plain one (rounding differs: shared statistics are computed in float32 from
+    # the bf16 buffer), and the efficient mode recomputes under the forward's autocast state, so it equals the
+    # buffer mode exactly.
+    grads = {}
+    for mode in db.layers.MEMORY_MODES:
+        torch.manual_seed(0)
+        model = tiny_densenet(block_config=(3, 2), memory_mode=mode)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(torch.randn(4, 3, 8, 8))
+        out.float().sum().backward()
+        grads[mode] = torch.cat([p.grad.flatten() for p in model.parameters()])
+    torch.testing.assert_close(grads["efficient"], grads["buffer"], rtol=0, atol=0)
+    assert (grads["buffer"] - grads["plain"]).norm() < 0.03 * grads["plain"].norm()
+
+
+def test_model_flags_and_switches():
+    model = db.create_model("densenet_bc100_k12_cifar", memory_efficient=True)
+    blocks = [m for m in model.modules() if isinstance(m, DenseBlock)]
+    assert len(blocks) == 3 and all(b.memory_mode == "efficient" for b in blocks)
+    model.set_grad_checkpointing(False)
+    assert all(b.memory_mode == "buffer" for b in blocks)
+    model.set_memory_mode("plain")
+    assert all(b.memory_mode == "plain" for b in blocks)
+    assert db.create_model("densenet_bc100_k12_cifar").features.denseblock1.memory_mode == "buffer"
+    assert (
+        db.create_model("dsod_ds64_192_48_1", memory_mode="efficient").features.denseblock2.memory_mode == "efficient"
+    )
+    with pytest.raises(ValueError, match="unknown memory_mode 'fast'.*'plain'.*'buffer'.*'efficient'"):
+        db.create_model("densenet_bc100_k12_cifar", memory_mode="fast")
+    with pytest.raises(ValueError, match="memory_efficient=True contradicts memory_mode='plain'"):
+        db.create_model("densenet_bc100_k12_cifar", memory_efficient=True, memory_mode="plain")
+
+
+def test_state_dict_keys_equal_in_every_mode():
+    keys = [list(db.create_model("densenet_bc121_k32", memory_mode=m).state_dict()) for m in db.layers.MEMORY_MODES]
+    assert keys[0] == keys[1] == keys[2]
+
+
+@pytest.mark.parametrize("mode", FAST_MODES)
+def test_inplace_change_of_the_output_is_refused(mode):
+    block = DenseBlock(2, 4, 2, memory_mode=mode)
+    x = torch.randn(2, 4, 5, 5, requires_grad=True)
+    out = block(x)
+    out.mul_(2)  # would silently corrupt the saved layer inputs, which are views of the output
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        out.sum().backward()
+
+
+def test_double_backward_is_refused():
+    block = DenseBlock(2, 4, 2).double()
+    x = torch.randn(2, 4, 5, 5, dtype=torch.float64, requires_grad=True)
+    (grad,) = torch.autograd.grad(block(x).pow(2).sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable|does not require grad"):
+        grad.sum().backward()
+
+
+def test_batch_norm_training_needs_more_than_one_value():
+    block = DenseBlock(2, 4, 2)
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        block(torch.randn(1, 4, 1, 1))
+
+
+def test_torch_compile_gives_the_same_output():
+    model = tiny_densenet(block_config=(2, 2)).eval()
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        expected = model(x)
+        compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+        torch.testing.assert_close(compiled(x), expected)
