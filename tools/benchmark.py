@@ -250,6 +250,17 @@ def _child(args: argparse.Namespace, task: str, model: str, mode: str, impls: li
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+def _command(args: argparse.Namespace) -> str:
+    """The command line that repeats this measurement (written next to the table)."""
+    parts = ["python tools/benchmark.py", "--models", *args.models, "--modes", *args.modes]
+    parts += ["--impls", *args.impls] if args.impls else ["--memory-mode", args.memory_mode]
+    for flag in ("batch_size", "img_size", "device", "warmup", "iters", "memory_iters"):
+        parts += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+    parts += ["--amp", args.amp] if args.amp else []
+    parts += [f"--{f.replace('_', '-')}" for f in ("channels_last", "compile") if getattr(args, f)]
+    return " ".join(parts)
+
+
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Throughput and memory of dense models, optionally side by side")
     parser.add_argument("--models", nargs="+", default=["densenet_bc100_k12_cifar"])
@@ -313,7 +324,7 @@ def main(args: argparse.Namespace) -> list[dict]:
     print(table)
     if args.append:
         stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
-        cmd = "python tools/benchmark.py " + " ".join(sys.argv[1:])
+        cmd = _command(args)
         with open(Path(args.append), "a") as handle:
             handle.write(f"\n### {stamp}, {platform.node() or 'machine'} ({device_name})\n\n")
             handle.write(f"`{cmd}`\n\n{table}\n")

@@ -412,7 +412,9 @@ def dense_block_forward(block: nn.Module, x: Tensor) -> Tensor:
     Tracing, ONNX export and ``torch.compile`` see the plain concatenation graph, which exporters understand and
     which Inductor plans and fuses itself."""
     mode = block.memory_mode
-    if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling():
+    if x.device.type == "meta":  # shape inference (e.g. counting parameters without memory): no storage to share
+        mode = "plain"
+    elif torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling():
         if mode == "efficient":
             global _warned_compile
             if not _warned_compile:
