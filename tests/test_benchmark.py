@@ -59,3 +59,11 @@ def test_comparison_reports_ratios_to_the_first_implementation(tmp_path, capsys)
     assert rows[1]["speed"] == pytest.approx(rows[0]["sec"] / rows[1]["sec"])
     written = (tmp_path / "bench.md").read_text()
     assert "| densenet_bc100_k12_cifar | train | ours:efficient |" in written and "--impls" in written
+
+
+def test_model_kwargs_change_only_our_models():
+    args = benchmark.get_args_parser().parse_args(
+        ["--impls", "torchvision", "ours:plain", "--model-kwargs", '{"block_config": [2, 2, 2]}', "--skip-timing"]
+    )
+    with pytest.raises(SystemExit, match="--model-kwargs changes our models only"):
+        benchmark.main(args)

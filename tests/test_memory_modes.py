@@ -173,3 +173,13 @@ def test_torch_compile_gives_the_same_output():
         expected = model(x)
         compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
         torch.testing.assert_close(compiled(x), expected)
+
+
+def test_efficient_mode_under_torch_compile_warns_and_matches():
+    model = tiny_densenet(block_config=(2, 2), memory_mode="efficient")
+    x = torch.randn(2, 3, 8, 8)
+    expected = model(x)
+    db.layers.shared_buffer._warned_compile = False
+    with pytest.warns(UserWarning, match="memory_mode='efficient' does not apply under torch.compile"):
+        got = torch.compile(model, backend="aot_eager")(x)
+    torch.testing.assert_close(got, expected)

@@ -143,7 +143,7 @@ def build(args: argparse.Namespace, impl: str | None):
         gt_labels = [torch.tensor([1], device=device)] * args.batch_size
         target_shape = (args.batch_size,)
     else:
-        model = db.create_model(args.model)
+        model = db.create_model(args.model, **json.loads(args.model_kwargs or "{}"))
         target_shape = (args.batch_size,)
     if not impl or impl.startswith("ours:"):
         db.layers.set_memory_mode(model, mode)
@@ -207,6 +207,19 @@ def measure_memory(args: argparse.Namespace, impl: str | None) -> float:
     return _status_mb("VmHWM") - floor
 
 
+def profile_steps(args: argparse.Namespace, impls: list[str | None], steps) -> None:
+    """Where the time goes: torch.profiler's table of one step of each implementation (printed to stderr)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device.startswith("cuda") else [])
+    sort = "self_cuda_time_total" if args.device.startswith("cuda") else "self_cpu_time_total"
+    for impl, step in zip(impls, steps):
+        with profile(activities=activities) as prof:
+            step()
+        print(f"\n## {args.model} {args.mode} {impl or args.memory_mode}", file=sys.stderr)
+        print(prof.key_averages().table(sort_by=sort, row_limit=12), file=sys.stderr)
+
+
 def measure_time(args: argparse.Namespace, impls: list[str | None]) -> list[float]:
     """Median seconds per step of each implementation, measured in interleaved rounds in this process."""
     import torch
@@ -216,6 +229,8 @@ def measure_time(args: argparse.Namespace, impls: list[str | None]) -> list[floa
     for step in steps:
         for _ in range(args.warmup):
             step()
+    if args.profile:
+        profile_steps(args, impls, steps)
     times: list[list[float]] = [[] for _ in impls]
     for _ in range(args.iters):
         for step, record in zip(steps, times):
@@ -241,12 +256,16 @@ def _child(args: argparse.Namespace, task: str, model: str, mode: str, impls: li
     command += ["--amp", args.amp] if args.amp else []
     command += [f"--{f.replace('_', '-')}" for f in ("channels_last", "compile") if getattr(args, f)]
     command += ["--impls", *impls] if impls else []
+    command += ["--model-kwargs", args.model_kwargs] if args.model_kwargs else []
+    command += ["--profile"] if args.profile and task == "time" else []
     env = dict(os.environ)
     if task == "memory" and args.device == "cpu":
         env["MALLOC_MMAP_THRESHOLD_"] = _CPU_MMAP_THRESHOLD
     result = subprocess.run(command, capture_output=True, text=True, env=env)
     if result.returncode:
         raise SystemExit(f"benchmark of {model} ({mode}, {task}) failed:\n{result.stderr}")
+    if args.profile and task == "time":
+        print(result.stderr, file=sys.stderr)
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
@@ -256,6 +275,8 @@ def _command(args: argparse.Namespace) -> str:
     parts += ["--impls", *args.impls] if args.impls else ["--memory-mode", args.memory_mode]
     for flag in ("batch_size", "img_size", "device", "warmup", "iters", "memory_iters"):
         parts += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+    parts += [f"--model-kwargs '{args.model_kwargs}'"] if args.model_kwargs else []
+    parts += [f"--{f.replace('_', '-')}" for f in ("skip_timing",) if getattr(args, f)]
     parts += ["--amp", args.amp] if args.amp else []
     parts += [f"--{f.replace('_', '-')}" for f in ("channels_last", "compile") if getattr(args, f)]
     return " ".join(parts)
@@ -277,6 +298,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--iters", type=int, default=5, help="timed steps (rounds) per configuration")
     parser.add_argument("--memory-iters", type=int, default=2, help="steps in the peak-memory process")
+    parser.add_argument(
+        "--model-kwargs", help="JSON of model arguments for our models, e.g. '{\"block_config\": [31, 31, 31]}'"
+    )
+    parser.add_argument("--skip-timing", action="store_true", help="peak memory only")
+    parser.add_argument("--profile", action="store_true", help="print torch.profiler's top operators per step")
     parser.add_argument("--append", help="append the table, command and date to this markdown file")
     parser.add_argument("--child", choices=["memory", "time"], help=argparse.SUPPRESS)  # internal
     parser.add_argument("--model", help=argparse.SUPPRESS)
@@ -291,14 +317,20 @@ def main(args: argparse.Namespace) -> list[dict]:
     if args.child == "time":
         print(json.dumps(measure_time(args, args.impls or [None])))
         return []
+    if args.model_kwargs and any(not impl.startswith("ours:") for impl in args.impls or []):
+        raise SystemExit("--model-kwargs changes our models only; compare torchvision/timm on registered layouts")
     rows = []
     for model in args.models:
         for mode in args.modes:
             impls = list(args.impls or [])
-            seconds = _child(args, "time", model, mode, impls)
+            if args.skip_timing:
+                seconds = [float("nan")] * max(len(impls), 1)
+            else:
+                seconds = _child(args, "time", model, mode, impls)
             peaks = [_child(args, "memory", model, mode, [impl] if impl else []) for impl in impls or [None]]
             for impl, sec, peak in zip(impls or [f"ours:{args.memory_mode}"], seconds, peaks):
-                rows.append(dict(model=model, mode=mode, impl=impl, sec=sec, peak_mb=peak))
+                label = f"{model} {args.model_kwargs}" if args.model_kwargs else model
+                rows.append(dict(model=label, mode=mode, impl=impl, sec=sec, peak_mb=peak))
             if impls:  # ratios to the first implementation listed
                 base = rows[-len(impls)]
                 for row in rows[-len(impls) :]:
