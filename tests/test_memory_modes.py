@@ -183,3 +183,30 @@ def test_efficient_mode_under_torch_compile_warns_and_matches():
     with pytest.warns(UserWarning, match="memory_mode='efficient' does not apply under torch.compile"):
         got = torch.compile(model, backend="aot_eager")(x)
     torch.testing.assert_close(got, expected)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("mode", FAST_MODES)
+@pytest.mark.parametrize("proj_drop_rate", [0.0, 0.2], ids=["no-dropout", "dropout"])
+def test_cuda_step_equals_plain(mode, proj_drop_rate):
+    # CUDA's RNG state, cuDNN's batch norm and the eval-mode BN backward on strided views, in float64.
+    plain, other = _pair(mode, proj_drop_rate=proj_drop_rate)
+    plain.cuda(), other.cuda()
+    x = torch.randn(4, 3, 8, 8, dtype=torch.float64, device="cuda")
+    _assert_same_step(plain, other, x)
+    _assert_same_step(plain, other, x.contiguous(memory_format=torch.channels_last), seed=1)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_bf16_autocast_efficient_equals_buffer():
+    grads = {}
+    for mode in ("buffer", "efficient"):
+        torch.manual_seed(0)
+        model = db.create_model("densenet_bc100_k12_cifar", memory_mode=mode).cuda()
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            out = model(torch.randn(8, 3, 32, 32, device="cuda"))
+        out.float().sum().backward()
+        grads[mode] = torch.cat([p.grad.flatten() for p in model.parameters()])
+    torch.testing.assert_close(grads["efficient"], grads["buffer"], rtol=1e-2, atol=1e-3)

@@ -183,14 +183,16 @@ class _BlockPass:
             self.var = torch.empty_like(self.mean)
             self.invstd = torch.empty_like(self.mean)
             self.unbiased_var = torch.empty_like(self.mean)
-            self._channel_stats(0, self.in_chs)
+            self._channel_stats(0, self.in_chs, x)
         self.graphs: list[tuple[Tensor, Tensor] | None] = [None] * len(self.layers)
         self.rng: list[_RngState | None] = [None] * len(self.layers)
         self.autocast = (torch.is_autocast_enabled(x.device.type), torch.get_autocast_dtype(x.device.type))
 
     # ------------------------------------------------------------------------------------------------ forward
-    def _channel_stats(self, lo: int, hi: int) -> None:
-        x = self.buffer[:, lo:hi].to(self.mean.dtype)
+    def _channel_stats(self, lo: int, hi: int, source: Tensor) -> None:
+        """Batch statistics of buffer channels ``lo:hi`` from ``source``, a dense tensor holding them (reducing the
+        dense tensor is faster than reducing the strided buffer slice)."""
+        x = source.to(self.buffer.dtype).to(self.mean.dtype)  # the values as stored in the buffer
         var, mean = torch.var_mean(x, dim=(0, 2, 3), correction=0)
         count = x.numel() // x.shape[1]
         self.mean[lo:hi] = mean
@@ -258,7 +260,7 @@ class _BlockPass:
                         out = layer(_alias(self.buffer, channels))
             self.buffer[:, channels : channels + self.growth_rate].copy_(out)
             if self.batch_stats:
-                self._channel_stats(channels, channels + self.growth_rate)
+                self._channel_stats(channels, channels + self.growth_rate, out)
         return self.buffer
 
     # ----------------------------------------------------------------------------------------------- backward
