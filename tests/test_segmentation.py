@@ -289,3 +289,16 @@ def test_class_weights_must_match_classes():
 
     with pytest.raises(ValueError, match="class_weights has 2 entries for 3 classes"):
         SegmentationTask().loss_fn({"data": dict(dataset="shapes", class_weights=[1.0, 2.0])})
+
+
+def test_exported_weights_are_the_ema_weights_when_ema_is_on(tmp_path):
+    from safetensors.torch import load_file
+
+    data = write_shapes_dataset(tmp_path / "shapes", num_train=24, num_val=4)
+    # timm's EMA copies the model at the first step and averages from the second on: three steps.
+    _train(tmp_path / "run", data, "schedule.epochs=1", "train.max_iters_per_epoch=3", "train.ema_decay=0.5")
+    state = load_checkpoint(tmp_path / "run" / "last.pth")
+    exported = load_file(tmp_path / "run" / "final.safetensors")
+    assert any(not torch.equal(state["model_ema"][k], v) for k, v in state["model"].items())
+    for name, value in exported.items():
+        torch.testing.assert_close(value, state["model_ema"][name], rtol=0, atol=0, msg=name)
