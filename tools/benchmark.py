@@ -123,13 +123,11 @@ def build(args: argparse.Namespace, impl: str | None):
 
     device = torch.device(args.device)
     torch.manual_seed(0)
-    mode = args.memory_mode
-    if impl and not impl.startswith("ours:"):
+    library, _, mode = (impl or f"ours:{args.memory_mode}").partition(":")
+    reference = library != "ours"
+    detection = not reference and args.model in DETECTION_MODELS
+    if reference:
         model = build_reference(impl, args.model)
-    elif impl:
-        mode = impl.partition(":")[2]
-    detection = args.model in DETECTION_MODELS
-    if impl and not impl.startswith("ours:"):
         target_shape = (args.batch_size,)
     elif args.model in SEGMENTATION_MODELS:  # dense prediction: per-pixel targets
         model = create_segmentation_model(args.model)
@@ -145,7 +143,7 @@ def build(args: argparse.Namespace, impl: str | None):
     else:
         model = db.create_model(args.model, **json.loads(args.model_kwargs or "{}"))
         target_shape = (args.batch_size,)
-    if not impl or impl.startswith("ours:"):
+    if not reference:
         db.layers.set_memory_mode(model, mode)
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
     model = model.to(device, memory_format=memory_format)

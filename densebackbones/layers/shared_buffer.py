@@ -200,12 +200,16 @@ class _BlockPass:
         self.invstd[lo:hi] = torch.rsqrt(var + self.layers[0].norm1.eps)
         self.unbiased_var[lo:hi] = var * (count / (count - 1))
 
-    def _scale_shift(self, norm: nn.BatchNorm2d, channels: int) -> tuple[Tensor, Tensor]:
-        """BN as ``x * scale + shift`` per channel: batch statistics in training, running ones in eval."""
+    def _norm_stats(self, norm: nn.BatchNorm2d, channels: int) -> tuple[Tensor, Tensor, Tensor]:
+        """(mean, var, invstd) a layer's entry BN uses: shared batch statistics in training, its running ones in
+        eval."""
         if self.batch_stats:
-            mean, invstd = self.mean[:channels], self.invstd[:channels]
-        else:
-            mean, invstd = norm.running_mean, torch.rsqrt(norm.running_var + norm.eps)
+            return self.mean[:channels], self.var[:channels], self.invstd[:channels]
+        return norm.running_mean, norm.running_var, torch.rsqrt(norm.running_var + norm.eps)
+
+    def _scale_shift(self, norm: nn.BatchNorm2d, channels: int) -> tuple[Tensor, Tensor]:
+        """BN as ``x * scale + shift`` per channel."""
+        mean, _, invstd = self._norm_stats(norm, channels)
         scale = norm.weight * invstd
         return scale, norm.bias - mean * scale
 
@@ -336,10 +340,7 @@ class _BlockPass:
         derivative is taken once per channel in ``_finish_channels``)."""
         norm = layer.norm1
         dy = torch.ops.aten.threshold_backward.grad_input(dz, z, 0, grad_input=dz)  # ReLU, in place
-        if self.batch_stats:
-            mean, var = self.mean[:channels], self.var[:channels]
-        else:
-            mean, var = norm.running_mean, norm.running_var
+        mean, var, invstd = self._norm_stats(norm, channels)
         mask = [False, norm.weight.requires_grad, norm.bias.requires_grad]
         if any(mask):  # dweight = sum(dy * xhat), dbias = sum(dy): eval-mode BN backward, fixed statistics
             _, dweight, dbias = torch.ops.aten.native_batch_norm_backward(
@@ -349,7 +350,7 @@ class _BlockPass:
                 if p.requires_grad:
                     param_grads[index[id(p)]] = g
         # dx = dy * weight * invstd, accumulated in place (one pass instead of writing dx and adding it)
-        scale = (norm.weight * torch.rsqrt(var + norm.eps)).to(dy.dtype).view(1, -1, 1, 1)
+        scale = (norm.weight * invstd).to(dy.dtype).view(1, -1, 1, 1)
         if not self.batch_stats:
             grad[:, :channels].addcmul_(dy, scale)
         elif self.normalised_extent == 0:  # the first contribution initialises the accumulator
@@ -432,7 +433,7 @@ def dense_block_forward(block: nn.Module, x: Tensor) -> Tensor:
         for layer in block.children():
             features.append(layer(features))
         return torch.cat(features if block.concat_input else features[1:], 1)
-    params = [p for p in block.parameters()]
+    params = list(block.parameters())
     needs_grad = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params))
     if not needs_grad:
         out = _BlockPass(block, x, "none").forward()
