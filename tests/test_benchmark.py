@@ -56,7 +56,8 @@ def test_comparison_reports_ratios_to_the_first_implementation(tmp_path, capsys)
     assert [r["impl"] for r in rows] == ["torchvision", "ours:efficient"]
     assert rows[0]["speed"] == rows[0]["memory"] == 1.0
     assert all(r["sec"] > 0 and r["peak_mb"] > 0 for r in rows)
-    assert rows[1]["speed"] == pytest.approx(rows[0]["sec"] / rows[1]["sec"])
+    assert rows[1]["speed"] == pytest.approx(rows[0]["sec"] / rows[1]["sec"])  # one round: its ratio
+    assert rows[1]["speed_min"] == rows[1]["speed"] == rows[1]["speed_max"]
     written = (tmp_path / "bench.md").read_text()
     assert "| densenet_bc100_k12_cifar | train | ours:efficient |" in written and "--impls" in written
 
@@ -67,3 +68,24 @@ def test_model_kwargs_change_only_our_models():
     )
     with pytest.raises(SystemExit, match="--model-kwargs changes our models only"):
         benchmark.main(args)
+
+
+def test_speed_is_the_median_of_per_round_ratios():
+    # Round 2 ran while the machine was slow for both: its ratio (1.25) counts like the others. The ratio of the
+    # median steps (4.0 / 1.82 = 2.2) would pair steps of different rounds.
+    base, times = [2.0, 10.0, 4.0], [1.0, 8.0, 1.0 / 0.55]
+    ratios = benchmark.speed_ratios(base, times)
+    assert ratios["speed"] == pytest.approx(2.0)
+    assert ratios["speed_min"] == pytest.approx(1.25) and ratios["speed_max"] == pytest.approx(2.2)
+
+
+def test_profile_prints_the_requested_number_of_operators(capsys):
+    args = benchmark.get_args_parser().parse_args(
+        ["--batch-size", "2", "--img-size", "8", "--iters", "1", "--warmup", "1", "--profile", "--profile-rows", "3"]
+    )
+    args.model, args.mode = "densenet_bc100_k12_cifar", "train"
+    benchmark.measure_time(args, [None])
+    table = capsys.readouterr().err
+    assert "## densenet_bc100_k12_cifar train buffer" in table
+    rows = [line for line in table.splitlines() if "%" in line and "Self CPU %" not in line]  # operator rows
+    assert len(rows) == 3

@@ -16,8 +16,10 @@ convolution; parameter counts are checked to be equal), ``:checkpoint`` their me
 (``memory_efficient=True``: the bottleneck's concatenation and BN-ReLU are checkpointed).
 
 Timing: all implementations of a comparison run in one process, in interleaved rounds (one step of each per round,
-after warm-up), and the median step is reported, so that drifts of the machine hit all of them alike. CUDA steps
-are timed with CUDA events, CPU steps with ``perf_counter``.
+after warm-up). The table gives each one's median step and its speed relative to the first implementation as the
+median of the per-round ratios, with their range: a shared or throttled machine slows whole rounds, which moves
+both steps of a ratio alike (on the 2-core CI-like VM single steps vary by +-20%). CUDA steps are timed with CUDA
+events, CPU steps with ``perf_counter``.
 
 Peak memory: each configuration in its own process. On CUDA ``torch.cuda.max_memory_allocated`` minus the memory
 allocated once the model and inputs are in place (parameters, inputs, and for training the optimizer state after a
@@ -215,11 +217,12 @@ def profile_steps(args: argparse.Namespace, impls: list[str | None], steps) -> N
         with profile(activities=activities) as prof:
             step()
         print(f"\n## {args.model} {args.mode} {impl or args.memory_mode}", file=sys.stderr)
-        print(prof.key_averages().table(sort_by=sort, row_limit=12), file=sys.stderr)
+        print(prof.key_averages().table(sort_by=sort, row_limit=args.profile_rows), file=sys.stderr)
 
 
-def measure_time(args: argparse.Namespace, impls: list[str | None]) -> list[float]:
-    """Median seconds per step of each implementation, measured in interleaved rounds in this process."""
+def measure_time(args: argparse.Namespace, impls: list[str | None]) -> list[list[float]]:
+    """Seconds per step of each implementation in each round: the implementations run one step each per round,
+    interleaved in this process, so a slow period of the machine hits every one of them alike."""
     import torch
 
     device = torch.device(args.device)
@@ -244,7 +247,7 @@ def measure_time(args: argparse.Namespace, impls: list[str | None]) -> list[floa
                 begin = time.perf_counter()
                 step()
                 record.append(time.perf_counter() - begin)
-    return [statistics.median(record) for record in times]
+    return times
 
 
 def _child(args: argparse.Namespace, task: str, model: str, mode: str, impls: list[str]) -> list:
@@ -255,7 +258,7 @@ def _child(args: argparse.Namespace, task: str, model: str, mode: str, impls: li
     command += [f"--{f.replace('_', '-')}" for f in ("channels_last", "compile") if getattr(args, f)]
     command += ["--impls", *impls] if impls else []
     command += ["--model-kwargs", args.model_kwargs] if args.model_kwargs else []
-    command += ["--profile"] if args.profile and task == "time" else []
+    command += ["--profile", "--profile-rows", str(args.profile_rows)] if args.profile and task == "time" else []
     env = dict(os.environ)
     if task == "memory" and args.device == "cpu":
         env["MALLOC_MMAP_THRESHOLD_"] = _CPU_MMAP_THRESHOLD
@@ -265,6 +268,13 @@ def _child(args: argparse.Namespace, task: str, model: str, mode: str, impls: li
     if args.profile and task == "time":
         print(result.stderr, file=sys.stderr)
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def speed_ratios(base: list[float], times: list[float]) -> dict[str, float]:
+    """Speed relative to ``base`` from rounds run side by side: the median of the per-round ratios (robust to the
+    machine slowing down for a while, which moves both steps of a round) and their smallest and largest value."""
+    ratios = sorted(b / t for b, t in zip(base, times))
+    return dict(speed=statistics.median(ratios), speed_min=ratios[0], speed_max=ratios[-1])
 
 
 def _command(args: argparse.Namespace) -> str:
@@ -301,6 +311,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--skip-timing", action="store_true", help="peak memory only")
     parser.add_argument("--profile", action="store_true", help="print torch.profiler's top operators per step")
+    parser.add_argument("--profile-rows", type=int, default=12, help="operators listed per profile table")
     parser.add_argument("--append", help="append the table, command and date to this markdown file")
     parser.add_argument("--child", choices=["memory", "time"], help=argparse.SUPPRESS)  # internal
     parser.add_argument("--model", help=argparse.SUPPRESS)
@@ -322,17 +333,17 @@ def main(args: argparse.Namespace) -> list[dict]:
         for mode in args.modes:
             impls = list(args.impls or [])
             if args.skip_timing:
-                seconds = [float("nan")] * max(len(impls), 1)
+                rounds = [[float("nan")]] * max(len(impls), 1)
             else:
-                seconds = _child(args, "time", model, mode, impls)
+                rounds = _child(args, "time", model, mode, impls)
             peaks = [_child(args, "memory", model, mode, [impl] if impl else []) for impl in impls or [None]]
-            for impl, sec, peak in zip(impls or [f"ours:{args.memory_mode}"], seconds, peaks):
+            for impl, times, peak in zip(impls or [f"ours:{args.memory_mode}"], rounds, peaks):
                 label = f"{model} {args.model_kwargs}" if args.model_kwargs else model
-                rows.append(dict(model=label, mode=mode, impl=impl, sec=sec, peak_mb=peak))
+                rows.append(dict(model=label, mode=mode, impl=impl, sec=statistics.median(times), peak_mb=peak))
             if impls:  # ratios to the first implementation listed
                 base = rows[-len(impls)]
-                for row in rows[-len(impls) :]:
-                    row["speed"] = base["sec"] / row["sec"]
+                for row, times in zip(rows[-len(impls) :], rounds):
+                    row.update(speed_ratios(rounds[0], times))
                     row["memory"] = row["peak_mb"] / base["peak_mb"] if base["peak_mb"] > 0 else float("nan")
     import torch
 
@@ -342,15 +353,26 @@ def main(args: argparse.Namespace) -> list[dict]:
         + (", channels_last" if args.channels_last else "")
         + (", compile" if args.compile else "")
     )
-    header = "| model | mode | implementation | img/s | ms/step | peak MB | speed vs first | memory vs first |"
-    lines = [f"Settings: {settings}", "", header, "|" + "---|" * 8]
+    header = (
+        "| model | mode | implementation | img/s | ms/step | peak MB | speed vs first | speed range (rounds) "
+        "| memory vs first |"
+    )
+    lines = [f"Settings: {settings}", "", header, "|" + "---|" * 9]
     for r in rows:
-        ratios = f"{r['speed']:.2f}x | {r['memory']:.2f}x" if "speed" in r else "- | -"
+        if "speed" in r:
+            ratios = f"{r['speed']:.2f}x | {r['speed_min']:.2f}-{r['speed_max']:.2f}x | {r['memory']:.2f}x"
+        else:
+            ratios = "- | - | -"
         lines.append(
             f"| {r['model']} | {r['mode']} | {r['impl']} | {args.batch_size / r['sec']:.1f} | {1000 * r['sec']:.1f} | "
             f"{r['peak_mb']:.0f} | {ratios} |"
         )
     table = "\n".join(lines)
+    if rows and "speed" in rows[0]:
+        table += (
+            f"\n\nms/step: median of {args.iters} rounds; speed vs first: median of the per-round ratios to the "
+            "first implementation's step in the same round."
+        )
     print(table)
     if args.append:
         stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")

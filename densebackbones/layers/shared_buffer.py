@@ -154,6 +154,28 @@ def _shares_batch_norm(layers: Sequence[nn.Module]) -> bool:
     )
 
 
+def _affine_grads(
+    dy: Tensor, x: Tensor, spare: Tensor, norm: nn.BatchNorm2d, mean: Tensor, var: Tensor, mask: list[bool]
+) -> tuple[Tensor | None, Tensor | None]:
+    """``(sum(dy * xhat), sum(dy))`` per channel, ``xhat`` normalised with the given (fixed) statistics: the weight
+    and bias gradients of a BN layer, from ATen's eval-mode BN backward. ``spare``: free memory of ``dy``'s shape
+    and layout that may be overwritten.
+
+    ``x`` is a channel slice of the buffer, which is not contiguous, and ATen's CPU kernel is several times slower
+    on such input (docs/benchmarks.md, "Where the time goes"). On the CPU the sums are therefore taken per sample
+    in NCHW (each sample's slice is contiguous), and from a contiguous copy in ``spare`` otherwise."""
+    args = (norm.weight, mean, var, None, None, False, norm.eps, mask)
+    if x.device.type == "cpu" and not x.is_contiguous():
+        if len(x) > 1 and x[:1].is_contiguous():
+            parts = [
+                torch.ops.aten.native_batch_norm_backward(dy[i : i + 1], x[i : i + 1], *args) for i in range(len(x))
+            ]
+            return tuple(torch.stack([p[j] for p in parts]).sum(0) if mask[j] else None for j in (1, 2))
+        x = spare.copy_(x)
+    _, dweight, dbias = torch.ops.aten.native_batch_norm_backward(dy, x, *args)
+    return dweight, dbias
+
+
 class _BlockPass:
     """State of one forward (and backward) pass of a dense block over its shared buffer.
 
@@ -184,16 +206,37 @@ class _BlockPass:
             self.invstd = torch.empty_like(self.mean)
             self.unbiased_var = torch.empty_like(self.mean)
             self._channel_stats(0, self.in_chs, x)
+        self.scratch: Tensor | None = None
         self.graphs: list[tuple[Tensor, Tensor] | None] = [None] * len(self.layers)
         self.rng: list[_RngState | None] = [None] * len(self.layers)
         self.autocast = (torch.is_autocast_enabled(x.device.type), torch.get_autocast_dtype(x.device.type))
+
+    @contextlib.contextmanager
+    def _scratch(self) -> Iterator[None]:
+        """One allocation for the BN-ReLU outputs of all layers whose graph is not kept (each is used only until
+        the next layer starts), instead of one per layer: on the CPU a fresh large tensor costs page faults on
+        first touch, since glibc returns large blocks to the system when they are freed. Freed after the pass,
+        so the efficient mode holds it only while its forward or backward runs."""
+        if not self.shared_bn:
+            yield
+            return
+        n, _, h, w = self.buffer.shape
+        widest = self.in_chs + (len(self.layers) - 1) * self.growth_rate  # the last layer's input
+        self.scratch = self.buffer.new_empty(n * widest * h * w)
+        try:
+            yield
+        finally:
+            self.scratch = None
 
     # ------------------------------------------------------------------------------------------------ forward
     def _channel_stats(self, lo: int, hi: int, source: Tensor) -> None:
         """Batch statistics of buffer channels ``lo:hi`` from ``source``, a dense tensor holding them (reducing the
         dense tensor is faster than reducing the strided buffer slice)."""
         x = source.to(self.buffer.dtype).to(self.mean.dtype)  # the values as stored in the buffer
-        var, mean = torch.var_mean(x, dim=(0, 2, 3), correction=0)
+        # Two passes (mean, then mean squared deviation): ATen's CPU var_mean over (N, H, W) is ~9x slower.
+        mean = x.mean((0, 2, 3), keepdim=True)
+        var = (x - mean).square_().mean((0, 2, 3))
+        mean = mean.view(-1)
         count = x.numel() // x.shape[1]
         self.mean[lo:hi] = mean
         self.var[lo:hi] = var
@@ -221,11 +264,17 @@ class _BlockPass:
         norm.running_var.lerp_(self.unbiased_var[:channels].to(norm.running_var.dtype), factor)
 
     def _entry(self, layer: nn.Module, channels: int) -> Tensor:
-        """BN-ReLU of the first ``channels`` buffer channels with shared statistics, as a fresh tensor."""
+        """BN-ReLU of the first ``channels`` buffer channels with shared statistics: a fresh tensor when the layer's
+        graph is kept, else a view of the pass's scratch memory (see ``_scratch``)."""
         scale, shift = self._scale_shift(layer.norm1, channels)
         n, _, h, w = self.buffer.shape
-        z = torch.empty((n, channels, h, w), dtype=self.buffer.dtype, device=self.buffer.device)
-        z = z.contiguous(memory_format=self.memory_format)
+        if self.scratch is None:
+            z = torch.empty((n, channels, h, w), dtype=self.buffer.dtype, device=self.buffer.device)
+            z = z.contiguous(memory_format=self.memory_format)
+        elif self.memory_format == torch.channels_last:
+            z = self.scratch[: n * channels * h * w].view(n, h, w, channels).permute(0, 3, 1, 2)
+        else:
+            z = self.scratch[: n * channels * h * w].view(n, channels, h, w)
         # mul + add_ + relu_: on the CPU, addcmul with broadcast vectors is slower than the two passes.
         torch.mul(_alias(self.buffer, channels), scale.view(1, -1, 1, 1), out=z)
         return z.add_(shift.view(1, -1, 1, 1)).relu_()
@@ -246,26 +295,30 @@ class _BlockPass:
             return start, layer(start)
 
     def forward(self) -> Tensor:
-        for i, layer in enumerate(self.layers):
-            channels = self.in_chs + i * self.growth_rate
-            if self.batch_stats:
-                self._update_running_stats(layer.norm1, channels)
-            if self.record == "graphs":
-                start, out = self._layer_graph(i)
-                self.graphs[i] = (start, out)
-                out = out.detach()
-            else:
-                if self.record == "recompute" and _draws_random(layer):
-                    self.rng[i] = _RngState(self.buffer.device)
-                with torch.no_grad():
-                    if self.shared_bn:
-                        out = layer.rest(self._entry(layer, channels))
-                    else:
-                        out = layer(_alias(self.buffer, channels))
-            self.buffer[:, channels : channels + self.growth_rate].copy_(out)
-            if self.batch_stats:
-                self._channel_stats(channels, channels + self.growth_rate, out)
+        with self._scratch() if self.record != "graphs" else contextlib.nullcontext():
+            for i in range(len(self.layers)):
+                self._forward_layer(i)
         return self.buffer
+
+    def _forward_layer(self, i: int) -> None:
+        layer, channels = self.layers[i], self.in_chs + i * self.growth_rate
+        if self.batch_stats:
+            self._update_running_stats(layer.norm1, channels)
+        if self.record == "graphs":
+            start, out = self._layer_graph(i)
+            self.graphs[i] = (start, out)
+            out = out.detach()
+        else:
+            if self.record == "recompute" and _draws_random(layer):
+                self.rng[i] = _RngState(self.buffer.device)
+            with torch.no_grad():
+                if self.shared_bn:
+                    out = layer.rest(self._entry(layer, channels))
+                else:
+                    out = layer(_alias(self.buffer, channels))
+        self.buffer[:, channels : channels + self.growth_rate].copy_(out)
+        if self.batch_stats:
+            self._channel_stats(channels, channels + self.growth_rate, out)
 
     # ----------------------------------------------------------------------------------------------- backward
     def _recomputed_graph(self, i: int, stop_before_last_conv: bool = False) -> tuple[Tensor, Tensor]:
@@ -303,37 +356,39 @@ class _BlockPass:
         # last layer's output, so it gets no such gradient (normalised_extent).
         normalised_grad = torch.empty_like(self.buffer) if self.batch_stats else None
         self.normalised_extent = 0
-        k = self.growth_rate
-        for i in reversed(range(len(self.layers))):
-            layer, channels = self.layers[i], self.in_chs + i * k
-            grad_out = self._finish_channels(grad, normalised_grad, channels, channels + k)
-            trainable = [
-                p for p in (layer.rest_parameters() if self.shared_bn else layer.parameters()) if p.requires_grad
-            ]
-            if self.record == "graphs":
-                start, out = self.graphs[i]
-                self.graphs[i] = None  # free this layer's activations once used
-                grads = torch.autograd.grad(out, [start, *trainable], grad_out)
-            else:
-                # The recomputation must not count as a second BN update; the statistics are put back only after
-                # the layer's backward, which reads them.
-                with _running_stats_kept(layer):
-                    stop = self.shared_bn and _last_conv_separable(layer)
-                    start, out = self._recomputed_graph(i, stop_before_last_conv=stop)
-                    if stop:  # the last conv's output is not needed for its backward: not recomputed
-                        grad_out = self._last_conv_backward(layer, out, grad_out, index, param_grads)
-                        last = {id(p) for p in layer.conv2.parameters()}
-                        trainable = [p for p in trainable if id(p) not in last]
-                    grads = torch.autograd.grad(out, [start, *trainable], grad_out)
-            for p, g in zip(trainable, grads[1:]):
-                param_grads[index[id(p)]] = g
-            start, out = start.detach(), None  # free the layer's graph before the entry's backward
-            if self.shared_bn:
-                self._entry_backward(layer, channels, start, grads[0], grad, normalised_grad, index, param_grads)
-            else:
-                grad[:, :channels] += grads[0]
-            del start, grads
+        with self._scratch() if self.record == "recompute" else contextlib.nullcontext():
+            for i in reversed(range(len(self.layers))):
+                self._backward_layer(i, grad, normalised_grad, index, param_grads)
         return self._finish_channels(grad, normalised_grad, 0, self.in_chs), param_grads
+
+    def _backward_layer(self, i, grad, normalised_grad, index, param_grads) -> None:
+        k = self.growth_rate
+        layer, channels = self.layers[i], self.in_chs + i * k
+        grad_out = self._finish_channels(grad, normalised_grad, channels, channels + k)
+        trainable = [p for p in (layer.rest_parameters() if self.shared_bn else layer.parameters()) if p.requires_grad]
+        if self.record == "graphs":
+            start, out = self.graphs[i]
+            self.graphs[i] = None  # free this layer's activations once used
+            grads = torch.autograd.grad(out, [start, *trainable], grad_out)
+        else:
+            # The recomputation must not count as a second BN update; the statistics are put back only after
+            # the layer's backward, which reads them.
+            with _running_stats_kept(layer):
+                stop = self.shared_bn and _last_conv_separable(layer)
+                start, out = self._recomputed_graph(i, stop_before_last_conv=stop)
+                if stop:  # the last conv's output is not needed for its backward: not recomputed
+                    grad_out = self._last_conv_backward(layer, out, grad_out, index, param_grads)
+                    last = {id(p) for p in layer.conv2.parameters()}
+                    trainable = [p for p in trainable if id(p) not in last]
+                grads = torch.autograd.grad(out, [start, *trainable], grad_out)
+        for p, g in zip(trainable, grads[1:]):
+            param_grads[index[id(p)]] = g
+        start, out = start.detach(), None  # free the layer's graph before the entry's backward
+        if self.shared_bn:
+            self._entry_backward(layer, channels, start, grads[0], grad, normalised_grad, index, param_grads)
+        else:
+            grad[:, :channels] += grads[0]
+        del start, grads
 
     def _entry_backward(self, layer, channels, z, dz, grad, normalised_grad, index, param_grads) -> None:
         """Backward of ``relu(bn(x))`` for one layer with the statistics held fixed (the shared normalisation's own
@@ -342,10 +397,8 @@ class _BlockPass:
         dy = torch.ops.aten.threshold_backward.grad_input(dz, z, 0, grad_input=dz)  # ReLU, in place
         mean, var, invstd = self._norm_stats(norm, channels)
         mask = [False, norm.weight.requires_grad, norm.bias.requires_grad]
-        if any(mask):  # dweight = sum(dy * xhat), dbias = sum(dy): eval-mode BN backward, fixed statistics
-            _, dweight, dbias = torch.ops.aten.native_batch_norm_backward(
-                dy, _alias(self.buffer, channels), norm.weight, mean, var, None, None, False, norm.eps, mask
-            )
+        if any(mask):
+            dweight, dbias = _affine_grads(dy, _alias(self.buffer, channels), z, norm, mean, var, mask)
             for p, g in ((norm.weight, dweight), (norm.bias, dbias)):
                 if p.requires_grad:
                     param_grads[index[id(p)]] = g
