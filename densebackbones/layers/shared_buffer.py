@@ -233,7 +233,8 @@ class _BlockPass:
         """Batch statistics of buffer channels ``lo:hi`` from ``source``, a dense tensor holding them (reducing the
         dense tensor is faster than reducing the strided buffer slice)."""
         x = source.to(self.buffer.dtype).to(self.mean.dtype)  # the values as stored in the buffer
-        # Two passes (mean, then mean squared deviation): ATen's CPU var_mean over (N, H, W) is ~9x slower.
+        # Two passes (mean, then mean squared deviation): ATen's CPU var_mean over (N, H, W) is much slower
+        # (docs/benchmarks.md, "Where the time goes").
         mean = x.mean((0, 2, 3), keepdim=True)
         var = (x - mean).square_().mean((0, 2, 3))
         mean = mean.view(-1)
