@@ -216,8 +216,9 @@ class _BlockPass:
         """One allocation for the BN-ReLU outputs of all layers whose graph is not kept (each is used only until
         the next layer starts), instead of one per layer: on the CPU a fresh large tensor costs page faults on
         first touch, since glibc returns large blocks to the system when they are freed. Freed after the pass,
-        so the efficient mode holds it only while its forward or backward runs."""
-        if not self.shared_bn:
+        so the efficient mode holds it only while its forward or backward runs. With graphs kept ('graphs'),
+        every layer's BN-ReLU output is saved for its backward and gets its own tensor."""
+        if not self.shared_bn or self.record == "graphs":
             yield
             return
         n, _, h, w = self.buffer.shape
@@ -296,7 +297,7 @@ class _BlockPass:
             return start, layer(start)
 
     def forward(self) -> Tensor:
-        with self._scratch() if self.record != "graphs" else contextlib.nullcontext():
+        with self._scratch():
             for i in range(len(self.layers)):
                 self._forward_layer(i)
         return self.buffer
@@ -357,7 +358,7 @@ class _BlockPass:
         # last layer's output, so it gets no such gradient (normalised_extent).
         normalised_grad = torch.empty_like(self.buffer) if self.batch_stats else None
         self.normalised_extent = 0
-        with self._scratch() if self.record == "recompute" else contextlib.nullcontext():
+        with self._scratch():
             for i in reversed(range(len(self.layers))):
                 self._backward_layer(i, grad, normalised_grad, index, param_grads)
         return self._finish_channels(grad, normalised_grad, 0, self.in_chs), param_grads
@@ -389,7 +390,6 @@ class _BlockPass:
             self._entry_backward(layer, channels, start, grads[0], grad, normalised_grad, index, param_grads)
         else:
             grad[:, :channels] += grads[0]
-        del start, grads
 
     def _entry_backward(self, layer, channels, z, dz, grad, normalised_grad, index, param_grads) -> None:
         """Backward of ``relu(bn(x))`` for one layer with the statistics held fixed (the shared normalisation's own
