@@ -81,9 +81,14 @@ def test_generic_layers_equal_plain(mode):
 @pytest.mark.parametrize("mode", FAST_MODES)
 @pytest.mark.parametrize("preact", [True, False], ids=["preact", "postact"])
 @pytest.mark.parametrize("concat_input", [True, False], ids=["with-input", "new-maps-only"])
-def test_block_variants_equal_plain(mode, preact, concat_input):
-    # FC-DenseNet's up path returns only the new maps; post-activation layers run conv first.
-    block = DenseBlock(3, 6, 4, concat_input=concat_input, preact=preact, drop_rate=0.1, memory_mode="plain")
+@pytest.mark.parametrize("bn_size", [4, None], ids=["bottleneck", "basic"])
+def test_block_variants_equal_plain(mode, preact, concat_input, bn_size):
+    # FC-DenseNet's layers (basic, biased convolutions) and up path (only the new maps); post-activation layers
+    # run conv first.
+    block = DenseBlock(
+        3, 6, 4, concat_input=concat_input, preact=preact, drop_rate=0.1, bn_size=bn_size, conv_bias=True,
+        memory_mode="plain",
+    )  # fmt: skip
     plain, other = _pair(mode, nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), block))
     _assert_same_step(plain, other, torch.randn(3, 3, 6, 6, dtype=torch.float64))
 
@@ -101,6 +106,29 @@ def test_momentum_none_frozen_parameters_and_channels_last(mode):
     _assert_same_step(plain, other, x)
     _assert_same_step(plain, other, x, seed=2)
     assert other.features.denseblock1.denselayer2.conv1.weight.grad is None
+
+
+@pytest.mark.parametrize("bn_size", [4, None], ids=["bottleneck", "basic"])
+def test_buffer_mode_keeps_no_entry_output(bn_size):
+    # The buffer mode recomputes each layer's entry BN-ReLU in backward instead of saving it: no tensor as wide as
+    # a layer's input (in_chs + i * k channels, i >= 1) may be saved for backward, while the plain mode saves them.
+    in_chs, k, num_layers = 5, 3, 4
+    widths = {in_chs + i * k for i in range(1, num_layers)}
+    saved = {}
+    for mode in ("plain", "buffer"):
+        block = DenseBlock(num_layers, in_chs, k, bn_size=bn_size, memory_mode=mode)
+        shapes = saved[mode] = []
+
+        def pack(t, shapes=shapes):
+            shapes.append(tuple(t.shape))
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            out = block(torch.randn(2, in_chs, 6, 6, requires_grad=True))
+        out.sum().backward()
+    wide = {mode: [s for s in shapes if len(s) == 4 and s[1] in widths] for mode, shapes in saved.items()}
+    assert wide["plain"], "the check needs the plain mode to save its layers' entry outputs"
+    assert wide["buffer"] == [], wide["buffer"]
 
 
 def test_bf16_autocast():

@@ -93,13 +93,17 @@ class DenseLayer(nn.Module):
     def rest(self, z: Tensor) -> Tensor:
         """Everything after the entry BN-ReLU (pre-activation) or the whole layer (post-activation)."""
         if self.preact:
-            if self.conv2 is None:
-                return self.drop1(self.conv1(z))
-            return self.drop2(self.conv2(self.last_conv_input(z)))
+            return self.after_first_conv(self.conv1(z))
         x = self.drop1(self.act1(self.norm1(self.conv1(z))))
         if self.conv2 is None:
             return x
         return self.drop2(self.act2(self.norm2(self.conv2(x))))
+
+    def after_first_conv(self, h: Tensor) -> Tensor:
+        """A pre-activation layer from the output of ``conv1`` to its end."""
+        if self.conv2 is None:
+            return self.drop1(h)
+        return self.drop2(self.conv2(self.act2(self.norm2(self.drop1(h)))))
 
     def last_conv_input(self, z: Tensor) -> Tensor:
         """A pre-activation bottleneck layer from after its entry BN-ReLU up to the input of ``conv2``."""

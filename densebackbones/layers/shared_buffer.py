@@ -12,7 +12,9 @@ quadratically with depth (Pleiss et al., "Memory-Efficient Implementation of Den
   the layers' gradients w.r.t. the normalised maps are summed and sent through the normalisation once per channel
   (BN backward is linear in its output gradient). Running statistics are updated once per layer and step, exactly
   as ``nn.BatchNorm2d`` does;
-* ``memory_mode='buffer'`` (default) keeps each layer's internal activations from the forward pass;
+* ``memory_mode='buffer'`` (default) keeps each layer's activations from the output of its first convolution on
+  and recomputes the entry BN-ReLU (an elementwise pass) in backward, as Pleiss et al. do with their shared
+  storage, so what it holds grows linearly with depth besides the buffer;
   ``memory_mode='efficient'`` keeps only the buffer and recomputes each layer's BN-ReLU and convolutions in backward
   (optMemory 4 of the official Torch code; running statistics are not updated by the recomputation, and dropout
   draws the same masks). The recomputation stops at the input of a layer's last convolution, whose backward needs
@@ -126,17 +128,16 @@ class _RngState:
             yield
 
 
+def _plain_conv(conv: nn.Module | None) -> bool:
+    """Whether ``conv`` is a zero-padded ``nn.Conv2d`` whose backward ATen's ``convolution_backward`` computes
+    from the convolution's input alone."""
+    return type(conv) is nn.Conv2d and conv.padding_mode == "zeros" and isinstance(conv.padding, tuple)
+
+
 def _last_conv_separable(layer: nn.Module) -> bool:
-    """Whether the layer ends in a plain zero-padded convolution without dropout after it, so that the
-    recomputation can stop at that convolution's input (its backward needs nothing else)."""
-    conv = layer.conv2
-    return (
-        layer.preact
-        and type(conv) is nn.Conv2d
-        and conv.padding_mode == "zeros"
-        and isinstance(conv.padding, tuple)
-        and isinstance(layer.drop2, nn.Identity)
-    )
+    """Whether the layer ends in a plain convolution without dropout after it, so that the recomputation can stop
+    at that convolution's input (its backward needs nothing else)."""
+    return layer.preact and _plain_conv(layer.conv2) and isinstance(layer.drop2, nn.Identity)
 
 
 def _shares_batch_norm(layers: Sequence[nn.Module]) -> bool:
@@ -181,6 +182,12 @@ class _BlockPass:
 
     ``record``: ``'none'`` (no backward will come), ``'graphs'`` (keep every layer's autograd graph) or
     ``'recompute'`` (keep only the buffer; rebuild each layer's graph in backward).
+
+    With ``'graphs'`` and shared BN statistics, a layer's graph starts at the output of its first convolution:
+    the entry BN-ReLU output that convolution reads (as wide as the layer's input) is not kept but recomputed in
+    backward, one elementwise pass into memory reused by every layer, and the convolution's backward is taken from
+    it directly. Keeping it would hold a tensor as large as all the layer inputs together (memory quadratic in
+    depth) and cost every layer a freshly allocated one, which on the CPU is page-faulted in on first touch.
     """
 
     def __init__(self, block: nn.Module, x: Tensor, record: str) -> None:
@@ -194,6 +201,9 @@ class _BlockPass:
         self.buffer = torch.empty((n, channels, h, w), dtype=x.dtype, device=x.device, memory_format=self.memory_format)
         self.buffer[:, : self.in_chs].copy_(x)
         self.shared_bn = _shares_batch_norm(self.layers)
+        self.entry_recomputed = (
+            record == "graphs" and self.shared_bn and all(_plain_conv(layer.conv1) for layer in self.layers)
+        )
         self.batch_stats = self.shared_bn and self.layers[0].norm1.training
         if self.batch_stats:
             if n * h * w <= 1:
@@ -216,9 +226,9 @@ class _BlockPass:
         """One allocation for the BN-ReLU outputs of all layers whose graph is not kept (each is used only until
         the next layer starts), instead of one per layer: on the CPU a fresh large tensor costs page faults on
         first touch, since glibc returns large blocks to the system when they are freed. Freed after the pass,
-        so the efficient mode holds it only while its forward or backward runs. With graphs kept ('graphs'),
-        every layer's BN-ReLU output is saved for its backward and gets its own tensor."""
-        if not self.shared_bn or self.record == "graphs":
+        so the efficient mode holds it only while its forward or backward runs. With graphs kept ('graphs') and
+        no recomputed entry, every layer's BN-ReLU output is saved for its backward and gets its own tensor."""
+        if not self.shared_bn or (self.record == "graphs" and not self.entry_recomputed):
             yield
             return
         n, _, h, w = self.buffer.shape
@@ -306,7 +316,15 @@ class _BlockPass:
         layer, channels = self.layers[i], self.in_chs + i * self.growth_rate
         if self.batch_stats:
             self._update_running_stats(layer.norm1, channels)
-        if self.record == "graphs":
+        if self.entry_recomputed:
+            with torch.no_grad():
+                start = layer.conv1(self._entry(layer, channels))
+            start.requires_grad_()
+            with torch.enable_grad():
+                out = layer.after_first_conv(start)
+            self.graphs[i] = (start, out)
+            out = out.detach()
+        elif self.record == "graphs":
             start, out = self._layer_graph(i)
             self.graphs[i] = (start, out)
             out = out.detach()
@@ -368,6 +386,18 @@ class _BlockPass:
         layer, channels = self.layers[i], self.in_chs + i * k
         grad_out = self._finish_channels(grad, normalised_grad, channels, channels + k)
         trainable = [p for p in (layer.rest_parameters() if self.shared_bn else layer.parameters()) if p.requires_grad]
+        if self.entry_recomputed:
+            h, out = self.graphs[i]
+            self.graphs[i] = None
+            first = {id(p) for p in layer.conv1.parameters()}
+            trainable = [p for p in trainable if id(p) not in first]  # not in the graph, which starts after conv1
+            grads = torch.autograd.grad(out, [h, *trainable], grad_out)
+            self._store_grads(trainable, grads[1:], index, param_grads)
+            h = out = None
+            start = self._entry(layer, channels)
+            grad_start = self._conv_backward(layer.conv1, start, grads[0], index, param_grads).to(start.dtype)
+            self._entry_backward(layer, channels, start, grad_start, grad, normalised_grad, index, param_grads)
+            return
         if self.record == "graphs":
             start, out = self.graphs[i]
             self.graphs[i] = None  # free this layer's activations once used
@@ -379,12 +409,11 @@ class _BlockPass:
                 stop = self.shared_bn and _last_conv_separable(layer)
                 start, out = self._recomputed_graph(i, stop_before_last_conv=stop)
                 if stop:  # the last conv's output is not needed for its backward: not recomputed
-                    grad_out = self._last_conv_backward(layer, out, grad_out, index, param_grads)
+                    grad_out = self._conv_backward(layer.conv2, out, grad_out, index, param_grads)
                     last = {id(p) for p in layer.conv2.parameters()}
                     trainable = [p for p in trainable if id(p) not in last]
                 grads = torch.autograd.grad(out, [start, *trainable], grad_out)
-        for p, g in zip(trainable, grads[1:]):
-            param_grads[index[id(p)]] = g
+        self._store_grads(trainable, grads[1:], index, param_grads)
         start, out = start.detach(), None  # free the layer's graph before the entry's backward
         if self.shared_bn:
             self._entry_backward(layer, channels, start, grads[0], grad, normalised_grad, index, param_grads)
@@ -413,16 +442,23 @@ class _BlockPass:
         else:
             normalised_grad[:, :channels].addcmul_(dy, scale)
 
-    def _last_conv_backward(self, layer, h: Tensor, grad_out: Tensor, index, param_grads) -> Tensor:
-        """Backward of the layer's last convolution from its input alone: the recomputation stops before it."""
-        conv = layer.conv2
-        weight = conv.weight.to(h.dtype)  # autocast ran the convolution in h's dtype
+    @staticmethod
+    def _store_grads(params: Sequence[Tensor], grads: Sequence[Tensor], index, param_grads) -> None:
+        for p, g in zip(params, grads):
+            param_grads[index[id(p)]] = g
+
+    def _conv_backward(self, conv: nn.Conv2d, x: Tensor, grad_out: Tensor, index, param_grads) -> Tensor:
+        """Backward of a plain convolution from its input ``x`` alone (its output was not kept or recomputed);
+        returns the gradient w.r.t. ``x`` in the dtype the convolution ran in."""
+        enabled, dtype = self.autocast
+        if enabled and x.dtype != torch.float64:  # autocast ran the convolution in its lower precision
+            x = x.to(dtype)
         bias_sizes = [conv.out_channels] if conv.bias is not None else None
         mask = [True, conv.weight.requires_grad, conv.bias is not None and conv.bias.requires_grad]
-        grad_h, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
-            grad_out.to(h.dtype),
-            h,
-            weight,
+        grad_x, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
+            grad_out.to(x.dtype),
+            x,
+            conv.weight.to(x.dtype),
             bias_sizes,
             conv.stride,
             conv.padding,
@@ -435,7 +471,7 @@ class _BlockPass:
         for p, g, wanted in ((conv.weight, grad_weight, mask[1]), (conv.bias, grad_bias, mask[2])):
             if wanted:
                 param_grads[index[id(p)]] = g.to(p.dtype)
-        return grad_h
+        return grad_x
 
 
 class _DenseBlockFunction(torch.autograd.Function):
