@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 import densebackbones as db
 
@@ -89,3 +90,26 @@ def test_profile_prints_the_requested_number_of_operators(capsys):
     assert "## densenet_bc100_k12_cifar train buffer" in table
     rows = [line for line in table.splitlines() if "%" in line and "Self CPU %" not in line]  # operator rows
     assert len(rows) == 3
+
+
+@pytest.mark.parametrize(
+    ("impl", "channels_last"),
+    [
+        ("ours:buffer", True),  # our CPU default: channels_last blocks for an NCHW input
+        ("ours:buffer:input-layout", False),
+        ("torchvision", False),
+        ("torchvision:channels_last", True),
+        ("timm:channels_last", True),
+    ],
+)
+def test_layout_variants_run_their_blocks_in_the_layout_they_name(impl, channels_last):
+    args = benchmark.get_args_parser().parse_args(["--batch-size", "2", "--img-size", "8"])
+    args.model, args.mode = "densenet_bc100_k12_cifar", "train"
+    model, step = benchmark.build(args, impl)
+    seen = []
+    model.features.denseblock2.register_forward_hook(lambda module, inputs, output: seen.append(output))
+    step()
+    out = seen[0]
+    assert out.is_contiguous(memory_format=torch.channels_last) is channels_last
+    assert out.is_contiguous() is not channels_last
+    assert db.layers.set_cpu_channels_last(True) is True  # the input-layout variant restored the setting

@@ -11,7 +11,7 @@ import torch.nn as nn
 from conftest import tiny_densenet
 
 import densebackbones as db
-from densebackbones.layers import DenseBlock, set_memory_mode
+from densebackbones.layers import DenseBlock, set_cpu_channels_last, set_memory_mode
 
 FAST_MODES = ["buffer", "efficient"]
 
@@ -129,6 +129,32 @@ def test_buffer_mode_keeps_no_entry_output(bn_size):
     wide = {mode: [s for s in shapes if len(s) == 4 and s[1] in widths] for mode, shapes in saved.items()}
     assert wide["plain"], "the check needs the plain mode to save its layers' entry outputs"
     assert wide["buffer"] == [], wide["buffer"]
+
+
+def _first_block_output(model, x):
+    model = copy.deepcopy(model)  # the block's training-mode forward updates running statistics
+    return model.features.denseblock1(model.features.conv0(x))
+
+
+@pytest.mark.parametrize("mode", FAST_MODES)
+def test_cpu_blocks_compute_in_channels_last(mode):
+    # float32 NCHW input on the CPU: the block works in (and returns) channels_last, with the plain mode's values;
+    # set_cpu_channels_last(False) keeps NCHW, and float64 keeps the input's layout either way.
+    plain = tiny_densenet(block_config=(3, 2), memory_mode="plain")
+    other = copy.deepcopy(plain)
+    set_memory_mode(other, mode)
+    x = torch.randn(4, 3, 8, 8)
+    out = _first_block_output(other, x)
+    assert out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous()
+    _assert_same_step(plain, other, x)
+    previous = set_cpu_channels_last(False)
+    try:
+        assert previous is True
+        assert _first_block_output(other, x).is_contiguous()
+        _assert_same_step(plain, other, x)
+    finally:
+        set_cpu_channels_last(previous)
+    assert _first_block_output(other.double(), x.double()).is_contiguous()
 
 
 def test_bf16_autocast():

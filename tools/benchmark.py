@@ -13,7 +13,11 @@ Comparison of implementations of one classification model, with ratios to the fi
 ``ours:<mode>`` is this library in memory mode ``plain``, ``buffer`` or ``efficient``; ``torchvision`` and ``timm``
 are their ``DenseNet`` classes built with the same layout (for CIFAR models the stem is swapped for the paper's 3x3
 convolution; parameter counts are checked to be equal), ``:checkpoint`` their memory-efficient options
-(``memory_efficient=True``: the bottleneck's concatenation and BN-ReLU are checkpointed).
+(``memory_efficient=True``: the bottleneck's concatenation and BN-ReLU are checkpointed). Memory format: on the CPU
+our blocks compute in channels_last whatever the input's layout (``densebackbones.layers.set_cpu_channels_last``);
+``ours:buffer:input-layout`` turns that off for its steps, and ``torchvision:channels_last``/``timm:channels_last``
+run those models and their input in channels_last, so one table separates what the layout gives from the rest
+(``--channels-last`` converts every implementation).
 
 Timing: all implementations of a comparison run in one process, in interleaved rounds (one step of each per round,
 after warm-up). The table gives each one's median step and its speed relative to the first implementation as the
@@ -46,10 +50,13 @@ IMPLS = (
     "ours:plain",
     "ours:buffer",
     "ours:efficient",
+    "ours:buffer:input-layout",
     "torchvision",
     "torchvision:checkpoint",
+    "torchvision:channels_last",
     "timm",
     "timm:checkpoint",
+    "timm:channels_last",
 )
 _CPU_MMAP_THRESHOLD = "131072"
 
@@ -125,7 +132,8 @@ def build(args: argparse.Namespace, impl: str | None):
 
     device = torch.device(args.device)
     torch.manual_seed(0)
-    library, _, mode = (impl or f"ours:{args.memory_mode}").partition(":")
+    library, _, option = (impl or f"ours:{args.memory_mode}").partition(":")
+    mode, _, variant = option.partition(":")
     reference = library != "ours"
     detection = not reference and args.model in DETECTION_MODELS
     if reference:
@@ -147,7 +155,8 @@ def build(args: argparse.Namespace, impl: str | None):
         target_shape = (args.batch_size,)
     if not reference:
         db.layers.set_memory_mode(model, mode)
-    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
+    channels_last = args.channels_last or option == "channels_last"
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(device, memory_format=memory_format)
     inputs = torch.randn(args.batch_size, getattr(model, "in_chans", 3), args.img_size, args.img_size, device=device)
     inputs = inputs.contiguous(memory_format=memory_format)
@@ -158,6 +167,16 @@ def build(args: argparse.Namespace, impl: str | None):
     model.train(args.mode == "train")
 
     def step() -> None:
+        if variant == "input-layout":  # this implementation's steps only
+            previous = db.layers.set_cpu_channels_last(False)
+            try:
+                run_step()
+            finally:
+                db.layers.set_cpu_channels_last(previous)
+        else:
+            run_step()
+
+    def run_step() -> None:
         with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
             if args.mode == "train" and detection:
                 loc, conf = runner(inputs)

@@ -1,7 +1,13 @@
 """Dense primitives shared by every family: layers, blocks, transitions, stems, the shared-buffer dense block."""
 
 from .dense import DenseBlock, DenseLayer, LayerFn, Transition
-from .shared_buffer import MEMORY_MODES, check_memory_mode, resolve_memory_mode, set_memory_mode
+from .shared_buffer import (
+    MEMORY_MODES,
+    check_memory_mode,
+    resolve_memory_mode,
+    set_cpu_channels_last,
+    set_memory_mode,
+)
 from .stems import Stem, cifar_stem, imagenet_stem
 
 __all__ = [
@@ -15,5 +21,6 @@ __all__ = [
     "cifar_stem",
     "imagenet_stem",
     "resolve_memory_mode",
+    "set_cpu_channels_last",
     "set_memory_mode",
 ]

@@ -35,9 +35,17 @@ import torch.nn as nn
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-__all__ = ["MEMORY_MODES", "check_memory_mode", "dense_block_forward", "resolve_memory_mode", "set_memory_mode"]
+__all__ = [
+    "MEMORY_MODES",
+    "check_memory_mode",
+    "dense_block_forward",
+    "resolve_memory_mode",
+    "set_cpu_channels_last",
+    "set_memory_mode",
+]
 
 MEMORY_MODES = ("plain", "buffer", "efficient")
+_cpu_channels_last = True
 _STAT_NAMES = ("running_mean", "running_var", "num_batches_tracked")
 
 
@@ -82,10 +90,37 @@ def _alias(buffer: Tensor, channels: int) -> Tensor:
     return view.set_(buffer.untyped_storage(), buffer.storage_offset(), size, buffer.stride())
 
 
+def set_cpu_channels_last(enabled: bool) -> bool:
+    """Whether dense blocks in the ``'buffer'`` and ``'efficient'`` modes compute in channels_last on the CPU
+    whatever their input's layout (default True); returns the previous setting.
+
+    oneDNN's CPU convolutions are faster on channels_last tensors than on contiguous (NCHW) ones, and the 1x1
+    bottleneck and transition convolutions of a DenseNet are most of its step (docs/benchmarks.md, "Memory
+    format"). With the setting on, such a block copies an NCHW input into a channels_last buffer and returns
+    channels_last tensors: the values are the same, only the strides differ (call ``.contiguous()`` where NCHW
+    strides are needed). It applies to float32/bfloat16/float16 inputs of blocks with BatchNorm-ReLU entries;
+    CUDA tensors, float64 and other norm layers keep the input's layout."""
+    global _cpu_channels_last
+    previous, _cpu_channels_last = _cpu_channels_last, bool(enabled)
+    return previous
+
+
 def _memory_format(x: Tensor) -> torch.memory_format:
     if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
         return torch.channels_last
     return torch.contiguous_format
+
+
+def _buffer_format(x: Tensor, shared_bn: bool) -> torch.memory_format:
+    """Layout of a block's buffer: the input's, or channels_last on the CPU (see ``set_cpu_channels_last``)."""
+    if (
+        _cpu_channels_last
+        and shared_bn
+        and x.device.type == "cpu"
+        and x.dtype in (torch.float32, torch.bfloat16, torch.float16)
+    ):
+        return torch.channels_last
+    return _memory_format(x)
 
 
 @contextlib.contextmanager
@@ -197,10 +232,10 @@ class _BlockPass:
         self.in_chs = x.shape[1]
         n, _, h, w = x.shape
         channels = self.in_chs + len(self.layers) * self.growth_rate
-        self.memory_format = _memory_format(x)
+        self.shared_bn = _shares_batch_norm(self.layers)
+        self.memory_format = _buffer_format(x, self.shared_bn)
         self.buffer = torch.empty((n, channels, h, w), dtype=x.dtype, device=x.device, memory_format=self.memory_format)
         self.buffer[:, : self.in_chs].copy_(x)
-        self.shared_bn = _shares_batch_norm(self.layers)
         self.entry_recomputed = (
             record == "graphs" and self.shared_bn and all(_plain_conv(layer.conv1) for layer in self.layers)
         )
