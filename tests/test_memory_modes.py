@@ -157,6 +157,27 @@ def test_cpu_blocks_compute_in_channels_last(mode):
     assert _first_block_output(other.double(), x.double()).is_contiguous()
 
 
+def test_models_run_their_stem_in_the_blocks_layout():
+    # The model converts its input once, so the stem (feature level 0) computes in channels_last as well; not in
+    # the plain mode, not when switched off, not for blocks without BatchNorm-ReLU entries.
+    x = torch.randn(2, 3, 8, 8)
+
+    def stem_is_channels_last(model):
+        stem = model.forward_intermediates(x, indices=[0], intermediates_only=True)[0]
+        return stem.is_contiguous(memory_format=torch.channels_last) and not stem.is_contiguous()
+
+    assert stem_is_channels_last(tiny_densenet())
+    assert not stem_is_channels_last(tiny_densenet(memory_mode="plain"))
+    assert not stem_is_channels_last(tiny_densenet(norm_layer=lambda c: nn.GroupNorm(2, c)))
+    previous = set_cpu_channels_last(False)
+    try:
+        assert not stem_is_channels_last(tiny_densenet())
+    finally:
+        set_cpu_channels_last(previous)
+    stem_only = db.create_model("densenet_bc100_k12_cifar", features_only=True, out_indices=(0,))
+    assert stem_only(torch.randn(2, 3, 32, 32))[0].is_contiguous()  # no dense block left to match
+
+
 def test_bf16_autocast():
     # The buffer mode is close to the plain one (rounding differs: shared statistics are computed in float32 from
     # the bf16 buffer), and the efficient mode recomputes under the forward's autocast state, so it equals the

@@ -4,6 +4,7 @@ from .dense import DenseBlock, DenseLayer, LayerFn, Transition
 from .shared_buffer import (
     MEMORY_MODES,
     check_memory_mode,
+    compute_layout,
     resolve_memory_mode,
     set_cpu_channels_last,
     set_memory_mode,
@@ -19,6 +20,7 @@ __all__ = [
     "Transition",
     "check_memory_mode",
     "cifar_stem",
+    "compute_layout",
     "imagenet_stem",
     "resolve_memory_mode",
     "set_cpu_channels_last",

@@ -38,6 +38,7 @@ from torch.autograd.function import once_differentiable
 __all__ = [
     "MEMORY_MODES",
     "check_memory_mode",
+    "compute_layout",
     "dense_block_forward",
     "resolve_memory_mode",
     "set_cpu_channels_last",
@@ -109,6 +110,22 @@ def _memory_format(x: Tensor) -> torch.memory_format:
     if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
         return torch.channels_last
     return torch.contiguous_format
+
+
+def _traced() -> bool:
+    return torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()
+
+
+def compute_layout(x: Tensor, block: nn.Module) -> Tensor:
+    """``x`` in the layout ``block`` (a :class:`~densebackbones.layers.DenseBlock`) will compute in: a model calls
+    this on its input so that the layers before the first block (the stem) run in that layout too, instead of the
+    block converting their output. A no-op unless the block computes in channels_last on the CPU while ``x`` is
+    NCHW (see ``set_cpu_channels_last``), and under tracing, export and ``torch.compile``."""
+    if block.memory_mode == "plain" or x.dim() != 4 or x.device.type != "cpu" or _traced():
+        return x
+    if _buffer_format(x, _shares_batch_norm(list(block.children()))) == _memory_format(x):
+        return x
+    return x.contiguous(memory_format=torch.channels_last)
 
 
 def _buffer_format(x: Tensor, shared_bn: bool) -> torch.memory_format:
@@ -322,9 +339,12 @@ class _BlockPass:
             z = self.scratch[: n * channels * h * w].view(n, h, w, channels).permute(0, 3, 1, 2)
         else:
             z = self.scratch[: n * channels * h * w].view(n, channels, h, w)
-        # mul + add_ + relu_: on the CPU, addcmul with broadcast vectors is slower than the two passes.
-        torch.mul(_alias(self.buffer, channels), scale.view(1, -1, 1, 1), out=z)
-        return z.add_(shift.view(1, -1, 1, 1)).relu_()
+        x, scale, shift = _alias(self.buffer, channels), scale.view(1, -1, 1, 1), shift.view(1, -1, 1, 1)
+        if self.memory_format == torch.channels_last:  # per-channel vectors broadcast along the innermost dim
+            torch.addcmul(shift, x, scale, out=z)
+        else:  # NCHW: on the CPU addcmul with these broadcasts is slower than the two passes
+            torch.mul(x, scale, out=z).add_(shift)
+        return z.relu_()
 
     def _layer_graph(self, i: int, stop_before_last_conv: bool = False) -> tuple[Tensor, Tensor]:
         """Run layer ``i`` with autograd on: (leaf it starts from, its output or its last convolution's input)."""
@@ -542,7 +562,7 @@ def dense_block_forward(block: nn.Module, x: Tensor) -> Tensor:
     mode = block.memory_mode
     if x.device.type == "meta":  # shape inference (e.g. counting parameters without memory): no storage to share
         mode = "plain"
-    elif torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling():
+    elif _traced():
         if mode == "efficient":
             global _warned_compile
             if not _warned_compile:

@@ -33,7 +33,16 @@ from timm.models import build_model_with_cfg, generate_default_cfgs
 from timm.models._features import feature_take_indices
 from torch import Tensor
 
-from ..layers import DenseBlock, LayerFn, Transition, cifar_stem, imagenet_stem, resolve_memory_mode, set_memory_mode
+from ..layers import (
+    DenseBlock,
+    LayerFn,
+    Transition,
+    cifar_stem,
+    compute_layout,
+    imagenet_stem,
+    resolve_memory_mode,
+    set_memory_mode,
+)
 from ..registry import register_model
 from ._helpers import check_out_indices, load_checkpoint_into
 
@@ -233,6 +242,12 @@ class DenseNet(nn.Module):
                 f"resize or pad it to at least {self.min_input_size}x{self.min_input_size}"
             )
 
+    def _compute_layout(self, x: Tensor) -> Tensor:
+        """The input in the first dense block's compute layout (channels_last on the CPU), so that the stem runs in
+        it too."""
+        block = next((m for m in self.features.children() if isinstance(m, DenseBlock)), None)
+        return x if block is None else compute_layout(x, block)
+
     def _checked_indices(self, indices: int | list[int] | tuple[int, ...] | None) -> int | list[int] | None:
         name = (getattr(self, "pretrained_cfg", None) or {}).get("architecture") or type(self).__name__
         return check_out_indices(self.feature_info, indices, name)
@@ -261,6 +276,7 @@ class DenseNet(nn.Module):
         if output_fmt != "NCHW":
             raise ValueError(f"output_fmt {output_fmt!r} is not supported; DenseNet returns 'NCHW'")
         self._check_input(x)
+        x = self._compute_layout(x)
         take_indices, max_index = feature_take_indices(len(self.feature_info), self._checked_indices(indices))
         tap_names = [info["module"].split(".", 1)[1] for info in self.feature_info]
         intermediates = []
@@ -300,7 +316,7 @@ class DenseNet(nn.Module):
 
     def forward_features(self, x: Tensor) -> Tensor:
         self._check_input(x)
-        return self.features(x)
+        return self.features(self._compute_layout(x))
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         x = self.head_drop(self.global_pool(x))
