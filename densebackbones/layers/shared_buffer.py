@@ -275,11 +275,12 @@ class _BlockPass:
 
     @contextlib.contextmanager
     def _scratch(self) -> Iterator[None]:
-        """One allocation for the BN-ReLU outputs of all layers whose graph is not kept (each is used only until
-        the next layer starts), instead of one per layer: on the CPU a fresh large tensor costs page faults on
-        first touch, since glibc returns large blocks to the system when they are freed. Freed after the pass,
-        so the efficient mode holds it only while its forward or backward runs. With graphs kept ('graphs') and
-        no recomputed entry, every layer's BN-ReLU output is saved for its backward and gets its own tensor."""
+        """One allocation for the entry BN-ReLU outputs of all layers (each is used only until the next layer
+        starts, and recomputed where backward needs it again), instead of one per layer: on the CPU a fresh large
+        tensor costs page faults on first touch, since glibc returns large blocks to the system when they are
+        freed. Freed after the pass, so it is held only while a block's forward or backward runs. Where a layer's
+        graph includes its entry (generic layers, or a first convolution that is not a plain ``nn.Conv2d``), each
+        layer's BN-ReLU output is saved for its backward and gets its own tensor."""
         if not self.shared_bn or (self.record == "graphs" and not self.entry_recomputed):
             yield
             return
