@@ -186,6 +186,12 @@ def _plain_conv(conv: nn.Module | None) -> bool:
     return type(conv) is nn.Conv2d and conv.padding_mode == "zeros" and isinstance(conv.padding, tuple)
 
 
+def _without(params: Sequence[Tensor], module: nn.Module) -> list[Tensor]:
+    """``params`` less those of ``module``."""
+    drop = {id(p) for p in module.parameters()}
+    return [p for p in params if id(p) not in drop]
+
+
 def _last_conv_separable(layer: nn.Module) -> bool:
     """Whether the layer ends in a plain convolution without dropout after it, so that the recomputation can stop
     at that convolution's input (its backward needs nothing else)."""
@@ -330,7 +336,7 @@ class _BlockPass:
 
     def _entry(self, layer: nn.Module, channels: int) -> Tensor:
         """BN-ReLU of the first ``channels`` buffer channels with shared statistics: a fresh tensor when the layer's
-        graph is kept, else a view of the pass's scratch memory (see ``_scratch``)."""
+        kept graph starts at it, else a view of the pass's scratch memory (see ``_scratch``)."""
         scale, shift = self._scale_shift(layer.norm1, channels)
         n, _, h, w = self.buffer.shape
         if self.scratch is None:
@@ -348,8 +354,16 @@ class _BlockPass:
         return z.relu_()
 
     def _layer_graph(self, i: int, stop_before_last_conv: bool = False) -> tuple[Tensor, Tensor]:
-        """Run layer ``i`` with autograd on: (leaf it starts from, its output or its last convolution's input)."""
+        """Run layer ``i`` with autograd on: (leaf it starts from, its output or its last convolution's input). The
+        leaf is the first convolution's output when the entry is recomputed in backward, else the entry's output
+        (shared BN) or the buffer view (generic layers)."""
         layer, channels = self.layers[i], self.in_chs + i * self.growth_rate
+        if self.entry_recomputed:
+            with torch.no_grad():
+                start = layer.conv1(self._entry(layer, channels))
+            start.requires_grad_()
+            with torch.enable_grad():
+                return start, layer.after_first_conv(start)
         if self.shared_bn:
             with torch.no_grad():
                 start = self._entry(layer, channels)
@@ -372,15 +386,7 @@ class _BlockPass:
         layer, channels = self.layers[i], self.in_chs + i * self.growth_rate
         if self.batch_stats:
             self._update_running_stats(layer.norm1, channels)
-        if self.entry_recomputed:
-            with torch.no_grad():
-                start = layer.conv1(self._entry(layer, channels))
-            start.requires_grad_()
-            with torch.enable_grad():
-                out = layer.after_first_conv(start)
-            self.graphs[i] = (start, out)
-            out = out.detach()
-        elif self.record == "graphs":
+        if self.record == "graphs":
             start, out = self._layer_graph(i)
             self.graphs[i] = (start, out)
             out = out.detach()
@@ -442,21 +448,11 @@ class _BlockPass:
         layer, channels = self.layers[i], self.in_chs + i * k
         grad_out = self._finish_channels(grad, normalised_grad, channels, channels + k)
         trainable = [p for p in (layer.rest_parameters() if self.shared_bn else layer.parameters()) if p.requires_grad]
-        if self.entry_recomputed:
-            h, out = self.graphs[i]
-            self.graphs[i] = None
-            first = {id(p) for p in layer.conv1.parameters()}
-            trainable = [p for p in trainable if id(p) not in first]  # not in the graph, which starts after conv1
-            grads = torch.autograd.grad(out, [h, *trainable], grad_out)
-            self._store_grads(trainable, grads[1:], index, param_grads)
-            h = out = None
-            start = self._entry(layer, channels)
-            grad_start = self._conv_backward(layer.conv1, start, grads[0], index, param_grads).to(start.dtype)
-            self._entry_backward(layer, channels, start, grad_start, grad, normalised_grad, index, param_grads)
-            return
         if self.record == "graphs":
             start, out = self.graphs[i]
             self.graphs[i] = None  # free this layer's activations once used
+            if self.entry_recomputed:  # conv1 is not in the graph, which starts at its output
+                trainable = _without(trainable, layer.conv1)
             grads = torch.autograd.grad(out, [start, *trainable], grad_out)
         else:
             # The recomputation must not count as a second BN update; the statistics are put back only after
@@ -466,15 +462,17 @@ class _BlockPass:
                 start, out = self._recomputed_graph(i, stop_before_last_conv=stop)
                 if stop:  # the last conv's output is not needed for its backward: not recomputed
                     grad_out = self._conv_backward(layer.conv2, out, grad_out, index, param_grads)
-                    last = {id(p) for p in layer.conv2.parameters()}
-                    trainable = [p for p in trainable if id(p) not in last]
+                    trainable = _without(trainable, layer.conv2)
                 grads = torch.autograd.grad(out, [start, *trainable], grad_out)
         self._store_grads(trainable, grads[1:], index, param_grads)
-        start, out = start.detach(), None  # free the layer's graph before the entry's backward
+        start, out, grad_start = start.detach(), None, grads[0]  # free the layer's graph before the entry's backward
+        if self.entry_recomputed:  # the entry output conv1 read, and conv1's backward from it
+            start = self._entry(layer, channels)
+            grad_start = self._conv_backward(layer.conv1, start, grad_start, index, param_grads).to(start.dtype)
         if self.shared_bn:
-            self._entry_backward(layer, channels, start, grads[0], grad, normalised_grad, index, param_grads)
+            self._entry_backward(layer, channels, start, grad_start, grad, normalised_grad, index, param_grads)
         else:
-            grad[:, :channels] += grads[0]
+            grad[:, :channels] += grad_start
 
     def _entry_backward(self, layer, channels, z, dz, grad, normalised_grad, index, param_grads) -> None:
         """Backward of ``relu(bn(x))`` for one layer with the statistics held fixed (the shared normalisation's own
