@@ -409,21 +409,31 @@ class _BlockPass:
         with rng, torch.autocast(self.buffer.device.type, dtype=dtype, enabled=enabled):
             return self._layer_graph(i, stop_before_last_conv)
 
-    def _finish_channels(self, grad: Tensor, fixed_stats_grad: Tensor | None, lo: int, hi: int) -> Tensor:
+    def _finish_channels(self, grad: Tensor, normalised_grad: Tensor | None, lo: int, hi: int) -> Tensor:
         """Gradient w.r.t. buffer channels ``lo:hi``, now that every layer reading them has been through backward.
 
-        ``fixed_stats_grad`` holds the layers' summed gradients computed as if the shared batch statistics were
-        constants; the statistics' own part is added here, once per channel (BN backward is linear in its output
-        gradient: dx = g - mean(g) - xhat * mean(g * xhat), with g that sum)."""
+        ``normalised_grad`` holds the layers' summed gradients w.r.t. the normalised maps ``xhat`` (each layer's
+        ``dy * weight``); with shared batch statistics ``invstd`` is the same for every layer, so one training-mode BN
+        backward per channel turns that sum into the gradient w.r.t. the maps, statistics' own derivative included:
+        dx = invstd * (g - mean(g) - xhat * mean(g * xhat)). That is ATen's training-mode BN backward without a
+        weight, run here on dense copies of the two channel slices: one kernel instead of some eight elementwise ops
+        over the strided slices, and ATen's CPU kernel is slow on strided input (see ``_affine_grads``)."""
         g = grad[:, lo:hi]
-        if fixed_stats_grad is None or lo >= self.normalised_extent:
+        if normalised_grad is None or lo >= self.normalised_extent:
             return g
-        fixed = fixed_stats_grad[:, lo:hi].to(self.mean.dtype)
-        mean, invstd = self.mean[lo:hi].view(1, -1, 1, 1), self.invstd[lo:hi].view(1, -1, 1, 1)
-        xhat = (self.buffer[:, lo:hi].to(self.mean.dtype) - mean) * invstd
-        dims = (0, 2, 3)
-        dx = fixed - fixed.mean(dims, keepdim=True) - xhat * (fixed * xhat).mean(dims, keepdim=True)
-        return g + dx.to(g.dtype)
+        dxhat = self._dense_copy(normalised_grad[:, lo:hi])
+        x = self._dense_copy(self.buffer[:, lo:hi])
+        mean, invstd = self.mean[lo:hi], self.invstd[lo:hi]
+        eps = self.layers[0].norm1.eps
+        dx = torch.ops.aten.native_batch_norm_backward(
+            dxhat, x, None, None, None, mean, invstd, True, eps, [True, False, False]
+        )[0]
+        return dx.to(g.dtype).add_(g)
+
+    def _dense_copy(self, channels: Tensor) -> Tensor:
+        """A channel slice of a buffer-shaped tensor as a dense tensor in the statistics' dtype."""
+        dense = torch.empty(channels.shape, dtype=self.mean.dtype, device=channels.device)
+        return dense.contiguous(memory_format=self.memory_format).copy_(channels)
 
     def backward(self, grad_output: Tensor, params: Sequence[Tensor]) -> tuple[Tensor, list[Tensor | None]]:
         index = {id(p): j for j, p in enumerate(params)}
@@ -433,9 +443,9 @@ class _BlockPass:
         else:  # the block returned only its new maps
             grad = torch.zeros_like(self.buffer)
             grad[:, grad.shape[1] - grad_output.shape[1] :].copy_(grad_output)
-        # Training BN: the layers' gradients w.r.t. the maps with the shared statistics held fixed, summed. The
-        # last layer (first here) reads every channel but its own output and initialises them; nothing reads the
-        # last layer's output, so it gets no such gradient (normalised_extent).
+        # Training BN: the layers' gradients w.r.t. the normalised maps, summed (see _finish_channels). The last
+        # layer (first here) reads every channel but its own output and initialises them; nothing reads the last
+        # layer's output, so it gets no such gradient (normalised_extent).
         normalised_grad = torch.empty_like(self.buffer) if self.batch_stats else None
         self.normalised_extent = 0
         with self._scratch():
@@ -475,8 +485,9 @@ class _BlockPass:
             grad[:, :channels] += grad_start
 
     def _entry_backward(self, layer, channels, z, dz, grad, normalised_grad, index, param_grads) -> None:
-        """Backward of ``relu(bn(x))`` for one layer with the statistics held fixed (the shared normalisation's own
-        derivative is taken once per channel in ``_finish_channels``)."""
+        """Backward of one layer's ``relu(bn(x))``: its affine parameters' gradients, and its share of the gradient
+        w.r.t. the maps (directly with fixed statistics; with batch statistics as a gradient w.r.t. the normalised
+        maps, which ``_finish_channels`` sends through the shared normalisation once per channel)."""
         norm = layer.norm1
         dy = torch.ops.aten.threshold_backward.grad_input(dz, z, 0, grad_input=dz)  # ReLU, in place
         mean, var, invstd = self._norm_stats(norm, channels)
@@ -486,15 +497,18 @@ class _BlockPass:
             for p, g in ((norm.weight, dweight), (norm.bias, dbias)):
                 if p.requires_grad:
                     param_grads[index[id(p)]] = g
-        # dx = dy * weight * invstd, accumulated in place (one pass instead of writing dx and adding it)
-        scale = (norm.weight * invstd).to(dy.dtype).view(1, -1, 1, 1)
-        if not self.batch_stats:
+        if not self.batch_stats:  # fixed statistics: dx = dy * weight * invstd, accumulated in place (one pass)
+            scale = (norm.weight * invstd).to(dy.dtype).view(1, -1, 1, 1)
             grad[:, :channels].addcmul_(dy, scale)
-        elif self.normalised_extent == 0:  # the first contribution initialises the accumulator
-            torch.mul(dy, scale, out=normalised_grad[:, :channels])
+            return
+        # Batch statistics: the gradient w.r.t. the normalised maps, dy * weight, summed over the layers and sent
+        # through the normalisation once per channel (_finish_channels).
+        weight = norm.weight.to(dy.dtype).view(1, -1, 1, 1)
+        if self.normalised_extent == 0:  # the first contribution initialises the accumulator
+            torch.mul(dy, weight, out=normalised_grad[:, :channels])
             self.normalised_extent = channels
         else:
-            normalised_grad[:, :channels].addcmul_(dy, scale)
+            normalised_grad[:, :channels].addcmul_(dy, weight)
 
     @staticmethod
     def _store_grads(params: Sequence[Tensor], grads: Sequence[Tensor], index, param_grads) -> None:
