@@ -71,6 +71,19 @@ def test_model_kwargs_change_only_our_models():
         benchmark.main(args)
 
 
+def test_memory_only_comparison_leaves_the_timing_columns_empty(capsys):
+    args = benchmark.get_args_parser().parse_args(
+        "--impls torchvision ours:efficient --modes train --batch-size 2 --img-size 8 --memory-iters 1 "
+        "--skip-timing".split()
+    )
+    rows = benchmark.main(args)
+    assert [r["sec"] for r in rows] == [None, None] and "speed" not in rows[1]
+    assert rows[0]["memory"] == 1.0 and rows[1]["memory"] == pytest.approx(rows[1]["peak_mb"] / rows[0]["peak_mb"])
+    table = capsys.readouterr().out
+    assert f"| ours:efficient | - | - | {rows[1]['peak_mb']:.0f} | - | - | {rows[1]['memory']:.2f}x |" in table
+    assert "nan" not in table and "median of" not in table
+
+
 def test_speed_is_the_median_of_per_round_ratios():
     # Round 2 ran while the machine was slow for both: its ratio (1.25) counts like the others. The ratio of the
     # median steps (4.0 / 1.82 = 2.2) would pair steps of different rounds.

@@ -351,18 +351,17 @@ def main(args: argparse.Namespace) -> list[dict]:
     for model in args.models:
         for mode in args.modes:
             impls = list(args.impls or [])
-            if args.skip_timing:
-                rounds = [[float("nan")]] * max(len(impls), 1)
-            else:
-                rounds = _child(args, "time", model, mode, impls)
+            rounds = None if args.skip_timing else _child(args, "time", model, mode, impls)
             peaks = [_child(args, "memory", model, mode, [impl] if impl else []) for impl in impls or [None]]
-            for impl, times, peak in zip(impls or [f"ours:{args.memory_mode}"], rounds, peaks):
+            for j, (impl, peak) in enumerate(zip(impls or [f"ours:{args.memory_mode}"], peaks)):
                 label = f"{model} {args.model_kwargs}" if args.model_kwargs else model
-                rows.append(dict(model=label, mode=mode, impl=impl, sec=statistics.median(times), peak_mb=peak))
+                sec = None if rounds is None else statistics.median(rounds[j])
+                rows.append(dict(model=label, mode=mode, impl=impl, sec=sec, peak_mb=peak))
             if impls:  # ratios to the first implementation listed
                 base = rows[-len(impls)]
-                for row, times in zip(rows[-len(impls) :], rounds):
-                    row.update(speed_ratios(rounds[0], times))
+                for j, row in enumerate(rows[-len(impls) :]):
+                    if rounds is not None:
+                        row.update(speed_ratios(rounds[0], rounds[j]))
                     row["memory"] = row["peak_mb"] / base["peak_mb"] if base["peak_mb"] > 0 else float("nan")
     import torch
 
@@ -377,14 +376,12 @@ def main(args: argparse.Namespace) -> list[dict]:
         "| memory vs first |"
     )
     lines = [f"Settings: {settings}", "", header, "|" + "---|" * 9]
-    for r in rows:
-        if "speed" in r:
-            ratios = f"{r['speed']:.2f}x | {r['speed_min']:.2f}-{r['speed_max']:.2f}x | {r['memory']:.2f}x"
-        else:
-            ratios = "- | - | -"
+    for r in rows:  # "-" where a figure was not measured (--skip-timing, or no comparison)
+        timing = "- | -" if r["sec"] is None else f"{args.batch_size / r['sec']:.1f} | {1000 * r['sec']:.1f}"
+        speed = f"{r['speed']:.2f}x | {r['speed_min']:.2f}-{r['speed_max']:.2f}x" if "speed" in r else "- | -"
+        memory = f"{r['memory']:.2f}x" if "memory" in r else "-"
         lines.append(
-            f"| {r['model']} | {r['mode']} | {r['impl']} | {args.batch_size / r['sec']:.1f} | {1000 * r['sec']:.1f} | "
-            f"{r['peak_mb']:.0f} | {ratios} |"
+            f"| {r['model']} | {r['mode']} | {r['impl']} | {timing} | {r['peak_mb']:.0f} | {speed} | {memory} |"
         )
     table = "\n".join(lines)
     if rows and "speed" in rows[0]:
