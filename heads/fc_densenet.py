@@ -29,7 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from densebackbones.layers import DenseBlock, LayerFn, Transition
+from densebackbones.layers import DenseBlock, LayerFn, Transition, compute_layout
 from densebackbones.registry import create_model
 
 __all__ = ["TransitionUp", "FCDenseNetEncoder", "FCDenseNetDecoder", "FCDenseNet", "DenseSegmentor", "match_size"]
@@ -131,7 +131,9 @@ class FCDenseNetEncoder(nn.Module):
         self.feature_info.append(dict(num_chs=chs, reduction=stride, module=f"transitions.{len(self.blocks) - 1}"))
 
     def forward(self, x: Tensor) -> list[Tensor]:
-        x = self.first_conv(x)
+        # The input in the first block's compute layout (channels_last on the CPU), so that the first convolution
+        # runs in it too instead of the block converting its 48-map output.
+        x = self.first_conv(compute_layout(x, self.blocks[0]) if len(self.blocks) else x)
         features = []
         for block, transition in zip(self.blocks, self.transitions):
             x = block(x)

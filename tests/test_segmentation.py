@@ -74,6 +74,25 @@ def test_too_small_input():
         model(torch.randn(1, 3, 31, 64))
 
 
+def test_first_convolution_runs_in_the_blocks_layout():
+    # On the CPU the dense blocks compute in channels_last; the encoder converts the 3-channel input so that its
+    # first convolution does too. Same values either way.
+    model = create_segmentation_model("fc_densenet56", growth_rate=4, layers_per_block=1).eval()
+    x = torch.randn(1, 3, 32, 32)
+    seen = []
+    model.encoder.first_conv.register_forward_hook(lambda m, i, o: seen.append(o))
+    with torch.no_grad():
+        out = model(x)
+        previous = db.layers.set_cpu_channels_last(False)
+        try:
+            reference = model(x)
+        finally:
+            db.layers.set_cpu_channels_last(previous)
+    assert seen[0].is_contiguous(memory_format=torch.channels_last) and not seen[0].is_contiguous()
+    assert seen[1].is_contiguous()
+    torch.testing.assert_close(out, reference, rtol=1e-4, atol=1e-5)
+
+
 def test_gradient_reaches_every_parameter():
     model = create_segmentation_model("fc_densenet56", growth_rate=4, layers_per_block=(1, 2, 1, 2, 1, 2, 1))
     out = model(torch.randn(2, 3, 40, 36))
