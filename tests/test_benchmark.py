@@ -126,3 +126,24 @@ def test_layout_variants_run_their_blocks_in_the_layout_they_name(impl, channels
     assert out.is_contiguous(memory_format=torch.channels_last) is channels_last
     assert out.is_contiguous() is not channels_last
     assert db.layers.set_cpu_channels_last(True) is True  # the input-layout variant restored the setting
+
+
+@pytest.mark.parametrize(
+    ("impl", "compiled"),
+    [("torchvision:compile", True), ("timm:compile", True), ("ours:plain:compile", True), ("ours:buffer", False)],
+)
+def test_compile_variants_compile_their_model_only(monkeypatch, impl, compiled):
+    compiled_models = []
+
+    def fake_compile(model, **kwargs):  # records what would be compiled; Inductor itself is too slow for CI
+        compiled_models.append(model)
+        return model
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    args = benchmark.get_args_parser().parse_args(["--batch-size", "2", "--img-size", "8"])
+    args.model, args.mode = "densenet_bc100_k12_cifar", "train"
+    model, step = benchmark.build(args, impl)
+    step()
+    assert compiled_models == ([model] if compiled else [])
+    if impl.startswith("ours"):
+        assert model.features.denseblock1.memory_mode == impl.split(":")[1]

@@ -17,7 +17,11 @@ convolution; parameter counts are checked to be equal), ``:checkpoint`` their me
 our blocks compute in channels_last whatever the input's layout (``densebackbones.layers.set_cpu_channels_last``);
 ``ours:buffer:input-layout`` turns that off for its steps, and ``torchvision:channels_last``/``timm:channels_last``
 run those models and their input in channels_last, so one table separates what the layout gives from the rest
-(``--channels-last`` converts every implementation).
+(``--channels-last`` converts every implementation). ``torchvision:compile``, ``timm:compile`` and
+``ours:plain:compile`` run ``torch.compile`` (default Inductor backend) on that model alone, so a table shows whether
+compiling helps against the eager modes (under ``torch.compile`` our blocks trace the plain concatenation graph
+whatever their mode, hence ``ours:plain``; ``--compile`` compiles every implementation). Compilation happens in the
+warm-up steps and is not timed.
 
 Timing: all implementations of a comparison run in one process, in interleaved rounds (one step of each per round,
 after warm-up). The table gives each one's median step and its speed relative to the first implementation as the
@@ -51,12 +55,15 @@ IMPLS = (
     "ours:buffer",
     "ours:efficient",
     "ours:buffer:input-layout",
+    "ours:plain:compile",
     "torchvision",
     "torchvision:checkpoint",
     "torchvision:channels_last",
+    "torchvision:compile",
     "timm",
     "timm:checkpoint",
     "timm:channels_last",
+    "timm:compile",
 )
 _CPU_MMAP_THRESHOLD = "131072"
 
@@ -162,7 +169,7 @@ def build(args: argparse.Namespace, impl: str | None):
     inputs = inputs.contiguous(memory_format=memory_format)
     targets = torch.randint(0, model.num_classes, target_shape, device=device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    runner = torch.compile(model) if args.compile else model
+    runner = torch.compile(model) if args.compile or "compile" in (option, variant) else model
     amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.amp)
     model.train(args.mode == "train")
 
