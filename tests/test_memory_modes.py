@@ -93,6 +93,29 @@ def test_block_variants_equal_plain(mode, preact, concat_input, bn_size):
     _assert_same_step(plain, other, torch.randn(3, 3, 6, 6, dtype=torch.float64))
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32-channels-last"])
+def test_first_convolution_that_is_not_plain_keeps_the_entry_in_the_graph(dtype):
+    # A first convolution ATen's convolution_backward cannot stand in for (here: reflect padding, numerically the
+    # same for a 1x1 convolution) makes the buffer mode keep each layer's entry output for autograd instead of
+    # recomputing it; in float32 on the CPU that output is allocated in channels_last.
+    plain = tiny_densenet(block_config=(3, 2), memory_mode="plain")
+    for name, module in plain.named_modules():
+        if name.endswith("conv1") and "denselayer" in name:
+            module.padding_mode = "reflect"
+    plain = plain.to(dtype)
+    other = copy.deepcopy(plain)
+    set_memory_mode(other, "buffer")
+    x = torch.randn(4, 3, 8, 8, dtype=dtype)
+    if dtype == torch.float64:
+        _assert_same_step(plain, other, x)
+        return
+    out_p, grad_p = _step(plain, x)
+    out_o, grad_o = _step(other, x)
+    assert other.forward_features(x).is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out_o, out_p, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(grad_o, grad_p, rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("mode", FAST_MODES)
 def test_momentum_none_frozen_parameters_and_channels_last(mode):
     plain, other = _pair(mode, tiny_densenet(block_config=(3, 2), memory_mode="plain"))

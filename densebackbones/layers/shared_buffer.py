@@ -340,8 +340,8 @@ class _BlockPass:
         scale, shift = self._scale_shift(layer.norm1, channels)
         n, _, h, w = self.buffer.shape
         if self.scratch is None:
-            z = torch.empty((n, channels, h, w), dtype=self.buffer.dtype, device=self.buffer.device)
-            z = z.contiguous(memory_format=self.memory_format)
+            shape, dtype, device = (n, channels, h, w), self.buffer.dtype, self.buffer.device
+            z = torch.empty(shape, dtype=dtype, device=device, memory_format=self.memory_format)
         elif self.memory_format == torch.channels_last:
             z = self.scratch[: n * channels * h * w].view(n, h, w, channels).permute(0, 3, 1, 2)
         else:
@@ -432,8 +432,10 @@ class _BlockPass:
 
     def _dense_copy(self, channels: Tensor) -> Tensor:
         """A channel slice of a buffer-shaped tensor as a dense tensor in the statistics' dtype."""
-        dense = torch.empty(channels.shape, dtype=self.mean.dtype, device=channels.device)
-        return dense.contiguous(memory_format=self.memory_format).copy_(channels)
+        dense = torch.empty(
+            channels.shape, dtype=self.mean.dtype, device=channels.device, memory_format=self.memory_format
+        )
+        return dense.copy_(channels)
 
     def backward(self, grad_output: Tensor, params: Sequence[Tensor]) -> tuple[Tensor, list[Tensor | None]]:
         index = {id(p): j for j, p in enumerate(params)}
