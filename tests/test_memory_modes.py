@@ -38,9 +38,9 @@ def _assert_same_step(reference, model, x, seed=0):
         torch.testing.assert_close(b, a, msg=f"buffer {name}")
 
 
-def _pair(mode, model=None, **kwargs):
+def _pair(mode, model=None, dtype=torch.float64, **kwargs):
     plain = model if model is not None else tiny_densenet(block_config=(3, 2), memory_mode="plain", **kwargs)
-    plain = plain.double()
+    plain = plain.to(dtype)
     other = copy.deepcopy(plain)
     assert set_memory_mode(other, mode) > 0
     return plain, other
@@ -97,14 +97,12 @@ def test_block_variants_equal_plain(mode, preact, concat_input, bn_size):
 def test_first_convolution_that_is_not_plain_keeps_the_entry_in_the_graph(dtype):
     # A first convolution ATen's convolution_backward cannot stand in for (here: reflect padding, numerically the
     # same for a 1x1 convolution) makes the buffer mode keep each layer's entry output for autograd instead of
-    # recomputing it; in float32 on the CPU that output is allocated in channels_last.
+    # recomputing it; in float32 on the CPU that path runs on a channels_last buffer.
     plain = tiny_densenet(block_config=(3, 2), memory_mode="plain")
     for name, module in plain.named_modules():
         if name.endswith("conv1") and "denselayer" in name:
             module.padding_mode = "reflect"
-    plain = plain.to(dtype)
-    other = copy.deepcopy(plain)
-    set_memory_mode(other, "buffer")
+    plain, other = _pair("buffer", plain, dtype=dtype)
     x = torch.randn(4, 3, 8, 8, dtype=dtype)
     if dtype == torch.float64:
         _assert_same_step(plain, other, x)
@@ -163,9 +161,7 @@ def _first_block_output(model, x):
 def test_cpu_blocks_compute_in_channels_last(mode):
     # float32 NCHW input on the CPU: the block works in (and returns) channels_last, with the plain mode's values;
     # set_cpu_channels_last(False) keeps NCHW, and float64 keeps the input's layout either way.
-    plain = tiny_densenet(block_config=(3, 2), memory_mode="plain")
-    other = copy.deepcopy(plain)
-    set_memory_mode(other, mode)
+    plain, other = _pair(mode, dtype=torch.float32)
     x = torch.randn(4, 3, 8, 8)
     out = _first_block_output(other, x)
     assert out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous()
