@@ -432,10 +432,7 @@ class _BlockPass:
 
     def _dense_copy(self, channels: Tensor) -> Tensor:
         """A channel slice of a buffer-shaped tensor as a dense tensor in the statistics' dtype."""
-        dense = torch.empty(
-            channels.shape, dtype=self.mean.dtype, device=channels.device, memory_format=self.memory_format
-        )
-        return dense.copy_(channels)
+        return channels.to(self.mean.dtype, memory_format=self.memory_format, copy=True)
 
     def backward(self, grad_output: Tensor, params: Sequence[Tensor]) -> tuple[Tensor, list[Tensor | None]]:
         index = {id(p): j for j, p in enumerate(params)}
