@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
+from densebackbones.heads import DSOD, create_segmentation_model
+from densebackbones.heads.ssd import VOC_PRIORS
 
 import densebackbones as db
+
+# A parametrization over the devices a test runs on: the CPU in the default suite, CUDA under ``-m gpu``.
+DEVICES = [
+    "cpu",
+    pytest.param(
+        "cuda",
+        marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")],
+    ),
+]
 
 IMAGENET_MODELS = [name for name in db.list_models() if not name.endswith("_cifar")]
 CIFAR_MODELS = [name for name in db.list_models() if name.endswith("_cifar")]
@@ -21,6 +34,25 @@ def tiny_densenet(**kwargs) -> db.DenseNet:
     """A DenseNet-BC with two 2-layer blocks and k=4: every code path, a few thousand parameters."""
     args = dict(growth_rate=4, block_config=(2, 2), stem_type="cifar", num_classes=3)
     return db.DenseNet(**dict(args, **kwargs))
+
+
+def tiny_fc_densenet(**kwargs) -> torch.nn.Module:
+    """FC-DenseNet56's layout with one layer per block and k=4 (basic layers, dropout 0.2, up path); 32x32 input."""
+    return create_segmentation_model(
+        "fc_densenet56", **dict(num_classes=3, growth_rate=4, layers_per_block=1, **kwargs)
+    )
+
+
+def tiny_dsod(**kwargs) -> DSOD:
+    """DSOD300's layout (stem, four dense blocks, dense prediction structure, six sources) with k=4, 64x64 input."""
+    args = dict(
+        backbone="dsod_ds64_192_48_1",
+        backbone_indices=(1, 2),
+        backbone_kwargs=dict(growth_rate=4, block_config=(1, 2, 1, 1), stem_chs=(8, 8, 16)),
+        head_kwargs=dict(second_half=8, extra_halves=(8, 8, 8, 8)),
+        priors=dataclasses.replace(VOC_PRIORS, image_size=64),
+    )
+    return DSOD(3, **dict(args, **kwargs))
 
 
 def run_training_tool(tool, config: str, work_dir, *options: str, data_root=None, extra=()) -> dict:

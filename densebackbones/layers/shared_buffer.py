@@ -213,17 +213,32 @@ def _shares_batch_norm(layers: Sequence[nn.Module]) -> bool:
     )
 
 
+def _accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype ATen's CUDA batch norm keeps statistics in for ``dtype`` input (``at::toAccumulateType``)."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
 def _affine_grads(
-    dy: Tensor, x: Tensor, spare: Tensor, norm: nn.BatchNorm2d, mean: Tensor, var: Tensor, mask: list[bool]
+    dy: Tensor, x: Tensor, spare: Tensor, norm: nn.BatchNorm2d, mean: Tensor, invstd: Tensor, mask: list[bool]
 ) -> tuple[Tensor | None, Tensor | None]:
-    """``(sum(dy * xhat), sum(dy))`` per channel, ``xhat`` normalised with the given (fixed) statistics: the weight
-    and bias gradients of a BN layer, from ATen's eval-mode BN backward. ``spare``: free memory of ``dy``'s shape
-    and layout that may be overwritten.
+    """``(sum(dy * xhat), sum(dy))`` per channel, ``xhat = (x - mean) * invstd`` with the given statistics: the
+    weight and bias gradients of a BN layer, from ATen's BN backward. ``spare``: free memory of ``dy``'s shape and
+    layout that may be overwritten.
+
+    The statistics go in as ``save_mean``/``save_invstd`` in their accumulate dtype (float32, float64 for float64
+    input) with ``train=True``, which makes both kernels use them as given (the two gradients have the same formula
+    in training and eval mode, and no input gradient is asked for). The CUDA kernel asserts that both are defined
+    and reads them in that dtype (Normalization.cu:607/617; tests/cuda_contracts.py); the CPU kernel would accept
+    ``None`` and read running statistics instead, which is how this once crashed every GPU while CPU tests passed.
+    The weight goes in the same dtype: for a half/bf16 model the kernels disagree on the statistics' dtype when the
+    weight is half/bf16 (the CPU reads them in the weight's dtype, CUDA in float32) and agree on float32 for both
+    (the mixed-type kernels). The gradients come back in that dtype.
 
     ``x`` is a channel slice of the buffer, which is not contiguous, and ATen's CPU kernel is several times slower
     on such input (docs/benchmarks.md, "Where the time goes"). On the CPU the sums are therefore taken per sample
     in NCHW (each sample's slice is contiguous), and from a contiguous copy in ``spare`` otherwise."""
-    args = (norm.weight, mean, var, None, None, False, norm.eps, mask)
+    acc = _accumulate_dtype(x.dtype)
+    args = (norm.weight.to(acc), None, None, mean.to(acc), invstd.to(acc), True, norm.eps, mask)
     if x.device.type == "cpu" and not x.is_contiguous():
         if len(x) > 1 and x[:1].is_contiguous():
             parts = [
@@ -263,13 +278,13 @@ class _BlockPass:
             record == "graphs" and self.shared_bn and all(_plain_conv(layer.conv1) for layer in self.layers)
         )
         self.batch_stats = self.shared_bn and self.layers[0].norm1.training
+        self.stat_dtype = _accumulate_dtype(x.dtype)  # batch statistics, and running ones as used (see _norm_stats)
         if self.batch_stats:
             if n * h * w <= 1:
                 raise ValueError(
                     f"BatchNorm in training mode needs more than 1 value per channel, got input {tuple(x.shape)}"
                 )
-            stat_dtype = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
-            self.mean = x.new_empty(channels, dtype=stat_dtype)
+            self.mean = x.new_empty(channels, dtype=self.stat_dtype)
             self.var = torch.empty_like(self.mean)
             self.invstd = torch.empty_like(self.mean)
             self.unbiased_var = torch.empty_like(self.mean)
@@ -314,16 +329,18 @@ class _BlockPass:
         self.invstd[lo:hi] = torch.rsqrt(var + self.layers[0].norm1.eps)
         self.unbiased_var[lo:hi] = var * (count / (count - 1))
 
-    def _norm_stats(self, norm: nn.BatchNorm2d, channels: int) -> tuple[Tensor, Tensor, Tensor]:
-        """(mean, var, invstd) a layer's entry BN uses: shared batch statistics in training, its running ones in
-        eval."""
+    def _norm_stats(self, norm: nn.BatchNorm2d, channels: int) -> tuple[Tensor, Tensor]:
+        """(mean, invstd) a layer's entry BN uses, in the statistics' dtype: shared batch statistics in training,
+        its running ones in eval (a bf16 model's running statistics are bf16; its invstd is taken in float32, as
+        ATen's batch norm does)."""
         if self.batch_stats:
-            return self.mean[:channels], self.var[:channels], self.invstd[:channels]
-        return norm.running_mean, norm.running_var, torch.rsqrt(norm.running_var + norm.eps)
+            return self.mean[:channels], self.invstd[:channels]
+        var = norm.running_var.to(self.stat_dtype)
+        return norm.running_mean.to(self.stat_dtype), torch.rsqrt(var + norm.eps)
 
     def _scale_shift(self, norm: nn.BatchNorm2d, channels: int) -> tuple[Tensor, Tensor]:
         """BN as ``x * scale + shift`` per channel."""
-        mean, _, invstd = self._norm_stats(norm, channels)
+        mean, invstd = self._norm_stats(norm, channels)
         scale = norm.weight * invstd
         return scale, norm.bias - mean * scale
 
@@ -489,13 +506,13 @@ class _BlockPass:
         maps, which ``_finish_channels`` sends through the shared normalisation once per channel)."""
         norm = layer.norm1
         dy = torch.ops.aten.threshold_backward.grad_input(dz, z, 0, grad_input=dz)  # ReLU, in place
-        mean, var, invstd = self._norm_stats(norm, channels)
+        mean, invstd = self._norm_stats(norm, channels)
         mask = [False, norm.weight.requires_grad, norm.bias.requires_grad]
         if any(mask):
-            dweight, dbias = _affine_grads(dy, _alias(self.buffer, channels), z, norm, mean, var, mask)
+            dweight, dbias = _affine_grads(dy, _alias(self.buffer, channels), z, norm, mean, invstd, mask)
             for p, g in ((norm.weight, dweight), (norm.bias, dbias)):
                 if p.requires_grad:
-                    param_grads[index[id(p)]] = g
+                    param_grads[index[id(p)]] = g.to(p.dtype)
         if not self.batch_stats:  # fixed statistics: dx = dy * weight * invstd, accumulated in place (one pass)
             scale = (norm.weight * invstd).to(dy.dtype).view(1, -1, 1, 1)
             grad[:, :channels].addcmul_(dy, scale)
