@@ -323,7 +323,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--impls", nargs="+", choices=IMPLS, help="compare implementations; ratios to the first")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--img-size", type=int, default=32)
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     parser.add_argument("--amp", choices=["bf16", "fp16"])
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--compile", action="store_true")
@@ -352,6 +352,15 @@ def main(args: argparse.Namespace) -> list[dict]:
     if args.child == "time":
         print(json.dumps(measure_time(args, args.impls or [None])))
         return []
+    import torch
+
+    from densebackbones.engine.distributed import amp_dtype, resolve_device
+
+    try:  # a missing GPU or bf16 support is named here, not as a child's traceback
+        args.device = str(resolve_device(args.device, option="--device"))  # 'auto' becomes what it picked
+        amp_dtype(args.amp, torch.device(args.device), option="--amp")
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from None
     if args.model_kwargs and any(not impl.startswith("ours:") for impl in args.impls or []):
         raise SystemExit("--model-kwargs changes our models only; compare torchvision/timm on registered layouts")
     rows = []
@@ -370,8 +379,6 @@ def main(args: argparse.Namespace) -> list[dict]:
                     if rounds is not None:
                         row.update(speed_ratios(rounds[0], rounds[j]))
                     row["memory"] = row["peak_mb"] / base["peak_mb"] if base["peak_mb"] > 0 else float("nan")
-    import torch
-
     device_name = _device_name(torch.device(args.device))
     settings = (
         f"{device_name}, batch {args.batch_size}, {args.img_size}px, {args.amp or 'fp32'}"

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 import torch
 
 from .config import check_config, load_config, merge_defaults
-from .distributed import init_distributed
+from .distributed import amp_dtype, init_distributed
 from .trainer import Trainer
 
 __all__ = ["Task", "get_args_parser", "parse_cfg_options", "resolve_config", "train", "run_main"]
@@ -82,6 +82,7 @@ def train(args: argparse.Namespace, task: Task) -> dict[str, float]:
         print(Config(resolved).pretty_text)
         return {}
     dist = init_distributed(resolved["train"]["device"])
+    amp_dtype(resolved["train"]["amp"], dist.device)  # a GPU without bf16 fails here, before model and data
     torch.manual_seed(resolved["train"]["seed"] + dist.rank)
     work_dir = Path(resolved["work_dir"])
     model = task.build_model(resolved, pretrained=args.pretrained)

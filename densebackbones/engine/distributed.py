@@ -9,7 +9,19 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
-__all__ = ["DistInfo", "init_distributed", "is_main_process", "all_reduce_sum", "all_gather_objects", "ShardSampler"]
+__all__ = [
+    "AMP_DTYPES",
+    "DistInfo",
+    "ShardSampler",
+    "all_gather_objects",
+    "all_reduce_sum",
+    "amp_dtype",
+    "init_distributed",
+    "is_main_process",
+    "resolve_device",
+]
+
+AMP_DTYPES = {None: None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass(frozen=True)
@@ -28,21 +40,59 @@ class DistInfo:
         return self.world_size > 1
 
 
+def resolve_device(device: str | None = "auto", local_rank: int = 0, option: str = "train.device") -> torch.device:
+    """The device a run uses: ``'auto'`` (``cuda:LOCAL_RANK`` when CUDA is available, else the CPU), ``'cpu'``,
+    ``'cuda'`` (``cuda:LOCAL_RANK``) or ``'cuda:N'``. Raises ``ValueError`` naming the fix where CUDA is asked for
+    but missing, before anything is built or loaded (``option``: the setting's name in the message)."""
+    device = "auto" if device is None else str(device)
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        torch_device = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"{option}={device!r} is not a device; use 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
+    if torch_device.type not in ("cpu", "cuda"):
+        raise ValueError(f"{option}={device!r}: only 'auto', 'cpu', 'cuda' and 'cuda:N' are supported")
+    if torch_device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"{option}={device!r} but CUDA is not available (torch {torch.__version__}, built for CUDA "
+                f"{torch.version.cuda or 'none'}); use {option}=cpu (or auto), or install a CUDA build of torch"
+            )
+        index = local_rank if torch_device.index is None else torch_device.index
+        if index >= torch.cuda.device_count():
+            raise ValueError(
+                f"{option}={device!r} (local rank {local_rank}) but only {torch.cuda.device_count()} CUDA "
+                f"device(s) are visible; launch at most that many processes per node or check CUDA_VISIBLE_DEVICES"
+            )
+        torch_device = torch.device("cuda", index)
+    return torch_device
+
+
+def amp_dtype(amp: str | None, device: torch.device, option: str = "train.amp") -> torch.dtype | None:
+    """The autocast dtype of ``train.amp`` (None, 'bf16' or 'fp16') on ``device``; ``ValueError`` naming the fix
+    for an unknown value or a GPU without bfloat16 (before Ampere)."""
+    if amp not in AMP_DTYPES:
+        raise ValueError(f"{option} must be None, 'bf16' or 'fp16', got {amp!r}")
+    if amp == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported(including_emulation=False):
+        raise ValueError(
+            f"{option}=bf16 but {torch.cuda.get_device_name(device)} has no bfloat16 support; use {option}=fp16 "
+            f"(with its gradient scaler) or none"
+        )
+    return AMP_DTYPES[amp]
+
+
 def init_distributed(device: str = "auto") -> DistInfo:
     """Initialise the process group from torchrun's variables (RANK, WORLD_SIZE, LOCAL_RANK), else single process.
 
-    ``device='auto'`` picks ``cuda:LOCAL_RANK`` when CUDA is available (backend nccl), else the CPU (backend gloo).
+    ``device``: see :func:`resolve_device`; CUDA runs use backend nccl, CPU runs gloo.
     """
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
     world_size = int(os.environ.get("WORLD_SIZE", 1))
     rank = int(os.environ.get("RANK", 0))
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    if device == "cuda":
-        torch.cuda.set_device(local_rank)
-        torch_device = torch.device("cuda", local_rank)
-    else:
-        torch_device = torch.device(device)
+    torch_device = resolve_device(device, local_rank)
+    if torch_device.type == "cuda":
+        torch.cuda.set_device(torch_device)
     if world_size > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if torch_device.type == "cuda" else "gloo")
     return DistInfo(rank, world_size, local_rank, torch_device)

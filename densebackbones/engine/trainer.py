@@ -26,14 +26,13 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
 from .checkpoint import atomic_save, get_rng_state, load_checkpoint, set_rng_state
-from .distributed import DistInfo, ShardSampler, all_gather_objects, all_reduce_sum
+from .distributed import DistInfo, ShardSampler, all_gather_objects, all_reduce_sum, amp_dtype
 from .logs import CSVLogger, plot_run
 from .optim import build_optimizer, build_scheduler
 
 __all__ = ["Trainer", "NonFiniteLossError", "evaluate"]
 
 _logger = logging.getLogger(__name__)
-_AMP_DTYPES = {None: None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class NonFiniteLossError(RuntimeError):
@@ -186,9 +185,7 @@ class Trainer:
             self.optimizer, dict(cfg["schedule"], epochs=self.epochs), self.iters_per_epoch
         )
         amp = self.train_cfg["amp"]
-        if amp not in _AMP_DTYPES:
-            raise ValueError(f"train.amp must be None, 'bf16' or 'fp16', got {amp!r}")
-        self.amp_dtype = _AMP_DTYPES[amp]
+        self.amp_dtype = amp_dtype(amp, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=amp == "fp16")
         self.ema = None
         if self.train_cfg["ema_decay"]:
