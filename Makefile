@@ -5,7 +5,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install train test test-all lint format bench clean
+.PHONY: install train test test-all lint format bench clean gpu-check gpu-check-dry gpu-wheels
 
 $(STAMP): setup.py pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,30 @@ bench: $(STAMP)
 		--impls torchvision ours:plain ours:buffer ours:efficient timm timm:checkpoint torchvision:checkpoint
 	$(PY) tools/benchmark.py --models densenet_bc121_k32 --batch-size 16 --img-size 224 --modes train eval \
 		--impls torchvision ours:plain ours:buffer ours:efficient timm timm:checkpoint torchvision:checkpoint
+
+# On a GPU machine (docs/gpu.md): the CUDA tests, two-iteration trainings with bf16 and channels_last, and a short
+# benchmark, in one log (about 5 minutes on an H100/H200). No install step: where there is no venv, pass the Python
+# that has torch (make gpu-check PY=python3) and carry the other packages as wheels (make gpu-wheels).
+gpu-check:
+	$(PY) tools/gpu_check.py --log gpu-check.log
+
+# The same steps on the CPU, GPU tests skipped (tests/test_gpu_check.py runs this in CI).
+gpu-check-dry: $(STAMP)
+	$(PY) tools/gpu_check.py --dry-run --log gpu-check-dry.log
+
+# Wheels (Python 3.12, manylinux x86-64) of the packages a GPU machine's Python may lack, in the versions of this
+# venv, into .whl/ (docs/gpu.md installs them there with --no-index).
+GPU_WHEELS := mmengine addict yapf platformdirs termcolor albumentations albucore simsimd stringzilla pydantic \
+	pydantic-core annotated-types typing-inspection pycocotools
+gpu-wheels: $(STAMP)
+	rm -rf .whl && mkdir -p .whl
+	for name in $(GPU_WHEELS); do \
+		version=$$($(PY) -m pip show $$name | sed -n 's/^Version: //p'); \
+		$(PY) -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+			--platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
+			--platform manylinux2014_x86_64 -d .whl "$$name==$$version" || exit 1; \
+	done
+	ls .whl && du -sh .whl
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

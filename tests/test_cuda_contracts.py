@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import tiny_densenet, tiny_dsod, tiny_fc_densenet
+from conftest import DEVICES, tiny_densenet, tiny_dsod, tiny_fc_densenet
 from cuda_contracts import CudaContractError, CudaContracts
 
 import densebackbones as db
@@ -48,14 +48,14 @@ def _loss(out) -> torch.Tensor:
     return sum(o.float().square().mean() for o in outputs)
 
 
-def _run(model, shape, variant) -> CudaContracts:
-    x = torch.randn(2, *shape)
+def _run(model, shape, variant, device) -> CudaContracts:
+    model, x = model.to(device), torch.randn(2, *shape, device=device)
     if variant == "channels_last":
         model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
     if variant == "bf16_model":
         model, x = model.to(torch.bfloat16), x.to(torch.bfloat16)
     model.train(variant != "frozen_bn")
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=variant == "autocast_bf16")
+    autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=variant == "autocast_bf16")
     with CudaContracts() as contracts:
         with autocast:
             loss = _loss(model(x))
@@ -69,13 +69,15 @@ def _run(model, shape, variant) -> CudaContracts:
     return contracts
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("mode", MEMORY_MODES)
 @pytest.mark.parametrize("name", list(MODELS))
-def test_step_keeps_cuda_contracts(name, mode, variant):
+def test_step_keeps_cuda_contracts(name, mode, variant, device):
+    # On CUDA (-m gpu) the same steps meet the real kernels, with the contracts still checked.
     model, shape = MODELS[name]()
     assert set_memory_mode(model, mode) > 0
-    contracts = _run(model, shape, variant)
+    contracts = _run(model, shape, variant, device)
     if mode != "plain":  # the shared-buffer backward made the direct calls under contract
         assert contracts.counts["native_batch_norm_backward"] > 0
         # conv1's backward from the recomputed entry (buffer), conv2's where the recomputation stops before it
