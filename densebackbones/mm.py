@@ -31,7 +31,18 @@ from torch import Tensor
 from .models.densenet import DenseNet
 from .registry import MODELS, create_model
 
-__all__ = ["DenseNetBackbone", "norm_layer_from_cfg", "act_layer_from_cfg"]
+__all__ = ["MMPRETRAIN_ARCHS", "DenseNetBackbone", "act_layer_from_cfg", "norm_layer_from_cfg", "resolve_arch"]
+
+# mmpretrain's DenseNet arch names (its ``arch_settings``: growth rate 32 or 48, the paper's depths, stem 2k) and the
+# registered models that are the same networks.
+MMPRETRAIN_ARCHS = {
+    "121": "densenet_bc121_k32",
+    "169": "densenet_bc169_k32",
+    "201": "densenet_bc201_k32",
+    "161": "densenet_bc161_k48",
+}
+# mmpretrain's dict form of ``arch`` and the DenseNet arguments its keys are.
+_MMPRETRAIN_KEYS = {"growth_rate": "growth_rate", "depths": "block_config", "init_channels": "stem_width"}
 
 _NORM_TYPES = {"BN": nn.BatchNorm2d, "BN2d": nn.BatchNorm2d, "SyncBN": nn.SyncBatchNorm, "GN": nn.GroupNorm}
 
@@ -60,12 +71,37 @@ def act_layer_from_cfg(cfg: dict[str, Any]) -> Any:
     return partial(layer, **cfg)
 
 
+def resolve_arch(arch: str | dict[str, Any]) -> str | dict[str, Any]:
+    """A registered name or :class:`DenseNet` arguments for ``arch`` given as ours (a registered name or alias, or a
+    dict of DenseNet arguments) or as mmpretrain's (``'121'``, ``'169'``, ``'201'``, ``'161'``, or
+    ``dict(growth_rate=32, depths=(6, 12, 24, 16), init_channels=64)``)."""
+    if isinstance(arch, str):
+        return MMPRETRAIN_ARCHS.get(arch.lower().removeprefix("densenet-"), arch)
+    if not isinstance(arch, dict):
+        raise TypeError(f"arch must be a model name or a dict, got {type(arch).__name__}")
+    mmpretrain_keys = set(arch) & set(_MMPRETRAIN_KEYS) - {"growth_rate"}
+    if not mmpretrain_keys:
+        return dict(arch)
+    missing = set(_MMPRETRAIN_KEYS) - set(arch)
+    extra = set(arch) - set(_MMPRETRAIN_KEYS)
+    if missing or extra:
+        raise ValueError(
+            f"mmpretrain's arch dict needs exactly {sorted(_MMPRETRAIN_KEYS)}; got {sorted(arch)} "
+            f"(for other DenseNet arguments use our form, e.g. dict(growth_rate=32, block_config=(6, 12, 24, 16)))"
+        )
+    return {
+        ours: tuple(arch[theirs]) if theirs == "depths" else arch[theirs] for theirs, ours in _MMPRETRAIN_KEYS.items()
+    }
+
+
 @MODELS.register_module()
 class DenseNetBackbone(BaseModule):
     """A dense backbone returning a tuple of feature maps, with OpenMMLab's backbone options.
 
     Args:
-        arch: a registered model name (``densebackbones.list_models()``) or a dict of :class:`DenseNet` arguments.
+        arch: a registered backbone name (``densebackbones.list_models(task='classification')``) or a dict of
+            :class:`DenseNet` arguments; mmpretrain's forms too (``'121'``, ``'169'``, ``'201'``, ``'161'``, or
+            ``dict(growth_rate=..., depths=..., init_channels=...)``), see :func:`resolve_arch`.
         out_indices: feature levels to return (see the model's ``feature_info``); None returns all.
         frozen_stages: freeze every layer that feature levels ``0..frozen_stages`` depend on (parameters get no
             gradient, their BN layers stay in eval mode); -1 freezes nothing.
@@ -99,13 +135,14 @@ class DenseNetBackbone(BaseModule):
             model_kwargs["act_layer"] = act_layer_from_cfg(act_cfg)
         self.arch = arch
         self._model_kwargs = dict(model_kwargs)
+        arch = resolve_arch(arch)
         if isinstance(arch, str):
             self.model = create_model(arch, num_classes=0, **model_kwargs)
         else:
             self.model = DenseNet(**dict(arch, num_classes=0, **model_kwargs))
         self.feature_info = self.model.feature_info
         num_levels = len(self.feature_info)
-        checked = self.model._checked_indices(out_indices)
+        checked = self.model.checked_indices(out_indices)
         if isinstance(checked, int):
             checked = list(range(num_levels - checked, num_levels))
         self.out_indices = tuple(checked) if checked is not None else tuple(range(num_levels))

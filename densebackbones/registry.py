@@ -1,18 +1,26 @@
-"""Model registry: our own name -> entrypoint table, timm's registry, and the mmengine registries.
+"""The one model registry: every model of every task by name, in densebackbones, timm and mmengine.
 
-* ``create_model`` / ``list_models`` are timm-style and know only densebackbones models (plus a few aliases such as
-  ``densenet121`` that name timm's and torchvision's models).
-* Every entrypoint is also registered with timm so that ``timm.create_model(name)`` works after
-  ``import densebackbones`` -- except where timm already has that name: timm would replace its own model for the
-  whole process (it only warns), so such a name stays timm's and is logged.
-* ``MODELS`` is an mmengine ``Registry`` with scope ``densebackbones``, a child of mmengine's root registry, so that
-  OpenMMLab configs reach ``type='densebackbones.<Name>'`` after ``custom_imports=dict(imports=['densebackbones'])``.
+* ``create_model`` / ``list_models`` are timm-style and build every registered model: backbones
+  (``task='classification'``), segmentation models and detectors. A model's task is part of its registration
+  (``register_model(task=...)``), and ``list_models(task=...)`` filters by it. A few aliases such as
+  ``densenet121`` name timm's and torchvision's backbones.
+* Backbones are also registered with timm so that ``timm.create_model(name)`` works after ``import densebackbones``
+  -- except where timm already has that name: timm would replace its own model for the whole process (it only
+  warns), so such a name stays timm's and is logged.
+* ``MODELS`` is an mmengine ``Registry`` with scope ``densebackbones``, a child of mmengine's root registry, holding
+  every model by name, so that OpenMMLab configs reach ``type='densebackbones.<name>'`` after
+  ``custom_imports=dict(imports=['densebackbones'])``. An unknown name there gets our message (the closest
+  registered names of any task), not mmengine's bare "not in the registry".
+
+This module imports no model: the model files import it and register themselves.
 """
 
 from __future__ import annotations
 
 import difflib
 import fnmatch
+import functools
+import inspect
 import logging
 from collections.abc import Callable
 
@@ -26,22 +34,39 @@ try:  # mmengine is optional (extra "mm"): models work without it, configs and t
 except ImportError:  # pragma: no cover - exercised only in installs without the extra
     Registry = None
 
-__all__ = ["MODELS", "register_model", "create_model", "list_models", "is_model", "model_entrypoint", "MODEL_ALIASES"]
+__all__ = [
+    "MODELS",
+    "MODEL_ALIASES",
+    "TASKS",
+    "UnknownModelError",
+    "create_model",
+    "is_model",
+    "list_models",
+    "model_arg_names",
+    "model_entrypoint",
+    "model_task",
+    "register_model",
+    "unknown_name_error",
+]
 
 _logger = logging.getLogger(__name__)
 
-MODELS = (
-    Registry(
-        "model",
-        parent=MMENGINE_MODELS,
-        scope="densebackbones",
-        locations=["densebackbones.models", "densebackbones.mm"],
-    )
-    if Registry is not None
-    else None
-)
+TASKS = ("classification", "segmentation", "detection")
+# Arguments of timm's model builder that every registered factory accepts besides the model's own.
+BUILDER_ARGS = ("pretrained_cfg", "pretrained_cfg_overlay")
+
+
+class UnknownModelError(KeyError, ValueError):
+    """An unknown model name: a ``KeyError`` for mmengine's registry, a ``ValueError`` for ``create_model``; the
+    message lists the closest registered names."""
+
+    def __str__(self) -> str:  # KeyError's str() would quote the message
+        return str(self.args[0]) if self.args else ""
+
 
 _model_entrypoints: dict[str, Callable[..., nn.Module]] = {}
+_model_tasks: dict[str, str] = {}
+_model_classes: dict[str, type[nn.Module]] = {}
 _skipped_in_timm: set[str] = set()
 
 # Names that timm and torchvision use for the paper's ImageNet models. Accepted by our create_model only; in timm's
@@ -54,15 +79,71 @@ MODEL_ALIASES = {
 }
 
 
-def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-    """Register a model entrypoint under its ``__name__`` with densebackbones, timm and mmengine."""
+def unknown_name_error(name: str, known: list[str] | None = None, lister: str = "densebackbones.list_models()"):
+    """An :class:`UnknownModelError` for ``name`` that lists the closest of ``known`` (default: every registered
+    name and alias)."""
+    known = sorted(_model_entrypoints) + sorted(MODEL_ALIASES) if known is None else known
+    close = difflib.get_close_matches(name.partition(".")[0], known, n=5, cutoff=0.5)
+    hint = f" Closest registered names: {', '.join(close)}." if close else ""
+    return UnknownModelError(f"Unknown model {name!r}.{hint} {lister} lists all {len(known)} names.")
+
+
+if Registry is not None:
+
+    class _ModelRegistry(Registry):
+        """mmengine's registry, with our message for a name it does not hold."""
+
+        def get(self, key):
+            found = super().get(key)
+            if found is None and isinstance(key, str):
+                scope, name = self.split_scope_key(key)
+                if scope in (None, self.scope):
+                    raise unknown_name_error(name)
+            return found
+
+        def __contains__(self, key) -> bool:
+            try:
+                return super().get(key) is not None
+            except KeyError:
+                return False
+
+    MODELS = _ModelRegistry(
+        "model",
+        parent=MMENGINE_MODELS,
+        scope="densebackbones",
+        locations=["densebackbones.models", "densebackbones.heads", "densebackbones.mm"],
+    )
+else:  # pragma: no cover
+    MODELS = None
+
+
+def register_model(
+    fn: Callable[..., nn.Module] | None = None,
+    *,
+    task: str = "classification",
+    model_cls: type[nn.Module] | None = None,
+):
+    """Register a model factory under its ``__name__`` with densebackbones and mmengine, and (backbones) timm.
+
+    Used bare (``@register_model``: a classification backbone) or with arguments
+    (``@register_model(task='segmentation', model_cls=FCDenseNet)``). ``model_cls``: the class the factory builds,
+    whose constructor arguments a config may set (:func:`model_arg_names`)."""
+    if fn is None:
+        return functools.partial(register_model, task=task, model_cls=model_cls)
+    if task not in TASKS:
+        raise ValueError(f"task {task!r} is not one of {TASKS}")
     name = fn.__name__
     if name in _model_entrypoints:
         raise ValueError(
             f"model {name!r} is registered twice ({fn.__module__} and {_model_entrypoints[name].__module__})"
         )
     _model_entrypoints[name] = fn
-    if timm.models.is_model(name) and not getattr(timm.models.model_entrypoint(name), "__module__", "").startswith(
+    _model_tasks[name] = task
+    if model_cls is not None:
+        _model_classes[name] = model_cls
+    if task != "classification":
+        pass  # timm's registry holds classifiers; its create_model would not know what to do with the rest
+    elif timm.models.is_model(name) and not getattr(timm.models.model_entrypoint(name), "__module__", "").startswith(
         "densebackbones"
     ):
         # Registering would replace timm's own model process-wide; keep timm's.
@@ -77,20 +158,13 @@ def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
 
 def _resolve_name(name: str) -> tuple[str, str]:
     """Split ``arch.tag``, map aliases, and fail with the closest names for an unknown model."""
+    if not isinstance(name, str) or not name:
+        raise unknown_name_error(str(name))
     arch, _, tag = name.partition(".")
     arch = MODEL_ALIASES.get(arch, arch)
     if arch not in _model_entrypoints:
-        raise unknown_name_error(
-            name, sorted(_model_entrypoints) + sorted(MODEL_ALIASES), "densebackbones.list_models()"
-        )
+        raise unknown_name_error(name)
     return arch, tag
-
-
-def unknown_name_error(name: str, known: list[str], lister: str) -> ValueError:
-    """A ``ValueError`` for an unknown registry name that lists the closest known names."""
-    close = difflib.get_close_matches(name.partition(".")[0], known, n=5, cutoff=0.5)
-    hint = f" Closest registered names: {', '.join(close)}." if close else ""
-    return ValueError(f"Unknown model {name!r}.{hint} {lister} lists all {len(known)} names.")
 
 
 def is_model(name: str) -> bool:
@@ -107,14 +181,35 @@ def model_entrypoint(name: str) -> Callable[..., nn.Module]:
     return _model_entrypoints[_resolve_name(name)[0]]
 
 
-def list_models(filter: str | list[str] = "", pretrained: bool = False) -> list[str]:  # noqa: A002 (timm's name)
-    """Registered architecture names, sorted, optionally filtered by wildcard pattern(s).
+def model_task(name: str) -> str:
+    """The task ``name`` was registered for: ``'classification'``, ``'segmentation'`` or ``'detection'``."""
+    return _model_tasks[_resolve_name(name)[0]]
+
+
+def model_arg_names(name: str) -> list[str]:
+    """The keyword arguments ``create_model(name, ...)`` accepts: the model class's constructor arguments and
+    timm's builder arguments (what a config's ``model`` section may set besides ``type``)."""
+    arch = _resolve_name(name)[0]
+    cls = _model_classes.get(arch)
+    own = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "args", "kwargs")] if cls else []
+    return [*own, *BUILDER_ARGS]
+
+
+def list_models(
+    filter: str | list[str] = "",  # noqa: A002 (timm's name)
+    pretrained: bool = False,
+    task: str | None = None,
+) -> list[str]:
+    """Registered architecture names, sorted, optionally filtered by wildcard pattern(s) and task.
 
     Args:
         filter: fnmatch pattern or list of patterns, e.g. ``'*cifar'``.
         pretrained: only architectures with at least one pretrained weight config.
+        task: only models of this task (``'classification'``, ``'segmentation'``, ``'detection'``).
     """
-    names = sorted(_model_entrypoints)
+    if task is not None and task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; use one of {TASKS} (or None for all)")
+    names = sorted(n for n in _model_entrypoints if task is None or _model_tasks[n] == task)
     patterns = [filter] if isinstance(filter, str) else list(filter)
     patterns = [p for p in patterns if p]
     if patterns:
@@ -132,19 +227,24 @@ def create_model(
     out_indices: int | tuple[int, ...] | None = None,
     **kwargs,
 ) -> nn.Module:
-    """Create a densebackbones model by registry name, timm-style.
+    """Create any registered model by name, timm-style: a backbone, a segmentation model or a detector.
 
     Args:
         model_name: architecture name (``list_models()``), an alias (``densenet121``), or ``arch.tag`` to pick a
             pretrained config (``densenet_bc121_k32.tv_in1k``).
         pretrained: load the weights named by the pretrained config; a local file is given with
             ``pretrained_cfg_overlay=dict(file='weights.safetensors')``.
-        features_only: return a feature extractor whose forward returns the maps listed in ``feature_info``.
-        out_indices: which feature levels to return (needs ``features_only=True``).
-        **kwargs: model constructor arguments (``num_classes``, ``in_chans``, ``drop_rate``, ``memory_efficient``...)
-            and timm builder arguments (``pretrained_cfg``, ``pretrained_cfg_overlay``).
+        features_only: (backbones) return a feature extractor whose forward returns the maps in ``feature_info``.
+        out_indices: (backbones) which feature levels to return (needs ``features_only=True``).
+        **kwargs: model constructor arguments (``num_classes``, ``in_chans``, ``drop_rate``, ``memory_mode``...;
+            :func:`model_arg_names`) and timm builder arguments (``pretrained_cfg``, ``pretrained_cfg_overlay``).
     """
     arch, tag = _resolve_name(model_name)
+    if (features_only or out_indices is not None) and _model_tasks[arch] != "classification":
+        raise ValueError(
+            f"features_only/out_indices apply to backbones; {arch!r} is a {_model_tasks[arch]} model "
+            f"(its backbone: model.backbone or model.encoder)"
+        )
     if out_indices is not None and not features_only:
         raise ValueError(
             "out_indices needs features_only=True; for a classifier use "

@@ -24,14 +24,16 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from timm.models import generate_default_cfgs
 from torch import Tensor
 
 from densebackbones.layers import LayerFn
-from densebackbones.registry import create_model
+from densebackbones.models.helpers import build_task_model
+from densebackbones.registry import create_model, register_model
 
 from .ssd import VOC_PRIORS, PriorConfig, boxes_per_cell, make_priors, postprocess
 
-__all__ = ["DSODHead", "DSOD", "L2Norm", "dsod300", "dsod300_lite"]
+__all__ = ["DSODHead", "DSOD", "L2Norm", "dsod300", "dsod300_lite", "dsod_bc121_k32"]
 
 
 def _norm_act_conv(in_chs: int, out_chs: int, kernel: int, stride: int, norm_layer: LayerFn, act_layer: LayerFn):
@@ -204,12 +206,46 @@ class DSOD(nn.Module):
         return postprocess(loc, conf, self.priors, self.prior_config.variances, **postprocess_kwargs)
 
 
-def dsod300(num_classes: int = 21, priors: PriorConfig = VOC_PRIORS, **kwargs: Any) -> DSOD:
+# ------------------------------------------------------------------------------------------------ registered models
+def _cfg(**kwargs: Any) -> dict[str, Any]:
+    # Pascal VOC as DSOD300 trains on it: 20 classes + background, 300x300 inputs.
+    return {
+        "url": "",
+        "num_classes": 21,
+        "input_size": (3, 300, 300),
+        "mean": (0.485, 0.456, 0.406),
+        "std": (0.229, 0.224, 0.225),
+        "classifier": None,
+        "first_conv": None,
+        "paper_ids": "arXiv:1708.01241",
+        **kwargs,
+    }
+
+
+default_cfgs = generate_default_cfgs({"dsod300": _cfg(), "dsod300_lite": _cfg(), "dsod_bc121_k32": _cfg()})
+
+
+def _create_dsod(variant: str, pretrained: bool, **kwargs: Any) -> DSOD:
+    return build_task_model(DSOD, variant, pretrained, default_cfgs, **kwargs)
+
+
+@register_model(task="detection", model_cls=DSOD)
+def dsod300(pretrained: bool = False, **kwargs: Any) -> DSOD:
     """DSOD300 (Table 4): DS/64-192-48-1 backbone, dense prediction structure, SSD300 default boxes."""
-    return DSOD(num_classes, backbone="dsod_ds64_192_48_1", backbone_indices=(1, 2), priors=priors, **kwargs)
+    model_args = dict(backbone="dsod_ds64_192_48_1", backbone_indices=(1, 2))
+    return _create_dsod("dsod300", pretrained, **dict(model_args, **kwargs))
 
 
-def dsod300_lite(num_classes: int = 21, priors: PriorConfig = VOC_PRIORS, **kwargs: Any) -> DSOD:
+@register_model(task="detection", model_cls=DSOD)
+def dsod300_lite(pretrained: bool = False, **kwargs: Any) -> DSOD:
     """DSOD300-lite (official release: DS-64-256-64-1, 10.4M parameters, 76.7 VOC07 mAP) on the backbone
     ``dsod_ds64_256_64_1``, whose layers per block (3, 4, 4, 4) are reconstructed from that parameter count."""
-    return DSOD(num_classes, backbone="dsod_ds64_256_64_1", backbone_indices=(1, 2), priors=priors, **kwargs)
+    model_args = dict(backbone="dsod_ds64_256_64_1", backbone_indices=(1, 2))
+    return _create_dsod("dsod300_lite", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model(task="detection", model_cls=DSOD)
+def dsod_bc121_k32(pretrained: bool = False, **kwargs: Any) -> DSOD:
+    """The DSOD head on ImageNet DenseNet-121 features (its last two levels, strides 16 and 32)."""
+    model_args = dict(backbone="densenet_bc121_k32")
+    return _create_dsod("dsod_bc121_k32", pretrained, **dict(model_args, **kwargs))

@@ -27,10 +27,12 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from timm.models import generate_default_cfgs
 from torch import Tensor
 
 from densebackbones.layers import DenseBlock, LayerFn, Transition, compute_layout
-from densebackbones.registry import create_model
+from densebackbones.models.helpers import build_task_model
+from densebackbones.registry import create_model, register_model
 
 __all__ = ["TransitionUp", "FCDenseNetEncoder", "FCDenseNetDecoder", "FCDenseNet", "DenseSegmentor", "match_size"]
 
@@ -379,3 +381,69 @@ class DenseSegmentor(_BatchStatsAtTest, nn.Module):
 
     def _forward(self, x: Tensor) -> Tensor:
         return self.decoder(self.encoder(x), x.shape[-2:])
+
+
+# ------------------------------------------------------------------------------------------------ registered models
+def _cfg(**kwargs) -> dict[str, Any]:
+    # CamVid as FC-DenseNet trains on it: 11 classes (void ignored), 360x480 images, inputs scaled to [0, 1].
+    return {
+        "url": "",
+        "num_classes": 11,
+        "input_size": (3, 360, 480),
+        "mean": (0.0, 0.0, 0.0),
+        "std": (1.0, 1.0, 1.0),
+        "classifier": "decoder.classifier",
+        "first_conv": None,
+        "paper_ids": "arXiv:1611.09326",
+        **kwargs,
+    }
+
+
+default_cfgs = generate_default_cfgs(
+    {
+        "fc_densenet56": _cfg(),
+        "fc_densenet67": _cfg(),
+        "fc_densenet103": _cfg(),
+        "fc_densenet_bc121_k32": _cfg(),
+        "fc_densenet_bc169_k32": _cfg(),
+    }
+)
+
+
+def _create(model_cls: type[nn.Module], variant: str, pretrained: bool, **kwargs: Any) -> nn.Module:
+    return build_task_model(model_cls, variant, pretrained, default_cfgs, **kwargs)
+
+
+@register_model(task="segmentation", model_cls=FCDenseNet)
+def fc_densenet56(pretrained: bool = False, **kwargs: Any) -> FCDenseNet:
+    """FC-DenseNet56 (Table 2): 4 layers per block, k=12."""
+    model_args = dict(growth_rate=12, layers_per_block=4)
+    return _create(FCDenseNet, "fc_densenet56", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model(task="segmentation", model_cls=FCDenseNet)
+def fc_densenet67(pretrained: bool = False, **kwargs: Any) -> FCDenseNet:
+    """FC-DenseNet67 (Table 2): 5 layers per block, k=16."""
+    model_args = dict(growth_rate=16, layers_per_block=5)
+    return _create(FCDenseNet, "fc_densenet67", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model(task="segmentation", model_cls=FCDenseNet)
+def fc_densenet103(pretrained: bool = False, **kwargs: Any) -> FCDenseNet:
+    """FC-DenseNet103 (Table 2): 4-5-7-10-12-15-12-10-7-5-4 layers, k=16."""
+    model_args = dict(growth_rate=16, layers_per_block=(4, 5, 7, 10, 12, 15, 12, 10, 7, 5, 4))
+    return _create(FCDenseNet, "fc_densenet103", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model(task="segmentation", model_cls=DenseSegmentor)
+def fc_densenet_bc121_k32(pretrained: bool = False, **kwargs: Any) -> DenseSegmentor:
+    """FC-DenseNet103's up path (bottleneck 12, then 10-7-5-4, k=16) on ImageNet DenseNet-121 features."""
+    model_args = dict(encoder="densenet_bc121_k32", growth_rate=16, layers_per_block=(12, 10, 7, 5, 4))
+    return _create(DenseSegmentor, "fc_densenet_bc121_k32", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model(task="segmentation", model_cls=DenseSegmentor)
+def fc_densenet_bc169_k32(pretrained: bool = False, **kwargs: Any) -> DenseSegmentor:
+    """FC-DenseNet103's up path on ImageNet DenseNet-169 features."""
+    model_args = dict(encoder="densenet_bc169_k32", growth_rate=16, layers_per_block=(12, 10, 7, 5, 4))
+    return _create(DenseSegmentor, "fc_densenet_bc169_k32", pretrained, **dict(model_args, **kwargs))

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 import torch
-from densebackbones.heads import DSOD, create_segmentation_model
+from densebackbones.heads import DSOD
 from densebackbones.heads.ssd import VOC_PRIORS
 
 import densebackbones as db
@@ -20,8 +20,9 @@ DEVICES = [
     ),
 ]
 
-IMAGENET_MODELS = [name for name in db.list_models() if not name.endswith("_cifar")]
-CIFAR_MODELS = [name for name in db.list_models() if name.endswith("_cifar")]
+BACKBONES = db.list_models(task="classification")
+IMAGENET_MODELS = [name for name in BACKBONES if not name.endswith("_cifar")]
+CIFAR_MODELS = [name for name in BACKBONES if name.endswith("_cifar")]
 
 
 def tiny_input(name: str, batch: int = 2) -> torch.Tensor:
@@ -38,9 +39,7 @@ def tiny_densenet(**kwargs) -> db.DenseNet:
 
 def tiny_fc_densenet(**kwargs) -> torch.nn.Module:
     """FC-DenseNet56's layout with one layer per block and k=4 (basic layers, dropout 0.2, up path); 32x32 input."""
-    return create_segmentation_model(
-        "fc_densenet56", **dict(num_classes=3, growth_rate=4, layers_per_block=1, **kwargs)
-    )
+    return db.create_model("fc_densenet56", **dict(num_classes=3, growth_rate=4, layers_per_block=1, **kwargs))
 
 
 def tiny_dsod(**kwargs) -> DSOD:

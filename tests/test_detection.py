@@ -23,6 +23,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torchvision.ops import nms
 
+import densebackbones as db
+
 
 def count(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
@@ -31,24 +33,22 @@ def count(model: torch.nn.Module) -> int:
 @pytest.fixture(scope="module")
 def voc_dsod():
     torch.manual_seed(0)
-    return dsod300(21)
+    return dsod300(num_classes=21)
 
 
 def test_dsod300_parameters(voc_dsod):
-    # REFERENCE.md: 14.72M trainable (14.8M with BN statistics); COCO 21.78M with BN statistics.
+    # docs/reference.md: 14.72M trainable (14.8M with BN statistics); COCO 21.78M with BN statistics.
     assert round(count(voc_dsod) / 1e6, 2) == 14.72
     stats = sum(b.numel() for name, b in voc_dsod.named_buffers() if "running" in name)
     assert round((count(voc_dsod) + stats) / 1e6, 1) == 14.8
-    coco = dsod300(81, priors=COCO_PRIORS)
+    coco = dsod300(num_classes=81, priors=COCO_PRIORS)
     coco_stats = sum(b.numel() for name, b in coco.named_buffers() if "running" in name)
     assert round((count(coco) + coco_stats) / 1e6, 2) == 21.78
 
 
 def test_dsod300_lite_parameters():
-    from densebackbones.heads import create_detection_model
-
     with torch.device("meta"):
-        lite = create_detection_model("dsod300_lite")
+        lite = db.create_model("dsod300_lite")
     assert round(count(lite) / 1e6, 1) == 10.4  # official release: 10.4M
     features = lite.backbone.model.features
     assert features.denseblock1.growth_rate == 64 and features.denseblock1.denselayer1.conv1.out_channels == 256

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from densebackbones.data.detection import COCODetection, VOCDetection, write_shapes_coco
-from densebackbones.engine.detection_eval import coco_evaluate, voc07_map
+from densebackbones.tasks.detection_eval import coco_evaluate, voc07_map
 
 
 def _voc_object(name, box, difficult=0):

@@ -11,8 +11,8 @@ import pytest
 import torch
 from conftest import run_training_tool
 
-from densebackbones.engine.classification import ClassificationTask
 from densebackbones.engine.distributed import amp_dtype, resolve_device
+from densebackbones.tasks.classification import ClassificationTask
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tools"))

@@ -10,7 +10,7 @@ from timm.models import group_parameters
 
 import densebackbones as db
 
-ALL_MODELS = db.list_models()
+ALL_MODELS = db.list_models(task="classification")
 
 
 def test_registry_lists_every_model_of_the_paper():

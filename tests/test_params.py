@@ -1,4 +1,4 @@
-"""Parameter counts against REFERENCE.md (papers and official code), and a closed-form count for any config."""
+"""Parameter counts against docs/reference.md (papers and official code), and a closed-form count for any config."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import densebackbones as db
 
-# REFERENCE.md "params (computed)": exact for ImageNet (equal to torchvision's num_params), millions to 3 decimals
+# docs/reference.md "params (computed)": exact for ImageNet (equal to torchvision's num_params), millions to 3 decimals
 # for CIFAR-10 heads.
 IMAGENET_PARAMS = {
     "densenet_bc121_k32": 7_978_856,
@@ -60,13 +60,13 @@ def test_cifar100_head_differs_only_in_classifier():
         count(meta_model("densenet_bc100_k12_cifar", num_classes=100)),
     )
     assert c100 - c10 == 90 * (342 + 1)
-    assert round(c100 / 1e6, 3) == 0.800  # REFERENCE.md: 0.769M (C10), 0.800M (C100)
+    assert round(c100 / 1e6, 3) == 0.800  # docs/reference.md: 0.769M (C10), 0.800M (C100)
 
 
 def test_every_registered_model_has_a_reference_count():
     # DSOD's backbone has no classifier count in the papers; its count is checked inside DSOD300's 14.72M
     # (tests/test_detection.py) and against the README table.
-    densenets = [n for n in db.list_models() if not n.startswith("dsod")]
+    densenets = [n for n in db.list_models(task="classification") if not n.startswith("dsod")]
     assert sorted(IMAGENET_PARAMS) + sorted(CIFAR10_PARAMS_M) == sorted(
         n for n in densenets if not n.endswith("_cifar")
     ) + sorted(n for n in densenets if n.endswith("_cifar"))

@@ -31,7 +31,7 @@ def _model_table() -> dict[str, int]:
 
 def test_model_table_lists_every_model_with_its_parameter_count():
     table = _model_table()
-    assert sorted(table) == db.list_models()
+    assert sorted(table) == db.list_models(task="classification")
     for name, params in table.items():
         with torch.device("meta"):
             model = db.create_model(name)
@@ -39,13 +39,11 @@ def test_model_table_lists_every_model_with_its_parameter_count():
 
 
 def test_segmentation_table_states_the_real_parameter_counts():
-    from densebackbones.heads import create_segmentation_model, list_segmentation_models
-
     rows = re.findall(r"^\| `(fc_densenet[a-z0-9_]*)` \|[^|]*\|\s*([0-9,]*)\s*\|", README, flags=re.M)
-    assert sorted(name for name, _ in rows) == list_segmentation_models()
+    assert sorted(name for name, _ in rows) == db.list_models(task="segmentation")
     counted = {name: int(params.replace(",", "")) for name, params in rows if params}
     assert sorted(counted) == ["fc_densenet103", "fc_densenet56", "fc_densenet67"]
     for name, params in counted.items():
         with torch.device("meta"):
-            model = create_segmentation_model(name)
+            model = db.create_model(name)
         assert sum(p.numel() for p in model.parameters()) == params, name

@@ -13,15 +13,13 @@ from conftest import run_training_tool
 from densebackbones.heads import (
     DenseSegmentor,
     FCDenseNet,
-    create_segmentation_model,
-    list_segmentation_models,
 )
 from PIL import Image
 
 import densebackbones as db
 from densebackbones.data.segmentation import SEGMENTATION_DATASETS, SegmentationFolder, write_shapes_dataset
 from densebackbones.engine import load_checkpoint
-from densebackbones.engine.metrics import SegmentationMetric
+from densebackbones.tasks.metrics import SegmentationMetric
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tools"))
@@ -40,13 +38,13 @@ def count(model: nn.Module) -> int:
 )
 def test_trainable_parameters_match_reference(name, millions):
     with torch.device("meta"):
-        model = create_segmentation_model(name)
-    assert round(count(model) / 1e6, 3) == millions  # REFERENCE.md, computed with conv biases
+        model = db.create_model(name)
+    assert round(count(model) / 1e6, 3) == millions  # docs/reference.md, computed with conv biases
 
 
 def test_fc_densenet103_widths():
     with torch.device("meta"):
-        model = create_segmentation_model("fc_densenet103")
+        model = db.create_model("fc_densenet103")
     assert [i["num_chs"] for i in model.encoder.feature_info] == [112, 192, 304, 464, 656, 656]
     # up-path block widths (input + new maps): 1088, 816, 576, 384, 256
     widths = [t.conv.out_channels + skip for t, skip in zip(model.decoder.transitions_up, [656, 464, 304, 192, 112])]
@@ -57,19 +55,19 @@ def test_fc_densenet103_widths():
 
 @pytest.mark.parametrize("size", [(360, 480), (361, 479), (224, 224), (97, 131)])
 def test_any_input_size_gives_logits_of_that_size(size):
-    model = create_segmentation_model("fc_densenet56", growth_rate=4, layers_per_block=1).eval()
+    model = db.create_model("fc_densenet56", growth_rate=4, layers_per_block=1).eval()
     with torch.no_grad():
         assert model(torch.randn(1, 3, *size)).shape == (1, 11, *size)
 
 
 def test_fc_densenet103_odd_size():
-    model = create_segmentation_model("fc_densenet103").eval()
+    model = db.create_model("fc_densenet103").eval()
     with torch.no_grad():
         assert model(torch.randn(1, 3, 97, 131)).shape == (1, 11, 97, 131)
 
 
 def test_too_small_input():
-    model = create_segmentation_model("fc_densenet56", growth_rate=4, layers_per_block=1)
+    model = db.create_model("fc_densenet56", growth_rate=4, layers_per_block=1)
     with pytest.raises(ValueError, match="smaller than 32x32"):
         model(torch.randn(1, 3, 31, 64))
 
@@ -77,7 +75,7 @@ def test_too_small_input():
 def test_first_convolution_runs_in_the_blocks_layout():
     # On the CPU the dense blocks compute in channels_last; the encoder converts the 3-channel input so that its
     # first convolution does too. Same values either way.
-    model = create_segmentation_model("fc_densenet56", growth_rate=4, layers_per_block=1).eval()
+    model = db.create_model("fc_densenet56", growth_rate=4, layers_per_block=1).eval()
     x = torch.randn(1, 3, 32, 32)
     seen = []
     model.encoder.first_conv.register_forward_hook(lambda m, i, o: seen.append(o))
@@ -94,7 +92,7 @@ def test_first_convolution_runs_in_the_blocks_layout():
 
 
 def test_gradient_reaches_every_parameter():
-    model = create_segmentation_model("fc_densenet56", growth_rate=4, layers_per_block=(1, 2, 1, 2, 1, 2, 1))
+    model = db.create_model("fc_densenet56", growth_rate=4, layers_per_block=(1, 2, 1, 2, 1, 2, 1))
     out = model(torch.randn(2, 3, 40, 36))
     out.square().mean().backward()
     assert not [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
@@ -125,7 +123,7 @@ def test_decoder_rejects_unsupported_strides():
 
 
 def test_batch_statistics_at_test_time():
-    model = create_segmentation_model("fc_densenet56", growth_rate=4, layers_per_block=1, drop_rate=0.0)
+    model = db.create_model("fc_densenet56", growth_rate=4, layers_per_block=1, drop_rate=0.0)
     x = torch.randn(2, 3, 32, 32)
     model.train()
     with torch.no_grad():
@@ -143,9 +141,9 @@ def test_batch_statistics_at_test_time():
 
 
 def test_registry_and_mmengine():
-    assert list_segmentation_models()[:3] == ["fc_densenet103", "fc_densenet56", "fc_densenet67"]
+    assert db.list_models(task="segmentation")[:3] == ["fc_densenet103", "fc_densenet56", "fc_densenet67"]
     with pytest.raises(ValueError, match="Closest registered names: fc_densenet103"):
-        create_segmentation_model("fc_densenet13")
+        db.create_model("fc_densenet13")
     model = db.MODELS.build(dict(type="densebackbones.fc_densenet56", num_classes=4, growth_rate=4, layers_per_block=1))
     assert isinstance(model, FCDenseNet) and model.num_classes == 4
 
@@ -281,9 +279,9 @@ def test_short_training_beats_chance_and_predict_tool(tmp_path):
 
 
 def test_pretrained_segmentation_checkpoint_with_other_classes(tmp_path, caplog):
-    source = create_segmentation_model("fc_densenet56", num_classes=7, growth_rate=4, layers_per_block=1)
+    source = db.create_model("fc_densenet56", num_classes=7, growth_rate=4, layers_per_block=1)
     torch.save({"model": source.state_dict()}, tmp_path / "seg.pth")
-    from densebackbones.engine.segmentation import SegmentationTask
+    from densebackbones.tasks.segmentation import SegmentationTask
 
     cfg = {"model": dict(type="fc_densenet56", growth_rate=4, layers_per_block=1), "data": dict(dataset="shapes")}
     with caplog.at_level("WARNING"):
@@ -293,8 +291,8 @@ def test_pretrained_segmentation_checkpoint_with_other_classes(tmp_path, caplog)
 
 
 def test_every_segmentation_config_is_valid():
-    from densebackbones.engine.config import SEG_DATA, check_config, load_config
-    from densebackbones.engine.segmentation import SegmentationTask
+    from densebackbones.engine.config import check_config, load_config
+    from densebackbones.tasks.segmentation import SEG_DATA, SegmentationTask
 
     configs = sorted((REPO / "configs" / "seg").glob("*.py"))
     assert len(configs) == 6
@@ -304,7 +302,7 @@ def test_every_segmentation_config_is_valid():
 
 
 def test_class_weights_must_match_classes():
-    from densebackbones.engine.segmentation import SegmentationTask
+    from densebackbones.tasks.segmentation import SegmentationTask
 
     with pytest.raises(ValueError, match="class_weights has 2 entries for 3 classes"):
         SegmentationTask().loss_fn({"data": dict(dataset="shapes", class_weights=[1.0, 2.0])})

@@ -17,15 +17,24 @@ from data_fixtures import write_cifar10, write_cifar100, write_fashion_mnist, wr
 
 import densebackbones as db
 from densebackbones.data import build_classification_dataset
-from densebackbones.engine import NonFiniteLossError, TopKAccuracy, Trainer, atomic_save, load_checkpoint
-from densebackbones.engine.config import check_config, merge_defaults
+from densebackbones.engine import NonFiniteLossError, Trainer, atomic_save, load_checkpoint
+from densebackbones.engine.config import check_config
+from densebackbones.engine.config import merge_defaults as merge_sections
+from densebackbones.tasks import CLS_DATA, ClassificationTask, TopKAccuracy
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tools"))
-import test as test_tool  # noqa: E402
+import eval_cls  # noqa: E402
 import train_cls  # noqa: E402
 
 DIGITS_CFG = str(REPO / "configs/cls/densenet_bc_digits.py")
+
+
+def merge_defaults(cfg: dict) -> dict:
+    """A classification config with every section filled from the defaults."""
+    return merge_sections(cfg, CLS_DATA)
+
+
 TINY = ["model.growth_rate=4", "model.block_config=(1,1,1)", "train.plot=False", "data.num_workers=0"]
 
 
@@ -70,8 +79,8 @@ def test_two_iterations_train_and_eval_on_real_format(kind, tmp_path):
 
 def test_digits_default_and_test_tool(tmp_path, capsys):
     run_train(DIGITS_CFG, tmp_path / "run", "schedule.epochs=1", "train.max_iters_per_epoch=3")
-    metrics = test_tool.main(
-        test_tool.get_args_parser().parse_args([DIGITS_CFG, str(tmp_path / "run" / "best.pth"), "--cfg-options", *TINY])
+    metrics = eval_cls.main(
+        eval_cls.get_args_parser().parse_args([DIGITS_CFG, str(tmp_path / "run" / "best.pth"), "--cfg-options", *TINY])
     )
     logged = (tmp_path / "run" / "eval.csv").read_text().splitlines()[-1].split(",")
     assert abs(float(logged[2]) - metrics["top1"]) < 1e-3  # test.py reproduces the trainer's evaluation
@@ -116,11 +125,12 @@ def test_resume_gives_identical_weights(tmp_path, monkeypatch):
 DDP_SCRIPT = r"""
 import sys, torch, torch.nn as nn
 sys.path.insert(0, sys.argv[2])
-from densebackbones.engine import Trainer, TopKAccuracy, init_distributed, merge_defaults
+from densebackbones.engine import Trainer, init_distributed, merge_defaults
+from densebackbones.tasks import CLS_DATA, TopKAccuracy
 from densebackbones.data import build_classification_dataset, build_train_transform
 import densebackbones as db
 cfg = merge_defaults(dict(data=dict(dataset="digits", batch_size=16, num_workers=0, augment="none"),
-    schedule=dict(type="constant", epochs=1), train=dict(max_iters_per_epoch=4, plot=False, log_interval=2)))
+    schedule=dict(type="constant", epochs=1), train=dict(max_iters_per_epoch=4, plot=False, log_interval=2)), CLS_DATA)
 dist = init_distributed("cpu")
 torch.manual_seed(0)
 # GroupNorm normalises per sample, so 2 x 8 samples give exactly the gradients of 1 x 16 (SyncBN is CUDA-only).
@@ -268,21 +278,19 @@ def test_empty_or_malformed_files_are_reported(tmp_path):
     ],
 )
 def test_unread_config_keys_are_errors(cfg, message):
-    from densebackbones.engine.classification import model_arg_names
-
+    raw = dict(cfg, model=cfg.get("model") or dict(type="densenet_bc100_k12_cifar"))
     with pytest.raises(KeyError, match=message):
-        check_config(cfg, model_arg_names())
+        check_config(raw, ClassificationTask().model_arg_names(raw), CLS_DATA)
 
 
 def test_every_shipped_config_is_valid(tmp_path):
-    from densebackbones.engine.classification import model_arg_names
     from densebackbones.engine.config import load_config
 
     configs = sorted((REPO / "configs" / "cls").glob("*.py"))
     assert len(configs) >= 40
     for path in configs:
         raw = load_config(path).to_dict()
-        check_config(raw, model_arg_names())
+        check_config(raw, ClassificationTask().model_arg_names(raw), CLS_DATA)
         cfg = merge_defaults(raw)
         assert db.is_model(cfg["model"]["type"]), path.name
         milestones = cfg["schedule"]["milestones"]
@@ -378,8 +386,8 @@ def test_ten_crop_evaluation(tmp_path):
         extra=("--data-root", str(root)),
     )
     argv = [config, str(tmp_path / "run" / "last.pth"), "--data-root", str(root), "--cfg-options", *TINY, *options]
-    single = test_tool.main(test_tool.get_args_parser().parse_args(argv))
-    ten = test_tool.main(test_tool.get_args_parser().parse_args([*argv[:4], "--ten-crop", *argv[4:]]))
+    single = eval_cls.main(eval_cls.get_args_parser().parse_args(argv))
+    ten = eval_cls.main(eval_cls.get_args_parser().parse_args([*argv[:4], "--ten-crop", *argv[4:]]))
     assert ten["loss"] != single["loss"] and 0 <= ten["top1"] <= 100
 
 

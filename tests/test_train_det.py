@@ -56,8 +56,8 @@ def test_short_cpu_training_reaches_a_clear_ap50_and_predict_draws(tmp_path):
 
 
 def test_detection_configs_are_valid():
-    from densebackbones.engine.config import DET_DATA, check_config, load_config
-    from densebackbones.engine.detection import DetectionTask
+    from densebackbones.engine.config import check_config, load_config
+    from densebackbones.tasks.detection import DET_DATA, DetectionTask
 
     configs = sorted((REPO / "configs" / "det").glob("*.py"))
     assert [p.stem for p in configs] == [

@@ -50,6 +50,16 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+import torch.nn as nn
+from densebackbones.heads.ssd import MultiBoxLoss
+from timm.models.densenet import DenseNet as TimmDenseNet
+from torch.profiler import ProfilerActivity, profile
+from torchvision.models import DenseNet as TorchvisionDenseNet
+
+import densebackbones as db
+from densebackbones.engine.distributed import amp_dtype, resolve_device
+
 IMPLS = (
     "ours:plain",
     "ours:buffer",
@@ -93,10 +103,6 @@ def _params(model) -> int:
 
 def build_reference(impl: str, name: str):
     """torchvision's or timm's DenseNet with the layout of registered model ``name`` (BC models only)."""
-    import torch.nn as nn
-
-    import densebackbones as db
-
     ours = db.create_model(name)
     cfg = db.models.densenet.MODEL_ARCHS.get(name)
     if cfg is None or cfg.get("bn_size", 4) != 4 or cfg.get("compression", 0.5) != 0.5:
@@ -106,14 +112,11 @@ def build_reference(impl: str, name: str):
         )
     library, _, option = impl.partition(":")
     growth, blocks = cfg["growth_rate"], tuple(cfg["block_config"])
+    checkpoint = option == "checkpoint"
     if library == "torchvision":
-        from torchvision.models import DenseNet
-
-        model = DenseNet(growth, blocks, 2 * growth, 4, 0, ours.num_classes, memory_efficient=option == "checkpoint")
+        model = TorchvisionDenseNet(growth, blocks, 2 * growth, 4, 0, ours.num_classes, memory_efficient=checkpoint)
     else:
-        from timm.models.densenet import DenseNet
-
-        model = DenseNet(growth, blocks, ours.num_classes, bn_size=4, memory_efficient=option == "checkpoint")
+        model = TimmDenseNet(growth, blocks, ours.num_classes, bn_size=4, memory_efficient=checkpoint)
     if cfg.get("stem_type") == "cifar":  # the paper's CIFAR stem: one 3x3 convolution, nothing else
         model.features.conv0 = nn.Conv2d(ours.in_chans, 2 * growth, 3, padding=1, bias=False)
         for stem_part in ("norm0", "relu0", "pool0"):
@@ -127,32 +130,21 @@ def build_reference(impl: str, name: str):
 
 def build(args: argparse.Namespace, impl: str | None):
     """The model to measure and how to run one step of it: (model, step function)."""
-    import torch
-    from densebackbones.heads import (
-        DETECTION_MODELS,
-        SEGMENTATION_MODELS,
-        create_detection_model,
-        create_segmentation_model,
-    )
-
-    import densebackbones as db
-
     device = torch.device(args.device)
     torch.manual_seed(0)
     library, _, option = (impl or f"ours:{args.memory_mode}").partition(":")
     mode, _, variant = option.partition(":")
     reference = library != "ours"
-    detection = not reference and args.model in DETECTION_MODELS
+    task = None if reference else db.model_task(args.model)
+    detection = task == "detection"
     if reference:
         model = build_reference(impl, args.model)
         target_shape = (args.batch_size,)
-    elif args.model in SEGMENTATION_MODELS:  # dense prediction: per-pixel targets
-        model = create_segmentation_model(args.model)
+    elif task == "segmentation":  # dense prediction: per-pixel targets
+        model = db.create_model(args.model)
         target_shape = (args.batch_size, args.img_size, args.img_size)
     elif detection:  # multibox loss on one box per image; inference includes post-processing (NMS)
-        from densebackbones.heads.ssd import MultiBoxLoss
-
-        model = create_detection_model(args.model)
+        model = db.create_model(args.model)
         multibox = MultiBoxLoss(model.priors.to(device))
         gt_boxes = [torch.tensor([[0.2, 0.2, 0.6, 0.7]], device=device)] * args.batch_size
         gt_labels = [torch.tensor([1], device=device)] * args.batch_size
@@ -204,14 +196,12 @@ def build(args: argparse.Namespace, impl: str | None):
 
 
 def _device_name(device) -> str:
-    import torch
 
     return torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
 
 
 def measure_memory(args: argparse.Namespace, impl: str | None) -> float:
     """Peak memory of one configuration (MB over the model-loaded floor); run in a fresh process."""
-    import torch
 
     device = torch.device(args.device)
     model, step = build(args, impl)
@@ -235,7 +225,6 @@ def measure_memory(args: argparse.Namespace, impl: str | None) -> float:
 
 def profile_steps(args: argparse.Namespace, impls: list[str | None], steps) -> None:
     """Where the time goes: torch.profiler's table of one step of each implementation (printed to stderr)."""
-    from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device.startswith("cuda") else [])
     sort = "self_cuda_time_total" if args.device.startswith("cuda") else "self_cpu_time_total"
@@ -249,7 +238,6 @@ def profile_steps(args: argparse.Namespace, impls: list[str | None], steps) -> N
 def measure_time(args: argparse.Namespace, impls: list[str | None]) -> list[list[float]]:
     """Seconds per step of each implementation in each round: the implementations run one step each per round,
     interleaved in this process, so a slow period of the machine hits every one of them alike."""
-    import torch
 
     device = torch.device(args.device)
     steps = [build(args, impl)[1] for impl in impls]
@@ -352,9 +340,6 @@ def main(args: argparse.Namespace) -> list[dict]:
     if args.child == "time":
         print(json.dumps(measure_time(args, args.impls or [None])))
         return []
-    import torch
-
-    from densebackbones.engine.distributed import amp_dtype, resolve_device
 
     try:  # a missing GPU or bf16 support is named here, not as a child's traceback
         args.device = str(resolve_device(args.device, option="--device"))  # 'auto' becomes what it picked

@@ -1,7 +1,7 @@
-"""A short tour of the library: the model table, a forward pass, feature maps and the memory-efficient mode.
+"""A short tour of the library: the model table of every task, a forward pass, feature maps and the
+memory-efficient mode of a backbone.
 
-Run with ``make train`` until the training tool (tools/train_cls.py) lands, or directly:
-``python tools/demo.py [--model densenet_bc100_k12_cifar]``.
+``python tools/demo.py [--model densenet_bc100_k12_cifar]`` (training: ``make train`` or ``tools/train_cls.py``).
 """
 
 from __future__ import annotations
@@ -15,18 +15,18 @@ import densebackbones as db
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="densenet_bc100_k12_cifar", help="registered model name")
+    parser.add_argument("--model", default="densenet_bc100_k12_cifar", help="registered backbone name")
     parser.add_argument("--batch-size", type=int, default=8)
     return parser
 
 
 def main(args: argparse.Namespace) -> None:
     print(f"densebackbones {db.__version__}: {len(db.list_models())} registered models")
-    print(f"{'model':32s} {'params':>12s}")
+    print(f"{'model':32s} {'task':15s} {'params':>12s}")
     for name in db.list_models():
         with torch.device("meta"):  # counting parameters needs no memory and no initialisation
             model = db.create_model(name)
-        print(f"{name:32s} {sum(p.numel() for p in model.parameters()):>12,d}")
+        print(f"{name:32s} {db.model_task(name):15s} {sum(p.numel() for p in model.parameters()):>12,d}")
 
     torch.manual_seed(0)
     model = db.create_model(args.model)

@@ -16,7 +16,7 @@ import torch
 
 import densebackbones as db
 from densebackbones.export import check_onnx, export_onnx, fuse_batchnorm
-from densebackbones.models._helpers import load_checkpoint_into
+from densebackbones.models.helpers import load_checkpoint_into
 
 
 def get_args_parser() -> argparse.ArgumentParser:

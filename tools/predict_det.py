@@ -16,7 +16,7 @@ from PIL import Image, ImageDraw
 from torch.utils.data import DataLoader
 
 from densebackbones.engine import cli, evaluate, init_distributed
-from densebackbones.engine.detection import DetectionTask, class_names
+from densebackbones.tasks.detection import DetectionTask, class_names
 
 
 def get_args_parser() -> argparse.ArgumentParser:

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 from densebackbones.data.segmentation import SegmentationFolder, build_segmentation_transform, colorize
 from densebackbones.engine import cli, evaluate, init_distributed
 from densebackbones.engine.cli import resolve_config
-from densebackbones.engine.segmentation import SegmentationTask, dataset_info, format_iou_table
+from densebackbones.tasks.segmentation import SegmentationTask, dataset_info, format_iou_table
 
 
 def get_args_parser() -> argparse.ArgumentParser:

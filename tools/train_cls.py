@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 
 from densebackbones.engine import cli
-from densebackbones.engine.classification import ClassificationTask
+from densebackbones.tasks.classification import ClassificationTask
 
 
 def get_args_parser() -> argparse.ArgumentParser:

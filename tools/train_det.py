@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 
 from densebackbones.engine import cli
-from densebackbones.engine.detection import DetectionTask
+from densebackbones.tasks.detection import DetectionTask
 
 
 def get_args_parser() -> argparse.ArgumentParser:

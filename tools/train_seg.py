@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 
 from densebackbones.engine import cli
-from densebackbones.engine.segmentation import SegmentationTask
+from densebackbones.tasks.segmentation import SegmentationTask
 
 
 def get_args_parser() -> argparse.ArgumentParser:

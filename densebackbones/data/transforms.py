@@ -18,7 +18,7 @@ from torchvision.transforms import v2
 
 __all__ = ["Lighting", "build_train_transform", "build_eval_transform", "TenCropStack", "AUGMENTATIONS"]
 
-# ImageNet RGB eigen-decomposition used by fb.resnet.torch (REFERENCE.md).
+# ImageNet RGB eigen-decomposition used by fb.resnet.torch (docs/reference.md).
 IMAGENET_PCA_EIGVAL = (0.2175, 0.0188, 0.0045)
 IMAGENET_PCA_EIGVEC = (
     (-0.5675, 0.7192, 0.4009),

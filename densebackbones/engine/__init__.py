@@ -1,10 +1,10 @@
-"""Training engine shared by every task: trainer, checkpoints, logs, metrics, configs, distributed helpers."""
+"""Training engine shared by every task: trainer, checkpoints, logs, configs, distributed helpers, the tools'
+command line. It knows no task, model or data set: a task adapter (``densebackbones.tasks``) supplies those."""
 
-from .checkpoint import atomic_save, get_rng_state, load_checkpoint, set_rng_state
+from .checkpoint import atomic_save, export_weights, get_rng_state, load_checkpoint, set_rng_state
 from .config import DEFAULTS, check_config, load_config, merge_defaults
 from .distributed import DistInfo, ShardSampler, init_distributed
 from .logs import CSVLogger, plot_run, read_csv
-from .metrics import TopKAccuracy
 from .optim import build_optimizer, build_scheduler, scaled_lr
 from .trainer import NonFiniteLossError, Trainer, evaluate
 
@@ -14,12 +14,12 @@ __all__ = [
     "DistInfo",
     "NonFiniteLossError",
     "ShardSampler",
-    "TopKAccuracy",
     "Trainer",
     "atomic_save",
     "build_optimizer",
     "build_scheduler",
     "evaluate",
+    "export_weights",
     "check_config",
     "get_rng_state",
     "init_distributed",

@@ -8,6 +8,7 @@ they load with ``torch.load(weights_only=True)``.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import tempfile
@@ -16,6 +17,8 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn as nn
+from safetensors.torch import save_file
 
 __all__ = ["atomic_save", "load_checkpoint", "get_rng_state", "set_rng_state"]
 
@@ -83,3 +86,19 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(_byte_tensor(state["torch"]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([_byte_tensor(s) for s in state["cuda"]])
+
+
+def export_weights(model: nn.Module, path: str | Path, metadata: dict[str, Any] | None = None) -> Path:
+    """Save weights as safetensors with the pretrained config (JSON) as metadata, plus ``<path>.json``.
+
+    Load them back with ``create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=path))``.
+    """
+    path = Path(path)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    cfg = dict(getattr(model, "pretrained_cfg", {}) or {})
+    cfg.update({"num_classes": getattr(model, "num_classes", None), **(metadata or {})})
+    cfg = {k: v for k, v in cfg.items() if k not in ("file", "state_dict")}
+    text = json.dumps(cfg, default=str)
+    save_file(state, str(path), metadata={"pretrained_cfg": text})
+    path.with_suffix(".json").write_text(json.dumps(json.loads(text), indent=2))
+    return path

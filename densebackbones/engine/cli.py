@@ -20,7 +20,8 @@ __all__ = ["Task", "get_args_parser", "parse_cfg_options", "resolve_config", "tr
 
 
 class Task(Protocol):
-    """A task for the shared trainer (see engine/classification.py and engine/segmentation.py)."""
+    """A task for the shared trainer; ``densebackbones.tasks`` holds the classification, segmentation and detection
+    adapters."""
 
     data_defaults: dict[str, Any]
     best_key: str

@@ -1,7 +1,8 @@
 """Run configuration: mmengine ``Config`` files checked against a schema, so that no key is silently ignored.
 
-A config has the top-level sections below; every key of every section is read by the engine, and a key that
-nothing reads is an error naming the closest valid keys (OpenMMLab's configs silently ignore such typos).
+A config has the top-level sections below plus ``data``, whose keys and defaults each task supplies
+(``densebackbones.tasks``); every key of every section is read, and a key that nothing reads is an error naming the
+closest valid keys (OpenMMLab's configs silently ignore such typos).
 """
 
 from __future__ import annotations
@@ -11,47 +12,7 @@ from copy import deepcopy
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DEFAULTS", "CLS_DATA", "SEG_DATA", "DET_DATA", "load_config", "check_config", "merge_defaults"]
-
-# The data section of each task.
-CLS_DATA: dict[str, Any] = {
-    "dataset": None,  # digits, cifar10, cifar100, svhn, fashion_mnist, imagenet
-    "root": None,
-    "download": False,  # fetch the official files if missing (never by default)
-    "augment": "plus",  # plus (CIFAR "+"), none, imagenet, shift
-    "image_size": None,  # default: the data set's
-    "batch_size": 64,  # global batch per optimiser step, over all GPUs and accumulation steps
-    "eval_batch_size": None,  # default: batch_size
-    "num_workers": 4,
-    "ten_crop": False,
-    "skip_corrupt": False,
-}
-SEG_DATA: dict[str, Any] = {
-    "dataset": None,  # camvid, shapes
-    "root": None,
-    "crop_size": 224,  # random training crops (FC-DenseNet: 224); None trains on full images
-    "hflip": True,
-    "color_jitter": 0.0,
-    "batch_size": 3,  # global batch per optimiser step
-    "eval_batch_size": 1,
-    "num_workers": 4,
-    "class_weights": None,  # per-class loss weights (e.g. median-frequency balancing)
-}
-DET_DATA: dict[str, Any] = {
-    "dataset": None,  # voc, coco, shapes
-    "root": None,  # VOCdevkit, the COCO folder (annotations/, train2017/, val2017/), or the shapes folder
-    "train_sets": (("2007", "trainval"), ("2012", "trainval")),  # VOC 07+12
-    "val_sets": (("2007", "test"),),
-    "train_split": "train2017",  # COCO
-    "val_split": "val2017",
-    "classes": None,  # COCO: filled from the annotation file
-    "image_size": 300,
-    "batch_size": 128,  # global batch per optimiser step (DSOD: 128 through accumulation)
-    "eval_batch_size": 8,
-    "num_workers": 4,
-    "shapes_train": 64,  # images in the generated shapes splits
-    "shapes_val": 16,
-}
+__all__ = ["DEFAULTS", "load_config", "check_config", "merge_defaults"]
 
 # Defaults of every section; the keys here are the only valid ones (the model section takes model arguments).
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -104,9 +65,7 @@ def _defaults(data_defaults: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {"model": DEFAULTS["model"], "data": data_defaults, **{k: v for k, v in DEFAULTS.items() if k != "model"}}
 
 
-def check_config(
-    cfg: dict[str, Any], model_arg_names: list[str] | None = None, data_defaults: dict[str, Any] = CLS_DATA
-) -> None:
+def check_config(cfg: dict[str, Any], model_arg_names: list[str] | None, data_defaults: dict[str, Any]) -> None:
     """Raise ``KeyError`` for any key that nothing reads, naming the closest valid keys."""
     sections = [*_defaults(data_defaults), "work_dir"]
     for section in cfg:
@@ -126,7 +85,7 @@ def check_config(
                 raise KeyError(f"config key {section}.{key} is not used.{_closest(key, valid)}")
 
 
-def merge_defaults(cfg: dict[str, Any], data_defaults: dict[str, Any] = CLS_DATA) -> dict[str, Any]:
+def merge_defaults(cfg: dict[str, Any], data_defaults: dict[str, Any]) -> dict[str, Any]:
     """A plain dict with every section filled from the defaults."""
     out = {
         section: dict(deepcopy(defaults), **(cfg.get(section) or {}))

@@ -1,13 +1,12 @@
 """Dense primitives shared by every family: layers, blocks, transitions, stems, the shared-buffer dense block."""
 
-from .dense import DenseBlock, DenseLayer, LayerFn, Transition
+from .dense import DenseBlock, DenseLayer, LayerFn, Transition, set_memory_mode
 from .shared_buffer import (
     MEMORY_MODES,
     check_memory_mode,
     compute_layout,
     resolve_memory_mode,
     set_cpu_channels_last,
-    set_memory_mode,
 )
 from .stems import Stem, cifar_stem, imagenet_stem
 

@@ -25,7 +25,7 @@ from torch import Tensor
 
 from .shared_buffer import check_memory_mode, dense_block_forward
 
-__all__ = ["DenseLayer", "DenseBlock", "Transition", "LayerFn"]
+__all__ = ["DenseLayer", "DenseBlock", "Transition", "LayerFn", "set_memory_mode"]
 
 LayerFn = Callable[..., nn.Module]
 
@@ -167,6 +167,15 @@ class DenseBlock(nn.Module):
 
     def extra_repr(self) -> str:
         return f"memory_mode={self.memory_mode!r}"
+
+
+def set_memory_mode(module: nn.Module, mode: str) -> int:
+    """Put every dense block inside ``module`` into ``mode``; returns how many there are (parameters unchanged)."""
+    check_memory_mode(mode)
+    blocks = [m for m in module.modules() if isinstance(m, DenseBlock)]
+    for block in blocks:
+        block.memory_mode = mode
+    return len(blocks)
 
 
 class Transition(nn.Module):

@@ -22,6 +22,9 @@ quadratically with depth (Pleiss et al., "Memory-Efficient Implementation of Den
 
 Other norm or activation layers (GroupNorm, SyncBatchNorm, post-activation layers...) take a generic route: the
 layer's own modules run on a view of the buffer.
+
+This module knows blocks only by duck typing (``memory_mode``, ``growth_rate``, ``concat_input`` and their layers'
+``norm1``/``act1``/``conv1``/``rest``...): ``dense.py`` imports it, not the other way round.
 """
 
 from __future__ import annotations
@@ -42,7 +45,6 @@ __all__ = [
     "dense_block_forward",
     "resolve_memory_mode",
     "set_cpu_channels_last",
-    "set_memory_mode",
 ]
 
 MEMORY_MODES = ("plain", "buffer", "efficient")
@@ -68,17 +70,6 @@ def resolve_memory_mode(memory_efficient: bool, memory_mode: str | None) -> str:
     if memory_efficient and memory_mode != "efficient":
         raise ValueError(f"memory_efficient=True contradicts memory_mode={memory_mode!r}; pass only one of them")
     return memory_mode
-
-
-def set_memory_mode(module: nn.Module, mode: str) -> int:
-    """Put every dense block inside ``module`` into ``mode``; returns how many there are (parameters unchanged)."""
-    from .dense import DenseBlock
-
-    check_memory_mode(mode)
-    blocks = [m for m in module.modules() if isinstance(m, DenseBlock)]
-    for block in blocks:
-        block.memory_mode = mode
-    return len(blocks)
 
 
 def _alias(buffer: Tensor, channels: int) -> Tensor:

@@ -3,5 +3,15 @@
 from .densenet import MODEL_ARCHS as DENSENET_ARCHS
 from .densenet import DenseNet, checkpoint_filter_fn, cifar_block_config
 from .dsod import DSODNet
+from .helpers import check_out_indices, check_state_dict_fits, load_checkpoint_into
 
-__all__ = ["DENSENET_ARCHS", "DSODNet", "DenseNet", "checkpoint_filter_fn", "cifar_block_config"]
+__all__ = [
+    "DENSENET_ARCHS",
+    "DSODNet",
+    "DenseNet",
+    "check_out_indices",
+    "check_state_dict_fits",
+    "checkpoint_filter_fn",
+    "cifar_block_config",
+    "load_checkpoint_into",
+]

@@ -44,7 +44,7 @@ from ..layers import (
     set_memory_mode,
 )
 from ..registry import register_model
-from ._helpers import check_out_indices, load_checkpoint_into
+from .helpers import check_out_indices, load_checkpoint_into
 
 __all__ = ["DenseNet", "cifar_block_config", "checkpoint_filter_fn", "MODEL_ARCHS"]
 
@@ -118,26 +118,18 @@ class DenseNet(nn.Module):
         memory_mode: str | None = None,
     ) -> None:
         super().__init__()
-        if in_chans < 1:
-            raise ValueError(f"in_chans must be at least 1, got {in_chans}")
-        if num_classes < 0:
-            raise ValueError(f"num_classes must be >= 0 (0 removes the classifier), got {num_classes}")
+        _check_io(num_classes, in_chans)
         if stem_type not in _STEMS:
             raise ValueError(f"unknown stem_type {stem_type!r}; use one of {sorted(_STEMS)}")
         if not 0.0 < compression <= 1.0:
             raise ValueError(f"compression must be in (0, 1], got {compression}")
         if not block_config or any(n < 1 for n in block_config):
             raise ValueError(f"block_config needs one or more positive layer counts, got {block_config}")
-        self.num_classes = num_classes
-        self.in_chans = in_chans
-        self.drop_rate = drop_rate
         memory_mode = resolve_memory_mode(memory_efficient, memory_mode)
-        self.grad_checkpointing = memory_mode == "efficient"
-
         stem_width = stem_width or 2 * growth_rate
         stem = _STEMS[stem_type](in_chans, stem_width, norm_layer=norm_layer, act_layer=act_layer)
-        self.features = nn.Sequential(OrderedDict(stem.modules))
-        self.feature_info = [dict(num_chs=stem_width, reduction=stem.tap_reduction, module=f"features.{stem.tap}")]
+        features = OrderedDict(stem.modules)
+        feature_info = [dict(num_chs=stem_width, reduction=stem.tap_reduction, module=f"features.{stem.tap}")]
 
         layer_kwargs = dict(
             bn_size=bn_size,
@@ -149,11 +141,11 @@ class DenseNet(nn.Module):
         num_features, stride = stem_width, stem.reduction
         for i, num_layers in enumerate(block_config):
             block = DenseBlock(num_layers, num_features, growth_rate, **layer_kwargs)
-            self.features.add_module(f"denseblock{i + 1}", block)
+            features[f"denseblock{i + 1}"] = block
             num_features = block.out_chs
             if i == len(block_config) - 1:
                 break
-            self.feature_info.append(dict(num_chs=num_features, reduction=stride, module=f"features.denseblock{i + 1}"))
+            feature_info.append(dict(num_chs=num_features, reduction=stride, module=f"features.denseblock{i + 1}"))
             out_chs = math.floor(num_features * compression)  # Sec. 3, compression: floor(theta * m)
             transition = Transition(
                 num_features,
@@ -163,22 +155,43 @@ class DenseNet(nn.Module):
                 norm_layer=norm_layer,
                 act_layer=act_layer,
             )
-            self.features.add_module(f"transition{i + 1}", transition)
+            features[f"transition{i + 1}"] = transition
             num_features, stride = out_chs, stride * transition.reduction
-        # torchvision's and timm's name for the final norm, whatever the number of blocks, so checkpoints load.
-        self.features.add_module("norm5", norm_layer(num_features))
-        self.features.add_module("act5", act_layer(inplace=True))
-        self.feature_info.append(dict(num_chs=num_features, reduction=stride, module="features.act5"))
+        head = dict(num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate, global_pool=global_pool)
+        self._finish(features, feature_info, num_features, stride, norm_layer, act_layer, **head)
+
+    def _finish(
+        self,
+        features: OrderedDict[str, nn.Module],
+        feature_info: list[dict[str, Any]],
+        num_features: int,
+        stride: int,
+        norm_layer: LayerFn,
+        act_layer: LayerFn,
+        *,
+        num_classes: int,
+        in_chans: int,
+        drop_rate: float,
+        global_pool: str,
+    ) -> None:
+        """What every dense family shares after its last dense block: the final BN-ReLU (``norm5``/``act5``, the
+        names of torchvision and timm whatever the number of blocks, so their checkpoints load), its feature tap,
+        the pooled classifier, the timm attributes and the initialisation. A family builds ``features`` (its stem,
+        blocks and transitions) and ``feature_info`` up to its last block and calls this."""
+        features["norm5"] = norm_layer(num_features)
+        features["act5"] = act_layer(inplace=True)
+        self.features = nn.Sequential(features)
+        self.feature_info = [*feature_info, dict(num_chs=num_features, reduction=stride, module="features.act5")]
+        self.num_classes, self.in_chans, self.drop_rate = num_classes, in_chans, drop_rate
         self.min_input_size = stride
         self.num_features = self.head_hidden_size = num_features
-
         self.global_pool, self.classifier = create_classifier(num_features, num_classes, pool_type=global_pool)
         self.head_drop = nn.Dropout(drop_rate)
         self._init_weights()
 
     def _init_weights(self) -> None:
         # He-normal for convolutions as in the official Torch code (fb.resnet.torch: std = sqrt(2 / (k*k*n_out))),
-        # BN gamma 1 / beta 0, classifier bias 0 (REFERENCE.md, training recipes).
+        # BN gamma 1 / beta 0, classifier bias 0 (docs/reference.md, training recipes).
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
@@ -216,7 +229,17 @@ class DenseNet(nn.Module):
     def set_memory_mode(self, mode: str) -> None:
         """Switch every dense block to ``'plain'``, ``'buffer'`` or ``'efficient'`` (see ``memory_mode``)."""
         set_memory_mode(self, mode)
-        self.grad_checkpointing = mode == "efficient"
+
+    @property
+    def memory_mode(self) -> str:
+        """The dense blocks' memory mode (held by the blocks alone; ``'mixed'`` if they differ)."""
+        modes = {m.memory_mode for m in self.modules() if isinstance(m, DenseBlock)}
+        return modes.pop() if len(modes) == 1 else "mixed"
+
+    @property
+    def grad_checkpointing(self) -> bool:
+        """timm's flag: whether the dense blocks recompute in backward (``memory_mode == 'efficient'``)."""
+        return self.memory_mode == "efficient"
 
     @torch.jit.ignore
     def get_classifier(self) -> nn.Module:
@@ -248,7 +271,9 @@ class DenseNet(nn.Module):
         block = next((m for m in self.features.children() if isinstance(m, DenseBlock)), None)
         return x if block is None else compute_layout(x, block)
 
-    def _checked_indices(self, indices: int | list[int] | tuple[int, ...] | None) -> int | list[int] | None:
+    def checked_indices(self, indices: int | list[int] | tuple[int, ...] | None) -> int | list[int] | None:
+        """``indices`` (feature levels, negative counting from the end, or an int for the last n) if they exist;
+        a ``ValueError`` listing the model's levels with channels and strides otherwise."""
         name = (getattr(self, "pretrained_cfg", None) or {}).get("architecture") or type(self).__name__
         return check_out_indices(self.feature_info, indices, name)
 
@@ -277,7 +302,7 @@ class DenseNet(nn.Module):
             raise ValueError(f"output_fmt {output_fmt!r} is not supported; DenseNet returns 'NCHW'")
         self._check_input(x)
         x = self._compute_layout(x)
-        take_indices, max_index = feature_take_indices(len(self.feature_info), self._checked_indices(indices))
+        take_indices, max_index = feature_take_indices(len(self.feature_info), self.checked_indices(indices))
         tap_names = [info["module"].split(".", 1)[1] for info in self.feature_info]
         intermediates = []
         level = 0
@@ -300,7 +325,7 @@ class DenseNet(nn.Module):
         prune_head: bool = True,
     ) -> list[int]:
         """Drop the layers after the last requested level (and the head); returns the absolute indices kept."""
-        take_indices, max_index = feature_take_indices(len(self.feature_info), self._checked_indices(indices))
+        take_indices, max_index = feature_take_indices(len(self.feature_info), self.checked_indices(indices))
         last_tap = self.feature_info[max_index]["module"].split(".", 1)[1]
         names = [name for name, _ in self.features.named_children()]
         for name in names[names.index(last_tap) + 1 :]:
@@ -444,6 +469,13 @@ def _create_densenet(variant: str, pretrained: bool = False, **kwargs) -> DenseN
     )
 
 
+def _check_io(num_classes: int, in_chans: int) -> None:
+    if in_chans < 1:
+        raise ValueError(f"in_chans must be at least 1, got {in_chans}")
+    if num_classes < 0:
+        raise ValueError(f"num_classes must be >= 0 (0 removes the classifier), got {num_classes}")
+
+
 def _cfg(url: str = "", **kwargs) -> dict[str, Any]:
     return {
         "url": url,
@@ -492,97 +524,97 @@ default_cfgs = generate_default_cfgs(
 
 
 # ------------------------------------------------------------------------------------------------ registered models
-@register_model
+@register_model(model_cls=DenseNet)
 def densenet_bc121_k32(pretrained: bool = False, **kwargs) -> DenseNet:
     """DenseNet-121 (DenseNet-BC, k=32, blocks 6-12-24-16), ImageNet, Table 1."""
     return _create_densenet("densenet_bc121_k32", pretrained, **kwargs)
 
 
-@register_model
+@register_model(model_cls=DenseNet)
 def densenet_bc169_k32(pretrained: bool = False, **kwargs) -> DenseNet:
     """DenseNet-169 (DenseNet-BC, k=32, blocks 6-12-32-32), ImageNet, Table 1."""
     return _create_densenet("densenet_bc169_k32", pretrained, **kwargs)
 
 
-@register_model
+@register_model(model_cls=DenseNet)
 def densenet_bc201_k32(pretrained: bool = False, **kwargs) -> DenseNet:
     """DenseNet-201 (DenseNet-BC, k=32, blocks 6-12-48-32), ImageNet, Table 1."""
     return _create_densenet("densenet_bc201_k32", pretrained, **kwargs)
 
 
-@register_model
+@register_model(model_cls=DenseNet)
 def densenet_bc264_k32(pretrained: bool = False, **kwargs) -> DenseNet:
     """DenseNet-264 (DenseNet-BC, k=32, blocks 6-12-64-48), ImageNet, Table 1."""
     return _create_densenet("densenet_bc264_k32", pretrained, **kwargs)
 
 
-@register_model
+@register_model(model_cls=DenseNet)
 def densenet_bc161_k48(pretrained: bool = False, **kwargs) -> DenseNet:
     """DenseNet-161 (DenseNet-BC, k=48, blocks 6-12-36-24, stem 96), ImageNet, official models."""
     return _create_densenet("densenet_bc161_k48", pretrained, **kwargs)
 
 
-@register_model
+@register_model(model_cls=DenseNet)
 def densenet_bc232_k48(pretrained: bool = False, **kwargs) -> DenseNet:
     """DenseNet-232 (DenseNet-BC, k=48, blocks 6-12-48-48, stem 96), ImageNet, official models."""
     return _create_densenet("densenet_bc232_k48", pretrained, **kwargs)
 
 
-@register_model
+@register_model(model_cls=DenseNet)
 def densenet_bc264_k48(pretrained: bool = False, **kwargs) -> DenseNet:
     """DenseNet-264 with k=48 (blocks 6-12-64-48, stem 96), ImageNet, official cosine-schedule model."""
     return _create_densenet("densenet_bc264_k48", pretrained, **kwargs)
 
 
-@register_model
+@register_model(model_cls=DenseNet)
 def densenet40_k12_cifar(pretrained: bool = False, **kwargs) -> DenseNet:
     """DenseNet (L=40, k=12), CIFAR/SVHN, Table 2."""
     return _create_densenet("densenet40_k12_cifar", pretrained, **kwargs)
 
 
-@register_model
+@register_model(model_cls=DenseNet)
 def densenet100_k12_cifar(pretrained: bool = False, **kwargs) -> DenseNet:
     """DenseNet (L=100, k=12), CIFAR/SVHN, Table 2."""
     return _create_densenet("densenet100_k12_cifar", pretrained, **kwargs)
 
 
-@register_model
+@register_model(model_cls=DenseNet)
 def densenet100_k24_cifar(pretrained: bool = False, **kwargs) -> DenseNet:
     """DenseNet (L=100, k=24), CIFAR/SVHN, Table 2."""
     return _create_densenet("densenet100_k24_cifar", pretrained, **kwargs)
 
 
-@register_model
+@register_model(model_cls=DenseNet)
 def densenet_bc100_k12_cifar(pretrained: bool = False, **kwargs) -> DenseNet:
     """DenseNet-BC (L=100, k=12), CIFAR/SVHN, Table 2."""
     return _create_densenet("densenet_bc100_k12_cifar", pretrained, **kwargs)
 
 
-@register_model
+@register_model(model_cls=DenseNet)
 def densenet_bc250_k24_cifar(pretrained: bool = False, **kwargs) -> DenseNet:
     """DenseNet-BC (L=250, k=24), CIFAR/SVHN, Table 2."""
     return _create_densenet("densenet_bc250_k24_cifar", pretrained, **kwargs)
 
 
-@register_model
+@register_model(model_cls=DenseNet)
 def densenet_bc190_k40_cifar(pretrained: bool = False, **kwargs) -> DenseNet:
     """DenseNet-BC (L=190, k=40), CIFAR/SVHN, Table 2."""
     return _create_densenet("densenet_bc190_k40_cifar", pretrained, **kwargs)
 
 
-@register_model
+@register_model(model_cls=DenseNet)
 def wide_densenet_bc40_k36_cifar(pretrained: bool = False, **kwargs) -> DenseNet:
     """Wide-DenseNet-BC (L=40, k=36), CIFAR/SVHN, official code."""
     return _create_densenet("wide_densenet_bc40_k36_cifar", pretrained, **kwargs)
 
 
-@register_model
+@register_model(model_cls=DenseNet)
 def wide_densenet_bc40_k48_cifar(pretrained: bool = False, **kwargs) -> DenseNet:
     """Wide-DenseNet-BC (L=40, k=48), CIFAR/SVHN, official code."""
     return _create_densenet("wide_densenet_bc40_k48_cifar", pretrained, **kwargs)
 
 
-@register_model
+@register_model(model_cls=DenseNet)
 def wide_densenet_bc40_k60_cifar(pretrained: bool = False, **kwargs) -> DenseNet:
     """Wide-DenseNet-BC (L=40, k=60), CIFAR/SVHN, official code."""
     return _create_densenet("wide_densenet_bc40_k60_cifar", pretrained, **kwargs)

@@ -21,12 +21,11 @@ from copy import deepcopy
 from typing import Any
 
 import torch.nn as nn
-from timm.layers import create_classifier
 from timm.models import build_model_with_cfg, generate_default_cfgs
 
 from ..layers import DenseBlock, LayerFn, Transition, resolve_memory_mode
 from ..registry import register_model
-from .densenet import DenseNet, _cfg, checkpoint_filter_fn
+from .densenet import DenseNet, _cfg, _check_io, checkpoint_filter_fn
 
 __all__ = ["DSODNet"]
 
@@ -59,14 +58,14 @@ class DSODNet(DenseNet):
         memory_efficient: bool = False,
         memory_mode: str | None = None,
     ) -> None:
+        # DSOD's stem and pooling plan differ from DenseNet's (Table 1), so the features up to the last dense block
+        # are built here and DenseNet's shared tail (_finish: final BN-ReLU, head, timm attributes, init) completes
+        # the model; DenseNet's own constructor would build its layout.
         nn.Module.__init__(self)
-        if in_chans < 1:
-            raise ValueError(f"in_chans must be at least 1, got {in_chans}")
+        _check_io(num_classes, in_chans)
         if len(block_config) != 4:
             raise ValueError(f"DSOD's backbone has four dense blocks, got block_config={tuple(block_config)}")
-        self.num_classes, self.in_chans, self.drop_rate = num_classes, in_chans, drop_rate
         memory_mode = resolve_memory_mode(memory_efficient, memory_mode)
-        self.grad_checkpointing = memory_mode == "efficient"
         features = OrderedDict()
         chs = in_chans
         for i, (out, stride) in enumerate(zip(stem_chs, (2, 1, 1))):
@@ -75,9 +74,7 @@ class DSODNet(DenseNet):
             features[f"act{i}"] = act_layer(inplace=True)
             chs = out
         features["pool0"] = nn.MaxPool2d(2, stride=2, ceil_mode=True)
-        self.feature_info: list[dict[str, Any]] = [
-            dict(num_chs=chs, reduction=2, module=f"features.act{len(stem_chs) - 1}")
-        ]
+        feature_info: list[dict[str, Any]] = [dict(num_chs=chs, reduction=2, module=f"features.act{len(stem_chs) - 1}")]
         layer = dict(bn_size=bn_size, norm_layer=norm_layer, act_layer=act_layer, memory_mode=memory_mode)
         common = dict(norm_layer=norm_layer, act_layer=act_layer)
         # (pooling of the transition, max-pool after it, feature tap after it)
@@ -92,20 +89,13 @@ class DSODNet(DenseNet):
             features[f"transition{i + 1}"] = Transition(chs, chs, pool=pool, ceil_mode=True, **common)
             stride *= 2 if pool == "max" else 1
             if tap:
-                self.feature_info.append(dict(num_chs=chs, reduction=stride, module=f"features.transition{i + 1}"))
+                feature_info.append(dict(num_chs=chs, reduction=stride, module=f"features.transition{i + 1}"))
             if pool_after:
                 features[f"pool{i + 1}"] = nn.MaxPool2d(2, stride=2, ceil_mode=True)
                 stride *= 2
-        self.feature_info.append(dict(num_chs=chs, reduction=stride, module=f"features.denseblock{len(block_config)}"))
-        features["norm5"] = norm_layer(chs)
-        features["act5"] = act_layer(inplace=True)
-        self.feature_info.append(dict(num_chs=chs, reduction=stride, module="features.act5"))
-        self.features = nn.Sequential(features)
-        self.min_input_size = stride
-        self.num_features = self.head_hidden_size = chs
-        self.global_pool, self.classifier = create_classifier(chs, num_classes, pool_type=global_pool)
-        self.head_drop = nn.Dropout(drop_rate)
-        self._init_weights()
+        feature_info.append(dict(num_chs=chs, reduction=stride, module=f"features.denseblock{len(block_config)}"))
+        head = dict(num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate, global_pool=global_pool)
+        self._finish(features, feature_info, chs, stride, norm_layer, act_layer, **head)
 
 
 MODEL_ARCHS: dict[str, dict[str, Any]] = {
@@ -134,13 +124,13 @@ default_cfgs = generate_default_cfgs(
 )
 
 
-@register_model
+@register_model(model_cls=DSODNet)
 def dsod_ds64_192_48_1(pretrained: bool = False, **kwargs) -> DSODNet:
     """DS/64-192-48-1, DSOD300's backbone (Table 1), with a classification head."""
     return _create_dsodnet("dsod_ds64_192_48_1", pretrained, **kwargs)
 
 
-@register_model
+@register_model(model_cls=DSODNet)
 def dsod_ds64_256_64_1(pretrained: bool = False, **kwargs) -> DSODNet:
     """DS/64-256-64-1, DSOD300-lite's backbone (layers per block reconstructed, see MODEL_ARCHS)."""
     return _create_dsodnet("dsod_ds64_256_64_1", pretrained, **kwargs)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .distributed import all_reduce_sum
+from ..engine.distributed import all_reduce_sum
 
 __all__ = ["TopKAccuracy", "SegmentationMetric"]
 

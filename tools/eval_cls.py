@@ -1,6 +1,6 @@
 """Evaluate a classification checkpoint: top-1 / top-5 accuracy and loss, optionally with ten crops.
 
-python tools/test.py CONFIG CHECKPOINT [--data-root DIR] [--ten-crop]
+python tools/eval_cls.py CONFIG CHECKPOINT [--data-root DIR] [--ten-crop]
 
 CHECKPOINT is a trainer checkpoint (last.pth/best.pth: its EMA weights when the run used EMA), exported
 safetensors, or a torchvision/timm state_dict.
@@ -14,10 +14,11 @@ import json
 import torch
 from torch.utils.data import DataLoader
 
-from densebackbones.engine import TopKAccuracy, cli, evaluate, init_distributed
-from densebackbones.engine.classification import ClassificationTask, ten_crop_forward
+from densebackbones.engine import cli, evaluate, init_distributed
 from densebackbones.engine.cli import resolve_config
 from densebackbones.engine.distributed import ShardSampler
+from densebackbones.tasks import TopKAccuracy
+from densebackbones.tasks.classification import ClassificationTask, ten_crop_forward
 
 
 def get_args_parser() -> argparse.ArgumentParser:

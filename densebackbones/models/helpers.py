@@ -1,4 +1,5 @@
-"""Checks shared by every model family: feature indices and checkpoints that do not fit."""
+"""What every model family shares: feature-index checks, complete checkpoint loading, and the builder of the
+segmentation and detection models (backbones are built by timm's ``build_model_with_cfg``)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 from timm.models import adapt_input_conv, load_state_dict
 from torch import Tensor, nn
 
-__all__ = ["check_out_indices", "check_state_dict_fits", "load_checkpoint_into"]
+__all__ = ["build_task_model", "check_out_indices", "check_state_dict_fits", "load_checkpoint_into"]
 
 _logger = logging.getLogger(__name__)
 
@@ -146,3 +147,48 @@ def load_checkpoint_into(
             )
     check_state_dict_fits(state_dict, model, find_matching_archs)
     model.load_state_dict(state_dict, strict=True)
+
+
+def build_task_model(
+    model_cls: Callable[..., nn.Module],
+    variant: str,
+    pretrained: bool,
+    default_cfgs: dict[str, Any],
+    *,
+    pretrained_cfg: str | dict[str, Any] | None = None,
+    pretrained_cfg_overlay: dict[str, Any] | None = None,
+    **kwargs: Any,
+) -> nn.Module:
+    """Build a registered segmentation or detection model the way timm builds a backbone: ``model.pretrained_cfg``
+    is the variant's default config (or its ``tag``: ``create_model('fc_densenet103.tag')``) updated by
+    ``pretrained_cfg_overlay``, and ``pretrained=True`` loads the weights it names -- a local ``file`` -- completely
+    (:func:`load_checkpoint_into`: a classifier of another size is replaced, with a warning).
+
+    Args:
+        model_cls: the model class, called with ``kwargs``.
+        variant: the registered name.
+        default_cfgs: timm's ``generate_default_cfgs`` table of the family.
+    """
+    entry = default_cfgs[variant]
+    if isinstance(pretrained_cfg, dict):
+        cfg = dict(pretrained_cfg)
+    else:
+        tag = pretrained_cfg or entry.tags[0]  # the default (first) tag; '' for a config without one
+        if tag not in entry.cfgs:
+            raise ValueError(f"{variant} has no pretrained config {tag!r}; it has {sorted(entry.cfgs)}")
+        cfg = entry.cfgs[tag].to_dict()
+    cfg.update(pretrained_cfg_overlay or {})
+    cfg["architecture"] = variant
+    model = model_cls(**kwargs)
+    model.pretrained_cfg = model.default_cfg = cfg
+    if pretrained:
+        source = cfg.get("file") or cfg.get("url")
+        if not source:
+            raise ValueError(
+                f"{variant} has no published weights; load a checkpoint of your own with "
+                f"pretrained=True, pretrained_cfg_overlay=dict(file='weights.pth')"
+            )
+        if not cfg.get("file"):
+            raise ValueError(f"{variant}: only local files load here; download {source} and pass it as file=...")
+        load_checkpoint_into(model, cfg["file"])
+    return model

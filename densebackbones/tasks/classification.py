@@ -2,56 +2,40 @@
 
 from __future__ import annotations
 
-import inspect
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from safetensors.torch import save_file
 
 from ..data import DATASETS, build_classification_dataset, build_eval_transform, build_train_transform
-from ..models import DenseNet
-from ..registry import create_model, is_model
-from .config import CLS_DATA
+from ..engine.checkpoint import export_weights
+from .common import build_config_model, config_model_args
 from .metrics import TopKAccuracy
 
-__all__ = [
-    "ClassificationTask",
-    "model_arg_names",
-    "build_model",
-    "build_datasets",
-    "ten_crop_forward",
-    "export_weights",
-]
+__all__ = ["CLS_DATA", "ClassificationTask", "build_datasets", "build_model", "ten_crop_forward"]
 
-_BUILDER_ARGS = ("pretrained_cfg", "pretrained_cfg_overlay")
-
-
-def model_arg_names() -> list[str]:
-    """Keys a config's ``model`` section may hold besides ``type``."""
-    params = inspect.signature(DenseNet.__init__).parameters
-    return ["type", *[p for p in params if p != "self"], *_BUILDER_ARGS]
+# The data section of a classification config (the other sections: densebackbones.engine.config.DEFAULTS).
+CLS_DATA: dict[str, Any] = {
+    "dataset": None,  # digits, cifar10, cifar100, svhn, fashion_mnist, imagenet
+    "root": None,
+    "download": False,  # fetch the official files if missing (never by default)
+    "augment": "plus",  # plus (CIFAR "+"), none, imagenet, shift
+    "image_size": None,  # default: the data set's
+    "batch_size": 64,  # global batch per optimiser step, over all GPUs and accumulation steps
+    "eval_batch_size": None,  # default: batch_size
+    "num_workers": 4,
+    "ten_crop": False,
+    "skip_corrupt": False,
+}
 
 
 def build_model(cfg: dict[str, Any], pretrained: str | Path | None = None) -> nn.Module:
-    """Create ``cfg['model']['type']`` with the data set's classes and channels unless the config sets them.
-
-    ``pretrained`` fine-tunes from a weights file: everything that fits is loaded, and a classifier of another
-    size is replaced by a fresh one (the official code's ``-resetClassifier``).
-    """
-    model_cfg = dict(cfg["model"])
-    name = model_cfg.pop("type")
-    if not name or not is_model(name):
-        create_model(name or "<missing model.type>")  # raises with the closest registered names
+    """The config's backbone with the data set's classes and channels unless the config sets them; ``pretrained``
+    fine-tunes from a weights file (see :func:`~densebackbones.tasks.common.build_config_model`)."""
     info = DATASETS[cfg["data"]["dataset"]]
-    model_cfg.setdefault("num_classes", info.num_classes)
-    model_cfg.setdefault("in_chans", info.in_chans)
-    if pretrained:
-        model_cfg["pretrained_cfg_overlay"] = dict(model_cfg.get("pretrained_cfg_overlay") or {}, file=str(pretrained))
-    return create_model(name, pretrained=bool(pretrained), **model_cfg)
+    return build_config_model(cfg, "classification", pretrained, num_classes=info.num_classes, in_chans=info.in_chans)
 
 
 def build_datasets(cfg: dict[str, Any], ten_crop: bool | None = None):
@@ -80,22 +64,6 @@ def ten_crop_forward(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
     return probs.clamp_min(1e-12).log()  # cross-entropy of log-probabilities is their NLL
 
 
-def export_weights(model: nn.Module, path: str | Path, metadata: dict[str, Any] | None = None) -> Path:
-    """Save weights as safetensors with the pretrained config (JSON) as metadata, plus ``<path>.json``.
-
-    Load them back with ``create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=path))``.
-    """
-    path = Path(path)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    cfg = dict(getattr(model, "pretrained_cfg", {}) or {})
-    cfg.update({"num_classes": getattr(model, "num_classes", None), **(metadata or {})})
-    cfg = {k: v for k, v in cfg.items() if k not in ("file", "state_dict")}
-    text = json.dumps(cfg, default=str)
-    save_file(state, str(path), metadata={"pretrained_cfg": text})
-    path.with_suffix(".json").write_text(json.dumps(json.loads(text), indent=2))
-    return path
-
-
 class ClassificationTask:
     """Classification for the shared trainer and tools (``engine.cli``)."""
 
@@ -103,7 +71,7 @@ class ClassificationTask:
     best_key, best_mode = "top1", "max"
 
     def model_arg_names(self, raw_cfg: dict[str, Any]) -> list[str]:
-        return model_arg_names()
+        return config_model_args(raw_cfg, "classification")
 
     def build_model(self, cfg: dict[str, Any], pretrained: str | None = None) -> nn.Module:
         return build_model(cfg, pretrained)

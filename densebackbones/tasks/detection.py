@@ -18,12 +18,30 @@ from ..data.detection import (
     detection_collate,
     write_shapes_coco,
 )
-from .classification import export_weights
-from .config import DET_DATA
+from ..engine.checkpoint import export_weights
+from ..engine.distributed import all_gather_objects
+from ..heads.ssd import COCO_PRIORS, VOC_PRIORS, MultiBoxLoss, postprocess
+from .common import build_config_model, config_model_args
 from .detection_eval import coco_evaluate, voc07_map
-from .distributed import all_gather_objects
 
-__all__ = ["DetectionTask", "DetectionLoss", "DetectionMetric", "class_names", "prior_config"]
+__all__ = ["DET_DATA", "DetectionLoss", "DetectionMetric", "DetectionTask", "class_names", "prior_config"]
+
+# The data section of a detection config.
+DET_DATA: dict[str, Any] = {
+    "dataset": None,  # voc, coco, shapes
+    "root": None,  # VOCdevkit, the COCO folder (annotations/, train2017/, val2017/), or the shapes folder
+    "train_sets": (("2007", "trainval"), ("2012", "trainval")),  # VOC 07+12
+    "val_sets": (("2007", "test"),),
+    "train_split": "train2017",  # COCO
+    "val_split": "val2017",
+    "classes": None,  # COCO: filled from the annotation file
+    "image_size": 300,
+    "batch_size": 128,  # global batch per optimiser step (DSOD: 128 through accumulation)
+    "eval_batch_size": 8,
+    "num_workers": 4,
+    "shapes_train": 64,  # images in the generated shapes splits
+    "shapes_val": 16,
+}
 
 SHAPES_CLASSES = ("square", "disc")
 
@@ -41,8 +59,6 @@ def class_names(cfg: dict[str, Any]) -> tuple[str, ...]:
 
 def prior_config(cfg: dict[str, Any]):
     """SSD300's VOC or COCO default boxes, scaled to ``data.image_size``."""
-    from densebackbones.heads.ssd import COCO_PRIORS, VOC_PRIORS
-
     base = COCO_PRIORS if cfg["data"]["dataset"] == "coco" else VOC_PRIORS
     size = cfg["data"]["image_size"]
     if size == base.image_size:
@@ -62,8 +78,6 @@ class DetectionLoss(nn.Module):
 
     def __init__(self, priors: torch.Tensor, variances) -> None:
         super().__init__()
-        from densebackbones.heads.ssd import MultiBoxLoss
-
         self.multibox = MultiBoxLoss(priors.detach().clone(), variances)
 
     def forward(self, outputs, targets) -> torch.Tensor:
@@ -89,8 +103,6 @@ class DetectionMetric:
 
     @torch.no_grad()
     def update(self, outputs, targets, loss_sum=None) -> None:
-        from densebackbones.heads.ssd import postprocess
-
         loc, conf = outputs
         detections = postprocess(loc, conf, self.priors.to(loc.device), self.variances)
         for det, target in zip(detections, targets):
@@ -136,23 +148,13 @@ class DetectionTask:
     collate_fn = staticmethod(detection_collate)
 
     def model_arg_names(self, raw_cfg: dict[str, Any]) -> list[str]:
-        from densebackbones.heads import detection_model_args
-
-        name = (raw_cfg.get("model") or {}).get("type") or "<missing model.type>"
-        return ["type", *[a for a in detection_model_args(name) if a != "priors"]]
+        return config_model_args(raw_cfg, "detection", exclude=("priors",))  # priors follow data.image_size
 
     def build_model(self, cfg: dict[str, Any], pretrained: str | None = None) -> nn.Module:
-        from densebackbones.heads import create_detection_model
-
-        from ..models._helpers import load_checkpoint_into
-
         if cfg["data"]["dataset"] == "coco" and not cfg["data"]["classes"]:
             cfg["data"]["classes"] = list(self._coco(cfg, train=True).classes)
-        model_cfg = dict(cfg["model"])
-        model_cfg.setdefault("num_classes", len(class_names(cfg)) + 1)  # + background
-        model = create_detection_model(model_cfg.pop("type"), priors=prior_config(cfg), **model_cfg)
-        if pretrained:
-            load_checkpoint_into(model, pretrained)
+        num_classes = len(class_names(cfg)) + 1  # + background
+        model = build_config_model(cfg, "detection", pretrained, num_classes=num_classes, priors=prior_config(cfg))
         self.model = model
         return model
 

@@ -14,12 +14,24 @@ from ..data.segmentation import (
     build_segmentation_transform,
     write_shapes_dataset,
 )
-from ..models._helpers import load_checkpoint_into
-from .classification import export_weights
-from .config import SEG_DATA
+from ..engine.checkpoint import export_weights
+from .common import build_config_model, config_model_args
 from .metrics import SegmentationMetric
 
-__all__ = ["SegmentationTask", "dataset_info"]
+__all__ = ["SEG_DATA", "SegmentationTask", "dataset_info"]
+
+# The data section of a segmentation config.
+SEG_DATA: dict[str, Any] = {
+    "dataset": None,  # camvid, shapes
+    "root": None,
+    "crop_size": 224,  # random training crops (FC-DenseNet: 224); None trains on full images
+    "hflip": True,
+    "color_jitter": 0.0,
+    "batch_size": 3,  # global batch per optimiser step
+    "eval_batch_size": 1,
+    "num_workers": 4,
+    "class_weights": None,  # per-class loss weights (e.g. median-frequency balancing)
+}
 
 
 def dataset_info(cfg: dict[str, Any]):
@@ -36,21 +48,12 @@ class SegmentationTask:
     best_key, best_mode = "mIoU", "max"
 
     def model_arg_names(self, raw_cfg: dict[str, Any]) -> list[str]:
-        from densebackbones.heads import segmentation_model_args
-
-        return ["type", *segmentation_model_args((raw_cfg.get("model") or {}).get("type") or "<missing model.type>")]
+        return config_model_args(raw_cfg, "segmentation")
 
     def build_model(self, cfg: dict[str, Any], pretrained: str | None = None) -> nn.Module:
         """The registered model with the data set's classes; ``pretrained`` loads a checkpoint of it completely
         (a classifier of another size is replaced by a fresh one, with a warning)."""
-        from densebackbones.heads import create_segmentation_model
-
-        model_cfg = dict(cfg["model"])
-        model_cfg.setdefault("num_classes", dataset_info(cfg).num_classes)
-        model = create_segmentation_model(model_cfg.pop("type"), **model_cfg)
-        if pretrained:
-            load_checkpoint_into(model, pretrained)
-        return model
+        return build_config_model(cfg, "segmentation", pretrained, num_classes=dataset_info(cfg).num_classes)
 
     def build_datasets(self, cfg: dict[str, Any]):
         data, info = cfg["data"], dataset_info(cfg)
