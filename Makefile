@@ -19,8 +19,11 @@ $(STAMP): setup.py pyproject.toml
 install: $(STAMP)
 
 # Main job: DenseNet-BC (L=100, k=12) on scikit-learn's digits, about two CPU minutes, >= 95% test accuracy.
+# A second `make train` continues the run in its work dir (or re-evaluates it when finished), never replaces it;
+# `make train ARGS=--overwrite` starts over.
+ARGS ?= --resume auto
 train: $(STAMP)
-	$(PY) tools/train_cls.py configs/cls/densenet_bc_digits.py
+	$(PY) tools/train_cls.py configs/cls/densenet_bc_digits.py $(ARGS)
 
 # Lint first (ruff, 120 columns), then the CPU suite. One process: with 2 cores, pytest-xdist workers fight over
 # torch's threads and the suite runs 3x slower.

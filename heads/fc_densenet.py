@@ -385,13 +385,14 @@ class DenseSegmentor(_BatchStatsAtTest, nn.Module):
 
 # ------------------------------------------------------------------------------------------------ registered models
 def _cfg(**kwargs) -> dict[str, Any]:
-    # CamVid as FC-DenseNet trains on it: 11 classes (void ignored), 360x480 images, inputs scaled to [0, 1].
+    # CamVid as FC-DenseNet trains on it: 11 classes (void ignored), 360x480 images, its per-channel statistics
+    # (densebackbones.data.segmentation).
     return {
         "url": "",
         "num_classes": 11,
         "input_size": (3, 360, 480),
-        "mean": (0.0, 0.0, 0.0),
-        "std": (1.0, 1.0, 1.0),
+        "mean": (0.4112, 0.4252, 0.4329),
+        "std": (0.3070, 0.3118, 0.3057),
         "classifier": "decoder.classifier",
         "first_conv": None,
         "paper_ids": "arXiv:1611.09326",

@@ -264,7 +264,8 @@ def measure_time(args: argparse.Namespace, impls: list[str | None]) -> list[list
     return times
 
 
-def _child(args: argparse.Namespace, task: str, model: str, mode: str, impls: list[str]) -> list:
+def _child_command(args: argparse.Namespace, task: str, model: str, mode: str, impls: list[str]):
+    """(command, environment) of a measuring child process."""
     command = [sys.executable, __file__, "--child", task, "--model", model, "--mode", mode]
     for flag in ("batch_size", "img_size", "device", "warmup", "iters", "memory_iters", "memory_mode"):
         command += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
@@ -273,15 +274,67 @@ def _child(args: argparse.Namespace, task: str, model: str, mode: str, impls: li
     command += ["--impls", *impls] if impls else []
     command += ["--model-kwargs", args.model_kwargs] if args.model_kwargs else []
     command += ["--profile", "--profile-rows", str(args.profile_rows)] if args.profile and task == "time" else []
-    env = dict(os.environ)
+    env = dict(os.environ, **dict(item.split("=", 1) for item in args.env or []))
     if task == "memory" and args.device == "cpu":
         env["MALLOC_MMAP_THRESHOLD_"] = _CPU_MMAP_THRESHOLD
+    return command, env
+
+
+def _child(args: argparse.Namespace, task: str, model: str, mode: str, impls: list[str]) -> list:
+    command, env = _child_command(args, task, model, mode, impls)
     result = subprocess.run(command, capture_output=True, text=True, env=env)
     if result.returncode:
         raise SystemExit(f"benchmark of {model} ({mode}, {task}) failed:\n{result.stderr}")
     if args.profile and task == "time":
         print(result.stderr, file=sys.stderr)
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _concurrent_children(args: argparse.Namespace, model: str, mode: str, copies: int) -> list[list]:
+    """The timing child run ``copies`` times at once (started together, each its own process): what a job meets
+    beside others on the same cores."""
+    command, env = _child_command(args, "time", model, mode, [])
+    procs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)]
+    procs += [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+              for _ in range(copies - 1)]  # fmt: skip
+    results = []
+    for proc in procs:
+        out, err = proc.communicate()
+        if proc.returncode:
+            raise SystemExit(f"benchmark of {model} ({mode}, time, {copies} copies) failed:\n{err}")
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    return results
+
+
+def contention(args: argparse.Namespace) -> list[dict]:
+    """Step time of one job alone and beside ``--copies - 1`` identical jobs (``--env`` sets e.g.
+    ``OMP_WAIT_POLICY``/``GOMP_SPINCOUNT`` for all of them): the slowdown thread oversubscription causes."""
+    rows = []
+    for model in args.models:
+        for mode in args.modes:
+            alone = statistics.median(_child(args, "time", model, mode, [])[0])
+            together = [statistics.median(r[0]) for r in _concurrent_children(args, model, mode, args.copies)]
+            rows.append(dict(model=model, mode=mode, alone=alone, together=max(together)))
+    settings = " ".join(args.env or []) or "defaults"
+    lines = [
+        f"Settings: {_device_name(torch.device(args.device))}, batch {args.batch_size}, {args.img_size}px, "
+        f"{args.memory_mode} mode, {settings}",
+        "",
+        f"| model | mode | ms/step alone | ms/step beside {args.copies - 1} other(s) | slowdown |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rows:
+        slowdown = r["together"] / r["alone"]
+        lines.append(
+            f"| {r['model']} | {r['mode']} | {1000 * r['alone']:.0f} | {1000 * r['together']:.0f} | {slowdown:.2f}x |"
+        )
+    table = "\n".join(lines)
+    print(table)
+    if args.append:
+        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
+        with open(Path(args.append), "a") as handle:
+            handle.write(f"\n### {stamp}, contention ({settings})\n\n`{' '.join(sys.argv)}`\n\n{table}\n")
+    return rows
 
 
 def speed_ratios(base: list[float], times: list[float]) -> dict[str, float]:
@@ -324,6 +377,10 @@ def get_args_parser() -> argparse.ArgumentParser:
         "--model-kwargs", help="JSON of model arguments for our models, e.g. '{\"block_config\": [31, 31, 31]}'"
     )
     parser.add_argument("--skip-timing", action="store_true", help="peak memory only")
+    parser.add_argument(
+        "--copies", type=int, default=1, help="also time this many identical jobs at once (CPU contention)"
+    )
+    parser.add_argument("--env", nargs="*", metavar="KEY=VALUE", help="environment of the measuring processes")
     parser.add_argument("--profile", action="store_true", help="print torch.profiler's top operators per step")
     parser.add_argument("--profile-rows", type=int, default=12, help="operators listed per profile table")
     parser.add_argument("--append", help="append the table, command and date to this markdown file")
@@ -346,6 +403,8 @@ def main(args: argparse.Namespace) -> list[dict]:
         amp_dtype(args.amp, torch.device(args.device), option="--amp")
     except ValueError as err:
         raise SystemExit(f"error: {err}") from None
+    if args.copies > 1:
+        return contention(args)
     if args.model_kwargs and any(not impl.startswith("ours:") for impl in args.impls or []):
         raise SystemExit("--model-kwargs changes our models only; compare torchvision/timm on registered layouts")
     rows = []

@@ -1,7 +1,10 @@
 """Export a registered model to ONNX and check it with onnxruntime.
 
 python tools/export_onnx.py densenet_bc121_k32 --output work_dirs/densenet121.onnx [--checkpoint best.pth] \
-    [--img-size 224] [--no-fuse] [--num-classes 10]
+    [--img-size 224] [--no-fuse] [--num-classes 10] [--in-chans 1]
+
+The file is what the checkpoint is: a checkpoint trained on 1-channel images gives a 1-channel model (its input
+channels are read from it; ``--in-chans`` that contradicts the checkpoint is an error, never an adaptation).
 
 BatchNorm layers that directly follow a convolution are folded into it first (``--no-fuse`` keeps them); the file
 takes a dynamic batch size; the ONNX output is compared with PyTorch's on a random batch and the largest
@@ -15,8 +18,9 @@ import argparse
 import torch
 
 import densebackbones as db
+from densebackbones.engine import cli
 from densebackbones.export import check_onnx, export_onnx, fuse_batchnorm
-from densebackbones.models.helpers import load_checkpoint_into
+from densebackbones.models.helpers import InputChannelsMismatch, load_checkpoint_into
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -25,6 +29,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", required=True, help="the .onnx file to write")
     parser.add_argument("--checkpoint", help="weights to load (a training checkpoint or a state_dict)")
     parser.add_argument("--num-classes", type=int, help="classifier size (default: the model's)")
+    parser.add_argument("--in-chans", type=int, help="input channels (default: the checkpoint's, else the model's)")
     parser.add_argument("--img-size", type=int, default=224)
     parser.add_argument("--batch-size", type=int, default=2, help="batch of the check (the file's batch is dynamic)")
     parser.add_argument("--no-fuse", action="store_true", help="keep BatchNorm layers separate")
@@ -33,16 +38,36 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(args: argparse.Namespace) -> tuple[float, float]:
-    kwargs = {} if args.num_classes is None else {"num_classes": args.num_classes}
+def _load(model: torch.nn.Module, path: str) -> None:
+    """The checkpoint's weights exactly: its first convolution is never adapted to other input channels."""
+    if hasattr(model, "load_pretrained"):  # the family's own key remapping (torchvision's legacy names...)
+        model.load_pretrained(path, adapt_in_chans=False)
+    else:
+        load_checkpoint_into(model, path, adapt_in_chans=False)
+
+
+def build_model(args: argparse.Namespace) -> torch.nn.Module:
+    """The model with the checkpoint's weights and input channels (see the module docstring)."""
+    kwargs = {k: v for k, v in (("num_classes", args.num_classes), ("in_chans", args.in_chans)) if v is not None}
     model = db.create_model(args.model, **kwargs)
     if args.checkpoint:
-        load_checkpoint_into(model, args.checkpoint)
-    model.eval()
+        try:
+            _load(model, args.checkpoint)
+        except InputChannelsMismatch as err:
+            if args.in_chans is not None:
+                raise ValueError(f"{err} (--in-chans {args.in_chans} contradicts the checkpoint)") from None
+            print(f"the checkpoint takes {err.checkpoint_in_chans}-channel input: exporting that model")
+            model = db.create_model(args.model, **dict(kwargs, in_chans=err.checkpoint_in_chans))
+            _load(model, args.checkpoint)
+    return model.eval()
+
+
+def main(args: argparse.Namespace) -> tuple[float, float]:
+    model = build_model(args)
     if not args.no_fuse:
         model = fuse_batchnorm(model)
         print(f"folded {model.num_folded} BatchNorm layers into the convolutions before them")
-    example = torch.randn(args.batch_size, model.in_chans, args.img_size, args.img_size)
+    example = torch.randn(args.batch_size, getattr(model, "in_chans", 3), args.img_size, args.img_size)
     path = export_onnx(model, args.output, example, opset=args.opset)
     diff, peak = check_onnx(model, path, example, atol=args.atol)
     print(f"wrote {path}; onnxruntime vs PyTorch: max abs difference {diff:.2e} (outputs up to {peak:.2e})")
@@ -50,4 +75,4 @@ def main(args: argparse.Namespace) -> tuple[float, float]:
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    cli.run_main(main, get_args_parser())

@@ -18,7 +18,7 @@ import gzip
 import multiprocessing
 import pickle
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
+from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
 __all__ = ["ArrayDataset", "ImageFolderDataset", "DatasetInfo", "DATASETS", "build_classification_dataset", "read_idx"]
 
@@ -215,18 +216,41 @@ class ImageFolderDataset(Dataset):
             of raising an error naming the file.
     """
 
-    def __init__(self, root: str | Path, transform: Callable | None = None, skip_corrupt: bool = False) -> None:
-        from torchvision.datasets import ImageFolder
-
+    def __init__(
+        self,
+        root: str | Path,
+        transform: Callable | None = None,
+        skip_corrupt: bool = False,
+        classes: Sequence[str] | None = None,
+    ) -> None:
         root = Path(root)
         if not root.is_dir():
             raise _missing(root, f"{root}/<class name>/<image>.JPEG, one folder per class", download_hint=False)
         try:
-            folder = ImageFolder(str(root))
+            own = find_classes(str(root))[0]
         except FileNotFoundError as err:
             raise FileNotFoundError(f"{root}: {err}. Expected layout: {root}/<class name>/<image>.JPEG") from err
-        self.samples = folder.samples
-        self.classes = folder.classes
+        classes = list(own if classes is None else classes)
+        unknown = sorted(set(own) - set(classes))
+        if unknown:
+            raise ValueError(
+                f"{root} has class folder(s) {unknown[:5]} that the training split lacks: every split's labels come "
+                f"from the training split's class list, so these images would have no label; add them to train or "
+                f"remove them"
+            )
+        absent = sorted(set(classes) - set(own))
+        if absent:
+            warnings.warn(
+                f"{root} lacks {len(absent)} of the training split's {len(classes)} classes ({', '.join(absent[:5])}"
+                f"{', ...' if len(absent) > 5 else ''}): they are not evaluated; labels still follow train's list",
+                stacklevel=2,
+            )
+        class_to_idx = {name: i for i, name in enumerate(classes)}
+        try:
+            self.samples = make_dataset(str(root), {c: class_to_idx[c] for c in own}, extensions=IMG_EXTENSIONS)
+        except FileNotFoundError as err:
+            raise FileNotFoundError(f"{root}: {err}. Expected layout: {root}/<class name>/<image>.JPEG") from err
+        self.classes = classes
         self.transform = transform
         self.skip_corrupt = skip_corrupt
         self._skipped = multiprocessing.Value("i", 0)  # shared with forked loader workers
@@ -290,8 +314,10 @@ def build_classification_dataset(
     if root is None:
         raise ValueError(f"data set {name!r} needs a root folder (data.root or --data-root)")
     root = Path(root).expanduser()
-    if name == "imagenet":
-        return ImageFolderDataset(root / ("train" if train else "val"), transform, skip_corrupt=skip_corrupt)
+    if name == "imagenet":  # class indices from the training split's folders, for every split
+        classes = find_classes(str(root / "train"))[0] if (root / "train").is_dir() else None
+        split = root / ("train" if train else "val")
+        return ImageFolderDataset(split, transform, skip_corrupt=skip_corrupt, classes=classes)
     if name in _CIFAR:
         images, labels = _read_cifar(name, root, train, download)
     elif name == "svhn":

@@ -101,6 +101,12 @@ class VOCDetection(_BoxAccounting, Dataset):
             if not ids:
                 raise ValueError(f"{listing} lists no images")
             self.ids += [(root / f"VOC{year}", i) for i in ids]
+        _check_files_exist(
+            [folder / "JPEGImages" / f"{i}.jpg" for folder, i in self.ids], "listed by ImageSets/Main", root
+        )
+        _check_files_exist(
+            [folder / "Annotations" / f"{i}.xml" for folder, i in self.ids], "listed by ImageSets/Main", root
+        )
         self.class_to_label = {name: i + 1 for i, name in enumerate(VOC_CLASSES)}
         self.keep_difficult = keep_difficult
         self.transform = transform
@@ -150,6 +156,17 @@ class VOCDetection(_BoxAccounting, Dataset):
         return self.transform(image, target) if self.transform else (image, target)
 
 
+def _check_files_exist(paths: Sequence[Path], listed_where: str, root: Path) -> None:
+    """One ``stat`` per file when the data set is built, so that a missing image is found now, not after an epoch."""
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        shown = ", ".join(str(p) for p in missing[:3]) + (", ..." if len(missing) > 3 else "")
+        raise FileNotFoundError(
+            f"{len(missing)} of {len(paths)} files {listed_where} do not exist under {root}: {shown}; restore them "
+            f"or remove their entries"
+        )
+
+
 class COCODetection(_BoxAccounting, Dataset):
     """COCO-format detection (``instances_*.json`` through pycocotools). Category ids map to contiguous labels
     1..C in the file's category order; crowd boxes are left out of the training targets.
@@ -183,6 +200,8 @@ class COCODetection(_BoxAccounting, Dataset):
         if unknown:
             raise ValueError(f"{ann_file}: annotations use category ids {unknown} that are not in 'categories'")
         self.ids = sorted(self.coco.imgs)
+        _check_files_exist([self.image_dir / self.coco.imgs[i]["file_name"] for i in self.ids], f"named in {ann_file}",
+                           self.image_dir)  # fmt: skip
         if skip_empty:
             self.ids = [i for i in self.ids if any(not a.get("iscrowd", 0) for a in self.coco.imgToAnns[i])]
         self.transform = transform

@@ -20,7 +20,11 @@ import torch
 import torch.nn as nn
 from safetensors.torch import save_file
 
-__all__ = ["atomic_save", "load_checkpoint", "get_rng_state", "set_rng_state"]
+__all__ = ["CheckpointError", "atomic_save", "export_weights", "get_rng_state", "load_checkpoint", "set_rng_state"]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be read (truncated, not a torch file, or holding disallowed objects)."""
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -53,11 +57,20 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint written by :func:`atomic_save` (``weights_only=True``)."""
+    """Load a checkpoint written by :func:`atomic_save` (``weights_only=True``); :class:`CheckpointError` naming the
+    file when it cannot be read."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
-    return torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # torch raises RuntimeError, EOFError, UnpicklingError... for damaged files
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint ({type(err).__name__}: {reason}); it may have been cut short by "
+            f"an interrupted copy, or not be a torch file"
+        ) from err
+    return state
 
 
 def get_rng_state() -> dict[str, Any]:

@@ -5,18 +5,32 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
+import logging
+import os
 import sys
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
+from mmengine.config import Config
 
+from .checkpoint import CheckpointError
 from .config import check_config, load_config, merge_defaults
 from .distributed import amp_dtype, init_distributed
-from .trainer import Trainer
+from .run_dir import RunDirectory
+from .trainer import NonFiniteLossError, Trainer
 
-__all__ = ["Task", "get_args_parser", "parse_cfg_options", "resolve_config", "train", "run_main"]
+__all__ = ["Task", "TrainingInterrupted", "get_args_parser", "parse_cfg_options", "resolve_config", "run_main", "train"]
+
+_logger = logging.getLogger(__name__)
+DEBUG_ENV = "DENSEBACKBONES_DEBUG"  # set to 1 for full tracebacks instead of one-line errors
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training; the message says where the last checkpoint is."""
 
 
 class Task(Protocol):
@@ -55,10 +69,16 @@ def get_args_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("config", help="mmengine config file")
     parser.add_argument("--data-root", help="overrides data.root")
     parser.add_argument("--work-dir", help="overrides work_dir (default work_dirs/<config name>)")
-    parser.add_argument("--resume", help="'auto' (work_dir/last.pth if present) or a checkpoint path")
+    parser.add_argument(
+        "--resume", help="'auto' (work_dir/last.pth, or the newest intact checkpoint there) or a checkpoint path"
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="start over in a work dir that holds a run (deletes its checkpoints)"
+    )
     parser.add_argument("--pretrained", help="start from these weights (a new classifier where sizes differ)")
     parser.add_argument("--cfg-options", nargs="+", metavar="KEY=VALUE", help="override config keys")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    parser.add_argument("--debug", action="store_true", help=f"full tracebacks on errors (or {DEBUG_ENV}=1)")
     return parser
 
 
@@ -76,16 +96,23 @@ def resolve_config(args: argparse.Namespace, task: Task) -> dict[str, Any]:
 
 def train(args: argparse.Namespace, task: Task) -> dict[str, float]:
     """Resolve the config, build everything, train (resuming if asked) and let the task export its results."""
-    from mmengine.config import Config
-
     resolved = resolve_config(args, task)
     if args.print_config:
         print(Config(resolved).pretty_text)
         return {}
     dist = init_distributed(resolved["train"]["device"])
     amp_dtype(resolved["train"]["amp"], dist.device)  # a GPU without bf16 fails here, before model and data
-    torch.manual_seed(resolved["train"]["seed"] + dist.rank)
+    if resolved["optimizer"]["lr"] == 0:
+        _logger.warning("optimizer.lr=0: the weights will not change (set a learning rate to train)")
     work_dir = Path(resolved["work_dir"])
+    run_dir = RunDirectory(work_dir)  # rank 0 locks it and checks what it holds, before model and data are built
+    overwrite = getattr(args, "overwrite", False)
+    with run_dir.claim(bool(args.resume), overwrite) if dist.is_main else contextlib.nullcontext():
+        return _train(args, task, resolved, dist, work_dir)
+
+
+def _train(args: argparse.Namespace, task: Task, resolved: dict[str, Any], dist, work_dir: Path) -> dict[str, float]:
+    torch.manual_seed(resolved["train"]["seed"] + dist.rank)
     model = task.build_model(resolved, pretrained=args.pretrained)
     datasets = task.build_datasets(resolved)
     trainer = Trainer(
@@ -104,10 +131,13 @@ def train(args: argparse.Namespace, task: Task) -> dict[str, float]:
     if dist.is_main:
         work_dir.mkdir(parents=True, exist_ok=True)
         Config(resolved).dump(str(work_dir / "config.py"))
-    resume = Trainer.find_resume(work_dir, args.resume)
-    if resume is not None:
-        trainer.resume(resume)
-    metrics = trainer.fit()
+    _resume(trainer, work_dir, args.resume)
+    try:
+        metrics = trainer.fit()
+    except KeyboardInterrupt:
+        last = work_dir / "last.pth"
+        where = f"the last checkpoint is {last} (continue with --resume auto)" if last.exists() else "no checkpoint yet"
+        raise TrainingInterrupted(f"interrupted; {where}") from None
     if dist.is_main:
         task.finish(trainer, metrics, datasets)
         shown = {k: round(v, 4) for k, v in metrics.items() if not k.startswith("IoU_")}
@@ -117,12 +147,42 @@ def train(args: argparse.Namespace, task: Task) -> dict[str, float]:
     return metrics
 
 
+def _resume(trainer: Trainer, work_dir: Path, resume: str | None) -> None:
+    """Resume from ``--resume``; with ``auto``, an unreadable ``last.pth`` falls back to the newest intact
+    checkpoint of the work dir, with a warning naming both."""
+    candidates = Trainer.resume_candidates(work_dir, resume)
+    for i, path in enumerate(candidates):
+        try:
+            trainer.resume(path)
+            return
+        except CheckpointError as err:
+            if resume != "auto" or i == len(candidates) - 1:
+                hint = "" if resume != "auto" else " and no other checkpoint in the work dir is intact"
+                raise CheckpointError(f"{err}{hint}; pass a readable checkpoint with --resume PATH") from err
+            _logger.warning("%s; resuming from %s instead", err, candidates[i + 1])
+
+
+def _one_line(err: BaseException) -> str:
+    """The message of ``err``: KeyError's without quotes, a DataLoader worker's without its traceback text."""
+    message = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+    if "Original Traceback" in message:  # re-raised from a DataLoader worker: keep the original error's line
+        message = message.strip().splitlines()[-1].split(": ", 1)[-1]
+    return message
+
+
 def run_main(main: Callable[[argparse.Namespace], Any], parser: argparse.ArgumentParser) -> None:
-    """Run a tool: a missing file, a bad config key or bad data ends with its message and exit status 2 instead of
-    a traceback (the messages name the problem and the fix)."""
+    """Run a tool: every expected failure ends with one line (what went wrong, which file, what to do) and a non-zero
+    exit status instead of a traceback, which ``--debug`` or ``DENSEBACKBONES_DEBUG=1`` shows: 2 for bad input
+    (files, config, data, checkpoints), 1 for a run stopped by a non-finite loss, 130 for Ctrl-C."""
+    args = parser.parse_args()
+    debug = getattr(args, "debug", False) or os.environ.get(DEBUG_ENV, "") not in ("", "0")
     try:
-        main(parser.parse_args())
-    except (FileNotFoundError, KeyError, ValueError) as err:
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err  # KeyError's str() adds quotes
-        print(f"error: {message}", file=sys.stderr)
-        sys.exit(2)
+        main(args)
+    except KeyboardInterrupt as err:  # TrainingInterrupted says where the last checkpoint is
+        print(str(err) or "interrupted", file=sys.stderr)
+        sys.exit(130)
+    except (FileNotFoundError, KeyError, ValueError, TypeError, OSError, NonFiniteLossError) as err:
+        if debug:
+            traceback.print_exc()
+        print(f"error: {_one_line(err)}", file=sys.stderr)
+        sys.exit(1 if isinstance(err, NonFiniteLossError) else 2)

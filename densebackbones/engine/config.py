@@ -12,7 +12,76 @@ from copy import deepcopy
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DEFAULTS", "load_config", "check_config", "merge_defaults"]
+__all__ = ["DEFAULTS", "ConfigError", "check_config", "load_config", "merge_defaults"]
+
+
+class ConfigError(ValueError):
+    """A config value of the wrong type, or a section that is not a dict."""
+
+
+_NUMBER = (int, float)
+_SEQUENCE = (list, tuple)
+# Types of the keys whose default is None (None stays allowed for them), and of keys that also take None.
+_NULLABLE_TYPES: dict[str, tuple[type, ...]] = {
+    "type": (str,),
+    "dataset": (str,),
+    "root": (str,),
+    "amp": (str,),
+    "clip_grad": _NUMBER,
+    "ema_decay": _NUMBER,
+    "max_iters": (int,),
+    "max_iters_per_epoch": (int,),
+    "early_stop_patience": (int,),
+    "eval_batch_size": (int,),
+    "image_size": (int,),
+    "crop_size": (int,),
+    "class_weights": _SEQUENCE,
+    "classes": _SEQUENCE,
+}
+# Counts: whole numbers only, whatever their default looks like.
+_INTEGER_KEYS = {
+    "batch_size", "base_batch_size", "epochs", "seed", "accum_steps", "log_interval", "eval_interval",
+    "save_interval", "num_workers", "shapes_train", "shapes_val", "warmup_epochs",
+}  # fmt: skip
+
+
+_TYPE_NAMES = {(int,): "a whole number", _NUMBER: "a number", (str,): "a string", (bool,): "True or False"}
+_TYPE_NAMES[_SEQUENCE] = "a list"
+
+
+def _expected_types(key: str, default: Any) -> tuple[tuple[type, ...], bool] | None:
+    """(accepted types, None allowed) for a config key, from its default; None where anything goes."""
+    if key in _NULLABLE_TYPES:
+        return _NULLABLE_TYPES[key], True
+    if default is None:
+        return None
+    if isinstance(default, bool):
+        return (bool,), False
+    if isinstance(default, _NUMBER):
+        return ((int,) if key in _INTEGER_KEYS else _NUMBER), False
+    if isinstance(default, _SEQUENCE):
+        return _SEQUENCE, False
+    return (type(default),), False
+
+
+def _check_type(section: str, key: str, value: Any, default: Any) -> None:
+    expected = _expected_types(key, default)
+    if expected is None:
+        return
+    types, nullable = expected
+    if value is None and nullable:
+        return
+    if isinstance(value, types) and not (isinstance(value, bool) and bool not in types):
+        return
+    names = " or ".join(sorted({"number" if t in (int, float) and types == _NUMBER else t.__name__ for t in types}))
+    names = {"int": "a whole number", "number": "a number", "str": "a string", "bool": "True or False"}.get(
+        names, names
+    )
+    raise ConfigError(
+        f"config key {section}.{key} must be {names}{' or None' if nullable else ''}, got {value!r} "
+        f"({type(value).__name__}); e.g. --cfg-options {section}.{key}={default!r}"
+    )
+
 
 # Defaults of every section; the keys here are the only valid ones (the model section takes model arguments).
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -66,7 +135,8 @@ def _defaults(data_defaults: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def check_config(cfg: dict[str, Any], model_arg_names: list[str] | None, data_defaults: dict[str, Any]) -> None:
-    """Raise ``KeyError`` for any key that nothing reads, naming the closest valid keys."""
+    """Raise ``KeyError`` for any key that nothing reads, naming the closest valid keys, and :class:`ConfigError`
+    for a value of the wrong type (``optimizer.lr='abc'``, ``schedule.epochs='three'``, ``train=5``)."""
     sections = [*_defaults(data_defaults), "work_dir"]
     for section in cfg:
         if section.startswith("_") or section in ("custom_imports", "default_scope"):
@@ -76,13 +146,18 @@ def check_config(cfg: dict[str, Any], model_arg_names: list[str] | None, data_de
     for section, defaults in _defaults(data_defaults).items():
         values = cfg.get(section) or {}
         if not isinstance(values, dict):
-            raise TypeError(f"config section {section!r} must be a dict, got {type(values).__name__}")
+            raise ConfigError(
+                f"config section {section!r} must be a dict of keys, got {values!r} ({type(values).__name__}); "
+                f"set its keys, e.g. --cfg-options {section}.{next(iter(defaults))}=..."
+            )
         valid = list(defaults) + (list(model_arg_names) if section == "model" and model_arg_names else [])
         for key in values:
             if section == "model" and model_arg_names is None:
                 continue
             if key not in valid:
                 raise KeyError(f"config key {section}.{key} is not used.{_closest(key, valid)}")
+            if section != "model":
+                _check_type(section, key, values[key], defaults[key])
 
 
 def merge_defaults(cfg: dict[str, Any], data_defaults: dict[str, Any]) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,24 @@ class CSVLogger:
             with open(self.path, newline="") as handle:
                 self.fieldnames = next(csv.reader(handle), None)
 
+    def drop_rows_after(self, step: int) -> int:
+        """Remove the rows logged after optimiser step ``step`` (those of a run resumed from a checkpoint written at
+        that step, which will be logged again); returns how many were removed. The file is rewritten atomically."""
+        if self.fieldnames is None or "step" not in self.fieldnames:
+            return 0
+        with open(self.path, newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        keep = [r for r in rows if _as_float(r.get("step")) <= step]
+        if len(keep) == len(rows):
+            return 0
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        with open(tmp, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=self.fieldnames)
+            writer.writeheader()
+            writer.writerows(keep)
+        os.replace(tmp, self.path)
+        return len(rows) - len(keep)
+
     def log(self, row: dict[str, Any]) -> None:
         new_file = self.fieldnames is None
         if new_file:
@@ -34,6 +53,13 @@ class CSVLogger:
                 writer.writeheader()
             writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
             handle.flush()
+
+
+def _as_float(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.inf  # a row without a readable step counts as past any checkpoint
 
 
 def read_csv(path: str | Path) -> list[dict[str, float]]:

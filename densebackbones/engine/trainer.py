@@ -25,7 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
-from .checkpoint import atomic_save, get_rng_state, load_checkpoint, set_rng_state
+from .checkpoint import CheckpointError, atomic_save, get_rng_state, load_checkpoint, set_rng_state
 from .distributed import DistInfo, ShardSampler, all_gather_objects, all_reduce_sum, amp_dtype
 from .logs import CSVLogger, plot_run
 from .optim import build_optimizer, build_scheduler
@@ -77,13 +77,14 @@ def evaluate(
     metric.reset()
     eval_forward = eval_forward or (lambda m, x: m(x))
     autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
-    for inputs, targets in tqdm(loader, desc="eval", disable=not show_progress, mininterval=2.0):
-        inputs, targets = to_device((inputs, targets), device, memory_format)
-        with autocast:
-            outputs = eval_forward(model, inputs)
-            loss = loss_fn(outputs, targets)
-        outputs = outputs.float() if torch.is_tensor(outputs) else tuple(o.float() for o in outputs)
-        metric.update(outputs, targets, loss.float() * len(targets))
+    with tqdm(loader, desc="eval", disable=not show_progress, mininterval=2.0) as batches:
+        for inputs, targets in batches:
+            inputs, targets = to_device((inputs, targets), device, memory_format)
+            with autocast:
+                outputs = eval_forward(model, inputs)
+                loss = loss_fn(outputs, targets)
+            outputs = outputs.float() if torch.is_tensor(outputs) else tuple(o.float() for o in outputs)
+            metric.update(outputs, targets, loss.float() * len(targets))
     return metric.compute(device)
 
 
@@ -260,7 +261,9 @@ class Trainer:
     def resume(self, path: str | Path) -> None:
         """Continue exactly where the checkpoint was written (model, optimiser, schedule, scaler, EMA, RNG)."""
         state = load_checkpoint(path, map_location=self.device)
-        self.model.load_state_dict(state["model"])
+        if not isinstance(state, dict) or not {"model", "optimizer", "step"} <= set(state):
+            raise CheckpointError(f"{path} is not a training checkpoint (weights only?); start from it: --pretrained")
+        self._load_model_state(state, path)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
@@ -273,7 +276,26 @@ class Trainer:
         rng = state["rng"]
         set_rng_state(rng[self.dist.rank] if self.dist.rank < len(rng) else rng[0])
         if self.dist.is_main:
-            print(f"resumed from {path}: epoch {self.epoch}, step {self.step}", flush=True)
+            dropped = self.train_log.drop_rows_after(self.step) + self.eval_log.drop_rows_after(self.step)
+            extra = f"; dropped {dropped} log row(s) written after that step" if dropped else ""
+            print(f"resumed from {path}: epoch {self.epoch}, step {self.step}{extra}", flush=True)
+
+    def _load_model_state(self, state: dict[str, Any], path: str | Path) -> None:
+        """The checkpoint's model weights, or one message naming both architectures when they are another's."""
+        ours = self.model.state_dict()
+        theirs = state["model"]
+        missing, unexpected = sorted(set(ours) - set(theirs)), sorted(set(theirs) - set(ours))
+        shapes = [k for k in set(ours) & set(theirs) if tuple(ours[k].shape) != tuple(theirs[k].shape)]
+        if missing or unexpected or shapes:
+            their_model = ((state.get("config") or {}).get("model")) or {}
+            our_model = self.cfg.get("model") or {}
+            raise ValueError(
+                f"{path} holds another architecture: it was written by a run of model {their_model or '(unknown)'}, "
+                f"this run builds {our_model} ({len(missing)} weights missing, {len(unexpected)} unexpected, "
+                f"{len(shapes)} of another shape). Resume with the config of the run that wrote it, or start from its "
+                f"weights with --pretrained {path}"
+            )
+        self.model.load_state_dict(theirs)
 
     # ------------------------------------------------------------------------------------------------- training
     def _to_device(self, batch: Any) -> Any:
@@ -301,60 +323,64 @@ class Trainer:
         loss_sum = torch.zeros((), device=self.device)
         window_loss, window_count, window_start = torch.zeros((), device=self.device), 0, time.perf_counter()
         epoch_start, images_seen = time.perf_counter(), 0
-        progress = tqdm(
+        # A context manager: an error that stops the epoch also ends the bar's line, so messages start on their own.
+        with tqdm(
             total=self.iters_per_epoch,
             desc=f"epoch {self.epoch + 1}/{self.epochs}",
             disable=not self.dist.is_main,
             dynamic_ncols=True,
             mininterval=2.0,
-        )
-        batches = iter(self.train_loader)
-        iterations = self.iters_per_epoch
-        if self.max_iters:
-            iterations = min(iterations, self.max_iters - self.step)
-        for it in range(iterations):
-            for micro in range(self.accum_steps):
-                inputs, targets = self._to_device(next(batches))
-                last_micro = micro == self.accum_steps - 1
-                sync = self.ddp_model.no_sync() if self.dist.enabled and not last_micro else nullcontext()
-                with sync:
-                    with self._autocast():
-                        loss = self.loss_fn(self.forward_model(inputs), targets)
-                    self.scaler.scale(loss / self.accum_steps).backward()
-                loss_sum += loss.detach() / self.accum_steps
-                window_loss += loss.detach() / self.accum_steps
-                images_seen += len(targets) if hasattr(targets, "__len__") else self.micro_batch
-            if clip:
-                self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
-                nn.utils.clip_grad_norm_(self.model.parameters(), clip)
-            self.scaler.step(self.optimizer)  # exactly one optimiser step per update
-            self.scaler.update()
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scheduler.step()
-            self.step += 1
-            window_count += 1
-            if self.ema is not None:
-                self.ema.update(self.model, step=self.step)
-            if window_count == log_interval or it == iterations - 1:
-                # Summed over ranks, so that every rank stops together (a lone raise would hang DDP).
-                window_loss = all_reduce_sum(window_loss) / self.dist.world_size
-                self._check_finite(window_loss, f"epoch {self.epoch + 1}, iteration {it + 1}")
-                elapsed = time.perf_counter() - window_start
-                row = {
-                    "epoch": self.epoch + 1,
-                    "step": self.step,
-                    "epoch_float": self.epoch + (it + 1) / self.iters_per_epoch,
-                    "lr": self.optimizer.param_groups[0]["lr"],
-                    "loss": window_loss.item() / window_count,
-                    "img_per_s": window_count * self.micro_batch * self.accum_steps * self.dist.world_size / elapsed,
-                }
-                if self.dist.is_main:
-                    self.train_log.log(row)
-                progress.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.3g}")
-                window_loss = torch.zeros((), device=self.device)
-                window_count, window_start = 0, time.perf_counter()
-            progress.update(1)
-        progress.close()
+        ) as progress:
+            batches = iter(self.train_loader)
+            iterations = self.iters_per_epoch
+            if self.max_iters:
+                iterations = min(iterations, self.max_iters - self.step)
+            for it in range(iterations):
+                for micro in range(self.accum_steps):
+                    inputs, targets = self._to_device(next(batches))
+                    last_micro = micro == self.accum_steps - 1
+                    sync = self.ddp_model.no_sync() if self.dist.enabled and not last_micro else nullcontext()
+                    with sync:
+                        with self._autocast():
+                            loss = self.loss_fn(self.forward_model(inputs), targets)
+                        self.scaler.scale(loss / self.accum_steps).backward()
+                    loss_sum += loss.detach() / self.accum_steps
+                    window_loss += loss.detach() / self.accum_steps
+                    images_seen += len(targets) if hasattr(targets, "__len__") else self.micro_batch
+                if clip:
+                    self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
+                    nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+                self.scaler.step(self.optimizer)  # exactly one optimiser step per update
+                self.scaler.update()
+                self.optimizer.zero_grad(set_to_none=True)
+                self.scheduler.step()
+                self.step += 1
+                window_count += 1
+                if self.ema is not None:
+                    self.ema.update(self.model, step=self.step)
+                if window_count == log_interval or it == iterations - 1:
+                    # Summed over ranks, so that every rank stops together (a lone raise would hang DDP).
+                    window_loss = all_reduce_sum(window_loss) / self.dist.world_size
+                    self._check_finite(window_loss, f"epoch {self.epoch + 1}, iteration {it + 1}")
+                    elapsed = time.perf_counter() - window_start
+                    row = {
+                        "epoch": self.epoch + 1,
+                        "step": self.step,
+                        "epoch_float": self.epoch + (it + 1) / self.iters_per_epoch,
+                        "lr": self.optimizer.param_groups[0]["lr"],
+                        "loss": window_loss.item() / window_count,
+                        "img_per_s": window_count
+                        * self.micro_batch
+                        * self.accum_steps
+                        * self.dist.world_size
+                        / elapsed,
+                    }
+                    if self.dist.is_main:
+                        self.train_log.log(row)
+                    progress.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.3g}")
+                    window_loss = torch.zeros((), device=self.device)
+                    window_count, window_start = 0, time.perf_counter()
+                progress.update(1)
         return {
             "loss": all_reduce_sum(loss_sum).item() / self.dist.world_size / max(iterations, 1),
             "epoch_time_s": time.perf_counter() - epoch_start,
@@ -394,6 +420,10 @@ class Trainer:
             )
             (self.work_dir / "meta.json").write_text(json.dumps(self.meta(), indent=2))
         metrics: dict[str, float] = {}
+        if self.epoch >= self.epochs:  # resumed from the end of a finished run
+            if self.dist.is_main:
+                print(f"the run is complete ({self.epoch} of {self.epochs} epochs); evaluating its weights", flush=True)
+            return self.evaluate() if self.eval_loader is not None else metrics
         while self.epoch < self.epochs:
             train_stats = self.train_one_epoch()
             self.epoch += 1
@@ -431,12 +461,24 @@ class Trainer:
     @staticmethod
     def find_resume(work_dir: str | Path, resume: str | None) -> Path | None:
         """``'auto'``: ``work_dir/last.pth`` if it exists; a path: that file (which must exist)."""
+        candidates = Trainer.resume_candidates(work_dir, resume)
+        return candidates[0] if candidates else None
+
+    @staticmethod
+    def resume_candidates(work_dir: str | Path, resume: str | None) -> list[Path]:
+        """Checkpoints to resume from, in order of preference: for ``'auto'``, ``last.pth`` and then (should it be
+        unreadable) ``epoch_N.pth`` and ``best.pth``, newest first; for a path, that file (which must exist)."""
         if not resume:
-            return None
+            return []
         if resume == "auto":
-            last = Path(work_dir) / "last.pth"
-            return last if last.exists() else None
+            work_dir = Path(work_dir)
+            others = sorted(
+                [*work_dir.glob("epoch_*.pth"), *work_dir.glob("best.pth")],
+                key=lambda p: p.stat().st_mtime,
+                reverse=True,
+            )
+            return [p for p in [work_dir / "last.pth", *others] if p.is_file()]
         path = Path(resume)
         if not path.is_file():
             raise FileNotFoundError(f"--resume {resume}: no such checkpoint")
-        return path
+        return [path]

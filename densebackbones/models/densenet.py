@@ -335,9 +335,10 @@ class DenseNet(nn.Module):
         return take_indices
 
     @torch.jit.ignore
-    def load_pretrained(self, checkpoint_path: str) -> None:
-        """timm's ``custom_load`` hook: load a torchvision, timm or densebackbones checkpoint file completely."""
-        load_checkpoint_into(self, checkpoint_path, checkpoint_filter_fn, _archs_matching_state_dict)
+    def load_pretrained(self, checkpoint_path: str, adapt_in_chans: bool = True) -> None:
+        """timm's ``custom_load`` hook: load a torchvision, timm or densebackbones checkpoint file completely
+        (``adapt_in_chans``: see :func:`~densebackbones.models.helpers.load_checkpoint_into`)."""
+        load_checkpoint_into(self, checkpoint_path, checkpoint_filter_fn, _archs_matching_state_dict, adapt_in_chans)
 
     def forward_features(self, x: Tensor) -> Tensor:
         self._check_input(x)

@@ -11,7 +11,23 @@ from typing import Any
 from timm.models import adapt_input_conv, load_state_dict
 from torch import Tensor, nn
 
-__all__ = ["build_task_model", "check_out_indices", "check_state_dict_fits", "load_checkpoint_into"]
+__all__ = [
+    "InputChannelsMismatch",
+    "build_task_model",
+    "check_out_indices",
+    "check_state_dict_fits",
+    "load_checkpoint_into",
+]
+
+
+class InputChannelsMismatch(ValueError):
+    """A checkpoint whose first convolution takes another number of input channels than the model (raised when
+    adapting it is turned off); ``checkpoint_in_chans`` says how many it takes."""
+
+    def __init__(self, message: str, checkpoint_in_chans: int) -> None:
+        super().__init__(message)
+        self.checkpoint_in_chans = checkpoint_in_chans
+
 
 _logger = logging.getLogger(__name__)
 
@@ -103,18 +119,30 @@ def load_checkpoint_into(
     checkpoint_path: str | Path,
     filter_fn: Callable[[dict[str, Tensor], nn.Module], dict[str, Tensor]] | None = None,
     find_matching_archs: Callable[[dict[str, Tensor]], tuple[str, list[str]]] | None = None,
+    adapt_in_chans: bool = True,
 ) -> None:
     """Load a safetensors or torch checkpoint into ``model`` completely, or fail saying why.
 
     This is the models' timm ``custom_load`` hook (``pretrained_cfg_overlay=dict(file=...)`` and URLs end here).
     Torch files are read with ``weights_only=True``; timm's reader unwraps training checkpoints (``state_dict``,
     ``model``) and strips DDP's ``module.`` prefix. Keys are remapped by the family's ``filter_fn``, if any. The first
-    conv is adapted to the model's input channels as timm does (``adapt_input_conv``). The classifier is kept when
+    conv is adapted to the model's input channels as timm does (``adapt_input_conv``), unless ``adapt_in_chans`` is
+    False (an export must be what the checkpoint is): then :class:`InputChannelsMismatch`. The classifier is kept when
     its shape fits the model and replaced by the model's fresh one otherwise, with a warning that says how to keep
     it -- decided by the checkpoint's shapes, not by the pretrained config's ``num_classes``. Anything else that does
     not fit raises (see :func:`check_state_dict_fits`); nothing loads partially.
     """
-    state_dict = load_state_dict(str(checkpoint_path), weights_only=True)
+    path = Path(checkpoint_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {path} does not exist")
+    try:
+        state_dict = load_state_dict(str(path), weights_only=True)
+    except Exception as err:  # truncated, garbage, or holding objects weights_only refuses
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ValueError(
+            f"{path} is not a readable weights file ({type(err).__name__}: {reason}); pass a torch or safetensors "
+            f"checkpoint of the model"
+        ) from err
     if filter_fn is not None:
         state_dict = filter_fn(state_dict, model)
     model_sd = model.state_dict()
@@ -124,6 +152,12 @@ def load_checkpoint_into(
     if first_conv in state_dict and first_conv in model_sd:
         theirs, ours = state_dict[first_conv], model_sd[first_conv]
         if theirs.ndim == ours.ndim == 4 and theirs.shape != ours.shape and theirs.shape[2:] == ours.shape[2:]:
+            if theirs.shape[0] == ours.shape[0] and not adapt_in_chans:
+                raise InputChannelsMismatch(
+                    f"{path} takes {theirs.shape[1]}-channel input and the model {ours.shape[1]}-channel; build the "
+                    f"model with in_chans={theirs.shape[1]}",
+                    theirs.shape[1],
+                )
             if theirs.shape[0] == ours.shape[0]:
                 state_dict[first_conv] = adapt_input_conv(ours.shape[1], theirs, base_chans=theirs.shape[1])
                 _logger.info("adapted %s from %d to %d input channels", first_conv, theirs.shape[1], ours.shape[1])
