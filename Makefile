@@ -4,6 +4,10 @@ VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+# GNU OpenMP's waiting threads sleep after 3000 spins instead of ~300,000: a job beside another CPU job is then
+# 1.4-1.9x slower instead of 6.4x, at the same speed alone (docs/benchmarks.md, "CPU contention"; tools/cpu_env.py
+# sets the same default for tools run directly). An environment value wins.
+export GOMP_SPINCOUNT ?= 3000
 
 .PHONY: install train test test-all lint format bench clean gpu-check gpu-check-dry gpu-wheels
 

@@ -4,6 +4,7 @@ what the checkpoint is, and one-line errors from the tools."""
 
 from __future__ import annotations
 
+import ast
 import os
 import shutil
 import subprocess
@@ -243,3 +244,25 @@ def test_lock_is_released_after_an_error(tmp_path):
     with RunDirectory(tmp_path / "kept").claim(False, False):
         assert (tmp_path / "kept" / ".lock").read_text().startswith(f"pid={os.getpid()}\n")
     assert (tmp_path / "kept").is_dir() and not (tmp_path / "kept" / ".lock").exists()
+
+
+def test_tools_set_the_openmp_spin_count_before_torch_loads():
+    # libgomp reads GOMP_SPINCOUNT when torch loads it: cpu_env must be imported before torch and densebackbones.
+    checked = 0
+    for path in sorted((REPO / "tools").glob("*.py")):
+        tree = ast.parse(path.read_text())
+        modules = [
+            (node.names[0].name if isinstance(node, ast.Import) else node.module or "").split(".")[0]
+            for node in tree.body
+            if isinstance(node, (ast.Import, ast.ImportFrom))
+        ]
+        loads_torch = [i for i, m in enumerate(modules) if m in ("torch", "densebackbones", "timm", "torchvision")]
+        if not loads_torch:
+            continue
+        assert "cpu_env" in modules and modules.index("cpu_env") < loads_torch[0], path.name
+        checked += 1
+    assert checked >= 10
+    code = "import os, sys; sys.path.insert(0, 'tools'); import train_cls; print(os.environ['GOMP_SPINCOUNT'])"
+    env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=env)
+    assert result.stdout.strip() == "3000"

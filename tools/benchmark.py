@@ -50,6 +50,7 @@ import sys
 import time
 from pathlib import Path
 
+import cpu_env  # noqa: F401  (first: OpenMP's spin setting before torch loads)
 import torch
 import torch.nn as nn
 from densebackbones.heads.ssd import MultiBoxLoss

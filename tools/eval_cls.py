@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 
+import cpu_env  # noqa: F401  (first: OpenMP's spin setting before torch loads)
 import torch
 from torch.utils.data import DataLoader
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 
+import cpu_env  # noqa: F401  (first: OpenMP's spin setting before torch loads)
 import torch
 
 import densebackbones as db

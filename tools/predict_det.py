@@ -10,6 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
+import cpu_env  # noqa: F401  (first: OpenMP's spin setting before torch loads)
 import numpy as np
 import torch
 from PIL import Image, ImageDraw

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 
+import cpu_env  # noqa: F401  (first: OpenMP's spin setting before torch loads)
+
 from densebackbones.engine import cli
 from densebackbones.tasks.segmentation import SegmentationTask
 
