@@ -18,6 +18,7 @@ def test_registry_lists_every_model_of_the_paper():
     assert len(imagenet) == 7, imagenet
     assert len(CIFAR_MODELS) == 9, CIFAR_MODELS
     assert [n for n in ALL_MODELS if n.startswith("dsod")] == ["dsod_ds64_192_48_1", "dsod_ds64_256_64_1"]
+    assert "peleenet" in ALL_MODELS
 
 
 @pytest.mark.parametrize("name", ALL_MODELS)

@@ -9,9 +9,14 @@ from .shared_buffer import (
     set_cpu_channels_last,
 )
 from .stems import Stem, cifar_stem, imagenet_stem
+from .two_way import ConvNormAct, StemBlock, TwoWayDenseLayer, two_way_bottleneck
 
 __all__ = [
     "MEMORY_MODES",
+    "ConvNormAct",
+    "StemBlock",
+    "TwoWayDenseLayer",
+    "two_way_bottleneck",
     "DenseBlock",
     "DenseLayer",
     "LayerFn",

@@ -133,7 +133,10 @@ class DenseBlock(nn.Module):
             ``'efficient'`` (the same, recomputing each layer's activations in backward: least memory) or
             ``'plain'`` (concatenate per layer, as torchvision does). All three give the same outputs, gradients
             and running statistics and use the same parameters; see :mod:`densebackbones.layers.shared_buffer`.
-        **layer_kwargs: passed to every :class:`DenseLayer` (bn_size, drop_rate, norm_layer, act_layer, preact).
+        layer_cls: the layer type, called as ``layer_cls(in_chs, growth_rate, **layer_kwargs)``: :class:`DenseLayer`,
+            or a family's own (PeleeNet's two-way layer). A layer whose ``preact`` is False runs in the shared buffer
+            through the generic route (its own modules on a buffer view).
+        **layer_kwargs: passed to every layer (:class:`DenseLayer`: bn_size, drop_rate, norm_layer, act_layer, preact).
 
     Shape:
         Input: (N, in_chs, H, W).
@@ -148,6 +151,7 @@ class DenseBlock(nn.Module):
         *,
         concat_input: bool = True,
         memory_mode: str = "buffer",
+        layer_cls: Callable[..., nn.Module] | None = None,
         **layer_kwargs,
     ) -> None:
         super().__init__()
@@ -158,8 +162,9 @@ class DenseBlock(nn.Module):
         self.num_layers = num_layers
         self.growth_rate = growth_rate
         self.out_chs = in_chs * concat_input + num_layers * growth_rate
+        layer_cls = layer_cls or DenseLayer
         for i in range(num_layers):
-            layer = DenseLayer(in_chs + i * growth_rate, growth_rate, **layer_kwargs)
+            layer = layer_cls(in_chs + i * growth_rate, growth_rate, **layer_kwargs)
             self.add_module(f"denselayer{i + 1}", layer)
 
     def forward(self, x: Tensor) -> Tensor:

@@ -191,6 +191,8 @@ def _last_conv_separable(layer: nn.Module) -> bool:
 
 def _shares_batch_norm(layers: Sequence[nn.Module]) -> bool:
     """Whether every layer's entry is pre-activation ``nn.BatchNorm2d`` + ``nn.ReLU`` with one eps and train flag."""
+    if not all(getattr(layer, "preact", False) for layer in layers):  # e.g. PeleeNet's two-way layers
+        return False
     first = layers[0].norm1
     return all(
         layer.preact

@@ -4,11 +4,13 @@ from .densenet import MODEL_ARCHS as DENSENET_ARCHS
 from .densenet import DenseNet, checkpoint_filter_fn, cifar_block_config
 from .dsod import DSODNet
 from .helpers import check_out_indices, check_state_dict_fits, load_checkpoint_into
+from .peleenet import PeleeNet
 
 __all__ = [
     "DENSENET_ARCHS",
     "DSODNet",
     "DenseNet",
+    "PeleeNet",
     "check_out_indices",
     "check_state_dict_fits",
     "checkpoint_filter_fn",

@@ -173,15 +173,19 @@ class DenseNet(nn.Module):
         in_chans: int,
         drop_rate: float,
         global_pool: str,
+        final_norm: bool = True,
     ) -> None:
         """What every dense family shares after its last dense block: the final BN-ReLU (``norm5``/``act5``, the
-        names of torchvision and timm whatever the number of blocks, so their checkpoints load), its feature tap,
-        the pooled classifier, the timm attributes and the initialisation. A family builds ``features`` (its stem,
-        blocks and transitions) and ``feature_info`` up to its last block and calls this."""
-        features["norm5"] = norm_layer(num_features)
-        features["act5"] = act_layer(inplace=True)
+        names of torchvision and timm whatever the number of blocks, so their checkpoints load; ``final_norm=False``
+        for families whose features already end in one, such as PeleeNet's post-activation transition), its
+        feature tap, the pooled classifier, the timm attributes and the initialisation. A family builds
+        ``features`` (its stem, blocks and transitions) and ``feature_info`` up to its last block and calls this."""
+        if final_norm:
+            features["norm5"] = norm_layer(num_features)
+            features["act5"] = act_layer(inplace=True)
+        last = next(reversed(features))
         self.features = nn.Sequential(features)
-        self.feature_info = [*feature_info, dict(num_chs=num_features, reduction=stride, module="features.act5")]
+        self.feature_info = [*feature_info, dict(num_chs=num_features, reduction=stride, module=f"features.{last}")]
         self.num_classes, self.in_chans, self.drop_rate = num_classes, in_chans, drop_rate
         self.min_input_size = stride
         self.num_features = self.head_hidden_size = num_features
@@ -447,6 +451,15 @@ MODEL_ARCHS: dict[str, dict[str, Any]] = {
 
 def _create_densenet(variant: str, pretrained: bool = False, **kwargs) -> DenseNet:
     model_args = dict(deepcopy(MODEL_ARCHS[variant]), **kwargs)
+    return build_dense_backbone(DenseNet, variant, pretrained, len(model_args["block_config"]) + 1, **model_args)
+
+
+def build_dense_backbone(
+    model_cls: type[DenseNet], variant: str, pretrained: bool, num_levels: int, **model_args: Any
+) -> DenseNet:
+    """timm's ``build_model_with_cfg`` for every dense backbone family (DenseNet, DSOD's, PeleeNet): pretrained
+    weights, local files included, load through :meth:`DenseNet.load_pretrained` (complete and shape-checked), and
+    ``features_only`` gives ``num_levels`` feature levels."""
     overlay = dict(model_args.get("pretrained_cfg_overlay") or {})
     if overlay.get("file") and not pretrained:
         raise ValueError(
@@ -459,9 +472,8 @@ def _create_densenet(variant: str, pretrained: bool = False, **kwargs) -> DenseN
         model_args["pretrained_cfg_overlay"] = overlay
     # features_only wraps the model in timm's FeatureGetterNet, which calls prune_intermediate_layers (validating
     # out_indices with the model's own levels in the message) and then forward_intermediates.
-    num_levels = len(model_args["block_config"]) + 1
     return build_model_with_cfg(
-        DenseNet,
+        model_cls,
         variant,
         pretrained,
         pretrained_filter_fn=checkpoint_filter_fn,

@@ -21,11 +21,11 @@ from copy import deepcopy
 from typing import Any
 
 import torch.nn as nn
-from timm.models import build_model_with_cfg, generate_default_cfgs
+from timm.models import generate_default_cfgs
 
 from ..layers import DenseBlock, LayerFn, Transition, resolve_memory_mode
 from ..registry import register_model
-from .densenet import DenseNet, _cfg, _check_io, checkpoint_filter_fn
+from .densenet import DenseNet, _cfg, _check_io, build_dense_backbone
 
 __all__ = ["DSODNet"]
 
@@ -109,14 +109,7 @@ MODEL_ARCHS: dict[str, dict[str, Any]] = {
 
 def _create_dsodnet(variant: str, pretrained: bool = False, **kwargs) -> DSODNet:
     model_args = dict(deepcopy(MODEL_ARCHS[variant]), **kwargs)
-    return build_model_with_cfg(
-        DSODNet,
-        variant,
-        pretrained,
-        pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(feature_cls="getter", out_indices=(0, 1, 2, 3)),
-        **model_args,
-    )
+    return build_dense_backbone(DSODNet, variant, pretrained, 4, **model_args)
 
 
 default_cfgs = generate_default_cfgs(

@@ -166,7 +166,11 @@ def load_checkpoint_into(
     in_checkpoint = [k for k in classifier_keys if k in state_dict]
     in_model = [k for k in classifier_keys if k in model_sd]
     fits = in_checkpoint == in_model and all(state_dict[k].shape == model_sd[k].shape for k in in_model)
-    if not fits:
+    weight = classifier_keys[0]
+    other_width = (
+        weight in state_dict and weight in model_sd and state_dict[weight].shape[1:] != model_sd[weight].shape[1:]
+    )  # a classifier over other features: the checkpoint of another network, not of other classes
+    if not fits and not other_width:
         checkpoint_classes = state_dict[in_checkpoint[0]].shape[0] if in_checkpoint else 0
         for key in in_checkpoint:
             del state_dict[key]

@@ -1,0 +1,131 @@
+"""PeleeNet's layers (Wang et al., "Pelee: A Real-Time Object Detection System on Mobile Devices", NeurIPS 2018,
+Sec. 3.1), next to the dense ones: they differ where PeleeNet differs.
+
+* Post-activation units, conv (no bias)-BN-ReLU (:class:`ConvNormAct`), instead of DenseNet's BN-ReLU-conv.
+* Two-way dense layer (:class:`TwoWayDenseLayer`): two branches of k/2 maps each, one with a 3x3 convolution and one
+  with two stacked 3x3 convolutions (a larger receptive field), each after its own 1x1 bottleneck.
+* Stem block (:class:`StemBlock`): 3x3/2 conv, then a 1x1-3x3/2 branch beside a 2x2/2 max-pool, concatenated and
+  fused by a 1x1 conv (224 -> 56 px at little cost).
+
+Module names follow the official PyTorch code (``branch1a``... ``stem1``..., ``conv``/``norm``), so that its
+checkpoint loads without renaming. The two-way layer is a layer of :class:`~densebackbones.layers.DenseBlock`
+(``layer_cls``), so PeleeNet's dense blocks have every memory mode.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from .dense import LayerFn
+
+__all__ = ["ConvNormAct", "StemBlock", "TwoWayDenseLayer", "two_way_bottleneck"]
+
+
+class ConvNormAct(nn.Module):
+    """Conv (no bias)-BN-ReLU, the official ``BasicConv2d``; ``act=False`` leaves out the ReLU."""
+
+    def __init__(
+        self,
+        in_chs: int,
+        out_chs: int,
+        kernel_size: int = 1,
+        stride: int = 1,
+        padding: int = 0,
+        *,
+        act: bool = True,
+        norm_layer: LayerFn = nn.BatchNorm2d,
+        act_layer: LayerFn = nn.ReLU,
+    ) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_chs, out_chs, kernel_size, stride=stride, padding=padding, bias=False)
+        self.norm = norm_layer(out_chs)
+        self.act = act_layer(inplace=True) if act else nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.act(self.norm(self.conv(x)))
+
+
+def two_way_bottleneck(in_chs: int, growth_rate: int, bottleneck_width: int) -> int:
+    """Channels of a two-way layer's 1x1 bottlenecks: ``int(k/2 * width / 4) * 4``, capped as the official PyTorch
+    code caps it (``int(in_chs / 8) * 4`` when larger than half the input)."""
+    inter = int(growth_rate // 2 * bottleneck_width / 4) * 4
+    return int(in_chs / 8) * 4 if inter > in_chs / 2 else inter
+
+
+class TwoWayDenseLayer(nn.Module):
+    """PeleeNet's dense layer: ``cat[branch1, branch2]`` with ``k/2`` maps each (the block concatenates them to its
+    input). Branch 1: 1x1 (bottleneck)-3x3; branch 2: 1x1 (bottleneck)-3x3-3x3. Post-activation units.
+
+    Args:
+        in_chs: channels of the concatenated input.
+        growth_rate: k, new maps of the layer (both branches together).
+        bottleneck_width: w of the stage (1, 2, 4, 4), see :func:`two_way_bottleneck`.
+        drop_rate: dropout after the layer (the official code accepts it and does not use it: 0).
+
+    Shape:
+        Input: a tensor (N, in_chs, H, W) or a list of tensors whose channels sum to ``in_chs``.
+        Output: (N, growth_rate, H, W).
+    """
+
+    preact = False  # post-activation: the shared buffer runs the layer's own modules (generic route)
+
+    def __init__(
+        self,
+        in_chs: int,
+        growth_rate: int,
+        *,
+        bottleneck_width: int = 4,
+        drop_rate: float = 0.0,
+        norm_layer: LayerFn = nn.BatchNorm2d,
+        act_layer: LayerFn = nn.ReLU,
+    ) -> None:
+        super().__init__()
+        if growth_rate % 2:
+            raise ValueError(f"a two-way layer splits its growth rate over two branches; got an odd {growth_rate}")
+        half, inter = growth_rate // 2, two_way_bottleneck(in_chs, growth_rate, bottleneck_width)
+        if inter < 1:
+            raise ValueError(
+                f"a bottleneck of {inter} channels (growth_rate {growth_rate}, bottleneck_width {bottleneck_width}, "
+                f"{in_chs} input channels): raise the growth rate or the width so that k/2 * w >= 4"
+            )
+        unit = dict(norm_layer=norm_layer, act_layer=act_layer)
+        self.branch1a = ConvNormAct(in_chs, inter, 1, **unit)
+        self.branch1b = ConvNormAct(inter, half, 3, padding=1, **unit)
+        self.branch2a = ConvNormAct(in_chs, inter, 1, **unit)
+        self.branch2b = ConvNormAct(inter, half, 3, padding=1, **unit)
+        self.branch2c = ConvNormAct(half, half, 3, padding=1, **unit)
+        self.drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
+
+    def forward(self, features: Tensor | Sequence[Tensor]) -> Tensor:
+        inputs = (features,) if isinstance(features, Tensor) else tuple(features)
+        x = torch.cat(inputs, 1) if len(inputs) > 1 else inputs[0]
+        branch1 = self.branch1b(self.branch1a(x))
+        branch2 = self.branch2c(self.branch2b(self.branch2a(x)))
+        return self.drop(torch.cat([branch1, branch2], 1))
+
+
+class StemBlock(nn.Module):
+    """PeleeNet's stem (Sec. 3.1, Fig. 2): stride 4 in total, ``out_chs`` maps (32).
+
+    Shape:
+        Input: (N, in_chs, H, W). Output: (N, out_chs, H / 4, W / 4) (floor, as the official code).
+    """
+
+    def __init__(
+        self, in_chs: int, out_chs: int = 32, norm_layer: LayerFn = nn.BatchNorm2d, act_layer: LayerFn = nn.ReLU
+    ) -> None:
+        super().__init__()
+        unit = dict(norm_layer=norm_layer, act_layer=act_layer)
+        self.stem1 = ConvNormAct(in_chs, out_chs, 3, stride=2, padding=1, **unit)
+        self.stem2a = ConvNormAct(out_chs, out_chs // 2, 1, **unit)
+        self.stem2b = ConvNormAct(out_chs // 2, out_chs, 3, stride=2, padding=1, **unit)
+        self.stem3 = ConvNormAct(2 * out_chs, out_chs, 1, **unit)
+        self.pool = nn.MaxPool2d(kernel_size=2, stride=2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.stem1(x)
+        return self.stem3(torch.cat([self.pool(x), self.stem2b(self.stem2a(x))], 1))

@@ -1,0 +1,139 @@
+"""PeleeNet (Wang, Li, Ling, "Pelee: A Real-Time Object Detection System on Mobile Devices", NeurIPS 2018, Sec. 3.1
+and Table 1), exact to the official PyTorch code (Robert-JunWang/PeleeNet, ``peleenet.py``).
+
+* Stem block (224 -> 56 px, 32 maps), :class:`~densebackbones.layers.StemBlock`.
+* Four stages of two-way dense layers (:class:`~densebackbones.layers.TwoWayDenseLayer`, k=32: two branches of 16
+  maps) with 3-4-8-6 layers and bottleneck widths 1-2-4-4; each stage ends in a 1x1 conv-BN-ReLU transition that keeps
+  its width (128, 256, 512, 704), followed by a 2x2 average pool after stages 1-3 only (no compression).
+* Post-activation units throughout; global average pool, dropout 0.05, linear classifier. 2,802,248 parameters with
+  1000 classes (docs/reference.md).
+
+Feature levels (timm's ``feature_info``): the stem (stride 4) and each stage's transition output before its pool
+(strides 4, 8, 16, 32): the Pelee detector's sources are levels 3 (stride 16) and 4 (stride 32).
+``transition_ceil=True`` rounds the average pools up, as Caffe does and the Pelee detector needs (19 -> 10 px at 304).
+
+Module names are the official code's (``features.stemblock.stem1.conv``, ``features.denseblock1.denselayer1
+.branch1a.norm``, ``features.transition1``, ``classifier``), so its checkpoint ``peleenet_acc7208.pth.tar`` loads once
+DataParallel's ``module.`` prefix is stripped (timm's reader does that).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+from copy import deepcopy
+from typing import Any
+
+import torch
+import torch.nn as nn
+from timm.models import generate_default_cfgs
+
+from ..layers import ConvNormAct, DenseBlock, LayerFn, StemBlock, TwoWayDenseLayer, resolve_memory_mode
+from ..registry import register_model
+from .densenet import DenseNet, _cfg, _check_io, build_dense_backbone
+
+__all__ = ["PeleeNet"]
+
+
+class PeleeNet(DenseNet):
+    """PeleeNet with DenseNet's interface (timm contract, memory modes, feature levels).
+
+    Args:
+        num_classes: classifier outputs; 0 removes the classifier.
+        in_chans: input channels.
+        growth_rate: k of every stage (32), or one per stage.
+        block_config: two-way layers per stage (3, 4, 8, 6).
+        bottleneck_width: w per stage (1, 2, 4, 4), see :func:`~densebackbones.layers.two_way_bottleneck`.
+        stem_width: stem maps (32).
+        drop_rate: dropout before the classifier (0.05).
+        transition_ceil: round the transition pools up (the Pelee detector: 19 -> 10 px).
+        global_pool, norm_layer, act_layer, memory_efficient, memory_mode: as :class:`DenseNet`.
+
+    Shape:
+        Input: (N, in_chans, H, W) with H, W >= 32. Output: (N, num_classes).
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        *,
+        growth_rate: int | Sequence[int] = 32,
+        block_config: Sequence[int] = (3, 4, 8, 6),
+        bottleneck_width: int | Sequence[int] = (1, 2, 4, 4),
+        stem_width: int = 32,
+        drop_rate: float = 0.05,
+        transition_ceil: bool = False,
+        global_pool: str = "avg",
+        norm_layer: LayerFn = nn.BatchNorm2d,
+        act_layer: LayerFn = nn.ReLU,
+        memory_efficient: bool = False,
+        memory_mode: str | None = None,
+    ) -> None:
+        # PeleeNet's stem, layers and transitions are its own; DenseNet's shared tail (_finish, without a final
+        # norm: the last transition ends in BN-ReLU) completes the model, and DenseNet's methods serve it.
+        nn.Module.__init__(self)
+        _check_io(num_classes, in_chans)
+        stages = len(block_config)
+        growth_rates = [growth_rate] * stages if isinstance(growth_rate, int) else list(growth_rate)
+        widths = [bottleneck_width] * stages if isinstance(bottleneck_width, int) else list(bottleneck_width)
+        if not stages or len(growth_rates) != stages or len(widths) != stages or min(block_config) < 1:
+            raise ValueError(
+                f"block_config {tuple(block_config)}, growth_rate {growth_rate} and bottleneck_width "
+                f"{bottleneck_width} must describe the same stages (one positive layer count each)"
+            )
+        memory_mode = resolve_memory_mode(memory_efficient, memory_mode)
+        unit = dict(norm_layer=norm_layer, act_layer=act_layer)
+        features: OrderedDict[str, nn.Module] = OrderedDict(stemblock=StemBlock(in_chans, stem_width, **unit))
+        feature_info = [dict(num_chs=stem_width, reduction=4, module="features.stemblock")]
+        chs, stride = stem_width, 4
+        for i, (num_layers, k, width) in enumerate(zip(block_config, growth_rates, widths)):
+            block = DenseBlock(
+                num_layers, chs, k, layer_cls=TwoWayDenseLayer, memory_mode=memory_mode, bottleneck_width=width, **unit
+            )
+            features[f"denseblock{i + 1}"] = block
+            chs = block.out_chs
+            features[f"transition{i + 1}"] = ConvNormAct(chs, chs, 1, **unit)
+            if i == stages - 1:
+                break
+            feature_info.append(dict(num_chs=chs, reduction=stride, module=f"features.transition{i + 1}"))
+            features[f"transition{i + 1}_pool"] = nn.AvgPool2d(2, stride=2, ceil_mode=transition_ceil)
+            stride *= 2
+        head = dict(num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate, global_pool=global_pool)
+        self._finish(features, feature_info, chs, stride, norm_layer, act_layer, final_norm=False, **head)
+
+    def _init_weights(self) -> None:
+        # The official initialisation: convolutions N(0, sqrt(2 / (k * k * out))), BN 1/0, classifier N(0, 0.01).
+        super()._init_weights()
+        if isinstance(self.classifier, nn.Linear):
+            nn.init.normal_(self.classifier.weight, 0.0, 0.01)
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        return dict(
+            stem=r"^features\.stemblock",
+            blocks=r"^features\.(?:denseblock|transition)(\d+)"
+            if coarse
+            else [(r"^features\.denseblock(\d+)\.denselayer(\d+)", None), (r"^features\.transition(\d+)", (99998,))],
+        )
+
+
+MODEL_ARCHS: dict[str, dict[str, Any]] = {
+    "peleenet": dict(growth_rate=32, block_config=(3, 4, 8, 6), bottleneck_width=(1, 2, 4, 4), stem_width=32),
+}
+
+
+def _create_peleenet(variant: str, pretrained: bool = False, **kwargs: Any) -> PeleeNet:
+    model_args = dict(deepcopy(MODEL_ARCHS[variant]), **kwargs)
+    return build_dense_backbone(PeleeNet, variant, pretrained, len(model_args["block_config"]) + 1, **model_args)
+
+
+default_cfgs = generate_default_cfgs(
+    {"peleenet": _cfg(paper_ids="arXiv:1804.06882", first_conv="features.stemblock.stem1.conv", crop_pct=0.875)}
+)
+
+
+@register_model(model_cls=PeleeNet)
+def peleenet(pretrained: bool = False, **kwargs: Any) -> PeleeNet:
+    """PeleeNet (k=32, 3-4-8-6 two-way layers, widths 1-2-4-4), ImageNet, Table 1: 2,802,248 parameters."""
+    return _create_peleenet("peleenet", pretrained, **kwargs)
