@@ -194,6 +194,13 @@ def test_weights_files_that_are_missing_or_garbage_are_named(tmp_path):
     result = run_tool("--work-dir", str(tmp_path / "run"), "--pretrained", str(tmp_path / "garbage.pth"))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.startswith(f"error: {tmp_path / 'garbage.pth'} is not a readable weights file")
+    evaluation = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "eval_cls.py"), DIGITS_CFG, str(tmp_path / "missing.pth")],
+        capture_output=True,
+        text=True,
+    )
+    assert evaluation.returncode == 2
+    assert evaluation.stderr.strip() == f"error: weights file {tmp_path / 'missing.pth'} does not exist"
     debug = run_tool("--work-dir", str(tmp_path / "run"), "--pretrained", str(tmp_path / "garbage.pth"), "--debug")
     assert "Traceback" in debug.stderr and debug.returncode == 2  # the traceback when asked for
 
