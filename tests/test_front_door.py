@@ -92,6 +92,8 @@ def test_head_weights_load_through_the_front_door(tmp_path):
     assert loaded.pretrained_cfg["file"] == str(tmp_path / "seg.pth")
     with pytest.raises(ValueError, match="dsod300 has no published weights; .*pretrained_cfg_overlay=dict"):
         db.create_model("dsod300", pretrained=True)
+    with pytest.raises(ValueError, match="names the file .*seg.pth' but pretrained=False, so it would not be loaded"):
+        db.create_model("fc_densenet56", pretrained_cfg_overlay=dict(file=str(tmp_path / "seg.pth")))
 
 
 MMENGINE_SCRIPT = """

@@ -73,10 +73,7 @@ def _check_type(section: str, key: str, value: Any, default: Any) -> None:
         return
     if isinstance(value, types) and not (isinstance(value, bool) and bool not in types):
         return
-    names = " or ".join(sorted({"number" if t in (int, float) and types == _NUMBER else t.__name__ for t in types}))
-    names = {"int": "a whole number", "number": "a number", "str": "a string", "bool": "True or False"}.get(
-        names, names
-    )
+    names = _TYPE_NAMES.get(types, " or ".join(t.__name__ for t in types))
     raise ConfigError(
         f"config key {section}.{key} must be {names}{' or None' if nullable else ''}, got {value!r} "
         f"({type(value).__name__}); e.g. --cfg-options {section}.{key}={default!r}"

@@ -459,12 +459,6 @@ class Trainer:
         return metrics
 
     @staticmethod
-    def find_resume(work_dir: str | Path, resume: str | None) -> Path | None:
-        """``'auto'``: ``work_dir/last.pth`` if it exists; a path: that file (which must exist)."""
-        candidates = Trainer.resume_candidates(work_dir, resume)
-        return candidates[0] if candidates else None
-
-    @staticmethod
     def resume_candidates(work_dir: str | Path, resume: str | None) -> list[Path]:
         """Checkpoints to resume from, in order of preference: for ``'auto'``, ``last.pth`` and then (should it be
         unreadable) ``epoch_N.pth`` and ``best.pth``, newest first; for a path, that file (which must exist)."""

@@ -195,8 +195,7 @@ def _shares_batch_norm(layers: Sequence[nn.Module]) -> bool:
         return False
     first = layers[0].norm1
     return all(
-        layer.preact
-        and type(layer.norm1) is nn.BatchNorm2d
+        type(layer.norm1) is nn.BatchNorm2d
         and type(layer.act1) is nn.ReLU
         and layer.norm1.affine
         and layer.norm1.track_running_stats

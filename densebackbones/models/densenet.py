@@ -44,7 +44,7 @@ from ..layers import (
     set_memory_mode,
 )
 from ..registry import register_model
-from .helpers import check_out_indices, load_checkpoint_into
+from .helpers import check_out_indices, check_weights_overlay, load_checkpoint_into
 
 __all__ = ["DenseNet", "cifar_block_config", "checkpoint_filter_fn", "MODEL_ARCHS"]
 
@@ -461,11 +461,7 @@ def build_dense_backbone(
     weights, local files included, load through :meth:`DenseNet.load_pretrained` (complete and shape-checked), and
     ``features_only`` gives ``num_levels`` feature levels."""
     overlay = dict(model_args.get("pretrained_cfg_overlay") or {})
-    if overlay.get("file") and not pretrained:
-        raise ValueError(
-            f"pretrained_cfg_overlay names the file {overlay['file']!r} but pretrained=False, so it would not be "
-            "loaded; pass pretrained=True"
-        )
+    check_weights_overlay(overlay, pretrained)
     if overlay.get("file") or overlay.get("url"):
         # timm resets custom_load for an overlaid source; every source goes through DenseNet.load_pretrained.
         overlay.setdefault("custom_load", True)

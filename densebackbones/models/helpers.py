@@ -14,6 +14,7 @@ from torch import Tensor, nn
 __all__ = [
     "InputChannelsMismatch",
     "build_task_model",
+    "check_weights_overlay",
     "check_out_indices",
     "check_state_dict_fits",
     "load_checkpoint_into",
@@ -152,13 +153,13 @@ def load_checkpoint_into(
     if first_conv in state_dict and first_conv in model_sd:
         theirs, ours = state_dict[first_conv], model_sd[first_conv]
         if theirs.ndim == ours.ndim == 4 and theirs.shape != ours.shape and theirs.shape[2:] == ours.shape[2:]:
-            if theirs.shape[0] == ours.shape[0] and not adapt_in_chans:
-                raise InputChannelsMismatch(
-                    f"{path} takes {theirs.shape[1]}-channel input and the model {ours.shape[1]}-channel; build the "
-                    f"model with in_chans={theirs.shape[1]}",
-                    theirs.shape[1],
-                )
             if theirs.shape[0] == ours.shape[0]:
+                if not adapt_in_chans:
+                    raise InputChannelsMismatch(
+                        f"{path} takes {theirs.shape[1]}-channel input and the model {ours.shape[1]}-channel; build "
+                        f"the model with in_chans={theirs.shape[1]}",
+                        theirs.shape[1],
+                    )
                 state_dict[first_conv] = adapt_input_conv(ours.shape[1], theirs, base_chans=theirs.shape[1])
                 _logger.info("adapted %s from %d to %d input channels", first_conv, theirs.shape[1], ours.shape[1])
 
@@ -187,6 +188,16 @@ def load_checkpoint_into(
     model.load_state_dict(state_dict, strict=True)
 
 
+def check_weights_overlay(overlay: dict[str, Any] | None, pretrained: bool) -> None:
+    """A weights file named in ``pretrained_cfg_overlay`` without ``pretrained=True`` would not be loaded: say so
+    rather than build an untrained model (every family's builder calls this)."""
+    if (overlay or {}).get("file") and not pretrained:
+        raise ValueError(
+            f"pretrained_cfg_overlay names the file {overlay['file']!r} but pretrained=False, so it would not be "
+            "loaded; pass pretrained=True"
+        )
+
+
 def build_task_model(
     model_cls: Callable[..., nn.Module],
     variant: str,
@@ -207,6 +218,7 @@ def build_task_model(
         variant: the registered name.
         default_cfgs: timm's ``generate_default_cfgs`` table of the family.
     """
+    check_weights_overlay(pretrained_cfg_overlay, pretrained)
     entry = default_cfgs[variant]
     if isinstance(pretrained_cfg, dict):
         cfg = dict(pretrained_cfg)
