@@ -43,6 +43,7 @@ __all__ = [
     "is_model",
     "list_models",
     "model_arg_names",
+    "model_class",
     "model_entrypoint",
     "model_task",
     "register_model",
@@ -184,6 +185,12 @@ def model_entrypoint(name: str) -> Callable[..., nn.Module]:
 def model_task(name: str) -> str:
     """The task ``name`` was registered for: ``'classification'``, ``'segmentation'`` or ``'detection'``."""
     return _model_tasks[_resolve_name(name)[0]]
+
+
+def model_class(name: str) -> type[nn.Module] | None:
+    """The class ``create_model(name)`` builds, when its factory was registered with ``model_cls`` (tasks read
+    class-level settings from it, such as a detector's default boxes per data set)."""
+    return _model_classes.get(_resolve_name(name)[0])
 
 
 def model_arg_names(name: str) -> list[str]:

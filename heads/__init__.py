@@ -7,8 +7,9 @@ package, so every model is registered from the start.
 
 * Semantic segmentation (``fc_densenet.py``): FC-DenseNet56/67/103 and the FC-DenseNet decoder on registered
   backbones (``fc_densenet_bc121_k32``...).
-* Detection (``dsod.py``): DSOD300, DSOD300-lite and the DSOD head on registered backbones, with SSD's default
-  boxes, box coding, matching, multibox loss and post-processing (``ssd.py``); trained and evaluated on VOC, COCO
+* Detection: DSOD300, DSOD300-lite and the DSOD head on registered backbones (``dsod.py``); Pelee and its head on
+  registered backbones (``pelee.py``); both single-shot detectors share SSD's default boxes, box coding, matching,
+  multibox loss, post-processing and detector base class (``ssd.py``), and are trained and evaluated on VOC, COCO
   and a generated shapes set by ``tools/train_det.py``.
 """
 
@@ -27,6 +28,8 @@ from .fc_densenet import (
     fc_densenet_bc121_k32,
     fc_densenet_bc169_k32,
 )
+from .pelee import Pelee, PeleeHead, ResBlock, pelee, pelee_bc121_k32
+from .ssd import SingleShotDetector
 
 __all__ = [
     "DSOD",
@@ -36,6 +39,10 @@ __all__ = [
     "FCDenseNetDecoder",
     "FCDenseNetEncoder",
     "L2Norm",
+    "Pelee",
+    "PeleeHead",
+    "ResBlock",
+    "SingleShotDetector",
     "TransitionUp",
     "dsod300",
     "dsod300_lite",
@@ -45,4 +52,6 @@ __all__ = [
     "fc_densenet103",
     "fc_densenet_bc121_k32",
     "fc_densenet_bc169_k32",
+    "pelee",
+    "pelee_bc121_k32",
 ]

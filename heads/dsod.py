@@ -16,7 +16,6 @@ it also sits on any registered dense backbone (``DSOD(backbone='densenet_bc121_k
 
 from __future__ import annotations
 
-import dataclasses
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
@@ -29,9 +28,9 @@ from torch import Tensor
 
 from densebackbones.layers import LayerFn
 from densebackbones.models.helpers import build_task_model
-from densebackbones.registry import create_model, register_model
+from densebackbones.registry import register_model
 
-from .ssd import VOC_PRIORS, PriorConfig, boxes_per_cell, make_priors, postprocess
+from .ssd import VOC_PRIORS, PriorConfig, SingleShotDetector, boxes_per_cell
 
 __all__ = ["DSODHead", "DSOD", "L2Norm", "dsod300", "dsod300_lite", "dsod_bc121_k32"]
 
@@ -135,7 +134,7 @@ class DSODHead(nn.Module):
         return torch.cat(loc, 1), torch.cat(conf, 1), [tuple(m.shape[-2:]) for m in maps]
 
 
-class DSOD(nn.Module):
+class DSOD(SingleShotDetector):
     """A DSOD detector: a backbone giving "First" and a deeper map, the DSOD head, SSD default boxes.
 
     Args:
@@ -161,49 +160,13 @@ class DSOD(nn.Module):
         priors: PriorConfig = VOC_PRIORS,
         head_kwargs: dict[str, Any] | None = None,
     ) -> None:
-        super().__init__()
-        kwargs = dict(backbone_kwargs or {})
-        self.backbone = create_model(backbone, features_only=True, out_indices=tuple(backbone_indices), **kwargs)
+        super().__init__(backbone=backbone, backbone_indices=backbone_indices, backbone_kwargs=backbone_kwargs)
         first_chs, deep_chs = self.backbone.feature_info.channels()
         self.num_classes = num_classes
         head_kwargs = dict(head_kwargs or {})
         head_kwargs.setdefault("boxes", boxes_per_cell(priors))
         self.head = DSODHead(first_chs, deep_chs, num_classes, **head_kwargs)
-        self.prior_config = self._fit_priors(priors)
-        self.register_buffer("priors", make_priors(self.prior_config), persistent=False)
-
-    @torch.no_grad()
-    def _fit_priors(self, config: PriorConfig) -> PriorConfig:
-        """Feature sizes (and, off the SSD300 layout, steps) of the sources at the configured image size."""
-        was_training = self.training
-        self.eval()
-        x = torch.zeros(
-            1,
-            3 if not hasattr(self.backbone, "in_chans") else self.backbone.in_chans,
-            config.image_size,
-            config.image_size,
-        )
-        sizes = [h for h, _ in self.head(*self.backbone(x))[2]]
-        self.train(was_training)
-        if tuple(sizes) == tuple(config.feature_sizes):
-            return config
-        steps = tuple(config.image_size / s for s in sizes)
-        return dataclasses.replace(config, feature_sizes=tuple(sizes), steps=steps)
-
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        loc, conf, sizes = self.head(*self.backbone(x))
-        if [h for h, _ in sizes] != list(self.prior_config.feature_sizes):
-            raise ValueError(
-                f"input {tuple(x.shape[-2:])} gives prediction maps {sizes}, but the default boxes were made for "
-                f"{self.prior_config.image_size}x{self.prior_config.image_size} images; resize inputs to that size"
-            )
-        return loc, conf
-
-    @torch.no_grad()
-    def detect(self, x: Tensor, **postprocess_kwargs: Any) -> list[dict[str, Tensor]]:
-        """Boxes (normalised x1, y1, x2, y2), scores and 1-based labels per image (see ``ssd.postprocess``)."""
-        loc, conf = self(x)
-        return postprocess(loc, conf, self.priors, self.prior_config.variances, **postprocess_kwargs)
+        self._init_priors(priors)
 
 
 # ------------------------------------------------------------------------------------------------ registered models

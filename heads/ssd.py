@@ -7,20 +7,29 @@ normalised to [0, 1] unless a function says otherwise.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 from torchvision.ops import batched_nms, box_iou
+
+from densebackbones.registry import create_model
 
 __all__ = [
     "PriorConfig",
     "VOC_PRIORS",
     "COCO_PRIORS",
+    "PELEE_VOC_PRIORS",
+    "PELEE_COCO_PRIORS",
+    "SingleShotDetector",
+    "script_prior_sizes",
     "make_priors",
     "encode",
     "decode",
@@ -37,7 +46,7 @@ class PriorConfig:
 
     image_size: int = 300
     feature_sizes: tuple[int, ...] = (38, 19, 10, 5, 3, 2)
-    steps: tuple[int, ...] = (8, 16, 32, 64, 100, 300)
+    steps: tuple[float, ...] = (8, 16, 32, 64, 100, 300)
     min_sizes: tuple[float, ...] = (30, 60, 111, 162, 213, 264)
     max_sizes: tuple[float, ...] = (60, 111, 162, 213, 264, 315)
     aspect_ratios: tuple[tuple[float, ...], ...] = ((2,), (2, 3), (2, 3), (2, 3), (2,), (2,))
@@ -47,6 +56,43 @@ class PriorConfig:
 
 VOC_PRIORS = PriorConfig()
 COCO_PRIORS = PriorConfig(min_sizes=(21, 45, 99, 153, 207, 261), max_sizes=(45, 99, 153, 207, 261, 315))
+
+
+def script_prior_sizes(
+    image_size: float, num_sources: int, min_ratio: int, max_ratio: int, first_ratios: tuple[int, int] = (10, 20)
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Min and max box sizes as SSD's Caffe training scripts compute them (``ssd_pascal.py``, and Pelee's
+    ``train_voc.py`` / ``train_coco.py``): ratios from ``min_ratio`` to ``max_ratio`` percent of the image in steps of
+    ``floor((max - min) / (sources - 2))`` for every source but the first, which gets ``first_ratios``; each max size
+    is the next ratio's size."""
+    step = (max_ratio - min_ratio) // (num_sources - 2)
+    ratios = range(min_ratio, max_ratio + 1, step)
+    min_sizes = [image_size * first_ratios[0] / 100] + [image_size * r / 100 for r in ratios]
+    max_sizes = [image_size * first_ratios[1] / 100] + [image_size * (r + step) / 100 for r in ratios]
+    return tuple(min_sizes), tuple(max_sizes)
+
+
+def _pelee_priors(min_ratio: int, first_ratios: tuple[int, int]) -> PriorConfig:
+    # Pelee (Wang et al. 2018, Sec. 4.1; train_voc.py / train_coco.py): 304 px input, six heads on maps of 19, 19, 10,
+    # 5, 3 and 1 px (the 19 px map feeds two), ratios 2 and 3 with flips everywhere, no clipping. The steps are
+    # Caffe's default, image size over map size.
+    sizes = (19, 19, 10, 5, 3, 1)
+    min_sizes, max_sizes = script_prior_sizes(304, len(sizes), min_ratio, 90, first_ratios)
+    return PriorConfig(
+        image_size=304,
+        feature_sizes=sizes,
+        steps=tuple(304 / s for s in sizes),
+        min_sizes=min_sizes,
+        max_sizes=max_sizes,
+        aspect_ratios=((2, 3),) * len(sizes),
+        clip=False,
+    )
+
+
+PELEE_VOC_PRIORS = _pelee_priors(min_ratio=20, first_ratios=(10, 20))  # 30.4, 60.8, 112.48, ... (train_voc.py)
+PELEE_COCO_PRIORS = _pelee_priors(
+    min_ratio=15, first_ratios=(7, 15)
+)  # 21.28, 45.6, 100.32, ... (train_coco.py, the VOC+COCO model)
 
 
 def boxes_per_cell(config: PriorConfig) -> list[int]:
@@ -201,3 +247,74 @@ def postprocess(
             else {"boxes": image_boxes[:0], "scores": image_scores[:0, 0], "labels": prior_idx[:0]}
         )
     return results
+
+
+class SingleShotDetector(nn.Module):
+    """A single-shot detector: a registered backbone's feature levels, a head over them, and default boxes.
+
+    What DSOD and Pelee share. A subclass builds ``self.head`` from ``self.backbone.feature_info.channels()`` (the
+    head's ``forward(*maps)`` returns ``(loc, conf, source sizes)``) and then calls :meth:`_init_priors`; its
+    ``prior_presets`` are the default boxes of its paper per data set (``'voc'``, ``'coco'``), which the detection
+    task scales to the configured image size.
+
+    Args:
+        backbone: a registered backbone name.
+        backbone_indices: the feature levels the head reads.
+        backbone_kwargs: passed to ``create_model`` (``memory_efficient``, ``pretrained``...).
+
+    ``forward`` returns ``(loc, conf)`` for the loss; :meth:`detect` returns post-processed boxes per image.
+    """
+
+    prior_presets: ClassVar[dict[str, PriorConfig]] = {"voc": VOC_PRIORS, "coco": COCO_PRIORS}
+
+    def __init__(
+        self, *, backbone: str, backbone_indices: Sequence[int], backbone_kwargs: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__()
+        kwargs = dict(backbone_kwargs or {})
+        self.backbone = create_model(backbone, features_only=True, out_indices=tuple(backbone_indices), **kwargs)
+
+    def _init_priors(self, priors: PriorConfig) -> None:
+        self.prior_config = self._fit_priors(priors)
+        self.register_buffer("priors", make_priors(self.prior_config), persistent=False)
+
+    @torch.no_grad()
+    def _fit_priors(self, config: PriorConfig) -> PriorConfig:
+        """Feature sizes (and, where they differ from the preset's, steps) of the sources at the configured image
+        size."""
+        was_training = self.training
+        self.eval()
+        x = torch.zeros(1, getattr(self.backbone, "in_chans", 3), config.image_size, config.image_size)
+        try:
+            sizes = [h for h, _ in self.head(*self.backbone(x))[2]]
+        except ValueError as err:  # the head names the map that is too small; say which images fit
+            strides = self.backbone.feature_info.reduction()
+            raise ValueError(
+                f"{config.image_size}x{config.image_size} inputs (data.image_size): {err} (the head reads backbone "
+                f"levels of strides {strides})"
+            ) from None
+        finally:
+            self.train(was_training)
+        if len(sizes) != len(config.feature_sizes):
+            raise ValueError(
+                f"the head predicts from {len(sizes)} sources, the default boxes describe {len(config.feature_sizes)}"
+            )
+        if tuple(sizes) == tuple(config.feature_sizes):
+            return config
+        steps = tuple(config.image_size / s for s in sizes)
+        return dataclasses.replace(config, feature_sizes=tuple(sizes), steps=steps)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        loc, conf, sizes = self.head(*self.backbone(x))
+        if [h for h, _ in sizes] != list(self.prior_config.feature_sizes):
+            raise ValueError(
+                f"input {tuple(x.shape[-2:])} gives prediction maps {sizes}, but the default boxes were made for "
+                f"{self.prior_config.image_size}x{self.prior_config.image_size} images; resize inputs to that size"
+            )
+        return loc, conf
+
+    @torch.no_grad()
+    def detect(self, x: Tensor, **postprocess_kwargs: Any) -> list[dict[str, Tensor]]:
+        """Boxes (normalised x1, y1, x2, y2), scores and 1-based labels per image (see :func:`postprocess`)."""
+        loc, conf = self(x)
+        return postprocess(loc, conf, self.priors, self.prior_config.variances, **postprocess_kwargs)

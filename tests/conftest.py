@@ -6,8 +6,8 @@ import dataclasses
 
 import pytest
 import torch
-from densebackbones.heads import DSOD
-from densebackbones.heads.ssd import VOC_PRIORS
+from densebackbones.heads import DSOD, Pelee
+from densebackbones.heads.ssd import PELEE_VOC_PRIORS, VOC_PRIORS
 
 import densebackbones as db
 
@@ -52,6 +52,19 @@ def tiny_dsod(**kwargs) -> DSOD:
         priors=dataclasses.replace(VOC_PRIORS, image_size=64),
     )
     return DSOD(3, **dict(args, **kwargs))
+
+
+def tiny_pelee(**kwargs) -> Pelee:
+    """Pelee's layout (stem block, two-way layers, extra layers, ResBlocks, six 1x1 heads) with k=8, read at PeleeNet's
+    strides 8 and 16 so that 144 px inputs reach the 1x1 map."""
+    args = dict(
+        backbone="peleenet",
+        backbone_indices=(2, 3),
+        backbone_kwargs=dict(growth_rate=8, block_config=(1, 1, 1, 1), stem_width=8, transition_ceil=True),
+        head_kwargs=dict(extra_chs=((8, 8), (8, 8), (8, 8)), res_chs=8),
+        priors=dataclasses.replace(PELEE_VOC_PRIORS, image_size=144),
+    )
+    return Pelee(3, **dict(args, **kwargs))
 
 
 def run_training_tool(tool, config: str, work_dir, *options: str, data_root=None, extra=()) -> dict:

@@ -216,3 +216,23 @@ def test_images_without_boxes_pass_through_augmentation_and_loss():
     loc_loss, conf_loss = MultiBoxLoss(priors)(loc, conf, [t["boxes"] for t in targets], [t["labels"] for t in targets])
     (loc_loss + conf_loss).backward()  # no positives: no negatives mined either, zero loss, finite gradients
     assert loc_loss.item() == 0 and conf_loss.item() == 0 and torch.isfinite(conf.grad).all()
+
+
+def test_ssd_transform_options_leave_out_distortion_and_zoom_out():
+    # Pelee's VOC script trains without photometric distortion and zoom-out: data.photometric=False, max_expand=1.
+    from densebackbones.data.detection import SSDTransform
+
+    with pytest.raises(ValueError, match="max_expand=0.5"):
+        SSDTransform(True, 32, max_expand=0.5)
+    names = [type(t).__name__ for t in SSDTransform(True, 32, photometric=False).pipeline.transforms]
+    assert "RandomBrightnessContrast" not in names and "HueSaturationValue" not in names
+    assert "HueSaturationValue" in [type(t).__name__ for t in SSDTransform(True, 32).pipeline.transforms]
+    # A box over the whole image stays the whole image under crops and flips; only zooming out shrinks it.
+    image = np.full((40, 40, 3), 200, np.uint8)
+    target = dict(boxes=np.array([[0, 0, 40, 40]], np.float32), labels=np.array([1]), image_id=1)
+
+    def shrunk(max_expand: float) -> int:
+        outs = [SSDTransform(True, 32, max_expand=max_expand, seed=s)(image, target)[1]["boxes"] for s in range(20)]
+        return sum(bool((b[:, 2:] - b[:, :2] < 0.99).any()) for b in outs)
+
+    assert shrunk(1.0) == 0 and shrunk(4.0) > 0

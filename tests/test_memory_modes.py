@@ -8,7 +8,7 @@ import copy
 import pytest
 import torch
 import torch.nn as nn
-from conftest import DEVICES, tiny_densenet, tiny_dsod, tiny_fc_densenet
+from conftest import DEVICES, tiny_densenet, tiny_dsod, tiny_fc_densenet, tiny_pelee
 
 import densebackbones as db
 from densebackbones.layers import DenseBlock, set_cpu_channels_last, set_memory_mode
@@ -305,11 +305,13 @@ def test_cuda_step_equals_plain(mode, proj_drop_rate, layout):
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("mode", FAST_MODES)
-@pytest.mark.parametrize("name", ["fc_densenet", "dsod"])
+@pytest.mark.parametrize("name", ["fc_densenet", "dsod", "pelee"])
 def test_heads_step_equals_plain(name, mode, device):
-    # FC-DenseNet (basic layers with biased convolutions, dropout, an up path of new maps only) and DSOD (dense
-    # backbone, dense prediction structure, two outputs), in float64: training step, then frozen BN statistics.
-    model, size = (tiny_fc_densenet(), 32) if name == "fc_densenet" else (tiny_dsod(), 64)
+    # FC-DenseNet (basic layers with biased convolutions, dropout, an up path of new maps only), DSOD (dense
+    # backbone, dense prediction structure, two outputs) and Pelee (two-way layers, post-activation transitions, ceil
+    # pools, ResBlocks), in float64: training step, then frozen BN statistics.
+    model, size = {"fc_densenet": (tiny_fc_densenet, 32), "dsod": (tiny_dsod, 64), "pelee": (tiny_pelee, 144)}[name]
+    model = model()
     set_memory_mode(model, "plain")
     plain, other = _pair(mode, model)
     plain.to(device), other.to(device)

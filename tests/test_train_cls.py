@@ -52,6 +52,11 @@ DATASET_CASES = {
         "densenet_bc121_k32_imagenet.py",
         ["data.image_size=32", "model.block_config=(1,1,1,1)", "model.num_classes=3"],
     ),
+    "imagenet_peleenet": (  # PeleeNet's recipe: crop-and-flip augmentation, cosine schedule
+        write_image_folder,
+        "peleenet_imagenet.py",
+        ["data.image_size=32", "model.block_config=(1,1,1,1)", "model.growth_rate=8", "model.num_classes=3"],
+    ),
 }
 
 

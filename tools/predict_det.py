@@ -21,7 +21,7 @@ from densebackbones.tasks.detection import DetectionTask, class_names
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Evaluate a DSOD checkpoint or draw its detections")
+    parser = argparse.ArgumentParser(description="Evaluate a detector checkpoint or draw its detections")
     parser.add_argument("config")
     parser.add_argument("checkpoint", help="trainer checkpoint (last.pth/best.pth) or exported safetensors")
     parser.add_argument("--data-root")

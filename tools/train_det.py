@@ -1,6 +1,7 @@
-"""Train a DSOD detector (Pascal VOC, COCO, or the generated shapes set) with the paper's recipe.
+"""Train a single-shot detector (DSOD, Pelee) on Pascal VOC, COCO or the generated shapes set with its paper's recipe.
 
 python tools/train_det.py configs/det/dsod300_voc.py --data-root data/VOCdevkit
+python tools/train_det.py configs/det/pelee_voc.py --data-root data/VOCdevkit
 torchrun --nproc_per_node 8 tools/train_det.py configs/det/dsod300_coco.py --data-root data/coco \
     --cfg-options train.sync_bn=True
 """
@@ -16,7 +17,7 @@ from densebackbones.tasks.detection import DetectionTask
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    return cli.get_args_parser("Train a DSOD detector")
+    return cli.get_args_parser("Train a single-shot detector (DSOD, Pelee)")
 
 
 def main(args: argparse.Namespace) -> dict[str, float]:

@@ -331,8 +331,9 @@ def min_iou_random_crop(
 class SSDTransform:
     """SSD/DSOD training augmentation, or the evaluation resize, for ``(image, target)`` samples.
 
-    Training: photometric distortion (albumentations: brightness/contrast, hue/saturation), expand up to
-    ``max_expand`` (p=0.5), min-IoU random crop, horizontal flip, resize to ``size``; evaluation: resize only.
+    Training: photometric distortion (albumentations: brightness/contrast, hue/saturation; ``photometric=False``
+    leaves it out), expand up to ``max_expand`` (p=0.5; 1 leaves it out), min-IoU random crop, horizontal flip,
+    resize to ``size``; evaluation: resize only.
     Output: a normalised float tensor (3, size, size) and the target with ``boxes`` in [0, 1] (x1, y1, x2, y2)
     for the loss, ``abs_boxes`` in the original image's pixels for the metrics, labels and ``difficult`` kept in
     step with the boxes.
@@ -346,10 +347,13 @@ class SSDTransform:
         std: Sequence[float] = (0.229, 0.224, 0.225),
         max_expand: float = 4.0,
         seed: int | None = None,
+        photometric: bool = True,
     ) -> None:
         import albumentations as A
         from albumentations.pytorch import ToTensorV2
 
+        if max_expand < 1:
+            raise ValueError(f"max_expand={max_expand}: the zoom-out ratio is at least 1 (1 turns expansion off)")
         self.train, self.size, self.max_expand = train, size, max_expand
         self.fill = [255 * m for m in mean]
         # Without a seed, each call draws a fresh generator from torch's RNG, which PyTorch seeds per loader
@@ -360,7 +364,7 @@ class SSDTransform:
                 A.RandomBrightnessContrast(brightness_limit=32 / 255, contrast_limit=0.5, p=0.5),
                 A.HueSaturationValue(hue_shift_limit=18, sat_shift_limit=30, val_shift_limit=0, p=0.5),
             ]
-            if train
+            if train and photometric
             else []
         )
         geometric = [A.HorizontalFlip(p=0.5)] if train else []
@@ -377,7 +381,7 @@ class SSDTransform:
         difficult = np.asarray(target.get("difficult", np.zeros(len(labels), bool)))
         if self.train:
             rng = self.rng or np.random.default_rng(int(torch.randint(2**31, ())))
-            if rng.random() < 0.5:
+            if self.max_expand > 1 and rng.random() < 0.5:
                 image, boxes = expand(image, boxes, self.fill, self.max_expand, rng)
             image, boxes, labels, keep = min_iou_random_crop(image, boxes, labels, rng)
             difficult = difficult[keep]

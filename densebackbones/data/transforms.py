@@ -5,6 +5,8 @@
 * ``'imagenet'`` (fb.resnet.torch, as the official DenseNet used): random-resized crop (area 0.08-1, ratio 3/4-4/3),
   colour jitter 0.4, PCA lighting (alpha 0.1), horizontal flip, normalise. Evaluation: resize 256, centre crop
   224, or ten crops.
+* ``'imagenet_crop_flip'`` (PyTorch's ImageNet example, as PeleeNet's ``main.py`` trains): random-resized crop and
+  horizontal flip only; evaluation as ``'imagenet'``.
 * ``'shift'``: 1-px pad and random crop, for the 8x8 digits.
 """
 
@@ -25,7 +27,8 @@ IMAGENET_PCA_EIGVEC = (
     (-0.5808, -0.0045, -0.8140),
     (-0.5836, -0.6948, 0.4203),
 )
-AUGMENTATIONS = ("plus", "none", "imagenet", "shift")
+AUGMENTATIONS = ("plus", "none", "imagenet", "imagenet_crop_flip", "shift")
+_IMAGENET_EVAL = ("imagenet", "imagenet_crop_flip")  # resize 256/224 and centre-crop at evaluation
 
 
 class Lighting(torch.nn.Module):
@@ -88,6 +91,13 @@ def build_train_transform(augment: str, image_size: int, mean: Sequence[float], 
             v2.RandomHorizontalFlip(),
             v2.Normalize(mean, std),
         ]
+    elif augment == "imagenet_crop_flip":
+        ops = [
+            v2.ToImage(),
+            v2.RandomResizedCrop(image_size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), antialias=True),
+            v2.RandomHorizontalFlip(),
+            *_to_float(mean, std)[1:],
+        ]
     else:
         raise ValueError(f"unknown augmentation {augment!r}; use one of {AUGMENTATIONS}")
     return v2.Compose(ops)
@@ -97,7 +107,7 @@ def build_eval_transform(
     augment: str, image_size: int, mean: Sequence[float], std: Sequence[float], ten_crop: bool = False
 ) -> v2.Compose:
     """Evaluation transform: ImageNet resizes to 256/224 of the crop and centre-crops (or ten-crops)."""
-    if augment != "imagenet":
+    if augment not in _IMAGENET_EVAL:
         if ten_crop:
             raise ValueError("ten-crop evaluation is defined for the ImageNet pipeline only")
         return v2.Compose(_to_float(mean, std))

@@ -1,5 +1,5 @@
-"""Detection task for the shared trainer: DSOD models, VOC / COCO / shapes data with SSD augmentation,
-multibox loss, COCO and VOC07 metrics."""
+"""Detection task for the shared trainer: single-shot detectors (DSOD, Pelee), VOC / COCO / shapes data with SSD
+augmentation, multibox loss, COCO and VOC07 metrics."""
 
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ from ..data.detection import (
 )
 from ..engine.checkpoint import export_weights
 from ..engine.distributed import all_gather_objects
-from ..heads.ssd import COCO_PRIORS, VOC_PRIORS, MultiBoxLoss, postprocess
+from ..heads.ssd import MultiBoxLoss, PriorConfig, SingleShotDetector, postprocess
+from ..registry import model_class
 from .common import build_config_model, config_model_args
 from .detection_eval import coco_evaluate, voc07_map
 
@@ -36,6 +37,8 @@ DET_DATA: dict[str, Any] = {
     "val_split": "val2017",
     "classes": None,  # COCO: filled from the annotation file
     "image_size": 300,
+    "photometric": True,  # SSD's photometric distortion (Pelee's VOC script leaves it out)
+    "max_expand": 4.0,  # SSD's zoom-out up to 4x; 1 turns it off (Pelee's VOC script)
     "batch_size": 128,  # global batch per optimiser step (DSOD: 128 through accumulation)
     "eval_batch_size": 8,
     "num_workers": 4,
@@ -57,9 +60,11 @@ def class_names(cfg: dict[str, Any]) -> tuple[str, ...]:
     raise ValueError(f"unknown data.dataset {name!r}; use 'voc', 'coco' or 'shapes'")
 
 
-def prior_config(cfg: dict[str, Any]):
-    """SSD300's VOC or COCO default boxes, scaled to ``data.image_size``."""
-    base = COCO_PRIORS if cfg["data"]["dataset"] == "coco" else VOC_PRIORS
+def prior_config(cfg: dict[str, Any]) -> PriorConfig:
+    """The configured detector's default boxes for the data set (its paper's COCO sizes for COCO, VOC sizes
+    otherwise: DSOD's are SSD300's, Pelee's its own), scaled to ``data.image_size``."""
+    presets = getattr(model_class(cfg["model"]["type"]), "prior_presets", SingleShotDetector.prior_presets)
+    base = presets["coco" if cfg["data"]["dataset"] == "coco" else "voc"]
     size = cfg["data"]["image_size"]
     if size == base.image_size:
         return base
@@ -141,7 +146,8 @@ class DetectionMetric:
 
 
 class DetectionTask:
-    """DSOD training (Shen et al. 2017) on the shared trainer; AP50 selects ``best.pth``."""
+    """Single-shot detector training (DSOD, Shen et al. 2017; Pelee, Wang et al. 2018) on the shared trainer; AP50
+    selects ``best.pth``."""
 
     data_defaults = DET_DATA
     best_key, best_mode = "AP50", "max"
@@ -171,7 +177,8 @@ class DetectionTask:
         if data["root"] is None:
             raise ValueError("data.root (or --data-root) must name the data set folder")
         size, root = data["image_size"], Path(data["root"])
-        train_tf, eval_tf = SSDTransform(True, size), SSDTransform(False, size)
+        train_tf = SSDTransform(True, size, max_expand=data["max_expand"], photometric=data["photometric"])
+        eval_tf = SSDTransform(False, size)
         if data["dataset"] == "voc":
             train = VOCDetection(root, [tuple(s) for s in data["train_sets"]], keep_difficult=False, transform=train_tf)
             val = VOCDetection(root, [tuple(s) for s in data["val_sets"]], keep_difficult=True, transform=eval_tf)
