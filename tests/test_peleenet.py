@@ -122,3 +122,29 @@ def test_memory_modes_equal_plain_in_float64(mode, train):
     for (name, a), b in zip(plain.named_buffers(), other.buffers()):
         torch.testing.assert_close(b, a, msg=name)  # running statistics updated once per step, also recomputing
     assert other.memory_mode == mode and other.grad_checkpointing == (mode == "efficient")
+
+
+@pytest.mark.parametrize("mode", ["plain", "buffer", "efficient"])
+def test_efficient_mode_keeps_no_stem_or_transition_maps(mode):
+    # Outside the dense blocks the efficient mode recomputes the stem and the post-activation transitions in backward:
+    # a training forward keeps none of the stem's half-resolution maps and far fewer bytes than the other modes.
+    model = db.create_model("peleenet", memory_mode=mode, num_classes=3).train()
+    units = [m for m in model.modules() if getattr(m, "follows_memory_mode", False)]
+    assert len(units) > 20 and {u.memory_mode for u in units} == {mode}
+    saved: dict[int, int] = {}
+    half_resolution = []
+
+    def pack(t):
+        saved[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        if t.dim() == 4 and t.shape[-1] == 32:  # the stem's 1/2-resolution maps of a 64 px input
+            half_resolution.append(tuple(t.shape))
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = model(torch.randn(2, 3, 64, 64))
+    out.sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
+    if mode == "efficient":
+        assert half_resolution == [] and sum(saved.values()) < 2**21  # the blocks' buffers and small tensors only
+    else:
+        assert half_resolution and sum(saved.values()) > 2**23

@@ -47,3 +47,14 @@ def test_segmentation_table_states_the_real_parameter_counts():
         with torch.device("meta"):
             model = db.create_model(name)
         assert sum(p.numel() for p in model.parameters()) == params, name
+
+
+def test_detection_table_states_the_real_parameter_counts():
+    rows = re.findall(r"^\| `(pelee(?:_[a-z0-9_]+)?)`( with `num_classes=(\d+)`)? \|[^|\n]*\| ([0-9,]+) \|", README, flags=re.M)
+    assert sorted({name for name, *_ in rows}) == db.list_models("pelee*", task="detection")
+    assert len(rows) == 3
+    for name, _, classes, params in rows:
+        kwargs = dict(num_classes=int(classes)) if classes else {}
+        with torch.device("meta"):
+            model = db.create_model(name, **kwargs)
+        assert sum(p.numel() for p in model.parameters() if p.requires_grad) == int(params.replace(",", "")), name

@@ -61,6 +61,13 @@ def _training_steps(device: str, work: Path) -> list[tuple[str, list[str]]]:
             + ["schedule.max_iters=2", "schedule.milestones=(1,)", "data.shapes_train=16", "data.shapes_val=4"]
             + ["train.plot=False", "data.num_workers=0"],
         ),
+        (
+            "train_det pelee (shapes, 2 iterations)",
+            tool("train_det.py", "det/pelee_shapes.py", "det_pelee")
+            + ["--data-root", str(work / "data" / "shapes_det"), "--cfg-options", *common]
+            + ["schedule.max_iters=2", "schedule.milestones=(1,)", "data.shapes_train=16", "data.shapes_val=4"]
+            + ["train.plot=False", "data.num_workers=0"],
+        ),
     ]
 
 

@@ -175,11 +175,14 @@ class DenseBlock(nn.Module):
 
 
 def set_memory_mode(module: nn.Module, mode: str) -> int:
-    """Put every dense block inside ``module`` into ``mode``; returns how many there are (parameters unchanged)."""
+    """Put every dense block inside ``module`` into ``mode``, and the units outside them that follow it (those
+    with a ``follows_memory_mode`` class flag, such as PeleeNet's post-activation units: recomputed in backward in
+    the efficient mode); returns how many dense blocks there are (parameters unchanged)."""
     check_memory_mode(mode)
     blocks = [m for m in module.modules() if isinstance(m, DenseBlock)]
-    for block in blocks:
-        block.memory_mode = mode
+    for unit in module.modules():
+        if isinstance(unit, DenseBlock) or getattr(unit, "follows_memory_mode", False):
+            unit.memory_mode = mode
     return len(blocks)
 
 

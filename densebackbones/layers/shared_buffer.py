@@ -31,18 +31,21 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 import torch.nn as nn
 from torch import Tensor
 from torch.autograd.function import once_differentiable
+from torch.utils.checkpoint import checkpoint
 
 __all__ = [
     "MEMORY_MODES",
     "check_memory_mode",
     "compute_layout",
     "dense_block_forward",
+    "recompute_in_backward",
+    "recomputes",
     "resolve_memory_mode",
     "set_cpu_channels_last",
 ]
@@ -147,6 +150,26 @@ def _running_stats_kept(module: nn.Module) -> Iterator[None]:
         with torch.no_grad():
             for buf, value in saved:
                 buf.copy_(value)
+
+
+def recomputes(unit: nn.Module) -> bool:
+    """Whether a unit outside the dense blocks that follows the memory mode (``memory_mode`` attribute, set by
+    ``set_memory_mode``) should run through :func:`recompute_in_backward` now: efficient mode, a training forward
+    that autograd records, and not under tracing or ``torch.compile``."""
+    return unit.memory_mode == "efficient" and unit.training and torch.is_grad_enabled() and not _traced()
+
+
+def recompute_in_backward(unit: nn.Module, fn: Callable[..., Tensor], *inputs: Tensor) -> Tensor:
+    """``fn(*inputs)`` keeping only ``inputs`` for backward and running ``fn`` again there (``torch.utils.checkpoint``,
+    non-reentrant), with the running statistics of ``unit``'s norm layers updated once per step as the dense blocks'
+    efficient mode does, and the same dropout masks if ``unit`` draws any."""
+    return checkpoint(
+        fn,
+        *inputs,
+        use_reentrant=False,
+        preserve_rng_state=_draws_random(unit),
+        context_fn=lambda: (contextlib.nullcontext(), _running_stats_kept(unit)),
+    )
 
 
 def _draws_random(layer: nn.Module) -> bool:

@@ -21,12 +21,20 @@ import torch.nn as nn
 from torch import Tensor
 
 from .dense import LayerFn
+from .shared_buffer import recompute_in_backward, recomputes
 
 __all__ = ["ConvNormAct", "StemBlock", "TwoWayDenseLayer", "two_way_bottleneck"]
 
 
 class ConvNormAct(nn.Module):
-    """Conv (no bias)-BN-ReLU, the official ``BasicConv2d``; ``act=False`` leaves out the ReLU."""
+    """Conv (no bias)-BN-ReLU, the official ``BasicConv2d``; ``act=False`` leaves out the ReLU.
+
+    It follows the memory mode (``set_memory_mode``): in the efficient mode a training step keeps only the unit's
+    input and recomputes the unit in backward, with BN's running statistics updated once. A post-activation unit
+    otherwise keeps two maps of its output's size (BN's input and ReLU's output); outside a dense block's buffer
+    (PeleeNet's transitions, the Pelee head) that is most of what the efficient mode would still hold."""
+
+    follows_memory_mode = True
 
     def __init__(
         self,
@@ -44,9 +52,14 @@ class ConvNormAct(nn.Module):
         self.conv = nn.Conv2d(in_chs, out_chs, kernel_size, stride=stride, padding=padding, bias=False)
         self.norm = norm_layer(out_chs)
         self.act = act_layer(inplace=True) if act else nn.Identity()
+        self.memory_mode = "buffer"
+
+    def run(self, x: Tensor) -> Tensor:
+        """The unit itself, never recomputed (what a recomputed enclosing unit calls)."""
+        return self.act(self.norm(self.conv(x)))
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.act(self.norm(self.conv(x)))
+        return recompute_in_backward(self, self.run, x) if recomputes(self) else self.run(x)
 
 
 def two_way_bottleneck(in_chs: int, growth_rate: int, bottleneck_width: int) -> int:
@@ -111,9 +124,14 @@ class TwoWayDenseLayer(nn.Module):
 class StemBlock(nn.Module):
     """PeleeNet's stem (Sec. 3.1, Fig. 2): stride 4 in total, ``out_chs`` maps (32).
 
+    In the efficient memory mode the whole stem is recomputed in backward from its input (its maps at 1/2 and
+    1/4 of the input size are what an ImageNet PeleeNet would otherwise keep most of outside its dense blocks).
+
     Shape:
         Input: (N, in_chs, H, W). Output: (N, out_chs, H / 4, W / 4) (floor, as the official code).
     """
+
+    follows_memory_mode = True
 
     def __init__(
         self, in_chs: int, out_chs: int = 32, norm_layer: LayerFn = nn.BatchNorm2d, act_layer: LayerFn = nn.ReLU
@@ -125,7 +143,12 @@ class StemBlock(nn.Module):
         self.stem2b = ConvNormAct(out_chs // 2, out_chs, 3, stride=2, padding=1, **unit)
         self.stem3 = ConvNormAct(2 * out_chs, out_chs, 1, **unit)
         self.pool = nn.MaxPool2d(kernel_size=2, stride=2)
+        self.memory_mode = "buffer"
+
+    def run(self, x: Tensor) -> Tensor:
+        # The units' own run: inside a recomputed stem they are not recomputed again.
+        x = self.stem1.run(x)
+        return self.stem3.run(torch.cat([self.pool(x), self.stem2b.run(self.stem2a.run(x))], 1))
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.stem1(x)
-        return self.stem3(torch.cat([self.pool(x), self.stem2b(self.stem2a(x))], 1))
+        return recompute_in_backward(self, self.run, x) if recomputes(self) else self.run(x)

@@ -28,7 +28,15 @@ import torch
 import torch.nn as nn
 from timm.models import generate_default_cfgs
 
-from ..layers import ConvNormAct, DenseBlock, LayerFn, StemBlock, TwoWayDenseLayer, resolve_memory_mode
+from ..layers import (
+    ConvNormAct,
+    DenseBlock,
+    LayerFn,
+    StemBlock,
+    TwoWayDenseLayer,
+    resolve_memory_mode,
+    set_memory_mode,
+)
 from ..registry import register_model
 from .densenet import DenseNet, _cfg, _check_io, build_dense_backbone
 
@@ -101,6 +109,7 @@ class PeleeNet(DenseNet):
             stride *= 2
         head = dict(num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate, global_pool=global_pool)
         self._finish(features, feature_info, chs, stride, norm_layer, act_layer, final_norm=False, **head)
+        set_memory_mode(self, memory_mode)  # the stem and transitions follow the blocks' mode
 
     def _init_weights(self) -> None:
         # The official initialisation: convolutions N(0, sqrt(2 / (k * k * out))), BN 1/0, classifier N(0, 0.01).
