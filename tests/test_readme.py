@@ -50,7 +50,8 @@ def test_segmentation_table_states_the_real_parameter_counts():
 
 
 def test_detection_table_states_the_real_parameter_counts():
-    rows = re.findall(r"^\| `(pelee(?:_[a-z0-9_]+)?)`( with `num_classes=(\d+)`)? \|[^|\n]*\| ([0-9,]+) \|", README, flags=re.M)
+    row = r"^\| `(pelee(?:_[a-z0-9_]+)?)`( with `num_classes=(\d+)`)? \|[^|\n]*\| ([0-9,]+) \|"
+    rows = re.findall(row, README, flags=re.M)
     assert sorted({name for name, *_ in rows}) == db.list_models("pelee*", task="detection")
     assert len(rows) == 3
     for name, _, classes, params in rows:
