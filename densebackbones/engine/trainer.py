@@ -4,6 +4,15 @@ A task supplies the model, the data sets, a loss ``loss_fn(outputs, targets)`` a
 (``reset/update(outputs, targets, loss_sum)/compute(device)``); the trainer owns everything else: torchrun/DDP,
 AMP, channels_last, torch.compile, gradient accumulation and clipping, EMA, SyncBN, progress bars, CSV logs,
 atomic checkpoints and exact resumption. It is plain PyTorch in the manner of torchvision's reference scripts.
+
+Model hooks. A model may implement any of these; the trainer knows nothing else about it:
+
+* ``set_training_progress(progress: float)``: called before every optimiser step's forward with the fraction of
+  training done (optimiser steps completed / all steps, in [0, 1)); a model that changes its own structure during
+  training (CondenseNet's condensation) does it here.
+* ``regularization_loss() -> Tensor | None``: a term added to every micro-batch's loss (CondenseNet's group lasso).
+* ``ema_copies_buffers = True``: the EMA copy takes the model's buffers as they are instead of averaging them
+  (buffers that are structure, such as masks, must not be averaged).
 """
 
 from __future__ import annotations
@@ -192,7 +201,12 @@ class Trainer:
         if self.train_cfg["ema_decay"]:
             from timm.utils import ModelEmaV3
 
-            self.ema = ModelEmaV3(self.model, decay=self.train_cfg["ema_decay"], device=self.device)
+            self.ema = ModelEmaV3(
+                self.model,
+                decay=self.train_cfg["ema_decay"],
+                device=self.device,
+                exclude_buffers=getattr(self.model, "ema_copies_buffers", False),
+            )
         self.ddp_model = (
             DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
             if dist.enabled
@@ -315,6 +329,20 @@ class Trainer:
                 f"train.amp='bf16' instead of 'fp16', then resume from it."
             )
 
+    @property
+    def total_steps(self) -> int:
+        return self.max_iters or self.epochs * self.iters_per_epoch
+
+    def _report_progress(self) -> None:
+        hook = getattr(self.model, "set_training_progress", None)
+        if hook is not None:
+            hook(self.step / self.total_steps)
+
+    def _with_regularization(self, loss: torch.Tensor) -> torch.Tensor:
+        hook = getattr(self.model, "regularization_loss", None)
+        extra = hook() if hook is not None else None
+        return loss if extra is None else loss + extra.to(loss.dtype)
+
     def train_one_epoch(self) -> dict[str, float]:
         self.ddp_model.train()
         self.train_sampler.set_epoch(self.epoch)
@@ -336,6 +364,7 @@ class Trainer:
             if self.max_iters:
                 iterations = min(iterations, self.max_iters - self.step)
             for it in range(iterations):
+                self._report_progress()
                 for micro in range(self.accum_steps):
                     inputs, targets = self._to_device(next(batches))
                     last_micro = micro == self.accum_steps - 1
@@ -343,6 +372,7 @@ class Trainer:
                     with sync:
                         with self._autocast():
                             loss = self.loss_fn(self.forward_model(inputs), targets)
+                        loss = self._with_regularization(loss)
                         self.scaler.scale(loss / self.accum_steps).backward()
                     loss_sum += loss.detach() / self.accum_steps
                     window_loss += loss.detach() / self.accum_steps

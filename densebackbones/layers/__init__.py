@@ -1,5 +1,13 @@
 """Dense primitives shared by every family: layers, blocks, transitions, stems, the shared-buffer dense block."""
 
+from .condense import (
+    CondensedConv,
+    CondensedLinear,
+    CondenseLayer,
+    LearnedGroupConv,
+    channel_shuffle,
+    condensation_stage,
+)
 from .dense import DenseBlock, DenseLayer, LayerFn, Transition, set_memory_mode
 from .shared_buffer import (
     MEMORY_MODES,
@@ -13,6 +21,12 @@ from .two_way import ConvNormAct, StemBlock, TwoWayDenseLayer, two_way_bottlenec
 
 __all__ = [
     "MEMORY_MODES",
+    "CondenseLayer",
+    "CondensedConv",
+    "CondensedLinear",
+    "LearnedGroupConv",
+    "channel_shuffle",
+    "condensation_stage",
     "ConvNormAct",
     "StemBlock",
     "TwoWayDenseLayer",

@@ -1,5 +1,6 @@
 """Model families, one per file. Importing this package registers every model."""
 
+from .condensenet import CondenseNet, convert
 from .densenet import MODEL_ARCHS as DENSENET_ARCHS
 from .densenet import DenseNet, checkpoint_filter_fn, cifar_block_config
 from .dsod import DSODNet
@@ -7,6 +8,7 @@ from .helpers import check_out_indices, check_state_dict_fits, load_checkpoint_i
 from .peleenet import PeleeNet
 
 __all__ = [
+    "CondenseNet",
     "DENSENET_ARCHS",
     "DSODNet",
     "DenseNet",
@@ -15,5 +17,6 @@ __all__ = [
     "check_state_dict_fits",
     "checkpoint_filter_fn",
     "cifar_block_config",
+    "convert",
     "load_checkpoint_into",
 ]

@@ -1,0 +1,327 @@
+"""CondenseNet (Huang, Liu, van der Maaten, Weinberger, "CondenseNet: An Efficient DenseNet using Learned Group
+Convolutions", CVPR 2018), exact to the official code (ShichenLiu/CondenseNet: ``models/condensenet.py``,
+``models/condensenet_converted.py``, ``utils.convert_model``).
+
+* Stem: one 3x3 convolution to ``2 * k[0]`` maps, stride 2 (ImageNet) or 1 (CIFAR), no BN after it.
+* Dense blocks of :class:`~densebackbones.layers.CondenseLayer` (learned group 1x1 to ``4k``, BN-ReLU-grouped 3x3 to
+  ``k``) with a growth rate per block ("exponentially increasing growth rate", Sec. 3.3); transitions are a 2x2
+  average pool only, so connectivity stays dense across blocks ("fully dense connectivity", Sec. 3.3).
+* Final BN-ReLU, global average pool, linear classifier.
+* Training condenses the learned group convolutions during its first half (:meth:`set_training_progress`, called by
+  the trainer every iteration) and may add a group-lasso term (:meth:`regularization_loss`); :func:`convert` then
+  gives the deployment model (index selection, grouped convolutions, shuffles, a classifier on half the features).
+
+Parameter counts (docs/reference.md): ImageNet CondenseNet-74 C=G=4 11,922,680 (converted 4,773,944), C=G=8
+11,103,608 (2,935,416); CIFAR-10 CondenseNet-86 1,451,594 (516,202), CondenseNet-182 13,792,906 (4,209,226).
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn as nn
+from timm.models import generate_default_cfgs
+from torch import Tensor
+
+from ..layers import (
+    CondensedConv,
+    CondensedLinear,
+    CondenseLayer,
+    DenseBlock,
+    LayerFn,
+    LearnedGroupConv,
+    resolve_memory_mode,
+)
+from ..registry import register_model
+from .densenet import DenseNet, _cfg, _check_io, build_dense_backbone, checkpoint_filter_fn
+from .helpers import load_checkpoint_into
+
+__all__ = ["CondenseNet", "convert", "MODEL_ARCHS"]
+
+
+def _divisors_of_all(values: Sequence[int]) -> list[int]:
+    return [d for d in range(1, min(values) + 1) if all(v % d == 0 for v in values)]
+
+
+class CondenseNet(DenseNet):
+    """CondenseNet with DenseNet's interface (timm contract, memory modes, feature levels).
+
+    Args:
+        num_classes: classifier outputs; 0 removes the classifier.
+        in_chans: input channels.
+        growth_rate: k per block (ImageNet 8-16-32-64-128).
+        block_config: layers per block (ImageNet 4-6-8-10-8).
+        groups: G of the learned group 1x1 convolutions (4 or 8).
+        condense_factor: C, each group keeps ``1/C`` of its inputs (default G).
+        group_3x3: groups of the 3x3 convolutions (default G).
+        bottleneck: width of the 1x1 output in units of k (4).
+        stem_type: ``'imagenet'`` (3x3 stride 2) or ``'cifar'`` (3x3 stride 1).
+        proj_drop_rate: dropout before every learned group convolution (the official ``dropout_rate``).
+        group_lasso_lambda: weight of the group-lasso term :meth:`regularization_loss` returns (0: none).
+        converted: build the deployment form (condensed convolutions and classifier) to load converted weights.
+        drop_rate, global_pool, norm_layer, act_layer, memory_efficient, memory_mode: as :class:`DenseNet`.
+    """
+
+    # The masks and stages are structure, not statistics: an EMA copy takes them as they are (trainer hook).
+    ema_copies_buffers = True
+
+    def __init__(
+        self,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        *,
+        growth_rate: Sequence[int] = (8, 16, 32, 64, 128),
+        block_config: Sequence[int] = (4, 6, 8, 10, 8),
+        groups: int = 4,
+        condense_factor: int | None = None,
+        group_3x3: int | None = None,
+        bottleneck: int = 4,
+        stem_type: str = "imagenet",
+        proj_drop_rate: float = 0.0,
+        group_lasso_lambda: float = 0.0,
+        converted: bool = False,
+        drop_rate: float = 0.0,
+        global_pool: str = "avg",
+        norm_layer: LayerFn = nn.BatchNorm2d,
+        act_layer: LayerFn = nn.ReLU,
+        memory_efficient: bool = False,
+        memory_mode: str | None = None,
+    ) -> None:
+        nn.Module.__init__(self)
+        _check_io(num_classes, in_chans)
+        growth_rates = [growth_rate] * len(block_config) if isinstance(growth_rate, int) else list(growth_rate)
+        if not block_config or len(growth_rates) != len(block_config) or min(block_config) < 1:
+            raise ValueError(
+                f"block_config {tuple(block_config)} and growth_rate {growth_rate} must describe the same blocks "
+                f"(one positive layer count and one growth rate each)"
+            )
+        if stem_type not in ("imagenet", "cifar"):
+            raise ValueError(f"unknown stem_type {stem_type!r}; use 'imagenet' (stride 2) or 'cifar' (stride 1)")
+        condense_factor = condense_factor or groups
+        group_3x3 = group_3x3 or groups
+        self._check_groups(growth_rates, block_config, groups, condense_factor, group_3x3, bottleneck)
+        memory_mode = resolve_memory_mode(memory_efficient, memory_mode)
+        self.converted, self.group_lasso_lambda = converted, group_lasso_lambda
+        chs, stride = 2 * growth_rates[0], 2 if stem_type == "imagenet" else 1
+        features: OrderedDict[str, nn.Module] = OrderedDict(
+            init_conv=nn.Conv2d(in_chans, chs, 3, stride=stride, padding=1, bias=False)
+        )
+        feature_info = []
+        layer_kwargs = dict(
+            groups=groups,
+            condense_factor=condense_factor,
+            group_3x3=group_3x3,
+            bottleneck=bottleneck,
+            drop_rate=proj_drop_rate,
+            converted=converted,
+            norm_layer=norm_layer,
+            act_layer=act_layer,
+        )
+        for i, (num_layers, k) in enumerate(zip(block_config, growth_rates)):
+            block = DenseBlock(num_layers, chs, k, layer_cls=CondenseLayer, memory_mode=memory_mode, **layer_kwargs)
+            features[f"denseblock{i + 1}"] = block
+            chs = block.out_chs
+            if i == len(block_config) - 1:
+                break
+            feature_info.append(dict(num_chs=chs, reduction=stride, module=f"features.denseblock{i + 1}"))
+            features[f"transition{i + 1}"] = nn.AvgPool2d(2, stride=2)  # no convolution: dense across blocks
+            stride *= 2
+        head = dict(num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate, global_pool=global_pool)
+        self._finish(features, feature_info, chs, stride, norm_layer, act_layer, **head)
+        if converted and num_classes:
+            self.classifier = CondensedLinear(chs, num_classes)
+
+    @staticmethod
+    def _check_groups(growth_rates, block_config, groups, condense_factor, group_3x3, bottleneck) -> None:
+        inputs, widths = [], []
+        chs = 2 * growth_rates[0]
+        for num_layers, k in zip(block_config, growth_rates):
+            inputs += [chs + i * k for i in range(num_layers)]
+            widths.append(bottleneck * k)
+            chs += num_layers * k
+        for name, value, channels in (
+            ("groups", groups, inputs + widths),
+            ("condense_factor", condense_factor, inputs),
+            ("group_3x3", group_3x3, widths + list(growth_rates)),
+        ):
+            if value < 1 or any(c % value for c in channels):
+                bad = next(c for c in channels if value < 1 or c % value)
+                raise ValueError(
+                    f"{name}={value} does not divide the {bad} channels of a layer; values that divide every layer's "
+                    f"channels here: {', '.join(map(str, _divisors_of_all(channels)))}"
+                )
+
+    # ---------------------------------------------------------------------------------------- training-time hooks
+    def learned_convs(self) -> list[LearnedGroupConv]:
+        return [m for m in self.modules() if isinstance(m, LearnedGroupConv)]
+
+    @torch.no_grad()
+    def set_training_progress(self, progress: float) -> None:
+        """The trainer's per-iteration hook (``progress`` = optimiser steps done / all steps, in [0, 1]): advance
+        every learned group convolution's condensation to that progress (drops happen at C - 1 stage changes in the
+        first half of training). A converted model has nothing to condense."""
+        for conv in self.learned_convs():
+            conv.update_condensation(progress)
+
+    def regularization_loss(self) -> Tensor | None:
+        """The trainer adds this to the loss: ``group_lasso_lambda`` times the group lasso of every learned group
+        convolution still condensing (None when the weight is 0 or nothing condenses)."""
+        convs = self.learned_convs()
+        if not self.group_lasso_lambda or not convs:
+            return None
+        return self.group_lasso_lambda * torch.stack([conv.lasso_loss() for conv in convs]).sum()
+
+    @property
+    def condensation_finished(self) -> bool:
+        return all(conv.condensed for conv in self.learned_convs())
+
+    # ---------------------------------------------------------------------------------------------------- timm
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        matcher = super().group_matcher(coarse)
+        return dict(matcher, stem=r"^features\.init_conv")
+
+    @torch.jit.ignore
+    def load_pretrained(self, checkpoint_path: str, adapt_in_chans: bool = True) -> None:
+        """Load densebackbones or official CondenseNet weights (training-time or converted) completely."""
+        load_checkpoint_into(self, checkpoint_path, condensenet_filter_fn, None, adapt_in_chans)
+
+
+def convert(model: CondenseNet, force: bool = False, classifier_keep: float = 0.5) -> CondenseNet:
+    """The deployment form of a trained CondenseNet (Sec. 3.2; official ``convert_model``). Every learned group
+    convolution becomes index selection, BN-ReLU, a grouped convolution and a shuffle, with the same features as
+    ``model``; the classifier keeps the ``classifier_keep`` share of its features with the largest L1 weight (the
+    official 0.5, which the registered ``*_converted`` models and the paper's counts assume), so the logits lose
+    the dropped features' contributions; ``classifier_keep=1.0`` keeps them all and the logits too. ``model`` is
+    left as it is.
+
+    Args:
+        model: a trained CondenseNet whose condensation has finished (the first half of training).
+        force: convert a model whose condensation has not finished by completing it now (the remaining stages
+            drop the inputs of smallest weight at once); its features then differ from ``model``'s.
+        classifier_keep: the share of features the classifier keeps.
+    """
+    if not isinstance(model, CondenseNet):
+        raise TypeError(f"convert() takes a CondenseNet, got {type(model).__name__}")
+    if model.converted:
+        raise ValueError("the model is converted already")
+    unfinished = [conv for conv in model.learned_convs() if not conv.condensed]
+    if unfinished and not force:
+        stage, last = min(c.stage for c in unfinished), unfinished[0].condense_factor - 1
+        raise ValueError(
+            f"condensation has not finished ({len(unfinished)} learned group convolutions at stage {stage} of "
+            f"{last}; it ends half-way through training): train on, or pass force=True to complete it now by "
+            f"weight magnitude"
+        )
+    converted = copy.deepcopy(model)
+    for layer in converted.modules():
+        if isinstance(layer, CondenseLayer) and isinstance(layer.conv_1, LearnedGroupConv):
+            layer.conv_1.update_condensation(1.0)  # no-op when finished
+            layer.conv_1 = CondensedConv.from_learned(layer.conv_1)
+    if isinstance(converted.classifier, nn.Linear):
+        converted.classifier = CondensedLinear.from_linear(converted.classifier, classifier_keep)
+    converted.converted = True
+    cfg = getattr(converted, "pretrained_cfg", None)
+    if cfg and cfg.get("architecture") and not cfg["architecture"].endswith("_converted"):
+        converted.pretrained_cfg = dict(cfg, architecture=f"{cfg['architecture']}_converted")
+    return converted
+
+
+# The official key names: denseblock_1.denselayer_1 (ours: denseblock1.denselayer1), norm_last (ours: norm5).
+_OFFICIAL_KEY = re.compile(r"(denseblock|denselayer|transition)_(\d+)")
+
+
+def condensenet_filter_fn(state_dict: dict[str, Tensor], model: CondenseNet) -> dict[str, Tensor]:
+    """DenseNet's filter (training checkpoints, DDP's ``module.``) plus the official code's block and layer names."""
+    state_dict = checkpoint_filter_fn(state_dict, model)
+    out = {}
+    for key, value in state_dict.items():
+        key = _OFFICIAL_KEY.sub(r"\1\2", key).replace("features.norm_last.", "features.norm5.")
+        out[key] = value
+    return out
+
+
+MODEL_ARCHS: dict[str, dict[str, Any]] = {
+    "condensenet74_c4_g4": dict(block_config=(4, 6, 8, 10, 8), growth_rate=(8, 16, 32, 64, 128), groups=4),
+    "condensenet74_c8_g8": dict(block_config=(4, 6, 8, 10, 8), growth_rate=(8, 16, 32, 64, 128), groups=8),
+    "condensenet86_cifar": dict(block_config=(14, 14, 14), growth_rate=(8, 16, 32), groups=4, stem_type="cifar"),
+    "condensenet182_cifar": dict(block_config=(30, 30, 30), growth_rate=(12, 24, 48), groups=4, stem_type="cifar"),
+}
+
+
+def _create(variant: str, pretrained: bool, converted: bool, **kwargs: Any) -> CondenseNet:
+    model_args = dict(copy.deepcopy(MODEL_ARCHS[variant]), converted=converted, **kwargs)
+    name = f"{variant}_converted" if converted else variant
+    return build_dense_backbone(CondenseNet, name, pretrained, len(model_args["block_config"]), **model_args)
+
+
+def _condense_cfg(cifar: bool, converted: bool) -> dict[str, Any]:
+    kwargs: dict[str, Any] = dict(paper_ids="arXiv:1711.09224", first_conv="features.init_conv")
+    if converted:
+        kwargs["classifier"] = "classifier.linear"
+    if cifar:
+        kwargs.update(num_classes=10, input_size=(3, 32, 32), pool_size=(8, 8), crop_pct=1.0)
+        kwargs.update(mean=(0.4914, 0.4824, 0.4467), std=(0.2471, 0.2435, 0.2616))
+    return _cfg(**kwargs)
+
+
+default_cfgs = generate_default_cfgs(
+    {
+        f"{name}{suffix}": _condense_cfg(name.endswith("_cifar"), bool(suffix))
+        for name in MODEL_ARCHS
+        for suffix in ("", "_converted")
+    }
+)
+
+
+@register_model(model_cls=CondenseNet)
+def condensenet74_c4_g4(pretrained: bool = False, **kwargs: Any) -> CondenseNet:
+    """CondenseNet-74, C = G = 4 (Table 5): 11,922,680 parameters while training, 4,773,944 converted."""
+    return _create("condensenet74_c4_g4", pretrained, False, **kwargs)
+
+
+@register_model(model_cls=CondenseNet)
+def condensenet74_c8_g8(pretrained: bool = False, **kwargs: Any) -> CondenseNet:
+    """CondenseNet-74, C = G = 8 (Table 5): 11,103,608 parameters while training, 2,935,416 converted."""
+    return _create("condensenet74_c8_g8", pretrained, False, **kwargs)
+
+
+@register_model(model_cls=CondenseNet)
+def condensenet86_cifar(pretrained: bool = False, **kwargs: Any) -> CondenseNet:
+    """CIFAR CondenseNet-86 (14-14-14, k 8-16-32, C = G = 4; Table 3): 1,451,594 / 516,202 parameters (10 classes)."""
+    return _create("condensenet86_cifar", pretrained, False, **kwargs)
+
+
+@register_model(model_cls=CondenseNet)
+def condensenet182_cifar(pretrained: bool = False, **kwargs: Any) -> CondenseNet:
+    """CIFAR CondenseNet-182 (30-30-30, k 12-24-48, C = G = 4): 13,792,906 / 4,209,226 parameters (10 classes)."""
+    return _create("condensenet182_cifar", pretrained, False, **kwargs)
+
+
+@register_model(model_cls=CondenseNet)
+def condensenet74_c4_g4_converted(pretrained: bool = False, **kwargs: Any) -> CondenseNet:
+    """The deployment form of CondenseNet-74 C = G = 4 (load converted weights): 4,773,944 parameters."""
+    return _create("condensenet74_c4_g4", pretrained, True, **kwargs)
+
+
+@register_model(model_cls=CondenseNet)
+def condensenet74_c8_g8_converted(pretrained: bool = False, **kwargs: Any) -> CondenseNet:
+    """The deployment form of CondenseNet-74 C = G = 8: 2,935,416 parameters."""
+    return _create("condensenet74_c8_g8", pretrained, True, **kwargs)
+
+
+@register_model(model_cls=CondenseNet)
+def condensenet86_cifar_converted(pretrained: bool = False, **kwargs: Any) -> CondenseNet:
+    """The deployment form of CIFAR CondenseNet-86: 516,202 parameters (10 classes)."""
+    return _create("condensenet86_cifar", pretrained, True, **kwargs)
+
+
+@register_model(model_cls=CondenseNet)
+def condensenet182_cifar_converted(pretrained: bool = False, **kwargs: Any) -> CondenseNet:
+    """The deployment form of CIFAR CondenseNet-182: 4,209,226 parameters (10 classes)."""
+    return _create("condensenet182_cifar", pretrained, True, **kwargs)
