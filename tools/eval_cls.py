@@ -18,7 +18,6 @@ from torch.utils.data import DataLoader
 from densebackbones.engine import cli, evaluate, init_distributed
 from densebackbones.engine.cli import resolve_config
 from densebackbones.engine.distributed import ShardSampler
-from densebackbones.tasks import TopKAccuracy
 from densebackbones.tasks.classification import ClassificationTask, ten_crop_forward
 
 
@@ -51,8 +50,8 @@ def main(args: argparse.Namespace) -> dict[str, float]:
     metrics = evaluate(
         model,
         loader,
-        torch.nn.CrossEntropyLoss(),
-        TopKAccuracy((1, 5)),
+        task.loss_fn(cfg),
+        task.metric(cfg),
         dist.device,
         amp,
         ten_crop_forward,

@@ -73,8 +73,19 @@ def _to_float(mean: Sequence[float], std: Sequence[float]) -> list[torch.nn.Modu
     return [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
 
 
-def build_train_transform(augment: str, image_size: int, mean: Sequence[float], std: Sequence[float]) -> v2.Compose:
-    """Training transform by recipe name (see the module docstring)."""
+def _resized(ops: list, image_size: int, native_size: int | None) -> list:
+    # Fixed-size sets (digits, CIFAR, SVHN, Fashion-MNIST) asked for another size are resized first (MSDNet's exits
+    # need its coarsest scale at 5 px or more: 8 px digits go to 24 px).
+    if native_size is None or native_size == image_size:
+        return ops
+    return [v2.ToImage(), v2.Resize((image_size, image_size), antialias=True), *ops]
+
+
+def build_train_transform(
+    augment: str, image_size: int, mean: Sequence[float], std: Sequence[float], native_size: int | None = None
+) -> v2.Compose:
+    """Training transform by recipe name (see the module docstring); ``native_size``: the images' own size, resized
+    to ``image_size`` first when they differ (the fixed-size recipes)."""
     if augment == "plus":
         ops = [v2.RandomCrop(image_size, padding=4, fill=0), v2.RandomHorizontalFlip(), *_to_float(mean, std)]
     elif augment == "shift":
@@ -100,17 +111,22 @@ def build_train_transform(augment: str, image_size: int, mean: Sequence[float], 
         ]
     else:
         raise ValueError(f"unknown augmentation {augment!r}; use one of {AUGMENTATIONS}")
-    return v2.Compose(ops)
+    return v2.Compose(ops if augment in _IMAGENET_EVAL else _resized(ops, image_size, native_size))
 
 
 def build_eval_transform(
-    augment: str, image_size: int, mean: Sequence[float], std: Sequence[float], ten_crop: bool = False
+    augment: str,
+    image_size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    ten_crop: bool = False,
+    native_size: int | None = None,
 ) -> v2.Compose:
     """Evaluation transform: ImageNet resizes to 256/224 of the crop and centre-crops (or ten-crops)."""
     if augment not in _IMAGENET_EVAL:
         if ten_crop:
             raise ValueError("ten-crop evaluation is defined for the ImageNet pipeline only")
-        return v2.Compose(_to_float(mean, std))
+        return v2.Compose(_resized(_to_float(mean, std), image_size, native_size))
     resize = round(image_size * 256 / 224)
     crop = TenCropStack(image_size) if ten_crop else v2.CenterCrop(image_size)
     return v2.Compose([v2.ToImage(), v2.Resize(resize, antialias=True), crop, *_to_float(mean, std)[1:]])

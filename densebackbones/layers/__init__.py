@@ -13,6 +13,7 @@ from .shared_buffer import (
     MEMORY_MODES,
     check_memory_mode,
     compute_layout,
+    recompute_in_backward,
     resolve_memory_mode,
     set_cpu_channels_last,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "cifar_stem",
     "compute_layout",
     "imagenet_stem",
+    "recompute_in_backward",
     "resolve_memory_mode",
     "set_cpu_channels_last",
     "set_memory_mode",

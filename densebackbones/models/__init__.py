@@ -5,6 +5,7 @@ from .densenet import MODEL_ARCHS as DENSENET_ARCHS
 from .densenet import DenseNet, checkpoint_filter_fn, cifar_block_config
 from .dsod import DSODNet
 from .helpers import check_out_indices, check_state_dict_fits, load_checkpoint_into
+from .msdnet import MSDNet
 from .peleenet import PeleeNet
 
 __all__ = [
@@ -12,6 +13,7 @@ __all__ = [
     "DENSENET_ARCHS",
     "DSODNet",
     "DenseNet",
+    "MSDNet",
     "PeleeNet",
     "check_out_indices",
     "check_state_dict_fits",

@@ -14,7 +14,14 @@ from ..engine.checkpoint import export_weights
 from .common import build_config_model, config_model_args
 from .metrics import TopKAccuracy
 
-__all__ = ["CLS_DATA", "ClassificationTask", "build_datasets", "build_model", "ten_crop_forward"]
+__all__ = [
+    "CLS_DATA",
+    "ClassificationTask",
+    "ExitsCrossEntropy",
+    "build_datasets",
+    "build_model",
+    "ten_crop_forward",
+]
 
 # The data section of a classification config (the other sections: densebackbones.engine.config.DEFAULTS).
 CLS_DATA: dict[str, Any] = {
@@ -47,21 +54,48 @@ def build_datasets(cfg: dict[str, Any], ten_crop: bool | None = None):
     info = DATASETS[name]
     size = data["image_size"] or info.image_size
     ten_crop = data["ten_crop"] if ten_crop is None else ten_crop
-    train_tf = build_train_transform(data["augment"], size, info.mean, info.std)
-    eval_tf = build_eval_transform(data["augment"], size, info.mean, info.std, ten_crop=ten_crop)
+    train_tf = build_train_transform(data["augment"], size, info.mean, info.std, native_size=info.image_size)
+    eval_tf = build_eval_transform(
+        data["augment"], size, info.mean, info.std, ten_crop=ten_crop, native_size=info.image_size
+    )
     common = dict(download=data["download"], skip_corrupt=data["skip_corrupt"])
     train_set = build_classification_dataset(name, data["root"], True, train_tf, **common)
     eval_set = build_classification_dataset(name, data["root"], False, eval_tf, **common)
     return train_set, eval_set
 
 
-def ten_crop_forward(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
-    """Plain forward, or for (N, 10, C, H, W) ten-crop batches the log of the crops' mean softmax."""
+def ten_crop_forward(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+    """Plain forward, or for (N, 10, C, H, W) ten-crop batches the log of the crops' mean softmax (per exit for a
+    model with several exits)."""
     if inputs.ndim != 5:
         return model(inputs)
     batch, crops = inputs.shape[:2]
-    probs = F.softmax(model(inputs.flatten(0, 1)).float(), dim=1).view(batch, crops, -1).mean(1)
-    return probs.clamp_min(1e-12).log()  # cross-entropy of log-probabilities is their NLL
+    outputs = model(inputs.flatten(0, 1))
+
+    def average(logits: torch.Tensor) -> torch.Tensor:
+        probs = F.softmax(logits.float(), dim=1).view(batch, crops, -1).mean(1)
+        return probs.clamp_min(1e-12).log()  # cross-entropy of log-probabilities is their NLL
+
+    return [average(o) for o in outputs] if isinstance(outputs, (list, tuple)) else average(outputs)
+
+
+class ExitsCrossEntropy(nn.Module):
+    """Cross-entropy of a classifier's logits, or for a model with several exits (MSDNet: a list of logits) the
+    weighted sum of every exit's cross-entropy (MSDNet, Sec. 4: unweighted by default)."""
+
+    def __init__(self, exit_weights: tuple[float, ...] | None = None, label_smoothing: float = 0.0) -> None:
+        super().__init__()
+        self.exit_weights = exit_weights
+        self.label_smoothing = label_smoothing
+
+    def forward(self, outputs: torch.Tensor | list[torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
+        if isinstance(outputs, torch.Tensor):
+            return F.cross_entropy(outputs, targets, label_smoothing=self.label_smoothing)
+        weights = self.exit_weights or (1.0,) * len(outputs)
+        if len(weights) != len(outputs):
+            raise ValueError(f"{len(weights)} exit weights for a model with {len(outputs)} exits")
+        losses = [F.cross_entropy(o, targets, label_smoothing=self.label_smoothing) for o in outputs]
+        return sum(w * loss for w, loss in zip(weights, losses))
 
 
 class ClassificationTask:
@@ -74,13 +108,15 @@ class ClassificationTask:
         return config_model_args(raw_cfg, "classification")
 
     def build_model(self, cfg: dict[str, Any], pretrained: str | None = None) -> nn.Module:
-        return build_model(cfg, pretrained)
+        self.model = build_model(cfg, pretrained)
+        return self.model
 
     def build_datasets(self, cfg: dict[str, Any], ten_crop: bool | None = None):
         return build_datasets(cfg, ten_crop)
 
     def loss_fn(self, cfg: dict[str, Any]) -> nn.Module:
-        return nn.CrossEntropyLoss(label_smoothing=cfg["train"]["label_smoothing"])
+        exit_weights = getattr(getattr(self, "model", None), "exit_weights", None)
+        return ExitsCrossEntropy(exit_weights, label_smoothing=cfg["train"]["label_smoothing"])
 
     def metric(self, cfg: dict[str, Any]) -> TopKAccuracy:
         return TopKAccuracy((1, 5))

@@ -10,7 +10,11 @@ __all__ = ["TopKAccuracy", "SegmentationMetric"]
 
 
 class TopKAccuracy:
-    """Top-k accuracy in percent and mean loss, summed over every sample seen on every process."""
+    """Top-k accuracy in percent and mean loss, summed over every sample seen on every process.
+
+    For a model with several exits (a list of logits, the last the final classifier's: MSDNet) ``top1``/``top5``
+    are the final exit's and every exit's top-1 is added as ``top1_exit1``, ``top1_exit2``...
+    """
 
     def __init__(self, topk: tuple[int, ...] = (1, 5)) -> None:
         self.topk = topk
@@ -18,11 +22,21 @@ class TopKAccuracy:
 
     def reset(self) -> None:
         self.correct = torch.zeros(len(self.topk), dtype=torch.float64)
+        self.exit_correct: torch.Tensor | None = None  # top-1 hits per exit, for multi-exit models
         self.loss_sum = torch.zeros((), dtype=torch.float64)
         self.count = torch.zeros((), dtype=torch.float64)
 
     @torch.no_grad()
-    def update(self, logits: torch.Tensor, targets: torch.Tensor, loss_sum: torch.Tensor | None = None) -> None:
+    def update(
+        self,
+        logits: torch.Tensor | list[torch.Tensor],
+        targets: torch.Tensor,
+        loss_sum: torch.Tensor | None = None,
+    ) -> None:
+        if isinstance(logits, (list, tuple)):
+            hits = torch.tensor([o.argmax(1).eq(targets).sum().item() for o in logits], dtype=torch.float64)
+            self.exit_correct = hits if self.exit_correct is None else self.exit_correct + hits
+            logits = logits[-1]
         maxk = min(max(self.topk), logits.shape[1])
         pred = logits.topk(maxk, dim=1).indices
         hits = pred.eq(targets[:, None])
@@ -34,9 +48,13 @@ class TopKAccuracy:
 
     def compute(self, device: torch.device | str = "cpu") -> dict[str, float]:
         """Totals over all processes (``device`` must suit the process group's backend: CUDA for nccl)."""
-        totals = all_reduce_sum(torch.cat([self.correct, self.loss_sum[None], self.count[None]]).to(device)).cpu()
+        exits = self.exit_correct if self.exit_correct is not None else torch.zeros(0, dtype=torch.float64)
+        values = torch.cat([self.correct, exits, self.loss_sum[None], self.count[None]])
+        totals = all_reduce_sum(values.to(device)).cpu()
         count = max(totals[-1].item(), 1.0)
         out = {f"top{k}": 100.0 * totals[i].item() / count for i, k in enumerate(self.topk)}
+        for j in range(len(exits)):
+            out[f"top1_exit{j + 1}"] = 100.0 * totals[len(self.topk) + j].item() / count
         out["loss"] = totals[-2].item() / count
         return out
 
