@@ -30,10 +30,10 @@ def test_forward_backward(name):
     model = db.create_model(name, num_classes=5)
     model.train()
     x = tiny_input(name).requires_grad_()
-    out = model(x)
-    assert out.shape == (2, 5)
-    assert torch.isfinite(out).all()
-    out.square().mean().backward()
+    outputs = model(x)
+    outputs = outputs if isinstance(outputs, list) else [outputs]  # MSDNet: every exit's logits
+    assert all(out.shape == (2, 5) and torch.isfinite(out).all() for out in outputs)
+    sum(out.square().mean() for out in outputs).backward()
     assert x.grad is not None and torch.isfinite(x.grad).all()
     without_grad = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
     assert not without_grad, f"parameters without a finite gradient: {without_grad[:5]}"

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.data import Subset
 
 from ..data import DATASETS, build_classification_dataset, build_eval_transform, build_train_transform
 from ..engine.checkpoint import export_weights
@@ -35,6 +36,7 @@ CLS_DATA: dict[str, Any] = {
     "num_workers": 4,
     "ten_crop": False,
     "skip_corrupt": False,
+    "holdout": 0,  # N training images (a fixed random draw) left out of training; MSDNet fits its exit thresholds there
 }
 
 
@@ -45,8 +47,22 @@ def build_model(cfg: dict[str, Any], pretrained: str | Path | None = None) -> nn
     return build_config_model(cfg, "classification", pretrained, num_classes=info.num_classes, in_chans=info.in_chans)
 
 
-def build_datasets(cfg: dict[str, Any], ten_crop: bool | None = None):
-    """Train and evaluation splits with the recipe's transforms."""
+def _holdout_split(train_set, holdout: int) -> tuple[list[int], list[int]]:
+    """(training indices, held-out indices): ``holdout`` training images drawn at random with a fixed seed, the same
+    in every run and tool (ImageFolder trees are ordered by class, so the last images would be a few classes)."""
+    if not 0 <= holdout < len(train_set):
+        raise ValueError(
+            f"data.holdout={holdout} must be in 0..{len(train_set) - 1} (the training split has {len(train_set)} "
+            f"images)"
+        )
+    order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(0))
+    return sorted(order[holdout:].tolist()), sorted(order[:holdout].tolist())
+
+
+def build_datasets(cfg: dict[str, Any], ten_crop: bool | None = None, holdout_split: bool = False):
+    """Train and evaluation splits with the recipe's transforms. With ``data.holdout`` a fixed random draw of
+    training split are left out of training; ``holdout_split=True`` returns them (evaluation transforms) instead of
+    the training images, e.g. to fit MSDNet's exit thresholds (Sec. 5.2)."""
     data = cfg["data"]
     name = data["dataset"]
     if name not in DATASETS:
@@ -59,7 +75,12 @@ def build_datasets(cfg: dict[str, Any], ten_crop: bool | None = None):
         data["augment"], size, info.mean, info.std, ten_crop=ten_crop, native_size=info.image_size
     )
     common = dict(download=data["download"], skip_corrupt=data["skip_corrupt"])
-    train_set = build_classification_dataset(name, data["root"], True, train_tf, **common)
+    train_set = build_classification_dataset(name, data["root"], True, eval_tf if holdout_split else train_tf, **common)
+    train_indices, held_out = _holdout_split(train_set, data["holdout"])
+    if holdout_split:
+        train_set = Subset(train_set, held_out)
+    elif data["holdout"]:
+        train_set = Subset(train_set, train_indices)
     eval_set = build_classification_dataset(name, data["root"], False, eval_tf, **common)
     return train_set, eval_set
 
@@ -111,8 +132,8 @@ class ClassificationTask:
         self.model = build_model(cfg, pretrained)
         return self.model
 
-    def build_datasets(self, cfg: dict[str, Any], ten_crop: bool | None = None):
-        return build_datasets(cfg, ten_crop)
+    def build_datasets(self, cfg: dict[str, Any], ten_crop: bool | None = None, holdout_split: bool = False):
+        return build_datasets(cfg, ten_crop, holdout_split)
 
     def loss_fn(self, cfg: dict[str, Any]) -> nn.Module:
         exit_weights = getattr(getattr(self, "model", None), "exit_weights", None)
@@ -128,5 +149,6 @@ class ClassificationTask:
         weights = export_weights(trainer.eval_model, trainer.work_dir / "final.safetensors", {"eval": metrics})
         print(f"weights: {weights}", flush=True)
         for split, dataset in zip(("train", "eval"), datasets):
-            if getattr(dataset, "num_skipped", 0):
-                print(f"skipped {dataset.num_skipped} unreadable {split} images (data.skip_corrupt=True)", flush=True)
+            source = dataset.dataset if isinstance(dataset, Subset) else dataset  # data.holdout leaves a subset
+            if getattr(source, "num_skipped", 0):
+                print(f"skipped {source.num_skipped} unreadable {split} images (data.skip_corrupt=True)", flush=True)
