@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import DEVICES, tiny_densenet, tiny_dsod, tiny_fc_densenet
+from conftest import DEVICES, tiny_densenet, tiny_dsod, tiny_fc_densenet, tiny_pelee
 from cuda_contracts import CudaContractError, CudaContracts
 
 import densebackbones as db
@@ -31,12 +31,36 @@ def _dsod():
     return tiny_dsod(), (3, 64, 64)
 
 
+def _pelee():  # two-way layers, post-activation units recomputed in the efficient mode, ResBlocks
+    return tiny_pelee(), (3, 144, 144)
+
+
+def _condensenet():  # masked learned group convolutions, grouped 3x3 convolutions
+    model = db.create_model(
+        "condensenet86_cifar", block_config=(2, 2), growth_rate=(4, 8), num_classes=3, stem_type="cifar"
+    )
+    return model, (3, 8, 8)
+
+
+def _msdnet():  # multi-scale layers, transitions, an exit per block (a list of logits)
+    model = db.create_model(
+        "msdnet_anytime_cifar", num_blocks=2, base=2, step=1, channels=4, growth_rate=2, num_classes=3
+    )
+    return model, (3, 20, 20)
+
+
 MODELS = {
     "densenet_bc_cifar": _densenet_bc_cifar,
     "densenet121_shaped": _densenet121_shaped,
     "fc_densenet": _fc_densenet,
     "dsod": _dsod,
+    "pelee": _pelee,
+    "condensenet": _condensenet,
+    "msdnet": _msdnet,
 }
+# Families whose dense layers take the shared buffer's own BN route (direct ATen calls); the others (post-activation,
+# masked or multi-scale layers) run their modules through autograd.
+SHARED_BN = {"densenet_bc_cifar", "densenet121_shaped", "fc_densenet", "dsod"}
 # How each step runs: float32 NCHW and channels_last, bf16 autocast (bf16 activations, float32 weights and
 # statistics: the mixed-type kernels), a model cast to bf16 (bf16 weights and running statistics), and a
 # fine-tuning step with frozen BN statistics (eval-mode BN backward: running statistics in the BN backward).
@@ -76,9 +100,12 @@ def _run(model, shape, variant, device) -> CudaContracts:
 def test_step_keeps_cuda_contracts(name, mode, variant, device):
     # On CUDA (-m gpu) the same steps meet the real kernels, with the contracts still checked.
     model, shape = MODELS[name]()
-    assert set_memory_mode(model, mode) > 0
+    if name == "msdnet":  # no dense blocks: its memory switch is timm's gradient checkpointing of whole blocks
+        model.set_grad_checkpointing(mode == "efficient")
+    else:
+        assert set_memory_mode(model, mode) > 0
     contracts = _run(model, shape, variant, device)
-    if mode != "plain":  # the shared-buffer backward made the direct calls under contract
+    if mode != "plain" and name in SHARED_BN:  # the shared-buffer backward made the direct calls under contract
         assert contracts.counts["native_batch_norm_backward"] > 0
         # conv1's backward from the recomputed entry (buffer), conv2's where the recomputation stops before it
         # (efficient; not in FC-DenseNet, whose dropout follows the 3x3 convolution)

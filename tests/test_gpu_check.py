@@ -24,13 +24,14 @@ def test_dry_run_passes_every_step(tmp_path):
     text = log.read_text()
     summary = text.split("## Summary")[1]
     names = [name for name, _ in gpu_check.plan_steps("cpu", tmp_path)]
-    assert len(names) == 7 and all(f"| {name} | ok |" in summary for name in names)
+    assert len(names) == 8 and all(f"| {name} | ok |" in summary for name in names)
     assert "densebackbones.heads from " in text and "/site/densebackbones/heads/" in text  # the bare-machine layout
     assert " skipped" in text  # the GPU tests were collected (and skipped on the CPU)
     assert "| densenet_bc100_k12_cifar | train | ours:buffer |" in text  # the benchmark table
     for tool in ("train_cls", "train_seg", "train_det"):
         assert f"tools/{tool}.py" in text and "train.amp=bf16" in text
     assert "configs/det/pelee_shapes.py" in text and "configs/cls/condensenet_digits.py" in text
+    assert "configs/cls/msdnet_digits.py" in text
 
 
 def test_failed_and_hanging_steps_fail_the_run(tmp_path, monkeypatch):

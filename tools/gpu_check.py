@@ -4,8 +4,8 @@ H100/H200, with every step's output in one log file:
 1. ``pytest -m gpu``: every memory mode equals plain on CUDA in float64 (NCHW and channels_last, with and without
    dropout, frozen BN), bf16/fp16 autocast within stated tolerances, FC-DenseNet, DSOD and Pelee steps in every
    mode, the CPU contract guard's steps on the real CUDA kernels;
-2. two-iteration runs of ``train_cls`` (DenseNet and a condensing CondenseNet), ``train_seg`` and ``train_det``
-   (DSOD and Pelee) on the digits and shapes configs with ``train.amp=bf16 train.channels_last=True``;
+2. two-iteration runs of ``train_cls`` (DenseNet, a condensing CondenseNet, a multi-exit MSDNet), ``train_seg`` and
+   ``train_det`` (DSOD and Pelee) on the digits and shapes configs with ``train.amp=bf16 train.channels_last=True``;
 3. a short ``tools/benchmark.py`` comparison against torchvision (DenseNet-121 bf16 channels_last, DenseNet-BC-100
    fp32), its markdown table in the log.
 
@@ -53,6 +53,10 @@ def _training_steps(device: str, work: Path) -> list[tuple[str, list[str]]]:
             "train_cls condensenet (digits, 2 iterations: condenses)",
             tool("train_cls.py", "cls/condensenet_digits.py", "cls_condense")
             + ["--cfg-options", *common, *TWO_ITERATIONS],
+        ),
+        (
+            "train_cls msdnet (digits, 2 iterations: exits)",
+            tool("train_cls.py", "cls/msdnet_digits.py", "cls_msdnet") + ["--cfg-options", *common, *TWO_ITERATIONS],
         ),
         (
             "train_seg (shapes, 2 iterations)",

@@ -62,7 +62,7 @@ class LearnedGroupConv(nn.Module):
         out_chs: output channels (divisible by ``groups``); group ``g`` owns outputs ``g, g + G, g + 2G, ...``.
         groups: G, the groups of the condensed convolution.
         condense_factor: C, each group keeps ``in_chs / C`` inputs at the end (default: G).
-        drop_rate: dropout before the convolution (CIFAR-182's 600-epoch run).
+        drop_rate: dropout before the convolution (the official ``dropout_rate``, 0 in its recipes).
     """
 
     def __init__(
