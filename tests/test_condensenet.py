@@ -337,3 +337,14 @@ def test_digits_demo_trains_condenses_and_converts(tmp_path):
     ]
     evaluated = eval_cls.main(eval_cls.get_args_parser().parse_args(argv))
     assert evaluated["top1"] == pytest.approx(report["eval_converted"]["top1"])
+
+
+def test_the_conversion_tool_refuses_other_models(tmp_path):
+    from densebackbones.engine.checkpoint import export_weights
+
+    config = str(REPO / "configs/cls/densenet_bc_digits.py")
+    weights = export_weights(
+        db.create_model("densenet_bc100_k12_cifar", num_classes=10, in_chans=1), tmp_path / "w.safetensors"
+    )
+    with pytest.raises(ValueError, match="is not a CondenseNet"):
+        convert_condensenet.main(convert_condensenet.get_args_parser().parse_args([config, str(weights)]))

@@ -232,3 +232,15 @@ def test_holdout_is_a_fixed_random_draw_disjoint_from_training(tmp_path):
     cfg["data"]["holdout"] = 1437
     with pytest.raises(ValueError, match=r"data.holdout=1437 must be in 0..1436"):
         build_datasets(cfg)
+
+
+def test_the_tool_refuses_a_single_exit_model(tmp_path):
+    from densebackbones.engine.checkpoint import export_weights
+
+    config = str(REPO / "configs/cls/densenet_bc_digits.py")
+    weights = export_weights(
+        db.create_model("densenet_bc100_k12_cifar", num_classes=10, in_chans=1), tmp_path / "w.safetensors"
+    )
+    argv = [config, str(weights), "--holdout", "100"]
+    with pytest.raises(ValueError, match="has a single exit"):
+        eval_msdnet.main(eval_msdnet.get_args_parser().parse_args(argv))
