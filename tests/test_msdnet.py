@@ -244,3 +244,30 @@ def test_the_tool_refuses_a_single_exit_model(tmp_path):
     argv = [config, str(weights), "--holdout", "100"]
     with pytest.raises(ValueError, match="has a single exit"):
         eval_msdnet.main(eval_msdnet.get_args_parser().parse_args(argv))
+
+
+# Keys of the official port's CIFAR model (models/msdnet.py built under DataParallel): first layer, a dense layer's
+# finest and coarser scales, a transition, an exit.
+OFFICIAL_KEYS = [
+    "module.blocks.0.0.layers.0.net.0.weight",
+    "module.blocks.0.0.layers.2.net.1.running_var",
+    "module.blocks.0.1.layers.0.conv_normal.net.0.weight",
+    "module.blocks.0.1.layers.1.conv_down.net.3.weight",
+    "module.blocks.2.1.m.0.net.0.weight",
+    "module.classifier.0.m.0.net.0.weight",
+    "module.classifier.6.linear.bias",
+]
+
+
+def test_official_key_layout_loads(tmp_path):
+    model = db.create_model("msdnet_anytime_cifar").eval()
+    state = model.state_dict()
+    assert all(key.removeprefix("module.") in state for key in OFFICIAL_KEYS)
+    path = tmp_path / "official.pth"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}, "epoch": 300}, path)
+    loaded = db.create_model(
+        "msdnet_anytime_cifar", pretrained=True, pretrained_cfg_overlay=dict(file=str(path))
+    ).eval()
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x)[-1], model(x)[-1])
