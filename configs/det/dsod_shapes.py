@@ -1,16 +1,7 @@
 # A small DSOD on the generated shapes set (squares and discs, COCO json, written on first use): the CPU demo.
-_base_ = ["../_base_/schedules/dsod_voc.py"]
+_base_ = ["../_base_/datasets/shapes_det.py", "../_base_/schedules/dsod_voc.py"]
 
-data = dict(
-    dataset="shapes",
-    root="data/shapes_det",
-    image_size=96,
-    batch_size=16,
-    eval_batch_size=16,
-    num_workers=0,
-    shapes_train=64,
-    shapes_val=16,
-)
+data = dict(image_size=96)
 model = dict(
     type="dsod300",
     backbone_kwargs=dict(growth_rate=8, block_config=(1, 2, 2, 2), stem_chs=(16, 16, 32)),

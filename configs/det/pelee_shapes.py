@@ -1,18 +1,9 @@
 # A small Pelee on the generated shapes set (squares and discs, COCO json, written on first use): the CPU demo.
 # The head reads the tiny PeleeNet's strides 8 and 16, so that 160 px inputs reach the 1x1 map (at PeleeNet's
 # strides 16 and 32 that takes 288 px).
-_base_ = ["../_base_/schedules/pelee_voc.py"]
+_base_ = ["../_base_/datasets/shapes_det.py", "../_base_/schedules/pelee_voc.py"]
 
-data = dict(
-    dataset="shapes",
-    root="data/shapes_det",
-    image_size=160,
-    batch_size=16,
-    eval_batch_size=16,
-    num_workers=0,
-    shapes_train=64,
-    shapes_val=16,
-)
+data = dict(image_size=160)
 model = dict(
     type="pelee",
     backbone_indices=(2, 3),
