@@ -30,7 +30,7 @@ from densebackbones.layers import LayerFn
 from densebackbones.models.helpers import build_task_model
 from densebackbones.registry import register_model
 
-from .ssd import VOC_PRIORS, PriorConfig, SingleShotDetector, boxes_per_cell
+from .ssd import VOC_PRIORS, PriorConfig, SingleShotDetector, voc_detector_cfg
 
 __all__ = ["DSODHead", "DSOD", "L2Norm", "dsod300", "dsod300_lite", "dsod_bc121_k32"]
 
@@ -150,6 +150,8 @@ class DSOD(SingleShotDetector):
     ``forward`` returns ``(loc, conf)`` for the loss; :meth:`detect` returns post-processed boxes per image.
     """
 
+    head_cls = DSODHead
+
     def __init__(
         self,
         num_classes: int = 21,
@@ -160,32 +162,21 @@ class DSOD(SingleShotDetector):
         priors: PriorConfig = VOC_PRIORS,
         head_kwargs: dict[str, Any] | None = None,
     ) -> None:
-        super().__init__(backbone=backbone, backbone_indices=backbone_indices, backbone_kwargs=backbone_kwargs)
-        first_chs, deep_chs = self.backbone.feature_info.channels()
-        self.num_classes = num_classes
-        head_kwargs = dict(head_kwargs or {})
-        head_kwargs.setdefault("boxes", boxes_per_cell(priors))
-        self.head = DSODHead(first_chs, deep_chs, num_classes, **head_kwargs)
-        self._init_priors(priors)
+        super().__init__(
+            num_classes,
+            backbone=backbone,
+            backbone_indices=backbone_indices,
+            backbone_kwargs=backbone_kwargs,
+            priors=priors,
+            head_kwargs=head_kwargs,
+        )
 
 
 # ------------------------------------------------------------------------------------------------ registered models
-def _cfg(**kwargs: Any) -> dict[str, Any]:
-    # Pascal VOC as DSOD300 trains on it: 20 classes + background, 300x300 inputs.
-    return {
-        "url": "",
-        "num_classes": 21,
-        "input_size": (3, 300, 300),
-        "mean": (0.485, 0.456, 0.406),
-        "std": (0.229, 0.224, 0.225),
-        "classifier": None,
-        "first_conv": None,
-        "paper_ids": "arXiv:1708.01241",
-        **kwargs,
-    }
-
-
-default_cfgs = generate_default_cfgs({"dsod300": _cfg(), "dsod300_lite": _cfg(), "dsod_bc121_k32": _cfg()})
+# Pascal VOC as DSOD300 trains on it: 20 classes + background, 300x300 inputs.
+default_cfgs = generate_default_cfgs(
+    {name: voc_detector_cfg(300, "arXiv:1708.01241") for name in ("dsod300", "dsod300_lite", "dsod_bc121_k32")}
+)
 
 
 def _create_dsod(variant: str, pretrained: bool, **kwargs: Any) -> DSOD:

@@ -30,7 +30,7 @@ from densebackbones.layers import ConvNormAct, LayerFn
 from densebackbones.models.helpers import build_task_model
 from densebackbones.registry import register_model
 
-from .ssd import PELEE_COCO_PRIORS, PELEE_VOC_PRIORS, PriorConfig, SingleShotDetector, boxes_per_cell
+from .ssd import PELEE_COCO_PRIORS, PELEE_VOC_PRIORS, PriorConfig, SingleShotDetector, voc_detector_cfg
 
 __all__ = ["Pelee", "PeleeHead", "ResBlock", "pelee", "pelee_bc121_k32"]
 
@@ -187,6 +187,7 @@ class Pelee(SingleShotDetector):
     """
 
     prior_presets: ClassVar[dict[str, PriorConfig]] = {"voc": PELEE_VOC_PRIORS, "coco": PELEE_COCO_PRIORS}
+    head_cls = PeleeHead
 
     def __init__(
         self,
@@ -198,33 +199,22 @@ class Pelee(SingleShotDetector):
         priors: PriorConfig = PELEE_VOC_PRIORS,
         head_kwargs: dict[str, Any] | None = None,
     ) -> None:
-        super().__init__(backbone=backbone, backbone_indices=backbone_indices, backbone_kwargs=backbone_kwargs)
-        mid_chs, deep_chs = self.backbone.feature_info.channels()
-        self.num_classes = num_classes
-        head_kwargs = dict(head_kwargs or {})
-        head_kwargs.setdefault("boxes", boxes_per_cell(priors))
-        self.head = PeleeHead(mid_chs, deep_chs, num_classes, **head_kwargs)
-        self._init_priors(priors)
+        super().__init__(
+            num_classes,
+            backbone=backbone,
+            backbone_indices=backbone_indices,
+            backbone_kwargs=backbone_kwargs,
+            priors=priors,
+            head_kwargs=head_kwargs,
+        )
 
 
 # ------------------------------------------------------------------------------------------------ registered models
-def _cfg(**kwargs: Any) -> dict[str, Any]:
-    # Pascal VOC as Pelee trains on it: 20 classes + background, 304x304 inputs. The official Caffe input is BGR
-    # minus (103.94, 116.78, 123.68) times 0.017, i.e. ImageNet's mean and a std of about 58.8 (0.23 of 255).
-    return {
-        "url": "",
-        "num_classes": 21,
-        "input_size": (3, 304, 304),
-        "mean": (0.485, 0.456, 0.406),
-        "std": (0.229, 0.224, 0.225),
-        "classifier": None,
-        "first_conv": None,
-        "paper_ids": "arXiv:1804.06882",
-        **kwargs,
-    }
-
-
-default_cfgs = generate_default_cfgs({"pelee": _cfg(), "pelee_bc121_k32": _cfg()})
+# Pascal VOC as Pelee trains on it: 20 classes + background, 304x304 inputs. The official Caffe input is BGR minus
+# (103.94, 116.78, 123.68) times 0.017, i.e. ImageNet's mean and a std of about 58.8 (0.23 of 255).
+default_cfgs = generate_default_cfgs(
+    {name: voc_detector_cfg(304, "arXiv:1804.06882") for name in ("pelee", "pelee_bc121_k32")}
+)
 
 
 def _create_pelee(variant: str, pretrained: bool, backbone_defaults: dict[str, Any], **kwargs: Any) -> Pelee:

@@ -29,6 +29,7 @@ __all__ = [
     "PELEE_VOC_PRIORS",
     "PELEE_COCO_PRIORS",
     "SingleShotDetector",
+    "voc_detector_cfg",
     "script_prior_sizes",
     "make_priors",
     "encode",
@@ -249,32 +250,61 @@ def postprocess(
     return results
 
 
+def voc_detector_cfg(image_size: int, paper_ids: str) -> dict[str, Any]:
+    """timm-style default config of a detector as its paper trains it on Pascal VOC: 20 classes + background,
+    square ``image_size`` inputs, ImageNet normalisation, no weights."""
+    return {
+        "url": "",
+        "num_classes": 21,
+        "input_size": (3, image_size, image_size),
+        "mean": (0.485, 0.456, 0.406),
+        "std": (0.229, 0.224, 0.225),
+        "classifier": None,
+        "first_conv": None,
+        "paper_ids": paper_ids,
+    }
+
+
 class SingleShotDetector(nn.Module):
     """A single-shot detector: a registered backbone's feature levels, a head over them, and default boxes.
 
-    What DSOD and Pelee share. A subclass builds ``self.head`` from ``self.backbone.feature_info.channels()`` (the
-    head's ``forward(*maps)`` returns ``(loc, conf, source sizes)``) and then calls :meth:`_init_priors`; its
-    ``prior_presets`` are the default boxes of its paper per data set (``'voc'``, ``'coco'``), which the detection
-    task scales to the configured image size.
+    What DSOD and Pelee share. A subclass names its ``head_cls`` (built as ``head_cls(*level_channels, num_classes,
+    boxes=..., **head_kwargs)``; its ``forward(*maps)`` returns ``(loc, conf, source sizes)``) and its
+    ``prior_presets``, the default boxes of its paper per data set (``'voc'``, ``'coco'``), which the detection task
+    scales to the configured image size.
 
     Args:
+        num_classes: classes including background (VOC: 21, COCO: 81).
         backbone: a registered backbone name.
         backbone_indices: the feature levels the head reads.
         backbone_kwargs: passed to ``create_model`` (``memory_efficient``, ``pretrained``...).
+        priors: default-box settings; feature sizes and steps are taken from the backbone's actual maps at
+            ``priors.image_size``.
+        head_kwargs: passed to ``head_cls`` (``boxes`` defaults to the priors' boxes per cell).
 
     ``forward`` returns ``(loc, conf)`` for the loss; :meth:`detect` returns post-processed boxes per image.
     """
 
     prior_presets: ClassVar[dict[str, PriorConfig]] = {"voc": VOC_PRIORS, "coco": COCO_PRIORS}
+    head_cls: ClassVar[type[nn.Module]]
 
     def __init__(
-        self, *, backbone: str, backbone_indices: Sequence[int], backbone_kwargs: dict[str, Any] | None = None
+        self,
+        num_classes: int,
+        *,
+        backbone: str,
+        backbone_indices: Sequence[int],
+        backbone_kwargs: dict[str, Any] | None,
+        priors: PriorConfig,
+        head_kwargs: dict[str, Any] | None,
     ) -> None:
         super().__init__()
         kwargs = dict(backbone_kwargs or {})
         self.backbone = create_model(backbone, features_only=True, out_indices=tuple(backbone_indices), **kwargs)
-
-    def _init_priors(self, priors: PriorConfig) -> None:
+        self.num_classes = num_classes
+        head_kwargs = dict(head_kwargs or {})
+        head_kwargs.setdefault("boxes", boxes_per_cell(priors))
+        self.head = self.head_cls(*self.backbone.feature_info.channels(), num_classes, **head_kwargs)
         self.prior_config = self._fit_priors(priors)
         self.register_buffer("priors", make_priors(self.prior_config), persistent=False)
 

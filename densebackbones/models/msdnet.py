@@ -255,15 +255,15 @@ class MSDNet(nn.Module):
         self.blocks = nn.ModuleList()
         self.classifier = nn.ModuleList()
         self.block_scales: list[int] = []  # scales each block's output keeps
-        total_layers, done = sum(self.steps), 0
+        block_chs: list[int] = []  # finest-scale channel unit after each block (times growth_factors[s] at scale s)
+        # prune='max' (the port): the finest remaining scale goes every ceil(L / scales) layers
+        interval, done = math.ceil(sum(self.steps) / self.num_scales), 0
         chs = channels
         for i, layers_in_block in enumerate(self.steps):
             modules: list[nn.Module] = [FirstLayer(in_chans, channels, growth_factors, stem_type)] if i == 0 else []
             out_scales = self.num_scales
             for _ in range(layers_in_block):
                 done += 1
-                # prune='max' (the port): the finest scale goes every ceil(L / scales) layers
-                interval = math.ceil(total_layers / self.num_scales)
                 in_scales = self.num_scales - math.floor(max(0, done - 2) / interval)
                 out_scales = self.num_scales - math.floor((done - 1) / interval)
                 modules.append(
@@ -292,40 +292,34 @@ class MSDNet(nn.Module):
                     chs = new
             self.blocks.append(nn.Sequential(*modules))
             self.block_scales.append(out_scales)
+            block_chs.append(chs)
             exit_chs = chs * growth_factors[-1]
             inner = 128 if stem_type == "cifar" else exit_chs
             self.classifier.append(ClassifierModule(exit_chs, inner, num_classes))
         self.num_features = self.head_hidden_size = inner
         self.feature_scale = feature_scale
-        self.feature_info = self._feature_info(channels, growth_rate, growth_factors, reduction)
+        self.feature_info = self._feature_info(block_chs, growth_factors)
         self.grad_checkpointing = False
         self._init_weights()
 
-    def _feature_info(self, channels, growth_rate, growth_factors, reduction) -> list[dict[str, Any]]:
-        # Channels per scale after each block, replayed from the layout (the same arithmetic as the constructor).
-        info, chs, done = [], channels, 0
-        total = sum(self.steps)
-        scale = self.feature_scale if self.feature_scale >= 0 else self.num_scales + self.feature_scale
+    @property
+    def feature_scale_index(self) -> int:
+        """``feature_scale`` counted from the finest scale (0)."""
+        return self.feature_scale if self.feature_scale >= 0 else self.num_scales + self.feature_scale
+
+    def _feature_info(self, block_chs: Sequence[int], growth_factors: Sequence[int]) -> list[dict[str, Any]]:
+        scale = self.feature_scale_index
         if not 0 <= scale < self.num_scales:
             raise ValueError(f"feature_scale={self.feature_scale}: this MSDNet has scales 0..{self.num_scales - 1}")
-        for i, layers_in_block in enumerate(self.steps):
-            for _ in range(layers_in_block):
-                done += 1
-                interval = math.ceil(total / self.num_scales)
-                in_scales = self.num_scales - math.floor(max(0, done - 2) / interval)
-                out_scales = self.num_scales - math.floor((done - 1) / interval)
-                chs += growth_rate
-                if in_scales > out_scales and reduction > 0:
-                    chs = math.floor(reduction * chs)
-            info.append(
-                dict(
-                    num_chs=chs * growth_factors[scale],
-                    reduction=self.scale_strides[scale],
-                    module=f"blocks.{i}",
-                    kept=self.num_scales - self.block_scales[i] <= scale,
-                )
+        return [
+            dict(
+                num_chs=chs * growth_factors[scale],
+                reduction=self.scale_strides[scale],
+                module=f"blocks.{i}",
+                kept=self.num_scales - kept_scales <= scale,
             )
-        return info
+            for i, (chs, kept_scales) in enumerate(zip(block_chs, self.block_scales))
+        ]
 
     def _init_weights(self) -> None:
         # The port's initialisation: convolutions N(0, sqrt(2 / (k * k * out))), BN 1/0, linear biases 0.
@@ -424,7 +418,7 @@ class MSDNet(nn.Module):
             raise ValueError("MSDNet returns its block outputs as they are: norm=False, output_fmt='NCHW'")
         take, max_index = feature_take_indices(len(self.feature_info), self.checked_indices(indices))
         self._check_input(x)
-        scale = self.feature_scale if self.feature_scale >= 0 else self.num_scales + self.feature_scale
+        scale = self.feature_scale_index
         intermediates, logits = [], []
         last = max_index if intermediates_only and stop_early else self.num_exits - 1
         for i in range(last + 1):
