@@ -149,11 +149,11 @@ class CondenseNet(DenseNet):
             ("condense_factor", condense_factor, inputs),
             ("group_3x3", group_3x3, widths + list(growth_rates)),
         ):
-            if value < 1 or any(c % value for c in channels):
-                bad = next(c for c in channels if value < 1 or c % value)
+            bad = [c for c in channels if value < 1 or c % value]
+            if bad:
                 raise ValueError(
-                    f"{name}={value} does not divide the {bad} channels of a layer; values that divide every layer's "
-                    f"channels here: {', '.join(map(str, _divisors_of_all(channels)))}"
+                    f"{name}={value} does not divide the {bad[0]} channels of a layer; values that divide every "
+                    f"layer's channels here: {', '.join(map(str, _divisors_of_all(channels)))}"
                 )
 
     # ---------------------------------------------------------------------------------------- training-time hooks

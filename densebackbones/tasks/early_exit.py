@@ -68,23 +68,8 @@ def fit_thresholds(probs: Tensor, proportions: Sequence[float] | Tensor) -> Tens
     For exit k (all but the last), among the samples no earlier exit took, the ``floor(n * p_k)``-th most confident
     one sets the threshold (the official ``dynamic_eval_find_threshold``; none leave when that is 0). The last
     threshold is -inf: every remaining sample leaves there."""
-    num_exits, n = probs.shape[:2]
-    if n == 0:
-        raise ValueError("the held-out split is empty: thresholds need held-out samples (set data.holdout)")
-    if len(proportions) != num_exits:
-        raise ValueError(f"{len(proportions)} exit proportions for {num_exits} exits")
     confidence = probs.max(dim=2).values
-    thresholds = torch.full((num_exits,), float("inf"), dtype=confidence.dtype)
-    taken = torch.zeros(n, dtype=torch.bool)
-    for k in range(num_exits - 1):
-        wanted = math.floor(n * float(proportions[k]))
-        order = confidence[k].argsort(descending=True, stable=True)
-        remaining = order[~taken[order]]
-        if 1 <= wanted <= len(remaining):
-            thresholds[k] = confidence[k, remaining[wanted - 1]]
-        taken |= confidence[k] >= thresholds[k]
-    thresholds[-1] = -float("inf")
-    return thresholds
+    return _fit(confidence, _confidence_order(confidence), proportions)
 
 
 def apply_thresholds(
@@ -92,10 +77,39 @@ def apply_thresholds(
 ) -> dict[str, float | list[float]]:
     """Accuracy (%), average cost per image and the share leaving at each exit when every sample leaves at the
     first exit whose maximum softmax reaches its threshold."""
-    num_exits, n = probs.shape[:2]
+    confidence, prediction = probs.max(dim=2)
+    return _apply(confidence, prediction, targets, thresholds, exit_costs)
+
+
+def _confidence_order(confidence: Tensor) -> Tensor:
+    # Each exit's samples, most confident first (what every threshold search of a sweep starts from).
+    return confidence.argsort(dim=1, descending=True, stable=True)
+
+
+def _fit(confidence: Tensor, order: Tensor, proportions: Sequence[float] | Tensor) -> Tensor:
+    num_exits, n = confidence.shape
+    if n == 0:
+        raise ValueError("the held-out split is empty: thresholds need held-out samples (set data.holdout)")
+    if len(proportions) != num_exits:
+        raise ValueError(f"{len(proportions)} exit proportions for {num_exits} exits")
+    thresholds = torch.full((num_exits,), float("inf"), dtype=confidence.dtype)
+    taken = torch.zeros(n, dtype=torch.bool)
+    for k in range(num_exits - 1):
+        wanted = math.floor(n * float(proportions[k]))
+        remaining = order[k][~taken[order[k]]]
+        if 1 <= wanted <= len(remaining):
+            thresholds[k] = confidence[k, remaining[wanted - 1]]
+        taken |= confidence[k] >= thresholds[k]
+    thresholds[-1] = -float("inf")
+    return thresholds
+
+
+def _apply(
+    confidence: Tensor, prediction: Tensor, targets: Tensor, thresholds: Tensor, exit_costs: Sequence[float]
+) -> dict[str, float | list[float]]:
+    num_exits, n = confidence.shape
     if n == 0:
         raise ValueError("the split is empty: nothing to evaluate")
-    confidence, prediction = probs.max(dim=2)
     reaches = confidence >= thresholds[:, None].to(confidence.dtype)
     reaches[-1] = True
     exit_index = reaches.to(torch.int8).argmax(dim=0)  # the first exit reached
@@ -118,14 +132,17 @@ def dynamic_sweep(
     qs: Sequence[float] | None = None,
 ) -> list[dict[str, object]]:
     """The paper's budget sweep: for each ``q`` (default ``i / 20``, i = 1..39) thresholds fitted on the held-out
-    split, then accuracy and average cost on both splits."""
+    split, then accuracy and average cost on both splits. Maxima and the confidence order are taken once for all
+    ``q``."""
     qs = [i / 20 for i in range(1, 40)] if qs is None else qs
-    num_exits = val_probs.shape[0]
+    val_confidence, val_prediction = val_probs.max(dim=2)
+    test_confidence, test_prediction = test_probs.max(dim=2)
+    order = _confidence_order(val_confidence)
     points = []
     for q in qs:
-        thresholds = fit_thresholds(val_probs, geometric_proportions(q, num_exits))
-        val = apply_thresholds(val_probs, val_targets, thresholds, exit_costs)
-        test = apply_thresholds(test_probs, test_targets, thresholds, exit_costs)
+        thresholds = _fit(val_confidence, order, geometric_proportions(q, len(val_confidence)))
+        val = _apply(val_confidence, val_prediction, val_targets, thresholds, exit_costs)
+        test = _apply(test_confidence, test_prediction, test_targets, thresholds, exit_costs)
         points.append(
             dict(
                 q=q,
