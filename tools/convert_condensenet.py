@@ -18,14 +18,12 @@ import cpu_env  # noqa: F401  (first: OpenMP's spin setting before torch loads)
 import torch
 from torch.utils.data import DataLoader
 
-from densebackbones.data import DATASETS
 from densebackbones.engine import cli, evaluate
 from densebackbones.engine.checkpoint import export_weights
 from densebackbones.engine.cli import resolve_config
 from densebackbones.flops import count_macs
 from densebackbones.models import CondenseNet, convert
-from densebackbones.tasks import TopKAccuracy
-from densebackbones.tasks.classification import ClassificationTask
+from densebackbones.tasks.classification import ClassificationTask, image_size
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -40,12 +38,6 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _accuracy(model: torch.nn.Module, eval_set, batch_size: int) -> dict[str, float]:
-    loader = DataLoader(eval_set, batch_size=batch_size)
-    metric = TopKAccuracy((1, 5))
-    return evaluate(model, loader, torch.nn.CrossEntropyLoss(), metric, torch.device("cpu"), show_progress=False)
-
-
 def main(args: argparse.Namespace) -> dict[str, object]:
     task = ClassificationTask()
     cfg = resolve_config(args, task)
@@ -55,8 +47,7 @@ def main(args: argparse.Namespace) -> dict[str, object]:
     converted = convert(model, force=args.force).eval()
     checkpoint = Path(args.checkpoint)
     out = Path(args.out) if args.out else checkpoint.with_name(f"converted_{checkpoint.stem}.safetensors")
-    side = cfg["data"]["image_size"] or DATASETS[cfg["data"]["dataset"]].image_size
-    size = (1, model.in_chans, side, side)
+    size = (1, model.in_chans, image_size(cfg), image_size(cfg))
     report: dict[str, object] = {
         "converted": str(export_weights(converted, out, {"converted_from": str(checkpoint)})),
         "params": sum(p.numel() for p in model.parameters()),
@@ -66,9 +57,10 @@ def main(args: argparse.Namespace) -> dict[str, object]:
     }
     if args.eval:
         _, eval_set = task.build_datasets(cfg)
-        batch = cfg["data"]["eval_batch_size"] or cfg["data"]["batch_size"]
-        report["eval"] = _accuracy(model, eval_set, batch)
-        report["eval_converted"] = _accuracy(converted, eval_set, batch)
+        loader = DataLoader(eval_set, batch_size=cfg["data"]["eval_batch_size"] or cfg["data"]["batch_size"])
+        for key, net in (("eval", model), ("eval_converted", converted)):
+            cpu = torch.device("cpu")
+            report[key] = evaluate(net, loader, task.loss_fn(cfg), task.metric(cfg), cpu, show_progress=False)
     print(json.dumps(report, indent=2))
     return report
 

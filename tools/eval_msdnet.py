@@ -22,11 +22,10 @@ import cpu_env  # noqa: F401  (first: OpenMP's spin setting before torch loads)
 import torch
 from torch.utils.data import DataLoader
 
-from densebackbones.data import DATASETS
 from densebackbones.engine import cli, evaluate
 from densebackbones.engine.cli import resolve_config
 from densebackbones.flops import count_macs
-from densebackbones.tasks.classification import ClassificationTask
+from densebackbones.tasks.classification import ClassificationTask, image_size
 from densebackbones.tasks.early_exit import collect_exit_probs, dynamic_sweep, select_budget
 
 
@@ -44,10 +43,6 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _image_size(cfg: dict) -> int:
-    return cfg["data"]["image_size"] or DATASETS[cfg["data"]["dataset"]].image_size
-
-
 def _compare_point(spec: str, task: ClassificationTask, data_root: str | None, batch: int) -> dict[str, object]:
     config, sep, checkpoint = spec.partition("=")
     if not sep or not checkpoint:
@@ -57,7 +52,7 @@ def _compare_point(spec: str, task: ClassificationTask, data_root: str | None, b
     _, eval_set = task.build_datasets(cfg)
     loader = DataLoader(eval_set, batch_size=batch)
     metrics = evaluate(model, loader, task.loss_fn(cfg), task.metric(cfg), torch.device("cpu"), show_progress=False)
-    size = _image_size(cfg)
+    size = image_size(cfg)
     macs = count_macs(model, (1, model.in_chans, size, size))
     return dict(name=cfg["model"]["type"], checkpoint=checkpoint, accuracy=metrics["top1"], macs=macs)
 
@@ -101,7 +96,7 @@ def main(args: argparse.Namespace) -> dict[str, object]:
         )
     model.set_output("all")
     holdout_set, eval_set = task.build_datasets(cfg, holdout_split=True)
-    costs = [c["macs"] for c in model.exit_costs(_image_size(cfg))]
+    costs = [c["macs"] for c in model.exit_costs(image_size(cfg))]
     val_probs, val_targets = collect_exit_probs(model, DataLoader(holdout_set, batch_size=args.batch_size))
     test_probs, test_targets = collect_exit_probs(model, DataLoader(eval_set, batch_size=args.batch_size))
     anytime = [

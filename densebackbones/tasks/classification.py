@@ -21,6 +21,7 @@ __all__ = [
     "ExitsCrossEntropy",
     "build_datasets",
     "build_model",
+    "image_size",
     "ten_crop_forward",
 ]
 
@@ -47,6 +48,11 @@ def build_model(cfg: dict[str, Any], pretrained: str | Path | None = None) -> nn
     return build_config_model(cfg, "classification", pretrained, num_classes=info.num_classes, in_chans=info.in_chans)
 
 
+def image_size(cfg: dict[str, Any]) -> int:
+    """The side of the images the config's model sees: ``data.image_size``, or the data set's own size."""
+    return cfg["data"]["image_size"] or DATASETS[cfg["data"]["dataset"]].image_size
+
+
 def _holdout_split(train_set, holdout: int) -> tuple[list[int], list[int]]:
     """(training indices, held-out indices): ``holdout`` training images drawn at random with a fixed seed, the same
     in every run and tool (ImageFolder trees are ordered by class, so the last images would be a few classes)."""
@@ -68,7 +74,7 @@ def build_datasets(cfg: dict[str, Any], ten_crop: bool | None = None, holdout_sp
     if name not in DATASETS:
         raise ValueError(f"unknown data.dataset {name!r}; use one of {sorted(DATASETS)}")
     info = DATASETS[name]
-    size = data["image_size"] or info.image_size
+    size = image_size(cfg)
     ten_crop = data["ten_crop"] if ten_crop is None else ten_crop
     train_tf = build_train_transform(data["augment"], size, info.mean, info.std, native_size=info.image_size)
     eval_tf = build_eval_transform(
