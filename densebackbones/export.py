@@ -17,14 +17,14 @@ import torch.nn as nn
 from torch import Tensor
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from .layers import DenseLayer, Transition
+from .layers import DenseLayer, PaddedConv2d, Transition
 
 __all__ = ["fuse_batchnorm", "export_onnx", "check_onnx"]
 
 
 def _foldable(conv: nn.Module, norm: nn.Module) -> bool:
     return (
-        type(conv) is nn.Conv2d
+        type(conv) in (nn.Conv2d, PaddedConv2d)
         and type(norm) is nn.BatchNorm2d
         and norm.track_running_stats
         and conv.out_channels == norm.num_features

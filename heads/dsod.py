@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from timm.models import generate_default_cfgs
 from torch import Tensor
 
-from densebackbones.layers import LayerFn
+from densebackbones.layers import LayerFn, conv2d
 from densebackbones.models.helpers import build_task_model
 from densebackbones.registry import register_model
 
@@ -41,7 +41,7 @@ def _norm_act_conv(in_chs: int, out_chs: int, kernel: int, stride: int, norm_lay
         OrderedDict(
             norm=norm_layer(in_chs),
             act=act_layer(inplace=True),
-            conv=nn.Conv2d(in_chs, out_chs, kernel, stride=stride, padding=kernel // 2, bias=False),
+            conv=conv2d(in_chs, out_chs, kernel, stride=stride, padding=kernel // 2, bias=False),
         )
     )
 

@@ -26,7 +26,7 @@ import torch.nn as nn
 from timm.models import generate_default_cfgs
 from torch import Tensor
 
-from densebackbones.layers import ConvNormAct, LayerFn
+from densebackbones.layers import ConvNormAct, LayerFn, conv2d
 from densebackbones.models.helpers import build_task_model
 from densebackbones.registry import register_model
 
@@ -64,7 +64,7 @@ class ResBlock(nn.Module):
 def _conv_relu(in_chs: int, out_chs: int, kernel: int, stride: int, padding: int, act_layer: LayerFn) -> nn.Sequential:
     # The extra layers have biases and no BN (ConvBNLayer with use_batchnorm=False).
     return nn.Sequential(
-        OrderedDict(conv=nn.Conv2d(in_chs, out_chs, kernel, stride, padding), act=act_layer(inplace=True))
+        OrderedDict(conv=conv2d(in_chs, out_chs, kernel, stride, padding), act=act_layer(inplace=True))
     )
 
 

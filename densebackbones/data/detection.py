@@ -19,6 +19,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 from torch.utils.data import Dataset
 
+from .transforms import TorchSeeded
+
 __all__ = [
     "VOC_CLASSES",
     "VOCDetection",
@@ -368,10 +370,11 @@ class SSDTransform:
             else []
         )
         geometric = [A.HorizontalFlip(p=0.5)] if train else []
-        self.pipeline = A.Compose(
+        pipeline = A.Compose(
             [*photometric, *geometric, A.Resize(size, size), A.Normalize(mean=mean, std=std), ToTensorV2()],
             bbox_params=A.BboxParams(format="pascal_voc", label_fields=["indices"]),
         )
+        self.pipeline = TorchSeeded(pipeline, generator=self.rng) if train else pipeline  # evaluation draws nothing
 
     def __call__(self, image: np.ndarray, target: dict):
         import torch

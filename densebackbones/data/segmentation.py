@@ -15,6 +15,8 @@ import torch
 from PIL import Image, ImageDraw
 from torch.utils.data import Dataset
 
+from .transforms import TorchSeeded
+
 __all__ = [
     "SegmentationInfo",
     "SEGMENTATION_DATASETS",
@@ -172,7 +174,7 @@ def build_segmentation_transform(
         if color_jitter:
             ops.append(A.ColorJitter(brightness=color_jitter, contrast=color_jitter, saturation=color_jitter, hue=0.0))
     ops += [A.Normalize(mean=info.mean, std=info.std, max_pixel_value=255.0), ToTensorV2()]
-    return A.Compose(ops)
+    return TorchSeeded(A.Compose(ops)) if train else A.Compose(ops)  # evaluation draws nothing
 
 
 def colorize(labels: np.ndarray, info: SegmentationInfo) -> np.ndarray:

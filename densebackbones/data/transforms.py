@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 from torchvision.transforms import v2
 
-__all__ = ["Lighting", "build_train_transform", "build_eval_transform", "TenCropStack", "AUGMENTATIONS"]
+__all__ = ["TorchSeeded", "Lighting", "build_train_transform", "build_eval_transform", "TenCropStack", "AUGMENTATIONS"]
 
 # ImageNet RGB eigen-decomposition used by fb.resnet.torch (docs/reference.md).
 IMAGENET_PCA_EIGVAL = (0.2175, 0.0188, 0.0045)
@@ -29,6 +29,29 @@ IMAGENET_PCA_EIGVEC = (
 )
 AUGMENTATIONS = ("plus", "none", "imagenet", "imagenet_crop_flip", "shift")
 _IMAGENET_EVAL = ("imagenet", "imagenet_crop_flip")  # resize 256/224 and centre-crop at evaluation
+
+
+class TorchSeeded:
+    """Calls an albumentations pipeline with a seed drawn from torch's RNG on every call.
+
+    Albumentations (>= 2.0) draws from generators of its own, seeded from the operating system unless ``Compose``
+    gets a seed, so two runs with the same ``train.seed`` augmented differently and a failure (a NaN loss in a
+    bf16 detection run) did not reproduce. Drawing each call's seed from torch ties the augmentation to the seed
+    the trainer sets, to PyTorch's per-worker seeds (workers differ) and to the RNG state a checkpoint restores
+    (a resumed run augments as the uninterrupted one would). ``generator`` (a numpy ``Generator``) replaces torch
+    as the source, for a pipeline with a fixed seed of its own.
+    """
+
+    def __init__(self, pipeline, generator=None) -> None:
+        self.pipeline, self.generator = pipeline, generator
+
+    def __call__(self, **data):
+        if self.generator is not None:
+            seed = int(self.generator.integers(2**31))
+        else:
+            seed = int(torch.randint(2**31, ()))
+        self.pipeline.set_random_seed(seed)
+        return self.pipeline(**data)
 
 
 class Lighting(torch.nn.Module):

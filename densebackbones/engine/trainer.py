@@ -329,6 +329,16 @@ class Trainer:
                 f"train.amp='bf16' instead of 'fp16', then resume from it."
             )
 
+    def _check_finite_grads(self, grad_norm: torch.Tensor, where: str) -> None:
+        grad_norm = all_reduce_sum(grad_norm)  # every rank stops together
+        if not torch.isfinite(grad_norm):
+            last = self.work_dir / "last.pth"
+            raise NonFiniteLossError(
+                f"gradient norm is {grad_norm.item()} in a step up to {where} although the loss was finite; training "
+                f"stopped. The last good checkpoint is {last if last.exists() else '(none yet)'}: rerun with "
+                f"train.amp=None to see whether reduced precision causes it (docs/troubleshooting.md), then resume."
+            )
+
     @property
     def total_steps(self) -> int:
         return self.max_iters or self.epochs * self.iters_per_epoch
@@ -350,6 +360,7 @@ class Trainer:
         clip = self.train_cfg["clip_grad"]
         loss_sum = torch.zeros((), device=self.device)
         window_loss, window_count, window_start = torch.zeros((), device=self.device), 0, time.perf_counter()
+        window_grad_norm = torch.zeros((), device=self.device)  # largest clipped-gradient norm of the window
         epoch_start, images_seen = time.perf_counter(), 0
         # A context manager: an error that stops the epoch also ends the bar's line, so messages start on their own.
         with tqdm(
@@ -379,7 +390,11 @@ class Trainer:
                     images_seen += len(targets) if hasattr(targets, "__len__") else self.micro_batch
                 if clip:
                     self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
-                    nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+                    grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+                    if not self.scaler.is_enabled():  # fp16's scaler skips such steps itself
+                        # A non-finite norm makes clipping write NaN into every gradient and the step into every
+                        # weight while this step's loss was finite: checked with the loss, without a sync per step.
+                        window_grad_norm = torch.maximum(window_grad_norm, grad_norm.detach().nan_to_num(float("inf")))
                 self.scaler.step(self.optimizer)  # exactly one optimiser step per update
                 self.scaler.update()
                 self.optimizer.zero_grad(set_to_none=True)
@@ -391,6 +406,8 @@ class Trainer:
                 if window_count == log_interval or it == iterations - 1:
                     # Summed over ranks, so that every rank stops together (a lone raise would hang DDP).
                     window_loss = all_reduce_sum(window_loss) / self.dist.world_size
+                    # Gradients first: non-finite ones of one step make the next step's loss NaN.
+                    self._check_finite_grads(window_grad_norm, f"epoch {self.epoch + 1}, iteration {it + 1}")
                     self._check_finite(window_loss, f"epoch {self.epoch + 1}, iteration {it + 1}")
                     elapsed = time.perf_counter() - window_start
                     row = {
@@ -409,6 +426,7 @@ class Trainer:
                         self.train_log.log(row)
                     progress.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.3g}")
                     window_loss = torch.zeros((), device=self.device)
+                    window_grad_norm = torch.zeros((), device=self.device)
                     window_count, window_start = 0, time.perf_counter()
                 progress.update(1)
         return {

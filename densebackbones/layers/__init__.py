@@ -8,6 +8,7 @@ from .condense import (
     channel_shuffle,
     condensation_stage,
 )
+from .conv import PaddedConv2d, conv2d
 from .dense import DenseBlock, DenseLayer, LayerFn, Transition, set_memory_mode
 from .shared_buffer import (
     MEMORY_MODES,
@@ -21,6 +22,8 @@ from .stems import Stem, cifar_stem, imagenet_stem
 from .two_way import ConvNormAct, StemBlock, TwoWayDenseLayer, two_way_bottleneck
 
 __all__ = [
+    "PaddedConv2d",
+    "conv2d",
     "MEMORY_MODES",
     "CondenseLayer",
     "CondensedConv",

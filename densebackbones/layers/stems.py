@@ -11,6 +11,7 @@ from typing import NamedTuple
 
 import torch.nn as nn
 
+from .conv import conv2d
 from .dense import LayerFn
 
 __all__ = ["Stem", "imagenet_stem", "cifar_stem"]
@@ -37,7 +38,7 @@ def imagenet_stem(
     The pre-activation layers that follow still begin with BN-ReLU; the stem's own BN-ReLU is the paper's.
     """
     modules = [
-        ("conv0", nn.Conv2d(in_chans, out_chs, kernel_size=7, stride=2, padding=3, bias=False)),
+        ("conv0", conv2d(in_chans, out_chs, kernel_size=7, stride=2, padding=3, bias=False)),
         ("norm0", norm_layer(out_chs)),
         ("act0", act_layer(inplace=True)),
         ("pool0", nn.MaxPool2d(kernel_size=3, stride=2, padding=1)),

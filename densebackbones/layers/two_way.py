@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from .conv import conv2d
 from .dense import LayerFn
 from .shared_buffer import recompute_in_backward, recomputes
 
@@ -49,7 +50,7 @@ class ConvNormAct(nn.Module):
         act_layer: LayerFn = nn.ReLU,
     ) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(in_chs, out_chs, kernel_size, stride=stride, padding=padding, bias=False)
+        self.conv = conv2d(in_chs, out_chs, kernel_size, stride=stride, padding=padding, bias=False)
         self.norm = norm_layer(out_chs)
         self.act = act_layer(inplace=True) if act else nn.Identity()
         self.memory_mode = "buffer"

@@ -35,6 +35,7 @@ from ..layers import (
     DenseBlock,
     LayerFn,
     LearnedGroupConv,
+    conv2d,
     resolve_memory_mode,
 )
 from ..registry import register_model
@@ -109,7 +110,7 @@ class CondenseNet(DenseNet):
         self.converted, self.group_lasso_lambda = converted, group_lasso_lambda
         chs, stride = 2 * growth_rates[0], 2 if stem_type == "imagenet" else 1
         features: OrderedDict[str, nn.Module] = OrderedDict(
-            init_conv=nn.Conv2d(in_chans, chs, 3, stride=stride, padding=1, bias=False)
+            init_conv=conv2d(in_chans, chs, 3, stride=stride, padding=1, bias=False)
         )
         feature_info = []
         layer_kwargs = dict(

@@ -23,7 +23,7 @@ from typing import Any
 import torch.nn as nn
 from timm.models import generate_default_cfgs
 
-from ..layers import DenseBlock, LayerFn, Transition, resolve_memory_mode
+from ..layers import DenseBlock, LayerFn, Transition, conv2d, resolve_memory_mode
 from ..registry import register_model
 from .densenet import DenseNet, _cfg, _check_io, build_dense_backbone
 
@@ -69,7 +69,7 @@ class DSODNet(DenseNet):
         features = OrderedDict()
         chs = in_chans
         for i, (out, stride) in enumerate(zip(stem_chs, (2, 1, 1))):
-            features[f"conv{i}"] = nn.Conv2d(chs, out, 3, stride=stride, padding=1, bias=False)
+            features[f"conv{i}"] = conv2d(chs, out, 3, stride=stride, padding=1, bias=False)
             features[f"norm{i}"] = norm_layer(out)
             features[f"act{i}"] = act_layer(inplace=True)
             chs = out

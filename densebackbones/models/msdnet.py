@@ -30,7 +30,7 @@ from timm.models._features import feature_take_indices
 from torch import Tensor
 
 from ..flops import flops_of
-from ..layers import recompute_in_backward
+from ..layers import conv2d, recompute_in_backward
 from ..registry import register_model
 from .densenet import _cfg, _check_io
 from .helpers import check_out_indices, check_weights_overlay, load_checkpoint_into
@@ -44,7 +44,7 @@ class ConvBasic(nn.Module):
     def __init__(self, in_chs: int, out_chs: int, kernel: int = 3, stride: int = 1, padding: int = 1) -> None:
         super().__init__()
         self.net = nn.Sequential(
-            nn.Conv2d(in_chs, out_chs, kernel, stride, padding, bias=False), nn.BatchNorm2d(out_chs), nn.ReLU(True)
+            conv2d(in_chs, out_chs, kernel, stride, padding, bias=False), nn.BatchNorm2d(out_chs), nn.ReLU(True)
         )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -62,7 +62,7 @@ class ConvBN(nn.Module):
         if bottleneck:
             inner = min(in_chs, bottleneck_factor * out_chs)
             layers += [nn.Conv2d(in_chs, inner, 1, bias=False), nn.BatchNorm2d(inner), nn.ReLU(True)]
-        layers += [nn.Conv2d(inner, out_chs, 3, 2 if down else 1, 1, bias=False), nn.BatchNorm2d(out_chs)]
+        layers += [conv2d(inner, out_chs, 3, 2 if down else 1, 1, bias=False), nn.BatchNorm2d(out_chs)]
         layers.append(nn.ReLU(True))
         self.net = nn.Sequential(*layers)
 
@@ -105,7 +105,7 @@ class FirstLayer(nn.Module):
         else:  # ImageNet: the port's 7x7 convolution keeps its bias
             self.layers.append(
                 nn.Sequential(
-                    nn.Conv2d(in_chans, first, 7, 2, 3), nn.BatchNorm2d(first), nn.ReLU(True), nn.MaxPool2d(3, 2, 1)
+                    conv2d(in_chans, first, 7, 2, 3), nn.BatchNorm2d(first), nn.ReLU(True), nn.MaxPool2d(3, 2, 1)
                 )
             )
         chs = first
