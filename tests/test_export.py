@@ -11,7 +11,7 @@ import torch.nn as nn
 from conftest import tiny_densenet
 
 import densebackbones as db
-from densebackbones.export import check_onnx, export_onnx, fuse_batchnorm
+from densebackbones.export import assert_close_to_scale, check_onnx, export_onnx, fuse_batchnorm
 from densebackbones.layers import DenseBlock, Transition
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
@@ -92,3 +92,13 @@ def test_export_tool_on_a_registered_model_and_checkpoint(tmp_path):
     diff, peak = export_tool.main(args)  # raises when an element is outside tolerance
     assert diff < 1e-4 * peak
     assert (tmp_path / "m.onnx").stat().st_size > 3_000_000  # 0.77M float32 weights are in the file
+
+
+def test_onnx_comparison_is_relative_to_the_output_scale():
+    """float32 rounding of an element near zero is relative to the outputs' magnitude: with a largest logit of 1000
+    a 1e-3 difference at a logit near 0 is 1e-6 of the scale (a fixed 1e-4 called such a model "different"), while
+    a difference of 1 still is one."""
+    expected = torch.tensor([1000.0, 0.0, -3.0])
+    assert_close_to_scale(torch.tensor([1000.0, 1e-3, -3.0]), expected, rtol=1e-4, atol=1e-4)
+    with pytest.raises(AssertionError, match="ONNX output differs"):
+        assert_close_to_scale(torch.tensor([1000.0, 1.0, -3.0]), expected, rtol=1e-4, atol=1e-4, what="ONNX output")
