@@ -17,6 +17,7 @@ This module imports no model: the model files import it and register themselves.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import fnmatch
 import functools
@@ -26,6 +27,7 @@ from collections.abc import Callable
 
 import timm
 import timm.models
+import torch
 from torch import nn
 
 try:  # mmengine is optional (extra "mm"): models work without it, configs and the OpenMMLab adapter need it.
@@ -54,7 +56,7 @@ _logger = logging.getLogger(__name__)
 
 TASKS = ("classification", "segmentation", "detection")
 # Arguments of timm's model builder that every registered factory accepts besides the model's own.
-BUILDER_ARGS = ("pretrained_cfg", "pretrained_cfg_overlay")
+BUILDER_ARGS = ("pretrained_cfg", "pretrained_cfg_overlay", "device", "dtype")
 
 
 class UnknownModelError(KeyError, ValueError):
@@ -133,6 +135,7 @@ def register_model(
         return functools.partial(register_model, task=task, model_cls=model_cls)
     if task not in TASKS:
         raise ValueError(f"task {task!r} is not one of {TASKS}")
+    fn = _with_placement(fn)
     name = fn.__name__
     if name in _model_entrypoints:
         raise ValueError(
@@ -155,6 +158,22 @@ def register_model(
     if MODELS is not None:
         MODELS.register_module(name=name, module=fn)
     return fn
+
+
+def _with_placement(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    """``fn`` taking timm's factory arguments ``device`` and ``dtype`` (timm >= 1.0.30 passes them to every model
+    factory): parameters and buffers are created on ``device`` (under ``torch.device(device)``, as timm does, so a
+    large model is never first built in CPU memory), then cast to the floating-point ``dtype``."""
+
+    @functools.wraps(fn)
+    def factory(*args, device=None, dtype=None, **kwargs) -> nn.Module:
+        if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+            raise TypeError(f"dtype={dtype!r}: models take a floating-point torch.dtype such as torch.bfloat16")
+        with torch.device(device) if device is not None else contextlib.nullcontext():
+            model = fn(*args, **kwargs)
+        return model.to(dtype=dtype) if dtype is not None else model
+
+    return factory
 
 
 def _resolve_name(name: str) -> tuple[str, str]:

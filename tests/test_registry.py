@@ -61,7 +61,7 @@ def test_a_name_timm_already_has_stays_timms():
         registry.register_model(resnet18)
         assert timm.models.model_entrypoint("resnet18").__module__ == "timm.models.resnet"
         assert "resnet18" in registry._skipped_in_timm
-        assert registry.model_entrypoint("resnet18") is resnet18
+        assert registry.model_entrypoint("resnet18").__wrapped__ is resnet18  # with timm's device/dtype arguments
     finally:
         registry._model_entrypoints.pop("resnet18")
         registry._skipped_in_timm.discard("resnet18")
@@ -133,3 +133,23 @@ def test_wrong_input_channels():
 def test_bad_constructor_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         db.DenseNet(**dict(dict(growth_rate=4, block_config=(1, 1), stem_type="cifar"), **kwargs))
+
+
+@pytest.mark.parametrize("name", db.list_models())
+def test_every_factory_takes_timms_device_and_dtype(name):
+    """timm >= 1.0.30 passes ``device=``/``dtype=`` to every model factory; parameters and buffers are created
+    there (meta: no memory) and floating-point ones cast."""
+    model = db.create_model(name, device="meta", dtype=torch.float64)
+    tensors = [*model.parameters(), *model.buffers()]
+    assert all(t.device.type == "meta" for t in tensors)
+    assert all(t.dtype == torch.float64 for t in tensors if t.is_floating_point())
+    if db.model_task(name) == "classification":
+        via_timm = timm.create_model(name, device="meta", dtype=torch.bfloat16, num_classes=3)
+        assert {p.dtype for p in via_timm.parameters()} == {torch.bfloat16}
+
+
+def test_timm_device_and_dtype_give_a_working_model():
+    model = timm.create_model("densenet_bc100_k12_cifar", device="cpu", dtype=torch.float64, num_classes=4)
+    assert model(torch.randn(2, 3, 16, 16, dtype=torch.float64)).dtype == torch.float64
+    with pytest.raises(TypeError, match="dtype=torch.int64: models take a floating-point torch.dtype"):
+        db.create_model("densenet_bc100_k12_cifar", dtype=torch.int64)
