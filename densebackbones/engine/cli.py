@@ -204,6 +204,14 @@ def _resume(trainer: Trainer, work_dir: Path, resume: str | None, dist: DistInfo
                     f"rank(s) {unseen} cannot read {choice['path']}, the checkpoint rank 0 resumes from: the work dir "
                     f"must be one folder shared by every node (docs/training.md)"
                 )
+        else:  # rank 0 found none: a rank that sees one means rank 0's node has another work dir
+            found = all_gather_objects(bool(Trainer.resume_candidates(work_dir, resume)))
+            seen = [rank for rank, any_found in enumerate(found) if any_found]
+            if seen:
+                raise FileNotFoundError(
+                    f"rank 0 finds no checkpoint in {work_dir} but rank(s) {seen} do: the work dir must be one folder "
+                    f"shared by every node (docs/training.md)"
+                )
     if choice["path"] is None:  # --resume auto without a checkpoint yet: a fresh start
         if trainer.dist.is_main:
             dropped = trainer.train_log.drop_rows_after(0) + trainer.eval_log.drop_rows_after(0)
