@@ -17,9 +17,10 @@ from typing import Any, Protocol
 import torch
 from mmengine.config import Config
 
-from .checkpoint import CheckpointError
+from .checkpoint import CheckpointError, load_checkpoint
 from .config import check_config, load_config, merge_defaults
-from .distributed import amp_dtype, init_distributed
+from .distributed import DistInfo, all_gather_objects, amp_dtype, init_distributed
+from .elastic import PREEMPTED_EXIT_CODE, TrainingPreempted, preemption_handler, restart_count
 from .run_dir import RunDirectory
 from .trainer import NonFiniteLossError, Trainer
 
@@ -107,11 +108,23 @@ def train(args: argparse.Namespace, task: Task) -> dict[str, float]:
     work_dir = Path(resolved["work_dir"])
     run_dir = RunDirectory(work_dir)  # rank 0 locks it and checks what it holds, before model and data are built
     overwrite = getattr(args, "overwrite", False)
-    with run_dir.claim(bool(args.resume), overwrite) if dist.is_main else contextlib.nullcontext():
-        return _train(args, task, resolved, dist, work_dir)
+    resume = args.resume
+    if restart_count() > 0:
+        # torchrun restarted the group after a worker failed: this attempt continues what the first one began, with
+        # the same command line (--overwrite must not delete what it wrote, a --resume PATH is older than last.pth).
+        found = Trainer.resume_candidates(work_dir, "auto")
+        resume = "auto" if found or not resume else resume
+        overwrite = False
+        if dist.is_main:
+            source = found[0] if found else (resume if resume != "auto" else "the start (no checkpoint yet)")
+            print(f"torchrun restart {restart_count()}: resuming from {source}", flush=True)
+    with run_dir.claim(bool(resume), overwrite) if dist.is_main else contextlib.nullcontext():
+        return _train(args, task, resolved, dist, work_dir, resume)
 
 
-def _train(args: argparse.Namespace, task: Task, resolved: dict[str, Any], dist, work_dir: Path) -> dict[str, float]:
+def _train(
+    args: argparse.Namespace, task: Task, resolved: dict[str, Any], dist: DistInfo, work_dir: Path, resume: str | None
+) -> dict[str, float]:
     torch.manual_seed(resolved["train"]["seed"] + dist.rank)
     model = task.build_model(resolved, pretrained=args.pretrained)
     datasets = task.build_datasets(resolved)
@@ -131,9 +144,10 @@ def _train(args: argparse.Namespace, task: Task, resolved: dict[str, Any], dist,
     if dist.is_main:
         work_dir.mkdir(parents=True, exist_ok=True)
         Config(resolved).dump(str(work_dir / "config.py"))
-    _resume(trainer, work_dir, args.resume)
+    _resume(trainer, work_dir, resume, dist)
     try:
-        metrics = trainer.fit()
+        with preemption_handler():  # SIGTERM: every rank finishes its step, last.pth is written, exit status 143
+            metrics = trainer.fit()
     except KeyboardInterrupt:
         last = work_dir / "last.pth"
         where = f"the last checkpoint is {last} (continue with --resume auto)" if last.exists() else "no checkpoint yet"
@@ -147,19 +161,64 @@ def _train(args: argparse.Namespace, task: Task, resolved: dict[str, Any], dist,
     return metrics
 
 
-def _resume(trainer: Trainer, work_dir: Path, resume: str | None) -> None:
-    """Resume from ``--resume``; with ``auto``, an unreadable ``last.pth`` falls back to the newest intact
-    checkpoint of the work dir, with a warning naming both."""
+def _choose_checkpoint(work_dir: Path, resume: str | None) -> tuple[Path | None, dict[str, Any] | None]:
+    """The checkpoint to resume from and its content: ``--resume PATH``, or with ``auto`` the work dir's ``last.pth``
+    and, should it be unreadable, the newest intact checkpoint there (with a warning naming both)."""
     candidates = Trainer.resume_candidates(work_dir, resume)
     for i, path in enumerate(candidates):
         try:
-            trainer.resume(path)
-            return
+            return path, load_checkpoint(path, map_location="cpu")
         except CheckpointError as err:
             if resume != "auto" or i == len(candidates) - 1:
                 hint = "" if resume != "auto" else " and no other checkpoint in the work dir is intact"
                 raise CheckpointError(f"{err}{hint}; pass a readable checkpoint with --resume PATH") from err
             _logger.warning("%s; resuming from %s instead", err, candidates[i + 1])
+    return None, None
+
+
+def _resume(trainer: Trainer, work_dir: Path, resume: str | None, dist: DistInfo | None = None) -> None:
+    """Resume from ``--resume`` (:func:`_choose_checkpoint`). Under torchrun rank 0 chooses and every rank loads
+    that file: a rank that cannot see it (a work dir that is not shared between nodes) stops every rank with one
+    message instead of training from other weights."""
+    if not resume:
+        return
+    distributed = dist is not None and dist.enabled
+    choice: dict[str, Any] = {}
+    state = None
+    if dist is None or dist.is_main:
+        try:
+            path, state = _choose_checkpoint(work_dir, resume)
+            choice = {"path": str(path.resolve()) if path else None}
+        except (CheckpointError, FileNotFoundError) as err:
+            if not distributed:
+                raise
+            choice = {"error": str(err), "kind": type(err).__name__}
+    if distributed:
+        choice = all_gather_objects(choice)[0]  # rank 0's
+        if "error" in choice:
+            raise (CheckpointError if choice["kind"] == "CheckpointError" else FileNotFoundError)(choice["error"])
+        if choice["path"] is not None:
+            unseen = [r for r, seen in enumerate(all_gather_objects(Path(choice["path"]).is_file())) if not seen]
+            if unseen:
+                raise FileNotFoundError(
+                    f"rank(s) {unseen} cannot read {choice['path']}, the checkpoint rank 0 resumes from: the work dir "
+                    f"must be one folder shared by every node (docs/training.md)"
+                )
+        else:  # rank 0 found none: a rank that sees one means rank 0's node has another work dir
+            found = all_gather_objects(bool(Trainer.resume_candidates(work_dir, resume)))
+            seen = [rank for rank, any_found in enumerate(found) if any_found]
+            if seen:
+                raise FileNotFoundError(
+                    f"rank 0 finds no checkpoint in {work_dir} but rank(s) {seen} do: the work dir must be one folder "
+                    f"shared by every node (docs/training.md)"
+                )
+    if choice["path"] is None:  # --resume auto without a checkpoint yet: a fresh start
+        if trainer.dist.is_main:
+            dropped = trainer.train_log.drop_rows_after(0) + trainer.eval_log.drop_rows_after(0)
+            if dropped:
+                print(f"no checkpoint in {work_dir} yet: starting over, dropped {dropped} log row(s)", flush=True)
+        return
+    trainer.resume(choice["path"], state)
 
 
 def _one_line(err: BaseException) -> str:
@@ -173,11 +232,15 @@ def _one_line(err: BaseException) -> str:
 def run_main(main: Callable[[argparse.Namespace], Any], parser: argparse.ArgumentParser) -> None:
     """Run a tool: every expected failure ends with one line (what went wrong, which file, what to do) and a non-zero
     exit status instead of a traceback, which ``--debug`` or ``DENSEBACKBONES_DEBUG=1`` shows: 2 for bad input
-    (files, config, data, checkpoints), 1 for a run stopped by a non-finite loss, 130 for Ctrl-C."""
+    (files, config, data, checkpoints), 1 for a run stopped by a non-finite loss, 130 for Ctrl-C, 143 for a run
+    that SIGTERM stopped after writing its checkpoint (preemption; continue with ``--resume auto``)."""
     args = parser.parse_args()
     debug = getattr(args, "debug", False) or os.environ.get(DEBUG_ENV, "") not in ("", "0")
     try:
         main(args)
+    except TrainingPreempted as err:  # the checkpoint of the last step is written
+        print(str(err), file=sys.stderr)
+        sys.exit(PREEMPTED_EXIT_CODE)
     except KeyboardInterrupt as err:  # TrainingInterrupted says where the last checkpoint is
         print(str(err) or "interrupted", file=sys.stderr)
         sys.exit(130)

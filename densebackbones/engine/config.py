@@ -41,7 +41,7 @@ _NULLABLE_TYPES: dict[str, tuple[type, ...]] = {
 # Counts: whole numbers only, whatever their default looks like.
 _INTEGER_KEYS = {
     "batch_size", "base_batch_size", "epochs", "seed", "accum_steps", "log_interval", "eval_interval",
-    "save_interval", "num_workers", "shapes_train", "shapes_val", "warmup_epochs",
+    "save_interval", "checkpoint_interval_steps", "num_workers", "shapes_train", "shapes_val", "warmup_epochs",
 }  # fmt: skip
 
 
@@ -115,6 +115,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "log_interval": 50,  # iterations between progress/CSV rows
         "eval_interval": 1,  # epochs
         "save_interval": 0,  # also keep epoch_N.pth every N epochs (0: only last and best)
+        "checkpoint_interval_steps": 0,  # also write last.pth every N optimiser steps, mid-epoch (0: off)
         "max_iters_per_epoch": None,  # cap on iterations per epoch (quick tests and smoke runs)
         "plot": True,  # write curves.png at each epoch end
         "early_stop_patience": None,  # stop after this many evaluations without a better best metric

@@ -28,7 +28,8 @@ class CSVLogger:
             return 0
         with open(self.path, newline="") as handle:
             rows = list(csv.DictReader(handle))
-        keep = [r for r in rows if _as_float(r.get("step")) <= step]
+        # A row cut short (a process killed while appending it) has fields missing: it is dropped too.
+        keep = [r for r in rows if _as_float(r.get("step")) <= step and None not in r.values()]
         if len(keep) == len(rows):
             return 0
         tmp = self.path.with_name(f".{self.path.name}.tmp")

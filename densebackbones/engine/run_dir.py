@@ -2,7 +2,10 @@
 
 * **Lock.** ``work_dir/.lock`` is created exclusively (``O_CREAT | O_EXCL``) and holds the owner's pid, host and
   start time; a second run into the same directory stops with a message naming them. A lock whose process is gone
-  (same host, pid not alive) is stale and taken over with a warning.
+  (same host, pid not alive) is stale and taken over with a warning. Under torchrun the lock also names the run
+  (``TORCHELASTIC_RUN_ID``, torchrun's ``--rdzv-id``) and the attempt (``TORCHELASTIC_RESTART_COUNT``): a restarted
+  attempt takes over the lock of an earlier attempt of the same run, whichever host its rank 0 ran on (torchrun
+  restarts a group only after every worker of the previous attempt has ended).
 * **Earlier results.** A directory that already holds a run (checkpoints or logs) is continued only with
   ``--resume``; ``--overwrite`` starts over and deletes that run's checkpoints and logs, and without either the
   tool stops and says so (as mmengine and Lightning users expect, nothing is silently replaced).
@@ -18,6 +21,8 @@ import logging
 import os
 import socket
 from pathlib import Path
+
+from .elastic import restart_count
 
 __all__ = ["RUN_OUTPUTS", "RunDirectory", "WorkDirError"]
 
@@ -67,6 +72,9 @@ class RunDirectory:
         self.path.mkdir(parents=True, exist_ok=True)
         since = datetime.datetime.now().isoformat(timespec="seconds")
         me = f"pid={os.getpid()}\nhost={socket.gethostname()}\nsince={since}\n"
+        run_id, attempt = os.environ.get("TORCHELASTIC_RUN_ID"), restart_count()
+        if run_id is not None:
+            me += f"run_id={run_id}\nattempt={attempt}\n"
         for _ in range(2):
             try:
                 fd = os.open(self.lock_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -77,6 +85,15 @@ class RunDirectory:
                     _logger.warning(
                         "taking over the stale lock of process %s (no longer running): %s", pid, self.lock_path
                     )
+                    self.lock_path.unlink(missing_ok=True)
+                    continue
+                earlier = owner.get("attempt", "")
+                same_run = run_id is not None and owner.get("run_id") == run_id
+                if same_run and earlier.isdigit() and int(earlier) < attempt:
+                    _logger.warning(
+                        "torchrun restart %d takes over the lock of attempt %s of run %s (pid %s on %s): %s",
+                        attempt, earlier, run_id, pid, host, self.lock_path,
+                    )  # fmt: skip
                     self.lock_path.unlink(missing_ok=True)
                     continue
                 raise WorkDirError(

@@ -3,7 +3,9 @@
 A task supplies the model, the data sets, a loss ``loss_fn(outputs, targets)`` and a metric object
 (``reset/update(outputs, targets, loss_sum)/compute(device)``); the trainer owns everything else: torchrun/DDP,
 AMP, channels_last, torch.compile, gradient accumulation and clipping, EMA, SyncBN, progress bars, CSV logs,
-atomic checkpoints and exact resumption. It is plain PyTorch in the manner of torchvision's reference scripts.
+atomic checkpoints and exact resumption, also mid-epoch from step checkpoints (``train.checkpoint_interval_steps``)
+with the data position, and SIGTERM as a preemption notice (``elastic.py``). It is plain PyTorch in the manner of
+torchvision's reference scripts.
 
 Model hooks. A model may implement any of these; the trainer knows nothing else about it:
 
@@ -17,6 +19,7 @@ Model hooks. A model may implement any of these; the trainer knows nothing else 
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import platform
@@ -29,17 +32,27 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed
 import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from .checkpoint import CheckpointError, atomic_save, get_rng_state, load_checkpoint, set_rng_state
 from .distributed import DistInfo, ShardSampler, all_gather_objects, all_reduce_sum, amp_dtype
+from .elastic import (
+    ResumableDistributedSampler,
+    SampleSeeded,
+    TrainingPreempted,
+    handler_installed,
+    inject_fault,
+    stop_requested,
+    worker_ignores_sigterm,
+)
 from .logs import CSVLogger, plot_run
 from .optim import build_optimizer, build_scheduler
 
-__all__ = ["Trainer", "NonFiniteLossError", "evaluate"]
+__all__ = ["Trainer", "NonFiniteLossError", "TrainingPreempted", "evaluate"]
 
 _logger = logging.getLogger(__name__)
 
@@ -48,6 +61,7 @@ class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is left untouched."""
 
 
+@functools.lru_cache(maxsize=1)
 def _git_commit() -> str:
     try:
         return subprocess.run(
@@ -150,9 +164,9 @@ class Trainer:
         self.accum_steps = accum
         self.micro_batch = global_batch // (dist.world_size * accum)
         seed = self.train_cfg["seed"]
-        self.train_sampler = DistributedSampler(
-            train_set, num_replicas=dist.world_size, rank=dist.rank, shuffle=True, seed=seed, drop_last=True
-        )
+        # DistributedSampler's permutation and shards, able to start mid-epoch; each sample's augmentation is seeded
+        # from (seed, epoch, index), so a resumed or re-split run reads exactly the same batches (elastic.py).
+        self.train_sampler = ResumableDistributedSampler(train_set, dist.world_size, dist.rank, seed=seed)
         workers = data_cfg["num_workers"]
         loader_kwargs = dict(
             num_workers=workers,
@@ -160,9 +174,16 @@ class Trainer:
             persistent_workers=workers > 0,
             prefetch_factor=4 if workers > 0 else None,
             collate_fn=collate_fn,
+            worker_init_fn=worker_ignores_sigterm,
         )
+        # The loaders draw their workers' base seeds from their own generators, not from the model's random stream.
         self.train_loader = DataLoader(
-            train_set, batch_size=self.micro_batch, sampler=self.train_sampler, drop_last=True, **loader_kwargs
+            SampleSeeded(train_set),
+            batch_size=self.micro_batch,
+            sampler=self.train_sampler,
+            drop_last=True,
+            generator=torch.Generator().manual_seed(seed),
+            **loader_kwargs,
         )
         if len(self.train_loader) < accum:
             raise ValueError(
@@ -176,6 +197,7 @@ class Trainer:
                 eval_set,
                 batch_size=eval_batch,
                 sampler=ShardSampler(len(eval_set), dist.rank, dist.world_size),
+                generator=torch.Generator().manual_seed(seed),
                 **loader_kwargs,
             )
         self.iters_per_epoch = len(self.train_loader) // accum
@@ -216,6 +238,15 @@ class Trainer:
 
         self.epoch = 0  # epochs completed
         self.step = 0  # optimiser steps completed
+        self.epoch_step = 0  # optimiser steps completed in the current epoch (a step checkpoint's data position)
+        self.checkpoint_interval = self.train_cfg.get("checkpoint_interval_steps") or 0
+        self._resumed_loop: dict[str, Any] | None = None  # the epoch's running sums from a step checkpoint
+        self._resumed = False
+        self.last_step_checkpoint_s: float | None = None  # how long the latest step checkpoint took (all ranks)
+        # Barriers and the preemption vote go over gloo (CPU tensors: no GPU synchronisation under nccl).
+        self._cpu_group = None
+        if dist.enabled and torch.distributed.get_backend() != "gloo":
+            self._cpu_group = torch.distributed.new_group(backend="gloo")
         self.best_metric: float | None = None
         self.evals_since_best = 0  # for train.early_stop_patience
         self.history: list[dict[str, float]] = []
@@ -225,7 +256,9 @@ class Trainer:
             self.eval_log = CSVLogger(self.work_dir / "eval.csv")
 
     # ---------------------------------------------------------------------------------------------- checkpoints
-    def state_dict(self) -> dict[str, Any]:
+    def state_dict(self, loop: dict[str, float] | None = None) -> dict[str, Any]:
+        """Everything a resumed run needs; collective (every rank calls it). ``loop``: this rank's running sums of
+        the epoch in progress (a step checkpoint's), gathered from every rank."""
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -234,6 +267,16 @@ class Trainer:
             "model_ema": self.ema.module.state_dict() if self.ema is not None else None,
             "epoch": self.epoch,
             "step": self.step,
+            "epoch_step": self.epoch_step,  # > 0: written mid-epoch, after that many of its optimiser steps
+            "loop": all_gather_objects(loop or {}),  # one entry per rank
+            "data": {
+                "sampler_epoch": self.train_sampler.epoch,
+                "consumed_per_rank": self.epoch_step * self.micro_batch * self.accum_steps,
+                "global_batch": self.micro_batch * self.accum_steps * self.dist.world_size,
+                "world_size": self.dist.world_size,
+                "seed": self.train_sampler.seed,
+                "iters_per_epoch": self.iters_per_epoch,
+            },
             "best_metric": self.best_metric,
             "evals_since_best": self.evals_since_best,
             "rng": all_gather_objects(get_rng_state()),  # one entry per rank
@@ -263,18 +306,41 @@ class Trainer:
                 self.best_metric = value
             self.evals_since_best = 0 if better else self.evals_since_best + 1
         state = self.state_dict()  # collective (RNG gather)
-        if not self.dist.is_main:
-            return
-        atomic_save(state, self.work_dir / "last.pth")
-        if better:
-            atomic_save(state, self.work_dir / "best.pth")
-        every = self.train_cfg["save_interval"]
-        if every and self.epoch % every == 0:
-            atomic_save(state, self.work_dir / f"epoch_{self.epoch}.pth")
+        if self.dist.is_main:
+            atomic_save(state, self.work_dir / "last.pth")
+            if better:
+                atomic_save(state, self.work_dir / "best.pth")
+            every = self.train_cfg["save_interval"]
+            if every and self.epoch % every == 0:
+                atomic_save(state, self.work_dir / f"epoch_{self.epoch}.pth")
+        self._barrier()  # no rank goes on (or reads last.pth after a restart) before the file is complete
 
-    def resume(self, path: str | Path) -> None:
-        """Continue exactly where the checkpoint was written (model, optimiser, schedule, scaler, EMA, RNG)."""
-        state = load_checkpoint(path, map_location=self.device)
+    def save_step(self, loop: dict[str, float]) -> None:
+        """Write the mid-epoch checkpoint ``last.pth`` (rank 0 writes, every rank calls; atomic, then a barrier)."""
+        start = time.perf_counter()
+        state = self.state_dict(loop)  # collective
+        if self.dist.is_main:
+            atomic_save(state, self.work_dir / "last.pth")
+        self._barrier()
+        self.last_step_checkpoint_s = time.perf_counter() - start
+
+    def _barrier(self) -> None:
+        if self.dist.enabled:
+            torch.distributed.barrier(group=self._cpu_group)
+
+    def _agree_to_stop(self) -> bool:
+        """Whether any rank received SIGTERM (every rank gets the same answer); False without the handler."""
+        if not handler_installed():
+            return False
+        flag = torch.tensor([int(stop_requested())])
+        if self.dist.enabled:
+            torch.distributed.all_reduce(flag, group=self._cpu_group)
+        return bool(flag.item())
+
+    def resume(self, path: str | Path, state: dict[str, Any] | None = None) -> None:
+        """Continue exactly where the checkpoint was written (model, optimiser, schedule, scaler, EMA, RNG, and for a
+        step checkpoint the position in the epoch and its running sums). ``state``: the file's content if loaded."""
+        state = load_checkpoint(path, map_location=self.device) if state is None else state
         if not isinstance(state, dict) or not {"model", "optimizer", "step"} <= set(state):
             raise CheckpointError(f"{path} is not a training checkpoint (weights only?); start from it: --pretrained")
         self._load_model_state(state, path)
@@ -287,12 +353,46 @@ class Trainer:
             self.ema.module.load_state_dict(state["model_ema"])
         self.epoch, self.step, self.best_metric = state["epoch"], state["step"], state["best_metric"]
         self.evals_since_best = state.get("evals_since_best", 0)
+        self.epoch_step = state.get("epoch_step", 0)
+        if self.epoch_step:
+            self._resume_position(state, path)
         rng = state["rng"]
         set_rng_state(rng[self.dist.rank] if self.dist.rank < len(rng) else rng[0])
+        self._resumed = True
         if self.dist.is_main:
             dropped = self.train_log.drop_rows_after(self.step) + self.eval_log.drop_rows_after(self.step)
             extra = f"; dropped {dropped} log row(s) written after that step" if dropped else ""
-            print(f"resumed from {path}: epoch {self.epoch}, step {self.step}{extra}", flush=True)
+            where = f" ({self.epoch_step} steps into epoch {self.epoch + 1})" if self.epoch_step else ""
+            print(f"resumed from {path}: epoch {self.epoch}, step {self.step}{where}{extra}", flush=True)
+
+    def _resume_position(self, state: dict[str, Any], path: str | Path) -> None:
+        """A step checkpoint's data position and the epoch's running sums (see ``ResumableDistributedSampler``:
+        the position carries over to another number of processes when the global batch is the same)."""
+        data = state["data"]
+        global_batch = self.micro_batch * self.accum_steps * self.dist.world_size
+        if data["global_batch"] != global_batch or data["seed"] != self.train_sampler.seed:
+            raise ValueError(
+                f"{path} was written {self.epoch_step} steps into an epoch with global batch {data['global_batch']} "
+                f"and train.seed={data['seed']}; this run has {global_batch} and {self.train_sampler.seed}. Resume "
+                f"mid-epoch with the same data.batch_size and train.seed (or from an epoch's checkpoint)"
+            )
+        if self.epoch_step >= self.iters_per_epoch:
+            raise ValueError(
+                f"{path} is {self.epoch_step} steps into an epoch, but this run's epochs have {self.iters_per_epoch}"
+            )
+        loops = state["loop"]
+        if len(loops) == self.dist.world_size:
+            loop = dict(loops[self.dist.rank])
+        else:  # another number of processes: the sums (averaged over ranks when logged) go to rank 0
+            scale = self.dist.world_size / len(loops)
+            loop = {
+                "loss_sum": sum(x["loss_sum"] for x in loops) * scale if self.dist.is_main else 0.0,
+                "window_loss": sum(x["window_loss"] for x in loops) * scale if self.dist.is_main else 0.0,
+                "window_grad_norm": max(x["window_grad_norm"] for x in loops),
+                "window_count": loops[0]["window_count"],
+                "images_seen": sum(x["images_seen"] for x in loops) // self.dist.world_size,
+            }
+        self._resumed_loop = loop
 
     def _load_model_state(self, state: dict[str, Any], path: str | Path) -> None:
         """The checkpoint's model weights, or one message naming both architectures when they are another's."""
@@ -355,26 +455,46 @@ class Trainer:
 
     def train_one_epoch(self) -> dict[str, float]:
         self.ddp_model.train()
+        start_it = self.epoch_step  # > 0: resumed from a step checkpoint of this epoch
         self.train_sampler.set_epoch(self.epoch)
+        self.train_sampler.set_start(start_it * self.micro_batch * self.accum_steps)
         log_interval = self.train_cfg["log_interval"]
         clip = self.train_cfg["clip_grad"]
-        loss_sum = torch.zeros((), device=self.device)
-        window_loss, window_count, window_start = torch.zeros((), device=self.device), 0, time.perf_counter()
-        window_grad_norm = torch.zeros((), device=self.device)  # largest clipped-gradient norm of the window
-        epoch_start, images_seen = time.perf_counter(), 0
+        loop = self._resumed_loop or {}
+        self._resumed_loop = None
+
+        def tensor(key: str) -> torch.Tensor:
+            return torch.tensor(loop.get(key, 0.0), dtype=torch.float32, device=self.device)
+
+        loss_sum = tensor("loss_sum")
+        window_loss, window_count = tensor("window_loss"), loop.get("window_count", 0)
+        window_start = time.perf_counter()
+        window_grad_norm = tensor("window_grad_norm")  # largest clipped-gradient norm of the window
+        epoch_start, images_seen = time.perf_counter(), loop.get("images_seen", 0)
+
+        def running_sums() -> dict[str, float]:  # what a step checkpoint keeps of this epoch (exact float32 values)
+            return {
+                "loss_sum": loss_sum.item(),
+                "window_loss": window_loss.item(),
+                "window_grad_norm": window_grad_norm.item(),
+                "window_count": window_count,
+                "images_seen": images_seen,
+            }
+
+        iterations = self.iters_per_epoch
+        if self.max_iters:
+            iterations = min(iterations, self.max_iters - (self.step - start_it))
         # A context manager: an error that stops the epoch also ends the bar's line, so messages start on their own.
         with tqdm(
             total=self.iters_per_epoch,
+            initial=start_it,
             desc=f"epoch {self.epoch + 1}/{self.epochs}",
             disable=not self.dist.is_main,
             dynamic_ncols=True,
             mininterval=2.0,
         ) as progress:
             batches = iter(self.train_loader)
-            iterations = self.iters_per_epoch
-            if self.max_iters:
-                iterations = min(iterations, self.max_iters - self.step)
-            for it in range(iterations):
+            for it in range(start_it, iterations):
                 self._report_progress()
                 for micro in range(self.accum_steps):
                     inputs, targets = self._to_device(next(batches))
@@ -400,6 +520,7 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 self.scheduler.step()
                 self.step += 1
+                self.epoch_step = it + 1
                 window_count += 1
                 if self.ema is not None:
                     self.ema.update(self.model, step=self.step)
@@ -429,11 +550,30 @@ class Trainer:
                     window_grad_norm = torch.zeros((), device=self.device)
                     window_count, window_start = 0, time.perf_counter()
                 progress.update(1)
+                if it == iterations - 1:
+                    inject_fault(self.step, self.dist.rank, self._resumed)  # tests only: DENSEBACKBONES_TEST_FAULT
+                    break  # the epoch's own checkpoint follows its evaluation (fit), also for a preemption notice
+                saved = False
+                if self.checkpoint_interval and self.step % self.checkpoint_interval == 0:
+                    self.save_step(running_sums())
+                    saved = True
+                inject_fault(self.step, self.dist.rank, self._resumed)
+                if self._agree_to_stop():
+                    if not saved:
+                        self.save_step(running_sums())
+                    raise TrainingPreempted(self._preempted_message())
         return {
             "loss": all_reduce_sum(loss_sum).item() / self.dist.world_size / max(iterations, 1),
             "epoch_time_s": time.perf_counter() - epoch_start,
             "images": images_seen * self.dist.world_size,
         }
+
+    def _preempted_message(self) -> str:
+        return (
+            f"preempted (SIGTERM) at step {self.step} (epoch {self.epoch + (1 if self.epoch_step else 0)}, "
+            f"{self.epoch_step} steps into it); checkpoint {self.work_dir / 'last.pth'} written: continue with "
+            f"--resume auto (exit status 143)"
+        )
 
     @property
     def eval_model(self) -> nn.Module:
@@ -475,6 +615,7 @@ class Trainer:
         while self.epoch < self.epochs:
             train_stats = self.train_one_epoch()
             self.epoch += 1
+            self.epoch_step = 0
             metrics = {}
             if self.eval_loader is not None and (
                 self.epoch % self.train_cfg["eval_interval"] == 0 or self.epoch == self.epochs
@@ -504,6 +645,8 @@ class Trainer:
                         flush=True,
                     )
                 break
+            if self.epoch < self.epochs and self._agree_to_stop():  # SIGTERM during the epoch's last step or eval
+                raise TrainingPreempted(self._preempted_message())
         return metrics
 
     @staticmethod

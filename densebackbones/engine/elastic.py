@@ -1,0 +1,184 @@
+"""Preemption-safe, elastic training: data that resumes mid-epoch, SIGTERM as a preemption notice, torchrun restarts.
+
+* **Data position.** :class:`ResumableDistributedSampler` is torch's ``DistributedSampler`` (same permutation, same
+  shards) that can start its next epoch after the samples a step checkpoint says were consumed, without reading
+  them (resuming costs nothing however far into the epoch the checkpoint was written). It yields
+  ``(index, seed)`` pairs; :class:`SampleSeeded` wraps the data set and seeds Python's, NumPy's and torch's CPU
+  generators from that seed before each sample is read, so that a sample's augmentation depends on (train.seed,
+  epoch, index) only: not on which loader worker reads it, how many workers there are, how many processes train or
+  where in the epoch the run was resumed. In the main process (``num_workers=0``) the generators are restored
+  afterwards, so the model's random stream (dropout) is not touched by data loading.
+* **Preemption notice.** :func:`preemption_handler` turns SIGTERM (what schedulers and spot machines send) into a
+  request that the trainer honours at the next optimiser step's end: every rank agrees on it (one tiny all-reduce per
+  step, only while the handler is installed), the checkpoint of that step is written and the tool exits with
+  :data:`PREEMPTED_EXIT_CODE`. Loader workers ignore SIGTERM (torchrun signals a worker's whole process group);
+  they end with their main process.
+* **Restarts.** torchrun sets ``TORCHELASTIC_RESTART_COUNT`` (> 0 from the first restart on): the tools then resume
+  from the work dir by themselves (:func:`restart_count`, ``engine/cli.py``).
+* **Fault injection, for tests only.** ``DENSEBACKBONES_TEST_FAULT="kill@STEP[:RANK]"`` (or ``term@...``) makes the
+  process of that rank (every rank without one) send itself SIGKILL (or SIGTERM) right after optimiser step STEP,
+  in the first attempt of a run only (not after a resume or torchrun restart). Nothing else reads it; never set it
+  for real runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import signal
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, DistributedSampler, get_worker_info
+
+__all__ = [
+    "FAULT_ENV",
+    "PREEMPTED_EXIT_CODE",
+    "ResumableDistributedSampler",
+    "SampleSeeded",
+    "TrainingPreempted",
+    "inject_fault",
+    "preemption_handler",
+    "restart_count",
+    "sample_seed",
+    "stop_requested",
+]
+
+PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM: what a shell reports for a process that SIGTERM ended
+FAULT_ENV = "DENSEBACKBONES_TEST_FAULT"  # fault injection for tests (module docstring)
+
+
+class TrainingPreempted(Exception):
+    """SIGTERM arrived; every rank finished its step and the checkpoint of that step was written."""
+
+
+def restart_count() -> int:
+    """How often torchrun has restarted this worker group (0: the first attempt, or no torchrun)."""
+    try:
+        return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
+    except ValueError:
+        return 0
+
+
+# ------------------------------------------------------------------------------------------------ data position
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """The seed of sample ``index``'s augmentation in ``epoch`` of a run with ``train.seed=seed``."""
+    return ((seed * 1_000_003 + epoch) * 2_147_483_647 + index) % (2**63)
+
+
+class ResumableDistributedSampler(DistributedSampler):
+    """``DistributedSampler`` (shuffled) whose next epoch can start after ``start`` of this rank's samples and which
+    yields ``(index, sample_seed)`` pairs for :class:`SampleSeeded`.
+
+    Rank r's micro-batch m holds the permutation's samples ``[m * B * W, (m + 1) * B * W)`` that are congruent to r
+    (B the micro-batch, W the world size), so optimiser step s consumes the permutation's ``[s * G, (s + 1) * G)``
+    whatever the split of the global batch G over processes and accumulation: skipping ``s * G / W`` samples on
+    every rank continues the epoch exactly, also with another number of processes.
+    """
+
+    def __init__(self, dataset: Any, num_replicas: int, rank: int, seed: int = 0, drop_last: bool = True) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=drop_last)
+        self.start = 0
+
+    def set_start(self, start: int) -> None:
+        """Skip the first ``start`` samples of this rank's shard in the next ``__iter__`` only."""
+        if not 0 <= start <= self.num_samples:
+            raise ValueError(f"cannot start an epoch of {self.num_samples} samples per process at sample {start}")
+        self.start = start
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        start, self.start = self.start, 0  # read when the loader's iterator asks for the first batch
+        indices = list(super().__iter__())[start:]
+        return iter([(index, sample_seed(self.seed, self.epoch, index)) for index in indices])
+
+
+def _seed_generators(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.default_generator.manual_seed(seed)  # the CPU generator only: CUDA's belongs to the model
+
+
+class SampleSeeded(Dataset):
+    """Read ``dataset[index]`` for an ``(index, seed)`` pair with the generators seeded from ``seed`` (module
+    docstring); in the main process the generators' states are restored afterwards."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, item: tuple[int, int]) -> Any:
+        index, seed = item
+        if get_worker_info() is not None:  # a loader worker: its generators serve the data only
+            _seed_generators(seed)
+            return self.dataset[index]
+        saved = random.getstate(), np.random.get_state(), torch.default_generator.get_state()
+        try:
+            _seed_generators(seed)
+            return self.dataset[index]
+        finally:
+            random.setstate(saved[0])
+            np.random.set_state(saved[1])
+            torch.default_generator.set_state(saved[2])
+
+
+def worker_ignores_sigterm(worker_id: int) -> None:
+    """``worker_init_fn`` of the training loader: a SIGTERM sent to the process group (torchrun, srun) must reach
+    the main process's preemption handler and not end the worker that its last step still needs."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+# --------------------------------------------------------------------------------------------- preemption notice
+_STOP = {"installed": False, "requested": False}
+
+
+def stop_requested() -> bool:
+    """Whether SIGTERM arrived since :func:`preemption_handler` was entered."""
+    return _STOP["requested"]
+
+
+def handler_installed() -> bool:
+    return _STOP["installed"]
+
+
+def request_stop(*_: Any) -> None:
+    """What SIGTERM does under :func:`preemption_handler` (tests may call it directly)."""
+    _STOP["requested"] = True
+
+
+@contextlib.contextmanager
+def preemption_handler() -> Iterator[None]:
+    """Within the block, SIGTERM asks the trainer to stop after the current step with a checkpoint (raising
+    :class:`TrainingPreempted`) instead of ending the process. SIGINT is left alone (Ctrl-C stops at once). Outside
+    the main thread (where Python cannot install handlers) this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, request_stop)
+    _STOP.update(installed=True, requested=False)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        _STOP.update(installed=False, requested=False)
+
+
+# ------------------------------------------------------------------------------------------------ fault injection
+def inject_fault(step: int, rank: int, resumed: bool) -> None:
+    """Test-only fault injection (``DENSEBACKBONES_TEST_FAULT``, module docstring); a no-op unless it is set."""
+    spec = os.environ.get(FAULT_ENV)
+    if not spec or resumed or restart_count() > 0:
+        return
+    kind, _, where = spec.partition("@")
+    at, _, on_rank = where.partition(":")
+    if step != int(at) or (on_rank and int(on_rank) != rank):
+        return
+    if kind not in ("kill", "term"):
+        raise ValueError(f"{FAULT_ENV}={spec!r}: expected kill@STEP[:RANK] or term@STEP[:RANK]")
+    print(f"{FAULT_ENV}: rank {rank} sends itself SIG{kind.upper()} after step {step}", flush=True)
+    os.kill(os.getpid(), signal.SIGKILL if kind == "kill" else signal.SIGTERM)
