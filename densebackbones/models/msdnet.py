@@ -30,7 +30,7 @@ from timm.models._features import feature_take_indices
 from torch import Tensor
 
 from ..flops import flops_of
-from ..layers import conv2d, recompute_in_backward
+from ..layers import check_output_stride, conv2d, recompute_in_backward
 from ..registry import register_model
 from .densenet import _cfg, _check_io
 from .helpers import check_out_indices, check_weights_overlay, load_checkpoint_into
@@ -211,6 +211,9 @@ class MSDNet(nn.Module):
         output: ``'all'`` (every exit's logits, a list) or ``'final'`` (only the last exit, a plain classifier).
         exit_weights: the weights of the exits' cross-entropies in the training loss (default all 1, the paper's).
         feature_scale: the scale ``features_only`` returns per block (-1: the coarsest, which every block keeps).
+        output_stride: 32 only. MSDNet computes every scale from the first layer on and takes an exit from the
+            coarsest after each block: its blocks are not a pyramid of resolutions whose last ones could be dilated
+            (for a dilated backbone use a DenseNet, DSOD's backbone, PeleeNet or CondenseNet).
     """
 
     def __init__(
@@ -232,9 +235,12 @@ class MSDNet(nn.Module):
         output: str = "all",
         exit_weights: Sequence[float] | None = None,
         feature_scale: int = -1,
+        output_stride: int = 32,
     ) -> None:
         super().__init__()
         _check_io(num_classes, in_chans)
+        check_output_stride(output_stride, "msdnet_* (MSDNet)", strides=(32,))
+        self.output_stride = output_stride
         if stem_type not in ("cifar", "imagenet"):
             raise ValueError(f"unknown stem_type {stem_type!r}; use 'cifar' or 'imagenet'")
         if len(bottleneck_factors) != len(growth_factors) or num_blocks < 1:
@@ -492,6 +498,7 @@ def _create(variant: str, pretrained: bool, **kwargs: Any) -> MSDNet:
     if overlay.get("file") or overlay.get("url"):
         overlay.setdefault("custom_load", True)
         kwargs["pretrained_cfg_overlay"] = overlay
+    check_output_stride(kwargs.get("output_stride", 32), variant, strides=(32,))
     model_args = dict(MODEL_ARCHS[variant], **kwargs)
     return build_model_with_cfg(
         MSDNet,
