@@ -17,13 +17,14 @@ OUTPUT_STRIDES = (8, 16, 32)
 
 
 def check_output_stride(
-    output_stride: int, model: str = "this model", strides: tuple[int, ...] = OUTPUT_STRIDES
+    output_stride: int, model: str = "this model", strides: tuple[int, ...] = OUTPUT_STRIDES, hint: str = ""
 ) -> int:
-    """``output_stride`` if it is one of ``strides``; a ``ValueError`` naming the strides ``model`` takes otherwise."""
+    """``output_stride`` if it is one of ``strides``; a ``ValueError`` naming the strides ``model`` takes otherwise
+    (``hint``: why, where a model takes fewer)."""
     if isinstance(output_stride, bool) or output_stride not in strides:
         takes = " or ".join(", ".join(map(str, strides)).rsplit(", ", 1))
         only = " only" if len(strides) == 1 else " (32: the network as published; 8 and 16 dilate its later blocks)"
-        raise ValueError(f"{model} takes output_stride={takes}{only}, got {output_stride!r}")
+        raise ValueError(f"{model} takes output_stride={takes}{only}, got {output_stride!r}{hint}")
     return output_stride
 
 

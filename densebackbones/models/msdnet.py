@@ -191,6 +191,12 @@ def block_steps(num_blocks: int, base: int, step: int, step_mode: str) -> list[i
     return [base] + [step if step_mode == "even" else step * i + 1 for i in range(1, num_blocks)]
 
 
+_NO_PYRAMID = (
+    ": MSDNet computes all its scales from the first layer on and classifies the coarsest after every block, so "
+    "there are no later blocks to dilate (for a dilated backbone take a DenseNet, DSOD's, PeleeNet or CondenseNet)"
+)
+
+
 class MSDNet(nn.Module):
     """MSDNet with an exit after every block.
 
@@ -239,7 +245,7 @@ class MSDNet(nn.Module):
     ) -> None:
         super().__init__()
         _check_io(num_classes, in_chans)
-        check_output_stride(output_stride, "msdnet_* (MSDNet)", strides=(32,))
+        check_output_stride(output_stride, "msdnet_* (MSDNet)", strides=(32,), hint=_NO_PYRAMID)
         self.output_stride = output_stride
         if stem_type not in ("cifar", "imagenet"):
             raise ValueError(f"unknown stem_type {stem_type!r}; use 'cifar' or 'imagenet'")
@@ -498,7 +504,7 @@ def _create(variant: str, pretrained: bool, **kwargs: Any) -> MSDNet:
     if overlay.get("file") or overlay.get("url"):
         overlay.setdefault("custom_load", True)
         kwargs["pretrained_cfg_overlay"] = overlay
-    check_output_stride(kwargs.get("output_stride", 32), variant, strides=(32,))
+    check_output_stride(kwargs.get("output_stride", 32), variant, strides=(32,), hint=_NO_PYRAMID)
     model_args = dict(MODEL_ARCHS[variant], **kwargs)
     return build_model_with_cfg(
         MSDNet,
