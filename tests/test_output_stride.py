@@ -4,7 +4,9 @@ doors (create_model, timm, smp's ``tu-`` encoders, DenseNetBackbone and the mmse
 
 from __future__ import annotations
 
+import argparse
 import copy
+import sys
 from pathlib import Path
 
 import pytest
@@ -250,3 +252,23 @@ def test_smp_tu_encoders(decoder, output_stride):
     assert net.encoder.model.feature_info.reduction() == [min(s, output_stride) for s in (2, 4, 8, 16, 32)]
     with torch.no_grad():
         assert net(torch.randn(1, 3, 64, 96)).shape == (1, 3, 64, 96)
+
+
+# ------------------------------------------------------------------------------------------------------ benchmark
+def test_benchmark_takes_output_strides():
+    sys.path.insert(0, str(REPO / "tools"))
+    import benchmark
+
+    parser = benchmark.get_args_parser()
+    with pytest.raises(SystemExit, match="--output-stride takes our implementations"):
+        benchmark.main(parser.parse_args("--impls torchvision --output-stride 8 --skip-timing".split()))
+    with pytest.raises(SystemExit, match="output strides apply to backbones"):
+        benchmark.main(parser.parse_args("--models fc_densenet56 --output-stride 8 --skip-timing".split()))
+    with pytest.raises(argparse.ArgumentTypeError, match="applies to ours:<mode> only"):
+        benchmark.impl_spec("timm@os8")
+    kwargs = '{"growth_rate": 4, "block_config": [1, 1, 1, 1]}'
+    args = parser.parse_args(["--model-kwargs", kwargs, "--batch-size", "1", "--img-size", "32"])
+    args.model, args.mode = "densenet_bc121_k32", "train"
+    model, step = benchmark.build(args, "ours:efficient@os8")
+    assert model.output_stride == 8 and model.memory_mode == "efficient"
+    step()
