@@ -272,3 +272,12 @@ def test_benchmark_takes_output_strides():
     model, step = benchmark.build(args, "ours:efficient@os8")
     assert model.output_stride == 8 and model.memory_mode == "efficient"
     step()
+
+
+def test_fc_densenet_decoder_on_a_dilated_backbone():
+    # DenseSegmentor's decoder takes the backbone's strides from feature_info; equal strides get no upsampling.
+    encoder_kwargs = dict(output_stride=8, **TINY["densenet_bc121_k32"])
+    model = db.create_model("fc_densenet_bc121_k32", num_classes=3, encoder_kwargs=encoder_kwargs, growth_rate=4)
+    assert model.encoder.feature_info.reduction() == [2, 4, 8, 8, 8]
+    with torch.no_grad():
+        assert model.eval()(torch.randn(1, 3, 67, 71)).shape == (1, 3, 67, 71)
