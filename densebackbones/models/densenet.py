@@ -100,8 +100,8 @@ class DenseNet(nn.Module):
             See :mod:`densebackbones.layers.dilation`.
 
     Shape:
-        Input: (N, in_chans, H, W) with H, W at least the total stride (32 ImageNet, 4 CIFAR; at most
-        ``output_stride``).
+        Input: (N, in_chans, H, W) with H, W at least the total stride (32 ImageNet, 4 CIFAR; ``output_stride``
+        where that is smaller).
         Output: (N, num_classes), or (N, num_features) when ``num_classes=0``.
     """
 
