@@ -51,6 +51,8 @@ setup(
             "pytest-xdist>=3.5",
             "hypothesis>=6.100",
             "ruff>=0.6",
+            # tests/test_output_stride.py: smp's DeepLabV3/V3+ with our backbones as `tu-` encoders (skipped without)
+            "segmentation-models-pytorch>=0.5",
         ],
     },
     classifiers=[

@@ -11,6 +11,7 @@ In an mmsegmentation / mmdetection config (mmcv is not needed by densebackbones 
             frozen_stages=1,
             norm_eval=True,
             init_cfg=dict(type='Pretrained', checkpoint='densenet121.pth'),
+            output_stride=32,  # 8 or 16 for DeepLab-style heads (configs/seg/deeplabv3_densenet121_os8_*.py)
         ),
         ...)
 
@@ -111,6 +112,9 @@ class DenseNetBackbone(BaseModule):
         act_cfg: optional OpenMMLab activation config translated into ``act_layer``.
         init_cfg: ``dict(type='Pretrained', checkpoint=PATH)`` loads a torchvision, timm or densebackbones checkpoint
             through the same checks as ``create_model`` when ``init_weights()`` is called.
+        output_stride: 32 (the network as published), 16 or 8 for DeepLab-style heads (ASPPHead, PSPHead...): the
+            pooling past that stride is removed and the later blocks dilated, with the same weights (so a
+            Pretrained checkpoint loads at every value); ``feature_info`` gives the strides. MSDNet takes 32 only.
         **model_kwargs: further model arguments (``memory_efficient``, ``in_chans``, ``proj_drop_rate``...).
 
     Shape:
@@ -126,9 +130,11 @@ class DenseNetBackbone(BaseModule):
         norm_cfg: dict[str, Any] | None = None,
         act_cfg: dict[str, Any] | None = None,
         init_cfg: dict[str, Any] | None = None,
+        output_stride: int = 32,
         **model_kwargs: Any,
     ) -> None:
         super().__init__(init_cfg=init_cfg)
+        model_kwargs["output_stride"] = output_stride
         if norm_cfg is not None:
             model_kwargs["norm_layer"] = norm_layer_from_cfg(norm_cfg)
         if act_cfg is not None:

@@ -23,6 +23,12 @@ compiling helps against the eager modes (under ``torch.compile`` our blocks trac
 whatever their mode, hence ``ours:plain``; ``--compile`` compiles every implementation). Compilation happens in the
 warm-up steps and is not timed.
 
+Output stride (dilated backbones for DeepLab-style heads, ``output_stride`` 8 or 16): ``ours:<mode>@os8`` is our
+model built with ``output_stride=8``; ``--output-stride 32 16 8`` measures each implementation listed (default
+``ours:<--memory-mode>``) at each of those strides, as one comparison with ratios to the first:
+
+    python tools/benchmark.py --models densenet_bc121_k32 --batch-size 2 --img-size 512 --output-stride 32 16 8
+
 Timing: all implementations of a comparison run in one process, in interleaved rounds (one step of each per round,
 after warm-up). The table gives each one's median step and its speed relative to the first implementation as the
 median of the per-round ratios, with their range: a shared or throttled machine slows whole rounds, which moves
@@ -79,6 +85,16 @@ IMPLS = (
 _CPU_MMAP_THRESHOLD = "131072"
 
 
+def impl_spec(spec: str) -> str:
+    """An implementation name of ``IMPLS``, optionally with ``@osN`` (ours only: built with ``output_stride=N``)."""
+    name, at, stride = spec.partition("@")
+    if name not in IMPLS:
+        raise argparse.ArgumentTypeError(f"unknown implementation {name!r}; choose from {', '.join(IMPLS)}")
+    if at and not (name.startswith("ours:") and stride.startswith("os") and stride[2:].isdigit()):
+        raise argparse.ArgumentTypeError(f"{spec!r}: '@osN' (output stride N) applies to ours:<mode> only")
+    return spec
+
+
 def _status_mb(field: str) -> float:
     """``VmRSS`` (now) or ``VmHWM`` (peak since the last reset) of this process, from /proc/self/status."""
     with open("/proc/self/status") as status:
@@ -133,7 +149,8 @@ def build(args: argparse.Namespace, impl: str | None):
     """The model to measure and how to run one step of it: (model, step function)."""
     device = torch.device(args.device)
     torch.manual_seed(0)
-    library, _, option = (impl or f"ours:{args.memory_mode}").partition(":")
+    spec, _, stride = (impl or f"ours:{args.memory_mode}").partition("@")
+    library, _, option = spec.partition(":")
     mode, _, variant = option.partition(":")
     reference = library != "ours"
     task = None if reference else db.model_task(args.model)
@@ -151,7 +168,10 @@ def build(args: argparse.Namespace, impl: str | None):
         gt_labels = [torch.tensor([1], device=device)] * args.batch_size
         target_shape = (args.batch_size,)
     else:
-        model = db.create_model(args.model, **json.loads(args.model_kwargs or "{}"))
+        kwargs = json.loads(args.model_kwargs or "{}")
+        if stride:  # ours:<mode>@osN
+            kwargs["output_stride"] = int(stride[2:])
+        model = db.create_model(args.model, **kwargs)
         target_shape = (args.batch_size,)
     if not reference:
         db.layers.set_memory_mode(model, mode)
@@ -349,6 +369,7 @@ def _command(args: argparse.Namespace) -> str:
     """The command line that repeats this measurement (written next to the table)."""
     parts = ["python tools/benchmark.py", "--models", *args.models, "--modes", *args.modes]
     parts += ["--impls", *args.impls] if args.impls else ["--memory-mode", args.memory_mode]
+    parts += ["--output-stride", *map(str, args.output_stride)] if args.output_stride else []
     for flag in ("batch_size", "img_size", "device", "warmup", "iters", "memory_iters"):
         parts += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
     parts += [f"--model-kwargs '{args.model_kwargs}'"] if args.model_kwargs else []
@@ -362,7 +383,20 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Throughput and memory of dense models, optionally side by side")
     parser.add_argument("--models", nargs="+", default=["densenet_bc100_k12_cifar"])
     parser.add_argument("--modes", nargs="+", default=["train", "eval"], choices=["train", "eval"])
-    parser.add_argument("--impls", nargs="+", choices=IMPLS, help="compare implementations; ratios to the first")
+    parser.add_argument(
+        "--impls",
+        nargs="+",
+        type=impl_spec,
+        metavar="IMPL",
+        help=f"compare implementations; ratios to the first ({', '.join(IMPLS)}; ours:<mode>@osN: output stride N)",
+    )
+    parser.add_argument(
+        "--output-stride",
+        nargs="+",
+        type=int,
+        metavar="N",
+        help="measure each implementation (default ours:<--memory-mode>) at these output strides (8, 16, 32)",
+    )
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--img-size", type=int, default=32)
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
@@ -408,10 +442,19 @@ def main(args: argparse.Namespace) -> list[dict]:
         return contention(args)
     if args.model_kwargs and any(not impl.startswith("ours:") for impl in args.impls or []):
         raise SystemExit("--model-kwargs changes our models only; compare torchvision/timm on registered layouts")
+    compared = list(args.impls or [])
+    if args.output_stride:
+        if any("@" in impl or not impl.startswith("ours:") for impl in compared):
+            raise SystemExit("--output-stride takes our implementations without @osN (ours:<mode>)")
+        compared = [f"{impl}@os{s}" for impl in compared or [f"ours:{args.memory_mode}"] for s in args.output_stride]
+    if any("@" in impl for impl in compared):
+        tasks = {model: db.model_task(model) for model in args.models}
+        if any(task != "classification" for task in tasks.values()):
+            raise SystemExit(f"output strides apply to backbones (classification models); got {tasks}")
     rows = []
     for model in args.models:
         for mode in args.modes:
-            impls = list(args.impls or [])
+            impls = list(compared)
             rounds = None if args.skip_timing else _child(args, "time", model, mode, impls)
             peaks = [_child(args, "memory", model, mode, [impl] if impl else []) for impl in impls or [None]]
             for j, (impl, peak) in enumerate(zip(impls or [f"ours:{args.memory_mode}"], peaks)):

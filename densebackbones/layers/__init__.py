@@ -10,6 +10,7 @@ from .condense import (
 )
 from .conv import PaddedConv2d, conv2d
 from .dense import DenseBlock, DenseLayer, LayerFn, Transition, set_memory_mode
+from .dilation import OUTPUT_STRIDES, DilationPlan, check_output_stride
 from .shared_buffer import (
     MEMORY_MODES,
     check_memory_mode,
@@ -25,6 +26,9 @@ __all__ = [
     "PaddedConv2d",
     "conv2d",
     "MEMORY_MODES",
+    "OUTPUT_STRIDES",
+    "DilationPlan",
+    "check_output_stride",
     "CondenseLayer",
     "CondensedConv",
     "CondensedLinear",

@@ -250,6 +250,7 @@ class CondenseLayer(nn.Module):
         bottleneck: width factor of the 1x1 (4).
         drop_rate: dropout inside the learned group conv.
         converted: build the deployment form (:class:`CondensedConv`) instead of the learned one.
+        dilation: dilation of the 3x3 convolution (padding too), for a reduced output stride (layers/dilation.py).
 
     Shape:
         Input: a tensor (N, in_chs, H, W) or a list of tensors whose channels sum to ``in_chs``.
@@ -271,6 +272,7 @@ class CondenseLayer(nn.Module):
         converted: bool = False,
         norm_layer: LayerFn = nn.BatchNorm2d,
         act_layer: LayerFn = nn.ReLU,
+        dilation: int = 1,
     ) -> None:
         super().__init__()
         width = bottleneck * growth_rate
@@ -281,7 +283,8 @@ class CondenseLayer(nn.Module):
         self.conv_2 = nn.Sequential()
         self.conv_2.add_module("norm", norm_layer(width))
         self.conv_2.add_module("relu", act_layer(inplace=True))
-        self.conv_2.add_module("conv", nn.Conv2d(width, growth_rate, 3, padding=1, groups=group_3x3, bias=False))
+        conv = nn.Conv2d(width, growth_rate, 3, padding=dilation, dilation=dilation, groups=group_3x3, bias=False)
+        self.conv_2.add_module("conv", conv)
 
     def forward(self, features: Tensor | Sequence[Tensor]) -> Tensor:
         inputs = (features,) if isinstance(features, Tensor) else tuple(features)

@@ -55,6 +55,8 @@ class DenseLayer(nn.Module):
         preact: BN-ReLU-Conv order (True, DenseNet) or Conv-BN-ReLU (False).
         kernel_size: kernel of the last convolution (3 in every family here).
         conv_bias: convolutions with bias (FC-DenseNet's have one; DenseNet's do not).
+        dilation: dilation of the ``kernel_size`` convolution (padded by ``dilation * (kernel_size // 2)``, so the
+            size is kept): a backbone at a reduced output stride dilates its later blocks (layers/dilation.py).
 
     Shape:
         Input: a tensor (N, in_chs, H, W) or a list of tensors whose channels sum to ``in_chs``.
@@ -73,19 +75,22 @@ class DenseLayer(nn.Module):
         preact: bool = True,
         kernel_size: int = 3,
         conv_bias: bool = False,
+        dilation: int = 1,
     ) -> None:
         super().__init__()
         self.preact = preact
         first_out = bn_size * growth_rate if bn_size else growth_rate
         first_kernel = 1 if bn_size else kernel_size
+        spatial = dict(padding=dilation * (kernel_size // 2), dilation=dilation)
+        first_spatial = dict(padding=0) if bn_size else spatial
         self.norm1 = norm_layer(in_chs if preact else first_out)
         self.act1 = act_layer(inplace=True)
-        self.conv1 = nn.Conv2d(in_chs, first_out, first_kernel, padding=first_kernel // 2, bias=conv_bias)
+        self.conv1 = nn.Conv2d(in_chs, first_out, first_kernel, bias=conv_bias, **first_spatial)
         self.drop1 = _dropout(drop_rate)
         if bn_size:
             self.norm2 = norm_layer(first_out if preact else growth_rate)
             self.act2 = act_layer(inplace=True)
-            self.conv2 = nn.Conv2d(first_out, growth_rate, kernel_size, padding=kernel_size // 2, bias=conv_bias)
+            self.conv2 = nn.Conv2d(first_out, growth_rate, kernel_size, bias=conv_bias, **spatial)
             self.drop2 = _dropout(drop_rate)
         else:
             self.norm2 = self.act2 = self.conv2 = self.drop2 = None

@@ -48,9 +48,10 @@ class ConvNormAct(nn.Module):
         act: bool = True,
         norm_layer: LayerFn = nn.BatchNorm2d,
         act_layer: LayerFn = nn.ReLU,
+        dilation: int = 1,
     ) -> None:
         super().__init__()
-        self.conv = conv2d(in_chs, out_chs, kernel_size, stride=stride, padding=padding, bias=False)
+        self.conv = conv2d(in_chs, out_chs, kernel_size, stride=stride, padding=padding, dilation=dilation, bias=False)
         self.norm = norm_layer(out_chs)
         self.act = act_layer(inplace=True) if act else nn.Identity()
         self.memory_mode = "buffer"
@@ -79,6 +80,8 @@ class TwoWayDenseLayer(nn.Module):
         growth_rate: k, new maps of the layer (both branches together).
         bottleneck_width: w of the stage (1, 2, 4, 4), see :func:`two_way_bottleneck`.
         drop_rate: dropout after the layer (the official code accepts it and does not use it: 0).
+        dilation: dilation of the three 3x3 convolutions (padding too, so the size is kept), for a reduced output
+            stride (layers/dilation.py).
 
     Shape:
         Input: a tensor (N, in_chs, H, W) or a list of tensors whose channels sum to ``in_chs``.
@@ -96,6 +99,7 @@ class TwoWayDenseLayer(nn.Module):
         drop_rate: float = 0.0,
         norm_layer: LayerFn = nn.BatchNorm2d,
         act_layer: LayerFn = nn.ReLU,
+        dilation: int = 1,
     ) -> None:
         super().__init__()
         if growth_rate % 2:
@@ -108,10 +112,11 @@ class TwoWayDenseLayer(nn.Module):
             )
         unit = dict(norm_layer=norm_layer, act_layer=act_layer)
         self.branch1a = ConvNormAct(in_chs, inter, 1, **unit)
-        self.branch1b = ConvNormAct(inter, half, 3, padding=1, **unit)
+        dilated = dict(padding=dilation, dilation=dilation, **unit)
+        self.branch1b = ConvNormAct(inter, half, 3, **dilated)
         self.branch2a = ConvNormAct(in_chs, inter, 1, **unit)
-        self.branch2b = ConvNormAct(inter, half, 3, padding=1, **unit)
-        self.branch2c = ConvNormAct(half, half, 3, padding=1, **unit)
+        self.branch2b = ConvNormAct(inter, half, 3, **dilated)
+        self.branch2c = ConvNormAct(half, half, 3, **dilated)
         self.drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
 
     def forward(self, features: Tensor | Sequence[Tensor]) -> Tensor:

@@ -33,6 +33,7 @@ from ..layers import (
     CondensedLinear,
     CondenseLayer,
     DenseBlock,
+    DilationPlan,
     LayerFn,
     LearnedGroupConv,
     conv2d,
@@ -65,6 +66,9 @@ class CondenseNet(DenseNet):
         proj_drop_rate: dropout before every learned group convolution (the official ``dropout_rate``).
         group_lasso_lambda: weight of the group-lasso term :meth:`regularization_loss` returns (0: none).
         converted: build the deployment form (condensed convolutions and classifier) to load converted weights.
+        output_stride: 32 (as published), 16 or 8: the average-pool transitions past that stride removed (an
+            Identity) and the later blocks' 3x3 convolutions dilated (layers/dilation.py); the CIFAR layout (total
+            stride 4) is the same at every value.
         drop_rate, global_pool, norm_layer, act_layer, memory_efficient, memory_mode: as :class:`DenseNet`.
     """
 
@@ -92,6 +96,7 @@ class CondenseNet(DenseNet):
         act_layer: LayerFn = nn.ReLU,
         memory_efficient: bool = False,
         memory_mode: str | None = None,
+        output_stride: int = 32,
     ) -> None:
         nn.Module.__init__(self)
         _check_io(num_classes, in_chans)
@@ -123,17 +128,20 @@ class CondenseNet(DenseNet):
             norm_layer=norm_layer,
             act_layer=act_layer,
         )
+        plan = DilationPlan(output_stride, stride, type(self).__name__)
         for i, (num_layers, k) in enumerate(zip(block_config, growth_rates)):
-            block = DenseBlock(num_layers, chs, k, layer_cls=CondenseLayer, memory_mode=memory_mode, **layer_kwargs)
+            layer = dict(layer_cls=CondenseLayer, memory_mode=memory_mode, dilation=plan.dilation, **layer_kwargs)
+            block = DenseBlock(num_layers, chs, k, **layer)
             features[f"denseblock{i + 1}"] = block
             chs = block.out_chs
             if i == len(block_config) - 1:
                 break
-            feature_info.append(dict(num_chs=chs, reduction=stride, module=f"features.denseblock{i + 1}"))
-            features[f"transition{i + 1}"] = nn.AvgPool2d(2, stride=2)  # no convolution: dense across blocks
-            stride *= 2
+            feature_info.append(dict(num_chs=chs, reduction=plan.stride, module=f"features.denseblock{i + 1}"))
+            # No convolution: dense across blocks. Past output_stride an Identity (no parameters either way).
+            features[f"transition{i + 1}"] = nn.AvgPool2d(2, stride=2) if plan.downsample() else nn.Identity()
         head = dict(num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate, global_pool=global_pool)
-        self._finish(features, feature_info, chs, stride, norm_layer, act_layer, **head)
+        self._finish(features, feature_info, chs, plan.stride, norm_layer, act_layer, **head)
+        self.output_stride = output_stride
         if converted and num_classes:
             self.classifier = CondensedLinear(chs, num_classes)
 

@@ -35,8 +35,10 @@ from torch import Tensor
 
 from ..layers import (
     DenseBlock,
+    DilationPlan,
     LayerFn,
     Transition,
+    check_output_stride,
     cifar_stem,
     compute_layout,
     imagenet_stem,
@@ -91,9 +93,15 @@ class DenseNet(nn.Module):
             ``'buffer'`` (default, fastest: one shared buffer per block, no per-layer concatenation),
             ``'efficient'`` (shared buffer, activations recomputed in backward: least memory) or ``'plain'``
             (per-layer concatenation, as torchvision and timm). See :mod:`densebackbones.layers.shared_buffer`.
+        output_stride: 32 (the network as published), 16 or 8: the transitions' pooling past that stride is
+            removed and the later blocks' 3x3 convolutions are dilated by the factor removed (DenseASPP; timm's
+            ``output_stride``), with the same parameters; ``feature_info`` gives the strides. Models whose total
+            stride is at most ``output_stride`` (the 3-block CIFAR layout: 4) are unchanged.
+            See :mod:`densebackbones.layers.dilation`.
 
     Shape:
-        Input: (N, in_chans, H, W) with H, W at least the total stride (32 ImageNet, 4 CIFAR).
+        Input: (N, in_chans, H, W) with H, W at least the total stride (32 ImageNet, 4 CIFAR; ``output_stride``
+        where that is smaller).
         Output: (N, num_classes), or (N, num_features) when ``num_classes=0``.
     """
 
@@ -116,6 +124,7 @@ class DenseNet(nn.Module):
         act_layer: LayerFn = nn.ReLU,
         memory_efficient: bool = False,
         memory_mode: str | None = None,
+        output_stride: int = 32,
     ) -> None:
         super().__init__()
         _check_io(num_classes, in_chans)
@@ -138,27 +147,30 @@ class DenseNet(nn.Module):
             act_layer=act_layer,
             memory_mode=memory_mode,
         )
-        num_features, stride = stem_width, stem.reduction
+        num_features, plan = stem_width, DilationPlan(output_stride, stem.reduction, type(self).__name__)
         for i, num_layers in enumerate(block_config):
-            block = DenseBlock(num_layers, num_features, growth_rate, **layer_kwargs)
+            block = DenseBlock(num_layers, num_features, growth_rate, dilation=plan.dilation, **layer_kwargs)
             features[f"denseblock{i + 1}"] = block
             num_features = block.out_chs
             if i == len(block_config) - 1:
                 break
-            feature_info.append(dict(num_chs=num_features, reduction=stride, module=f"features.denseblock{i + 1}"))
+            feature_info.append(dict(num_chs=num_features, reduction=plan.stride, module=f"features.denseblock{i + 1}"))
             out_chs = math.floor(num_features * compression)  # Sec. 3, compression: floor(theta * m)
+            # Past output_stride the pooling is removed (pool="none": an Identity, no parameters either way).
+            pooled = transition_pool != "none" and plan.downsample()
             transition = Transition(
                 num_features,
                 out_chs,
-                pool=transition_pool,
+                pool=transition_pool if pooled else "none",
                 drop_rate=proj_drop_rate,
                 norm_layer=norm_layer,
                 act_layer=act_layer,
             )
             features[f"transition{i + 1}"] = transition
-            num_features, stride = out_chs, stride * transition.reduction
+            num_features = out_chs
         head = dict(num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate, global_pool=global_pool)
-        self._finish(features, feature_info, num_features, stride, norm_layer, act_layer, **head)
+        self._finish(features, feature_info, num_features, plan.stride, norm_layer, act_layer, **head)
+        self.output_stride = output_stride
 
     def _finish(
         self,
@@ -462,6 +474,7 @@ def build_dense_backbone(
     ``features_only`` gives ``num_levels`` feature levels."""
     overlay = dict(model_args.get("pretrained_cfg_overlay") or {})
     check_weights_overlay(overlay, pretrained)
+    check_output_stride(model_args.get("output_stride", 32), variant)  # the error names the registered model
     if overlay.get("file") or overlay.get("url"):
         # timm resets custom_load for an overlaid source; every source goes through DenseNet.load_pretrained.
         overlay.setdefault("custom_load", True)

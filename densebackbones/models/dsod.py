@@ -11,6 +11,9 @@ Detectors from Scratch", ICCV 2017, Table 1), as a registered classification bac
 It reuses :class:`DenseNet`'s whole model contract; only the ``features`` sequence differs. Feature levels: the
 stem at stride 2, "First" (transition 2) at 8, block 4 at 16 (before the final norm, as the detector consumes
 it) and the final BN-ReLU at 16.
+
+The total stride is 16, so ``output_stride`` 32 and 16 give the published network; at 8 the max-pool after
+transition 2 is removed (``pool2`` becomes an Identity) and blocks 3 and 4 are dilated by 2 (layers/dilation.py).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import Any
 import torch.nn as nn
 from timm.models import generate_default_cfgs
 
-from ..layers import DenseBlock, LayerFn, Transition, conv2d, resolve_memory_mode
+from ..layers import DenseBlock, DilationPlan, LayerFn, Transition, conv2d, resolve_memory_mode
 from ..registry import register_model
 from .densenet import DenseNet, _cfg, _check_io, build_dense_backbone
 
@@ -40,6 +43,8 @@ class DSODNet(DenseNet):
         block_config: layers of the four dense blocks (6, 8, 8, 8).
         bn_size: bottleneck width in multiples of k (4: 192 channels).
         stem_chs: widths of the three stem convolutions (64, 64, 128).
+        output_stride: 32 or 16 (the network as published: its stride is 16) or 8 (the pool after transition 2
+            removed, blocks 3 and 4 dilated by 2).
     """
 
     def __init__(
@@ -57,6 +62,7 @@ class DSODNet(DenseNet):
         act_layer: LayerFn = nn.ReLU,
         memory_efficient: bool = False,
         memory_mode: str | None = None,
+        output_stride: int = 32,
     ) -> None:
         # DSOD's stem and pooling plan differ from DenseNet's (Table 1), so the features up to the last dense block
         # are built here and DenseNet's shared tail (_finish: final BN-ReLU, head, timm attributes, init) completes
@@ -79,23 +85,27 @@ class DSODNet(DenseNet):
         common = dict(norm_layer=norm_layer, act_layer=act_layer)
         # (pooling of the transition, max-pool after it, feature tap after it)
         plan = [("max", False, False), ("none", True, True), ("none", False, False), (None, False, False)]
-        stride = 4
+        strides = DilationPlan(output_stride, 4, type(self).__name__)
         for i, (num_layers, (pool, pool_after, tap)) in enumerate(zip(block_config, plan)):
-            block = DenseBlock(num_layers, chs, growth_rate, **layer)
+            block = DenseBlock(num_layers, chs, growth_rate, dilation=strides.dilation, **layer)
             features[f"denseblock{i + 1}"] = block
             chs = block.out_chs
             if pool is None:
                 break
-            features[f"transition{i + 1}"] = Transition(chs, chs, pool=pool, ceil_mode=True, **common)
-            stride *= 2 if pool == "max" else 1
+            pooled = pool == "max" and strides.downsample()
+            features[f"transition{i + 1}"] = Transition(
+                chs, chs, pool=pool if pooled else "none", ceil_mode=True, **common
+            )
             if tap:
-                feature_info.append(dict(num_chs=chs, reduction=stride, module=f"features.transition{i + 1}"))
-            if pool_after:
-                features[f"pool{i + 1}"] = nn.MaxPool2d(2, stride=2, ceil_mode=True)
-                stride *= 2
-        feature_info.append(dict(num_chs=chs, reduction=stride, module=f"features.denseblock{len(block_config)}"))
+                feature_info.append(dict(num_chs=chs, reduction=strides.stride, module=f"features.transition{i + 1}"))
+            if pool_after:  # removed past output_stride (an Identity: the module names stay)
+                pooled = strides.downsample()
+                features[f"pool{i + 1}"] = nn.MaxPool2d(2, stride=2, ceil_mode=True) if pooled else nn.Identity()
+        last = f"features.denseblock{len(block_config)}"
+        feature_info.append(dict(num_chs=chs, reduction=strides.stride, module=last))
         head = dict(num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate, global_pool=global_pool)
-        self._finish(features, feature_info, chs, stride, norm_layer, act_layer, **head)
+        self._finish(features, feature_info, chs, strides.stride, norm_layer, act_layer, **head)
+        self.output_stride = output_stride
 
 
 MODEL_ARCHS: dict[str, dict[str, Any]] = {

@@ -30,7 +30,7 @@ from timm.models._features import feature_take_indices
 from torch import Tensor
 
 from ..flops import flops_of
-from ..layers import conv2d, recompute_in_backward
+from ..layers import check_output_stride, conv2d, recompute_in_backward
 from ..registry import register_model
 from .densenet import _cfg, _check_io
 from .helpers import check_out_indices, check_weights_overlay, load_checkpoint_into
@@ -191,6 +191,12 @@ def block_steps(num_blocks: int, base: int, step: int, step_mode: str) -> list[i
     return [base] + [step if step_mode == "even" else step * i + 1 for i in range(1, num_blocks)]
 
 
+_NO_PYRAMID = (
+    ": MSDNet computes all its scales from the first layer on and classifies the coarsest after every block, so "
+    "there are no later blocks to dilate (for a dilated backbone take a DenseNet, DSOD's, PeleeNet or CondenseNet)"
+)
+
+
 class MSDNet(nn.Module):
     """MSDNet with an exit after every block.
 
@@ -211,6 +217,9 @@ class MSDNet(nn.Module):
         output: ``'all'`` (every exit's logits, a list) or ``'final'`` (only the last exit, a plain classifier).
         exit_weights: the weights of the exits' cross-entropies in the training loss (default all 1, the paper's).
         feature_scale: the scale ``features_only`` returns per block (-1: the coarsest, which every block keeps).
+        output_stride: 32 only. MSDNet computes every scale from the first layer on and takes an exit from the
+            coarsest after each block: its blocks are not a pyramid of resolutions whose last ones could be dilated
+            (for a dilated backbone use a DenseNet, DSOD's backbone, PeleeNet or CondenseNet).
     """
 
     def __init__(
@@ -232,9 +241,12 @@ class MSDNet(nn.Module):
         output: str = "all",
         exit_weights: Sequence[float] | None = None,
         feature_scale: int = -1,
+        output_stride: int = 32,
     ) -> None:
         super().__init__()
         _check_io(num_classes, in_chans)
+        check_output_stride(output_stride, "msdnet_* (MSDNet)", strides=(32,), hint=_NO_PYRAMID)
+        self.output_stride = output_stride
         if stem_type not in ("cifar", "imagenet"):
             raise ValueError(f"unknown stem_type {stem_type!r}; use 'cifar' or 'imagenet'")
         if len(bottleneck_factors) != len(growth_factors) or num_blocks < 1:
@@ -492,6 +504,7 @@ def _create(variant: str, pretrained: bool, **kwargs: Any) -> MSDNet:
     if overlay.get("file") or overlay.get("url"):
         overlay.setdefault("custom_load", True)
         kwargs["pretrained_cfg_overlay"] = overlay
+    check_output_stride(kwargs.get("output_stride", 32), variant, strides=(32,), hint=_NO_PYRAMID)
     model_args = dict(MODEL_ARCHS[variant], **kwargs)
     return build_model_with_cfg(
         MSDNet,

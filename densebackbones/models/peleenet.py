@@ -11,6 +11,8 @@ and Table 1), exact to the official PyTorch code (Robert-JunWang/PeleeNet, ``pel
 Feature levels (timm's ``feature_info``): the stem (stride 4) and each stage's transition output before its pool
 (strides 4, 8, 16, 32): the Pelee detector's sources are levels 3 (stride 16) and 4 (stride 32).
 ``transition_ceil=True`` rounds the average pools up, as Caffe does and the Pelee detector needs (19 -> 10 px at 304).
+``output_stride`` 16 or 8 removes the average pools past that stride (``transitionN_pool`` becomes an Identity) and
+dilates the 3x3 convolutions of the later stages (layers/dilation.py); the stem block keeps its stride 4.
 
 Module names are the official code's (``features.stemblock.stem1.conv``, ``features.denseblock1.denselayer1
 .branch1a.norm``, ``features.transition1``, ``classifier``), so its checkpoint ``peleenet_acc7208.pth.tar`` loads once
@@ -31,6 +33,7 @@ from timm.models import generate_default_cfgs
 from ..layers import (
     ConvNormAct,
     DenseBlock,
+    DilationPlan,
     LayerFn,
     StemBlock,
     TwoWayDenseLayer,
@@ -55,6 +58,8 @@ class PeleeNet(DenseNet):
         stem_width: stem maps (32).
         drop_rate: dropout before the classifier (0.05).
         transition_ceil: round the transition pools up (the Pelee detector: 19 -> 10 px).
+        output_stride: 32 (as published), 16 or 8: the transition pools past that stride removed, the later
+            stages' 3x3 convolutions dilated (2 and 4 at 8).
         global_pool, norm_layer, act_layer, memory_efficient, memory_mode: as :class:`DenseNet`.
 
     Shape:
@@ -77,6 +82,7 @@ class PeleeNet(DenseNet):
         act_layer: LayerFn = nn.ReLU,
         memory_efficient: bool = False,
         memory_mode: str | None = None,
+        output_stride: int = 32,
     ) -> None:
         # PeleeNet's stem, layers and transitions are its own; DenseNet's shared tail (_finish, without a final
         # norm: the last transition ends in BN-ReLU) completes the model, and DenseNet's methods serve it.
@@ -94,22 +100,23 @@ class PeleeNet(DenseNet):
         unit = dict(norm_layer=norm_layer, act_layer=act_layer)
         features: OrderedDict[str, nn.Module] = OrderedDict(stemblock=StemBlock(in_chans, stem_width, **unit))
         feature_info = [dict(num_chs=stem_width, reduction=4, module="features.stemblock")]
-        chs, stride = stem_width, 4
+        chs, plan = stem_width, DilationPlan(output_stride, 4, type(self).__name__)
         for i, (num_layers, k, width) in enumerate(zip(block_config, growth_rates, widths)):
-            block = DenseBlock(
-                num_layers, chs, k, layer_cls=TwoWayDenseLayer, memory_mode=memory_mode, bottleneck_width=width, **unit
-            )
+            layer = dict(layer_cls=TwoWayDenseLayer, bottleneck_width=width, dilation=plan.dilation, **unit)
+            block = DenseBlock(num_layers, chs, k, memory_mode=memory_mode, **layer)
             features[f"denseblock{i + 1}"] = block
             chs = block.out_chs
             features[f"transition{i + 1}"] = ConvNormAct(chs, chs, 1, **unit)
             if i == stages - 1:
                 break
-            feature_info.append(dict(num_chs=chs, reduction=stride, module=f"features.transition{i + 1}"))
-            features[f"transition{i + 1}_pool"] = nn.AvgPool2d(2, stride=2, ceil_mode=transition_ceil)
-            stride *= 2
+            feature_info.append(dict(num_chs=chs, reduction=plan.stride, module=f"features.transition{i + 1}"))
+            pooled = plan.downsample()  # past output_stride an Identity: the module names stay
+            pool = nn.AvgPool2d(2, stride=2, ceil_mode=transition_ceil) if pooled else nn.Identity()
+            features[f"transition{i + 1}_pool"] = pool
         head = dict(num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate, global_pool=global_pool)
-        self._finish(features, feature_info, chs, stride, norm_layer, act_layer, final_norm=False, **head)
+        self._finish(features, feature_info, chs, plan.stride, norm_layer, act_layer, final_norm=False, **head)
         set_memory_mode(self, memory_mode)  # the stem and transitions follow the blocks' mode
+        self.output_stride = output_stride
 
     def _init_weights(self) -> None:
         # The official initialisation: convolutions N(0, sqrt(2 / (k * k * out))), BN 1/0, classifier N(0, 0.01).
