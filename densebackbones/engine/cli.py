@@ -127,6 +127,7 @@ def _train(args: argparse.Namespace, task: Task, resolved: dict[str, Any], dist,
         best_mode=task.best_mode,
         eval_forward=task.eval_forward,
         collate_fn=getattr(task, "collate_fn", None),
+        extra_meta=task.run_meta(resolved) if hasattr(task, "run_meta") else None,
     )
     if dist.is_main:
         work_dir.mkdir(parents=True, exist_ok=True)
