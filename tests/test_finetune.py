@@ -115,6 +115,9 @@ def test_folder_finetune_names_travel_and_predict_cls_prints_them(tmp_path, caps
     # the exported safetensors predict the same, reading config.py beside them
     again = predict_cls.main(predict_cls.get_args_parser().parse_args([str(run / "final.safetensors"), *args[1:4]]))
     assert [r["label_1"] for r in again] == [r["label_1"] for r in rows]
+    # the other predictors' form, CONFIG CHECKPOINT INPUT..., gives the same
+    config_first = [str(run / "config.py"), str(run / "best.pth"), str(root / "val")]
+    assert predict_cls.main(predict_cls.get_args_parser().parse_args(config_first)) == rows
 
 
 def test_folder_without_val_holds_out_a_stratified_fraction(tmp_path, capsys):

@@ -3,6 +3,7 @@ label's probability, as CSV.
 
 python tools/predict_cls.py work_dirs/finetune_folder/best.pth photo.jpg more_photos/ --topk 3 --out predictions.csv
 python tools/predict_cls.py work_dirs/finetune_multilabel_csv/final.safetensors scans/
+python tools/predict_cls.py CONFIG CHECKPOINT INPUT...      (the other predictors' form: the config first)
 
 CHECKPOINT is a trainer checkpoint (last.pth/best.pth: it holds the run's config with its class names) or an
 exported ``final.safetensors`` (its run's ``config.py`` is read from the same folder, or from ``--config``). Inputs are
@@ -32,11 +33,15 @@ from densebackbones.tasks.classification import CLS_DATA, ClassificationTask, im
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Classify images with a trained run (CSV of class names and scores)")
-    parser.add_argument("checkpoint", help="last.pth/best.pth of a run, or its final.safetensors")
+    parser.add_argument(
+        "checkpoint", help="last.pth/best.pth of a run, or its final.safetensors (or CONFIG CHECKPOINT)"
+    )
     parser.add_argument("inputs", nargs="+", help="image files or folders (searched recursively)")
     parser.add_argument("--config", help="the run's config (default: the checkpoint's own, or config.py beside it)")
-    parser.add_argument("--topk", type=int, default=5, help="single-label runs: classes per image (default 5)")
-    parser.add_argument("--out", help="write the CSV here (default: standard output)")
+    parser.add_argument(
+        "--topk", "--top-k", type=int, default=5, help="single-label runs: classes per image (default 5)"
+    )
+    parser.add_argument("--out", "--output", help="write the CSV here (default: standard output)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--debug", action="store_true", help="full tracebacks on errors")
@@ -83,6 +88,10 @@ def class_names(cfg: dict) -> list[str]:
 
 @torch.no_grad()
 def predict(args: argparse.Namespace) -> list[dict]:
+    if args.checkpoint.endswith(".py") and args.config is None:  # CONFIG CHECKPOINT INPUT..., as predict_seg/det
+        if len(args.inputs) < 2:
+            raise ValueError("after CONFIG and CHECKPOINT name at least one image or folder")
+        args.config, args.checkpoint, args.inputs = args.checkpoint, args.inputs[0], args.inputs[1:]
     checkpoint = Path(args.checkpoint)
     cfg = run_config(checkpoint, args.config)
     names = class_names(cfg)
