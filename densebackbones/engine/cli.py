@@ -35,7 +35,8 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 class Task(Protocol):
     """A task for the shared trainer; ``densebackbones.tasks`` holds the classification, segmentation and detection
-    adapters."""
+    adapters. Optional: ``collate_fn``, and ``run_meta(cfg) -> dict`` whose entries (e.g. class names) join
+    ``meta.json`` and every checkpoint's ``meta``."""
 
     data_defaults: dict[str, Any]
     best_key: str

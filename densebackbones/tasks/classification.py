@@ -183,6 +183,8 @@ def build_datasets(cfg: dict[str, Any], ten_crop: bool | None = None, holdout_sp
     size = image_size(cfg)
     mean, std = normalization(cfg)
     ten_crop = data["ten_crop"] if ten_crop is None else ten_crop
+    if ten_crop and name == "multilabel_csv":
+        raise ValueError("ten-crop evaluation averages softmax outputs; multi-label runs evaluate single crops")
     train_tf = build_train_transform(data["augment"], size, mean, std, native_size=native)
     eval_tf = build_eval_transform(data["augment"], size, mean, std, ten_crop=ten_crop, native_size=native)
     if name in OWN_DATASETS:
@@ -204,6 +206,8 @@ def _own_datasets(cfg: dict[str, Any], train_tf, eval_tf):
     """The splits of an own-data set (``OWN_DATASETS``), labelled by the training split's classes."""
     data, root = cfg["data"], _root(cfg)
     classes = dataset_classes(cfg)
+    kind = "labels" if data["dataset"] == "multilabel_csv" else "classes"
+    print(f"{len(classes)} {kind}: {', '.join(classes[:20])}{', ...' if len(classes) > 20 else ''}", flush=True)
     if data["dataset"] == "multilabel_csv":
         columns = dict(
             image_column=data["image_column"],
