@@ -194,6 +194,32 @@ def test_multilabel_label_only_val_has_is_an_error(tmp_path):
         run_training_tool(train_cls, MULTILABEL_CFG, tmp_path / "run", *SHORT, *TINY_CLS, data_root=root)
 
 
+def _no_train_folder(root: Path) -> tuple[str, str]:
+    write_class_folders(root)
+    (root / "train").rename(root / "training")
+    return FOLDER_CFG, "pets/train does not exist. Expected layout: .*pets/train/<class name>/<image>"
+
+
+def _csv_without_label_column(root: Path) -> tuple[str, str]:
+    write_multilabel_csv(root)
+    text = (root / "train.csv").read_text().replace("Finding Labels", "Findings")
+    (root / "train.csv").write_text(text)
+    return MULTILABEL_CFG, r"train.csv has no column\(s\) \['Finding Labels'\]; its columns are"
+
+
+def _csv_image_missing(root: Path) -> tuple[str, str]:
+    write_multilabel_csv(root)
+    (root / "images" / "00000010_000.png").unlink()
+    return MULTILABEL_CFG, r"1 image\(s\) listed in .*val.csv do not exist, e.g. .*images/00000010_000.png"
+
+
+@pytest.mark.parametrize("layout", [_no_train_folder, _csv_without_label_column, _csv_image_missing])
+def test_classification_layout_errors_name_the_file(tmp_path, layout):
+    config, message = layout(tmp_path / "pets")
+    with pytest.raises((ValueError, FileNotFoundError), match=message):
+        run_training_tool(train_cls, config, tmp_path / "run", *SHORT, *TINY_CLS, data_root=tmp_path / "pets")
+
+
 def test_multilabel_metric_is_scikit_learns():
     from sklearn.metrics import average_precision_score, roc_auc_score
 
