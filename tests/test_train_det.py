@@ -77,6 +77,7 @@ def test_detection_configs_are_valid():
         "dsod300_voc",
         "dsod_bc121_k32_voc",
         "dsod_shapes",
+        "finetune_coco",
         "pelee_coco",
         "pelee_shapes",
         "pelee_voc",

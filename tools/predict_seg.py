@@ -1,5 +1,5 @@
 """Evaluate a segmentation checkpoint (per-class IoU, mIoU, global accuracy over a split) and/or write colour-coded
-prediction PNGs and overlays.
+prediction PNGs and overlays with a legend naming the classes they show.
 
 python tools/predict_seg.py CONFIG CHECKPOINT --split test --eval
 python tools/predict_seg.py CONFIG CHECKPOINT --split test --out predictions/ [--limit 20]
@@ -14,13 +14,13 @@ from pathlib import Path
 import cpu_env  # noqa: F401  (first: OpenMP's spin setting before torch loads)
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 from torch.utils.data import DataLoader
 
-from densebackbones.data.segmentation import SegmentationFolder, build_segmentation_transform, colorize
+from densebackbones.data.segmentation import build_segmentation_transform, colorize
 from densebackbones.engine import cli, evaluate, init_distributed
 from densebackbones.engine.cli import resolve_config
-from densebackbones.tasks.segmentation import SegmentationTask, dataset_info, format_iou_table
+from densebackbones.tasks.segmentation import SegmentationTask, dataset_info, format_iou_table, split_dataset
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -44,7 +44,7 @@ def main(args: argparse.Namespace) -> dict[str, float]:
     device = init_distributed(cfg["train"]["device"]).device
     model = task.build_model(cfg, pretrained=args.checkpoint).to(device).eval()
     info = dataset_info(cfg)
-    dataset = SegmentationFolder(cfg["data"]["root"], args.split, info, build_segmentation_transform(info, False))
+    dataset = split_dataset(cfg, args.split, build_segmentation_transform(info, False))
     metrics: dict[str, float] = {}
     if args.eval:
         loader = DataLoader(dataset, batch_size=1, num_workers=cfg["data"]["num_workers"])
@@ -63,10 +63,20 @@ def main(args: argparse.Namespace) -> dict[str, float]:
                 colours = colorize(pred, info)
                 stem = dataset.pairs[index][0].stem
                 Image.fromarray(colours).save(out / f"{stem}_pred.png")
-                overlay = (0.5 * raw + 0.5 * colours).astype(np.uint8)
-                Image.fromarray(overlay).save(out / f"{stem}_overlay.png")
+                overlay = Image.fromarray((0.5 * raw + 0.5 * colours).astype(np.uint8))
+                draw_legend(overlay, sorted(set(np.unique(pred).tolist())), info)
+                overlay.save(out / f"{stem}_overlay.png")
         print(f"wrote {count} predictions and overlays to {out}")
     return metrics
+
+
+def draw_legend(image: Image.Image, labels: list[int], info) -> None:
+    """A colour swatch and the name of every class in ``labels``, top left."""
+    draw = ImageDraw.Draw(image)
+    for row, label in enumerate(labels):
+        y = 2 + 12 * row
+        draw.rectangle((2, y, 11, y + 9), fill=tuple(info.colors[label]), outline=(255, 255, 255))
+        draw.text((14, y - 1), info.classes[label], fill=(255, 255, 255))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@
 * ``'imagenet_crop_flip'`` (PyTorch's ImageNet example, as PeleeNet's ``main.py`` trains): random-resized crop and
   horizontal flip only; evaluation as ``'imagenet'``.
 * ``'shift'``: 1-px pad and random crop, for the 8x8 digits.
+* ``'resize_flip'`` (CheXNet, Rajpurkar et al. 2017): resize to the square input size and flip horizontally;
+  evaluation: resize only.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ IMAGENET_PCA_EIGVEC = (
     (-0.5808, -0.0045, -0.8140),
     (-0.5836, -0.6948, 0.4203),
 )
-AUGMENTATIONS = ("plus", "none", "imagenet", "imagenet_crop_flip", "shift")
+AUGMENTATIONS = ("plus", "none", "imagenet", "imagenet_crop_flip", "shift", "resize_flip")
 _IMAGENET_EVAL = ("imagenet", "imagenet_crop_flip")  # resize 256/224 and centre-crop at evaluation
 
 
@@ -132,6 +134,9 @@ def build_train_transform(
             v2.RandomHorizontalFlip(),
             *_to_float(mean, std)[1:],
         ]
+    elif augment == "resize_flip":
+        ops = [v2.ToImage(), v2.Resize((image_size, image_size), antialias=True), v2.RandomHorizontalFlip()]
+        return v2.Compose([*ops, *_to_float(mean, std)[1:]])
     else:
         raise ValueError(f"unknown augmentation {augment!r}; use one of {AUGMENTATIONS}")
     return v2.Compose(ops if augment in _IMAGENET_EVAL else _resized(ops, image_size, native_size))
@@ -146,6 +151,10 @@ def build_eval_transform(
     native_size: int | None = None,
 ) -> v2.Compose:
     """Evaluation transform: ImageNet resizes to 256/224 of the crop and centre-crops (or ten-crops)."""
+    if augment == "resize_flip" and not ten_crop:
+        return v2.Compose(
+            [v2.ToImage(), v2.Resize((image_size, image_size), antialias=True), *_to_float(mean, std)[1:]]
+        )
     if augment not in _IMAGENET_EVAL:
         if ten_crop:
             raise ValueError("ten-crop evaluation is defined for the ImageNet pipeline only")

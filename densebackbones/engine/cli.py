@@ -36,7 +36,8 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 class Task(Protocol):
     """A task for the shared trainer; ``densebackbones.tasks`` holds the classification, segmentation and detection
-    adapters."""
+    adapters. Optional: ``collate_fn``, and ``run_meta(cfg) -> dict`` whose entries (e.g. class names) join
+    ``meta.json`` and every checkpoint's ``meta``."""
 
     data_defaults: dict[str, Any]
     best_key: str
@@ -140,6 +141,7 @@ def _train(
         best_mode=task.best_mode,
         eval_forward=task.eval_forward,
         collate_fn=getattr(task, "collate_fn", None),
+        extra_meta=task.run_meta(resolved) if hasattr(task, "run_meta") else None,
     )
     if dist.is_main:
         work_dir.mkdir(parents=True, exist_ok=True)

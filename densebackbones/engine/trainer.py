@@ -125,6 +125,7 @@ class Trainer:
         best_key: metric that selects ``best.pth``; ``best_mode`` is ``'max'`` or ``'min'``.
         eval_forward: optional ``eval_forward(model, inputs) -> outputs`` (e.g. ten-crop averaging).
         collate_fn: optional collate function for both loaders.
+        extra_meta: what the task adds to ``meta.json`` and every checkpoint's ``meta`` (e.g. class names).
     """
 
     def __init__(
@@ -141,8 +142,10 @@ class Trainer:
         best_mode: str = "max",
         eval_forward: Callable[[nn.Module, Any], Any] | None = None,
         collate_fn: Callable | None = None,
+        extra_meta: dict[str, Any] | None = None,
     ) -> None:
         self.cfg = cfg
+        self.extra_meta = dict(extra_meta or {})
         self.train_cfg = cfg["train"]
         self.dist = dist
         self.device = dist.device
@@ -292,6 +295,7 @@ class Trainer:
             "device": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else platform.processor(),
             "world_size": self.dist.world_size,
             "command": " ".join(sys.argv),
+            **self.extra_meta,
         }
 
     def save(self, metrics: dict[str, float] | None) -> None:

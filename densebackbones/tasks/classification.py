@@ -1,7 +1,15 @@
-"""Classification task for the shared trainer: model, data sets, loss, ten-crop evaluation and weight export."""
+"""Classification task for the shared trainer: model, data sets, loss, ten-crop evaluation and weight export.
+
+Besides the registered data sets (``densebackbones.data.DATASETS``) it fine-tunes on one's own data
+(``OWN_DATASETS``): ``data.dataset='folder'`` (ImageFolder trees, single-label) and ``'multilabel_csv'`` (a CSV per
+split with several labels per image: sigmoid outputs, BCE-with-logits, per-class AUROC and AP). Their class list
+comes from the training split, is stored as ``data.classes`` in the resolved config (so in every checkpoint), and
+travels into ``meta.json`` and the exported safetensors (``label_names``).
+"""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -10,13 +18,24 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import Subset
 
-from ..data import DATASETS, build_classification_dataset, build_eval_transform, build_train_transform
+from ..data import (
+    DATASETS,
+    ImageFolderDataset,
+    build_classification_dataset,
+    build_eval_transform,
+    build_train_transform,
+)
+from ..data.classification import IMAGENET_MEAN, IMAGENET_STD
+from ..data.own import MultiLabelCSVDataset, folder_classes, read_multilabel_csv, stratified_holdout
 from ..engine.checkpoint import export_weights
 from .common import build_config_model, config_model_args
-from .metrics import TopKAccuracy
+from .metrics import MultiLabelMetric, TopKAccuracy
+
+_logger = logging.getLogger(__name__)
 
 __all__ = [
     "CLS_DATA",
+    "OWN_DATASETS",
     "ClassificationTask",
     "ExitsCrossEntropy",
     "build_datasets",
@@ -27,7 +46,7 @@ __all__ = [
 
 # The data section of a classification config (the other sections: densebackbones.engine.config.DEFAULTS).
 CLS_DATA: dict[str, Any] = {
-    "dataset": None,  # digits, cifar10, cifar100, svhn, fashion_mnist, imagenet
+    "dataset": None,  # digits, cifar10, cifar100, svhn, fashion_mnist, imagenet; own data: folder, multilabel_csv
     "root": None,
     "download": False,  # fetch the official files if missing (never by default)
     "augment": "plus",  # plus (CIFAR "+"), none, imagenet, shift
@@ -38,19 +57,106 @@ CLS_DATA: dict[str, Any] = {
     "ten_crop": False,
     "skip_corrupt": False,
     "holdout": 0,  # N training images (a fixed random draw) left out of training; MSDNet fits its exit thresholds there
+    # own data (folder, multilabel_csv)
+    "classes": None,  # filled from the training split (class folders / train.csv's names, sorted); a contradiction errs
+    "val_fraction": 0.1,  # folder without val/: this fraction of every class's training images is evaluated instead
+    "image_column": "Image Index",  # multilabel_csv: the CSVs' image-file column (ChestX-ray14's names)
+    "label_column": "Finding Labels",  # multilabel_csv: the column of label names
+    "label_separator": "|",
+    "pos_weight": None,  # multilabel_csv: BCE pos_weight, a list per class or 'balanced' (negatives / positives)
 }
+OWN_DATASETS = ("folder", "multilabel_csv")
+
+
+def _root(cfg: dict[str, Any]) -> Path:
+    if cfg["data"]["root"] is None:
+        raise ValueError(f"data set {cfg['data']['dataset']!r} needs a root folder (data.root or --data-root)")
+    return Path(cfg["data"]["root"]).expanduser()
+
+
+def dataset_classes(cfg: dict[str, Any]) -> list[str] | None:
+    """The class names of an own-data set (``OWN_DATASETS``; None for the others): train's class folders or the
+    names train.csv uses, sorted. A ``data.classes`` that says otherwise is an error; without the data (a prediction
+    from a checkpoint's config) ``data.classes`` is taken as it is. The result is stored in ``data.classes``."""
+    data = cfg["data"]
+    if data["dataset"] not in OWN_DATASETS:
+        return None
+    given = list(data["classes"]) if data["classes"] is not None else None
+    root = Path(data["root"]).expanduser() if data["root"] is not None else None
+    if given is not None and (root is None or not root.exists()):
+        return given
+    root = _root(cfg)
+    if data["dataset"] == "folder":
+        found, where = folder_classes(root / "train"), f"the class folders of {root / 'train'}"
+    else:
+        rows = read_multilabel_csv(
+            root / "train.csv", data["image_column"], data["label_column"], data["label_separator"]
+        )
+        found, where = sorted({n for _, names in rows for n in names}), f"the labels of {root / 'train.csv'}"
+        if not found:
+            raise ValueError(f"{root / 'train.csv'} gives no image a label")
+    if given is not None and given != found:
+        raise ValueError(
+            f"data.classes={given} contradicts {where}: {found}; leave data.classes unset (it is read from the data)"
+        )
+    data["classes"] = found
+    return found
+
+
+def _num_classes_error(cfg: dict[str, Any], count: int, where: str) -> ValueError:
+    return ValueError(
+        f"model.num_classes={cfg['model']['num_classes']} contradicts the {count} classes of {where}; leave "
+        f"model.num_classes unset: it follows the data"
+    )
 
 
 def build_model(cfg: dict[str, Any], pretrained: str | Path | None = None) -> nn.Module:
     """The config's backbone with the data set's classes and channels unless the config sets them; ``pretrained``
-    fine-tunes from a weights file (see :func:`~densebackbones.tasks.common.build_config_model`)."""
+    fine-tunes from a weights file (see :func:`~densebackbones.tasks.common.build_config_model`). For own data the
+    classes are the data's (``model.num_classes`` must agree) and images are RGB (grey ones are converted)."""
+    classes = dataset_classes(cfg)
+    if classes is not None:
+        if cfg["model"].get("num_classes") not in (None, len(classes)):
+            raise _num_classes_error(cfg, len(classes), cfg["data"]["root"])
+        return build_config_model(cfg, "classification", pretrained, num_classes=len(classes), in_chans=3)
     info = DATASETS[cfg["data"]["dataset"]]
+    if cfg["data"]["dataset"] == "imagenet" and cfg["model"].get("num_classes") is None and cfg["data"]["root"]:
+        train = Path(cfg["data"]["root"]).expanduser() / "train"
+        found = len(folder_classes(train)) if train.is_dir() else info.num_classes
+        if found != info.num_classes:
+            raise ValueError(
+                f"{train} has {found} class folders but data.dataset='imagenet' trains ImageNet-1k's "
+                f"{info.num_classes}-way classifier. For your own folders use configs/cls/finetune_folder.py "
+                f"(classes from the folders), or set model.num_classes={found}"
+            )
     return build_config_model(cfg, "classification", pretrained, num_classes=info.num_classes, in_chans=info.in_chans)
 
 
+def _weights_cfg(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The pretrained config of the config's model (input size, mean, std of its published weights)."""
+    import timm
+
+    found = timm.models.get_pretrained_cfg(cfg["model"]["type"])
+    return found.to_dict() if found is not None else {}
+
+
 def image_size(cfg: dict[str, Any]) -> int:
-    """The side of the images the config's model sees: ``data.image_size``, or the data set's own size."""
-    return cfg["data"]["image_size"] or DATASETS[cfg["data"]["dataset"]].image_size
+    """The side of the images the config's model sees: ``data.image_size``, or the data set's own size (own data:
+    the input size of the model's pretrained weights)."""
+    if cfg["data"]["image_size"]:
+        return cfg["data"]["image_size"]
+    if cfg["data"]["dataset"] in OWN_DATASETS:
+        return int(_weights_cfg(cfg).get("input_size", (3, 224, 224))[-1])
+    return DATASETS[cfg["data"]["dataset"]].image_size
+
+
+def normalization(cfg: dict[str, Any]) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) the inputs are normalised with: the data set's, or for own data the pretrained weights' own."""
+    if cfg["data"]["dataset"] in OWN_DATASETS:
+        weights = _weights_cfg(cfg)
+        return tuple(weights.get("mean", IMAGENET_MEAN)), tuple(weights.get("std", IMAGENET_STD))
+    info = DATASETS[cfg["data"]["dataset"]]
+    return info.mean, info.std
 
 
 def _holdout_split(train_set, holdout: int) -> tuple[list[int], list[int]]:
@@ -71,24 +177,59 @@ def build_datasets(cfg: dict[str, Any], ten_crop: bool | None = None, holdout_sp
     the training images, e.g. to fit MSDNet's exit thresholds (Sec. 5.2)."""
     data = cfg["data"]
     name = data["dataset"]
-    if name not in DATASETS:
-        raise ValueError(f"unknown data.dataset {name!r}; use one of {sorted(DATASETS)}")
-    info = DATASETS[name]
+    if name not in DATASETS and name not in OWN_DATASETS:
+        raise ValueError(f"unknown data.dataset {name!r}; use one of {sorted(DATASETS) + list(OWN_DATASETS)}")
+    native = DATASETS[name].image_size if name in DATASETS else None
     size = image_size(cfg)
+    mean, std = normalization(cfg)
     ten_crop = data["ten_crop"] if ten_crop is None else ten_crop
-    train_tf = build_train_transform(data["augment"], size, info.mean, info.std, native_size=info.image_size)
-    eval_tf = build_eval_transform(
-        data["augment"], size, info.mean, info.std, ten_crop=ten_crop, native_size=info.image_size
-    )
-    common = dict(download=data["download"], skip_corrupt=data["skip_corrupt"])
-    train_set = build_classification_dataset(name, data["root"], True, eval_tf if holdout_split else train_tf, **common)
+    if ten_crop and name == "multilabel_csv":
+        raise ValueError("ten-crop evaluation averages softmax outputs; multi-label runs evaluate single crops")
+    train_tf = build_train_transform(data["augment"], size, mean, std, native_size=native)
+    eval_tf = build_eval_transform(data["augment"], size, mean, std, ten_crop=ten_crop, native_size=native)
+    if name in OWN_DATASETS:
+        train_set, eval_set = _own_datasets(cfg, eval_tf if holdout_split else train_tf, eval_tf)
+    else:
+        common = dict(download=data["download"], skip_corrupt=data["skip_corrupt"])
+        train_tf = eval_tf if holdout_split else train_tf
+        train_set = build_classification_dataset(name, data["root"], True, train_tf, **common)
+        eval_set = build_classification_dataset(name, data["root"], False, eval_tf, **common)
     train_indices, held_out = _holdout_split(train_set, data["holdout"])
     if holdout_split:
         train_set = Subset(train_set, held_out)
     elif data["holdout"]:
         train_set = Subset(train_set, train_indices)
-    eval_set = build_classification_dataset(name, data["root"], False, eval_tf, **common)
     return train_set, eval_set
+
+
+def _own_datasets(cfg: dict[str, Any], train_tf, eval_tf):
+    """The splits of an own-data set (``OWN_DATASETS``), labelled by the training split's classes."""
+    data, root = cfg["data"], _root(cfg)
+    classes = dataset_classes(cfg)
+    kind = "labels" if data["dataset"] == "multilabel_csv" else "classes"
+    print(f"{len(classes)} {kind}: {', '.join(classes[:20])}{', ...' if len(classes) > 20 else ''}", flush=True)
+    if data["dataset"] == "multilabel_csv":
+        columns = dict(
+            image_column=data["image_column"],
+            label_column=data["label_column"],
+            separator=data["label_separator"],
+            skip_corrupt=data["skip_corrupt"],
+        )
+        train = MultiLabelCSVDataset(root / "train.csv", root / "images", classes, train_tf, **columns)
+        return train, MultiLabelCSVDataset(root / "val.csv", root / "images", classes, eval_tf, **columns)
+    train = ImageFolderDataset(root / "train", train_tf, skip_corrupt=data["skip_corrupt"], classes=classes)
+    if (root / "val").is_dir():
+        return train, ImageFolderDataset(root / "val", eval_tf, skip_corrupt=data["skip_corrupt"], classes=classes)
+    held_from = ImageFolderDataset(root / "train", eval_tf, skip_corrupt=data["skip_corrupt"], classes=classes)
+    kept, held = stratified_holdout([label for _, label in train.samples], data["val_fraction"])
+    message = (
+        f"no {root / 'val'}: evaluating on {len(held)} of the {len(train)} training images, held out "
+        f"(data.val_fraction={data['val_fraction']} of every class, stratified, seed 0; a class keeps at least one "
+        f"training image), and training on the other {len(kept)}"
+    )
+    print(message, flush=True)
+    _logger.info(message)
+    return Subset(train, kept), Subset(held_from, held)
 
 
 def ten_crop_forward(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
@@ -125,8 +266,41 @@ class ExitsCrossEntropy(nn.Module):
         return sum(w * loss for w, loss in zip(weights, losses))
 
 
+class MultiLabelBCE(nn.Module):
+    """BCE-with-logits of a multi-label classifier's logits (N, C) against 0/1 targets (N, C), with an optional
+    per-class ``pos_weight`` (torch's meaning: the weight of a positive relative to a negative)."""
+
+    def __init__(self, pos_weight: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.register_buffer("pos_weight", pos_weight)
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return F.binary_cross_entropy_with_logits(logits.float(), targets.float(), pos_weight=self.pos_weight)
+
+
+def pos_weight(setting: Any, classes: list[str], train_set) -> torch.Tensor | None:
+    """``data.pos_weight``: None, a number or list per class, or ``'balanced'`` (each class's negatives / positives
+    in the training split, as torch's documentation suggests)."""
+    if setting is None:
+        return None
+    if setting == "balanced":
+        source = train_set.dataset if isinstance(train_set, Subset) else train_set
+        targets = source.targets() if not isinstance(train_set, Subset) else source.targets()[train_set.indices]
+        positives = targets.sum(0)
+        return (len(targets) - positives) / positives.clamp_min(1)
+    if isinstance(setting, (int, float)):
+        return torch.full((len(classes),), float(setting))
+    if isinstance(setting, (list, tuple)) and len(setting) == len(classes):
+        return torch.tensor([float(v) for v in setting])
+    raise ValueError(
+        f"data.pos_weight={setting!r} must be None, 'balanced', a number or a list of {len(classes)} numbers (one per "
+        f"class: {classes})"
+    )
+
+
 class ClassificationTask:
-    """Classification for the shared trainer and tools (``engine.cli``)."""
+    """Classification for the shared trainer and tools (``engine.cli``); for a multi-label data set the mean
+    AUROC selects ``best.pth``."""
 
     data_defaults = CLS_DATA
     best_key, best_mode = "top1", "max"
@@ -136,23 +310,48 @@ class ClassificationTask:
 
     def build_model(self, cfg: dict[str, Any], pretrained: str | None = None) -> nn.Module:
         self.model = build_model(cfg, pretrained)
+        self.best_key = "auroc" if cfg["data"]["dataset"] == "multilabel_csv" else "top1"
         return self.model
 
     def build_datasets(self, cfg: dict[str, Any], ten_crop: bool | None = None, holdout_split: bool = False):
-        return build_datasets(cfg, ten_crop, holdout_split)
+        self.datasets = build_datasets(cfg, ten_crop, holdout_split)
+        return self.datasets
 
     def loss_fn(self, cfg: dict[str, Any]) -> nn.Module:
+        if cfg["data"]["dataset"] == "multilabel_csv":
+            classes = dataset_classes(cfg)
+            train_set = getattr(self, "datasets", (None,))[0]
+            if cfg["data"]["pos_weight"] == "balanced" and train_set is None:
+                train_set = build_datasets(cfg)[0]
+            return MultiLabelBCE(pos_weight(cfg["data"]["pos_weight"], classes, train_set))
         exit_weights = getattr(getattr(self, "model", None), "exit_weights", None)
         return ExitsCrossEntropy(exit_weights, label_smoothing=cfg["train"]["label_smoothing"])
 
-    def metric(self, cfg: dict[str, Any]) -> TopKAccuracy:
+    def metric(self, cfg: dict[str, Any]) -> TopKAccuracy | MultiLabelMetric:
+        classes = dataset_classes(cfg)
+        if cfg["data"]["dataset"] == "multilabel_csv":
+            return MultiLabelMetric(classes)
+        if classes is not None and len(classes) <= 5:
+            return TopKAccuracy((1,))  # top-5 of five classes or fewer is always 100
         return TopKAccuracy((1, 5))
 
     def eval_forward(self, model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
         return ten_crop_forward(model, inputs)
 
+    def run_meta(self, cfg: dict[str, Any]) -> dict[str, Any]:
+        """What ``meta.json`` and checkpoints record besides the engine's fields: own data's class names."""
+        classes = dataset_classes(cfg)
+        if classes is None:
+            return {}
+        return {"classes": classes, "multi_label": cfg["data"]["dataset"] == "multilabel_csv"}
+
     def finish(self, trainer, metrics: dict[str, float], datasets) -> None:
-        weights = export_weights(trainer.eval_model, trainer.work_dir / "final.safetensors", {"eval": metrics})
+        extra = self.run_meta(trainer.cfg)
+        if extra:
+            extra = {"label_names": extra["classes"], "multi_label": extra["multi_label"]}  # timm's field name
+        path = trainer.work_dir / "final.safetensors"
+        defined = {k: (None if v != v else v) for k, v in metrics.items()}  # NaN (undefined AUROC): JSON null
+        weights = export_weights(trainer.eval_model, path, {"eval": defined, **extra})
         print(f"weights: {weights}", flush=True)
         for split, dataset in zip(("train", "eval"), datasets):
             source = dataset.dataset if isinstance(dataset, Subset) else dataset  # data.holdout leaves a subset

@@ -21,7 +21,7 @@ from ..data.detection import (
 from ..engine.checkpoint import export_weights
 from ..engine.distributed import all_gather_objects
 from ..heads.ssd import MultiBoxLoss, PriorConfig, SingleShotDetector, postprocess
-from ..registry import model_class
+from ..registry import model_arg_names, model_class
 from .common import build_config_model, config_model_args
 from .detection_eval import coco_evaluate, voc07_map
 
@@ -160,7 +160,11 @@ class DetectionTask:
         if cfg["data"]["dataset"] == "coco" and not cfg["data"]["classes"]:
             cfg["data"]["classes"] = list(self._coco(cfg, train=True).classes)
         num_classes = len(class_names(cfg)) + 1  # + background
-        model = build_config_model(cfg, "detection", pretrained, num_classes=num_classes, priors=prior_config(cfg))
+        # a classification checkpoint (torchvision's DenseNet-121...) initialises the backbone; the head starts fresh
+        backbone = "backbone_kwargs" if "backbone_kwargs" in model_arg_names(cfg["model"]["type"]) else None
+        model = build_config_model(
+            cfg, "detection", pretrained, backbone, num_classes=num_classes, priors=prior_config(cfg)
+        )
         self.model = model
         return model
 
@@ -204,8 +208,13 @@ class DetectionTask:
     def eval_forward(self, model: nn.Module, inputs: torch.Tensor):
         return model(inputs)
 
+    def run_meta(self, cfg: dict[str, Any]) -> dict[str, Any]:
+        """What ``meta.json`` and checkpoints record besides the engine's fields: the class names (1-based labels)."""
+        return {"classes": list(class_names(cfg))}
+
     def finish(self, trainer, metrics: dict[str, float], datasets) -> None:
-        weights = export_weights(trainer.eval_model, trainer.work_dir / "final.safetensors", {"eval": metrics})
+        extra = {"eval": metrics, "label_names": list(class_names(trainer.cfg))}  # timm's pretrained_cfg field
+        weights = export_weights(trainer.eval_model, trainer.work_dir / "final.safetensors", extra)
         print(f"weights: {weights}", flush=True)
         for split, dataset in zip(("train", "eval"), datasets):
             if getattr(dataset, "num_clipped", 0) or getattr(dataset, "num_dropped", 0):

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+import math
+
 import torch
 
-from ..engine.distributed import all_reduce_sum
+from ..engine.distributed import all_gather_objects, all_reduce_sum
 
-__all__ = ["TopKAccuracy", "SegmentationMetric"]
+__all__ = ["MultiLabelMetric", "TopKAccuracy", "SegmentationMetric"]
+
+_logger = logging.getLogger(__name__)
 
 
 class TopKAccuracy:
@@ -102,4 +107,71 @@ class SegmentationMetric:
         out["loss"] = float(totals[-2] / totals[-1].clamp_min(1))
         for name, value in zip(self.class_names, iou.tolist()):
             out[f"IoU_{name}"] = 100.0 * value
+        return out
+
+
+class MultiLabelMetric:
+    """Multi-label classification over a whole split (all processes): each class's AUROC and average precision
+    (scikit-learn's ``roc_auc_score`` and ``average_precision_score`` of the sigmoid outputs), their means
+    ``auroc`` and ``mAP``, and the mean loss.
+
+    A class without positives in the split (or without negatives, for AUROC) has no defined value: it is named in a
+    warning, reported as NaN and left out of the means (CheXNet, Rajpurkar et al. 2017, reports per-class AUROC).
+    """
+
+    def __init__(self, class_names: list[str] | tuple[str, ...]) -> None:
+        self.class_names = list(class_names)
+        self.reset()
+
+    def reset(self) -> None:
+        self.scores: list[torch.Tensor] = []
+        self.targets: list[torch.Tensor] = []
+        self.loss_sum, self.count = 0.0, 0
+
+    @torch.no_grad()
+    def update(self, logits: torch.Tensor, targets: torch.Tensor, loss_sum: torch.Tensor | None = None) -> None:
+        self.scores.append(torch.sigmoid(logits.float()).cpu())
+        self.targets.append(targets.float().cpu())
+        self.count += len(targets)
+        if loss_sum is not None:
+            self.loss_sum += float(loss_sum)
+
+    def compute(self, device: torch.device | str = "cpu") -> dict[str, float]:
+        from sklearn.metrics import average_precision_score, roc_auc_score
+
+        gathered = all_gather_objects((self.scores, self.targets, self.loss_sum, self.count))
+        empty = torch.zeros(0, len(self.class_names))
+        scores = torch.cat([s for part in gathered for s in part[0]] or [empty]).double().numpy()
+        targets = torch.cat([t for part in gathered for t in part[1]] or [empty]).numpy()
+        aurocs, aps, no_positive, no_negative = {}, {}, [], []
+        for i, name in enumerate(self.class_names):
+            positives = int(targets[:, i].sum())
+            if positives == 0:
+                no_positive.append(name)
+                aurocs[name] = aps[name] = math.nan
+                continue
+            aps[name] = float(average_precision_score(targets[:, i], scores[:, i]))
+            if positives == len(targets):
+                no_negative.append(name)
+                aurocs[name] = math.nan
+            else:
+                aurocs[name] = float(roc_auc_score(targets[:, i], scores[:, i]))
+        if no_positive:
+            _logger.warning(
+                "class(es) without positives in the evaluation split, left out of auroc and mAP: %s",
+                ", ".join(no_positive),
+            )
+        if no_negative:
+            _logger.warning("class(es) without negatives in the evaluation split, left out of auroc: %s", no_negative)
+        defined_auroc = [v for v in aurocs.values() if not math.isnan(v)]
+        defined_ap = [v for v in aps.values() if not math.isnan(v)]
+        out = {
+            "auroc": sum(defined_auroc) / len(defined_auroc) if defined_auroc else math.nan,
+            "mAP": sum(defined_ap) / len(defined_ap) if defined_ap else math.nan,
+            "loss": sum(part[2] for part in gathered) / max(sum(part[3] for part in gathered), 1),
+        }
+        for name in self.class_names:
+            out[f"auroc_{name}"] = aurocs[name]
+        for name in self.class_names:
+            out[f"AP_{name}"] = aps[name]
         return out

@@ -1,4 +1,8 @@
-"""Semantic segmentation task for the shared trainer: FC-DenseNet models, CamVid-layout data, mIoU."""
+"""Semantic segmentation task for the shared trainer: FC-DenseNet models, CamVid-layout data, mIoU.
+
+``data.dataset='folder'`` fine-tunes on one's own image/mask folders (``densebackbones.data.own.ImageMaskFolder``):
+classes from ``classes.txt`` (stored as ``data.classes``, so they travel with every checkpoint), 255 ignored, inputs
+normalised with the encoder's pretrained statistics."""
 
 from __future__ import annotations
 
@@ -8,13 +12,17 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from ..data.classification import IMAGENET_MEAN, IMAGENET_STD
+from ..data.own import IGNORE_INDEX, ImageMaskFolder, label_palette, read_classes_txt
 from ..data.segmentation import (
     SEGMENTATION_DATASETS,
     SegmentationFolder,
+    SegmentationInfo,
     build_segmentation_transform,
     write_shapes_dataset,
 )
 from ..engine.checkpoint import export_weights
+from ..registry import model_arg_names
 from .common import build_config_model, config_model_args
 from .metrics import SegmentationMetric
 
@@ -22,7 +30,7 @@ __all__ = ["SEG_DATA", "SegmentationTask", "dataset_info"]
 
 # The data section of a segmentation config.
 SEG_DATA: dict[str, Any] = {
-    "dataset": None,  # camvid, shapes
+    "dataset": None,  # camvid, shapes; own data: folder ({train,val}/images, {train,val}/masks, classes.txt)
     "root": None,
     "crop_size": 224,  # random training crops (FC-DenseNet: 224); None trains on full images
     "hflip": True,
@@ -31,14 +39,58 @@ SEG_DATA: dict[str, Any] = {
     "eval_batch_size": 1,
     "num_workers": 4,
     "class_weights": None,  # per-class loss weights (e.g. median-frequency balancing)
+    "classes": None,  # folder: filled from classes.txt (a contradicting list is an error)
 }
 
 
-def dataset_info(cfg: dict[str, Any]):
+def _encoder_stats(cfg: dict[str, Any]) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Mean and std of the encoder's pretrained weights (its timm config: torchvision's ImageNet statistics for
+    DenseNet-121); ImageNet's for a model without a registered encoder (FC-DenseNet56/67/103)."""
+    import timm
+
+    model = cfg["model"]["type"]
+    encoder = cfg["model"].get("encoder") or (model[3:] if model.startswith("fc_densenet_bc") else None)
+    try:
+        found = timm.models.get_pretrained_cfg(encoder) if encoder else None
+    except (RuntimeError, KeyError, ValueError):
+        found = None
+    if found is None:
+        return IMAGENET_MEAN, IMAGENET_STD
+    return tuple(found.mean), tuple(found.std)
+
+
+def dataset_info(cfg: dict[str, Any]) -> SegmentationInfo:
+    """Classes, colours, ignore index and statistics of the config's data set. For ``folder`` the classes come
+    from ``classes.txt`` (or, without the data, from ``data.classes``) and are stored in ``data.classes``."""
     name = cfg["data"]["dataset"]
+    if name == "folder":
+        given = list(cfg["data"]["classes"]) if cfg["data"]["classes"] is not None else None
+        root = Path(cfg["data"]["root"]).expanduser() if cfg["data"]["root"] is not None else None
+        if given is not None and (root is None or not root.exists()):
+            classes = given
+        else:
+            if root is None:
+                raise ValueError("data.root (or --data-root) must name the data set folder")
+            classes = read_classes_txt(root)
+            if given is not None and given != classes:
+                raise ValueError(
+                    f"data.classes={given} contradicts {root / 'classes.txt'}: {classes}; leave data.classes unset"
+                )
+        cfg["data"]["classes"] = classes
+        colors = (*label_palette(len(classes)), (255, 255, 255))
+        return SegmentationInfo(tuple(classes), colors, IGNORE_INDEX, *_encoder_stats(cfg))
     if name not in SEGMENTATION_DATASETS:
-        raise ValueError(f"unknown data.dataset {name!r}; use one of {sorted(SEGMENTATION_DATASETS)}")
+        raise ValueError(f"unknown data.dataset {name!r}; use one of {sorted(SEGMENTATION_DATASETS)} or 'folder'")
     return SEGMENTATION_DATASETS[name]
+
+
+def split_dataset(cfg: dict[str, Any], split: str, transform=None) -> SegmentationFolder:
+    """One split of the config's data set (``train``, ``val`` or ``test``) in its layout."""
+    info = dataset_info(cfg)
+    if cfg["data"]["root"] is None:
+        raise ValueError("data.root (or --data-root) must name the data set folder")
+    folder = ImageMaskFolder if cfg["data"]["dataset"] == "folder" else SegmentationFolder
+    return folder(Path(cfg["data"]["root"]).expanduser(), split, info, transform)
 
 
 class SegmentationTask:
@@ -52,8 +104,17 @@ class SegmentationTask:
 
     def build_model(self, cfg: dict[str, Any], pretrained: str | None = None) -> nn.Module:
         """The registered model with the data set's classes; ``pretrained`` loads a checkpoint of it completely
-        (a classifier of another size is replaced by a fresh one, with a warning)."""
-        return build_config_model(cfg, "segmentation", pretrained, num_classes=dataset_info(cfg).num_classes)
+        (a classifier of another size is replaced by a fresh one, with a warning). For a decoder on a registered
+        backbone (``encoder_kwargs``), a classification checkpoint (torchvision's DenseNet-121...) initialises the
+        encoder and the decoder starts fresh."""
+        info = dataset_info(cfg)
+        if cfg["data"]["dataset"] == "folder" and cfg["model"].get("num_classes") not in (None, info.num_classes):
+            raise ValueError(
+                f"model.num_classes={cfg['model']['num_classes']} contradicts the {info.num_classes} classes of "
+                f"classes.txt; leave model.num_classes unset"
+            )
+        backbone = "encoder_kwargs" if "encoder_kwargs" in model_arg_names(cfg["model"]["type"]) else None
+        return build_config_model(cfg, "segmentation", pretrained, backbone, num_classes=info.num_classes)
 
     def build_datasets(self, cfg: dict[str, Any]):
         data, info = cfg["data"], dataset_info(cfg)
@@ -64,7 +125,7 @@ class SegmentationTask:
             write_shapes_dataset(root)  # generated, not downloaded
         train_tf = build_segmentation_transform(info, True, data["crop_size"], data["hflip"], data["color_jitter"])
         eval_tf = build_segmentation_transform(info, False)
-        return SegmentationFolder(root, "train", info, train_tf), SegmentationFolder(root, "val", info, eval_tf)
+        return split_dataset(cfg, "train", train_tf), split_dataset(cfg, "val", eval_tf)
 
     def loss_fn(self, cfg: dict[str, Any]) -> nn.Module:
         info = dataset_info(cfg)
@@ -81,8 +142,16 @@ class SegmentationTask:
     def eval_forward(self, model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
         return model(inputs)
 
+    def run_meta(self, cfg: dict[str, Any]) -> dict[str, Any]:
+        """What ``meta.json`` and checkpoints record besides the engine's fields: the class names."""
+        return {"classes": list(dataset_info(cfg).classes)}
+
     def finish(self, trainer, metrics: dict[str, float], datasets) -> None:
-        weights = export_weights(trainer.eval_model, trainer.work_dir / "final.safetensors", {"eval": metrics})
+        names = {"label_names": list(dataset_info(trainer.cfg).classes)}  # timm's pretrained_cfg field
+        metrics_json = {k: (None if v != v else v) for k, v in metrics.items()}  # NaN IoU (class absent): null
+        weights = export_weights(
+            trainer.eval_model, trainer.work_dir / "final.safetensors", {"eval": metrics_json, **names}
+        )
         print(f"weights: {weights}", flush=True)
         print(format_iou_table(metrics), flush=True)
 
