@@ -47,6 +47,11 @@ class TorchSeeded:
     def __init__(self, pipeline, generator=None) -> None:
         self.pipeline, self.generator = pipeline, generator
 
+    @property
+    def transforms(self):
+        """The wrapped pipeline's transforms (what ``A.Compose.transforms`` lists)."""
+        return self.pipeline.transforms
+
     def __call__(self, **data):
         if self.generator is not None:
             seed = int(self.generator.integers(2**31))
