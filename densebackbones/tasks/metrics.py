@@ -6,7 +6,9 @@ import torch
 
 from ..engine.distributed import all_reduce_sum
 
-__all__ = ["TopKAccuracy", "SegmentationMetric"]
+__all__ = ["TopKAccuracy", "SegmentationMetric", "UNDEFINED"]
+
+UNDEFINED = -100.0  # a metric without a defined value (pycocotools' -1, in percent): never NaN, never a fake 0
 
 
 class TopKAccuracy:
@@ -63,8 +65,11 @@ class SegmentationMetric:
     """Per-class IoU, mIoU and global pixel accuracy from one confusion matrix accumulated over the whole data set
     (and all processes); pixels labelled ``ignore_index`` count nowhere.
 
-    mIoU averages over the classes that occur in the labels or the predictions (a class absent from both has no
-    defined IoU), as mmsegmentation's ``nanmean`` does.
+    mIoU averages over the classes that occur in the labels or the predictions (on pixels that are not ignored)
+    anywhere in the split: a class absent from both has no defined IoU and is left out of the mean, as
+    mmsegmentation's ``nanmean`` does. Undefined values are reported as -100, never NaN and never a made-up 0: the
+    IoU of such a class, and mIoU and ``global_acc`` of a split without any labelled pixel (COCO's metrics mark
+    "no ground truth" the same way, pycocotools' -1 in percent). docs/evaluation.md.
     """
 
     def __init__(self, num_classes: int, ignore_index: int, class_names: tuple[str, ...] | None = None) -> None:
@@ -83,6 +88,12 @@ class SegmentationMetric:
         """``logits`` (N, C, H, W) or predicted labels (N, H, W); ``targets`` (N, H, W)."""
         preds = logits.argmax(1) if logits.ndim == 4 else logits
         valid = targets != self.ignore_index
+        bad = valid & ((targets < 0) | (targets >= self.num_classes))
+        if bad.any():
+            raise ValueError(
+                f"labels {sorted(set(targets[bad].unique().tolist()))} are outside 0..{self.num_classes - 1} and not "
+                f"the ignore index {self.ignore_index}"
+            )
         index = targets[valid] * self.num_classes + preds[valid]
         counts = torch.bincount(index.flatten().long().cpu(), minlength=self.num_classes**2)
         self.confusion += counts.view(self.num_classes, self.num_classes).double()
@@ -96,9 +107,11 @@ class SegmentationMetric:
         confusion = totals[:-2].view(self.num_classes, self.num_classes)  # rows: truth, columns: prediction
         true_positive = confusion.diag()
         union = confusion.sum(0) + confusion.sum(1) - true_positive
-        iou = true_positive / union  # NaN where a class is absent from labels and predictions
-        out = {"mIoU": 100.0 * float(iou[~iou.isnan()].mean()) if (~iou.isnan()).any() else 0.0}
-        out["global_acc"] = 100.0 * float(true_positive.sum() / confusion.sum().clamp_min(1))
+        defined = union > 0  # a class absent from labels and predictions has no IoU
+        iou = torch.where(defined, true_positive / union.clamp_min(1), torch.full_like(union, -1.0))
+        out = {"mIoU": 100.0 * float(iou[defined].mean()) if defined.any() else UNDEFINED}
+        labelled = confusion.sum()
+        out["global_acc"] = 100.0 * float(true_positive.sum() / labelled) if labelled > 0 else UNDEFINED
         out["loss"] = float(totals[-2] / totals[-1].clamp_min(1))
         for name, value in zip(self.class_names, iou.tolist()):
             out[f"IoU_{name}"] = 100.0 * value
