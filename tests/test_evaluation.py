@@ -305,6 +305,21 @@ def test_detection_metric_scores_against_the_annotation_file_across_processes(tm
     assert {"mAP_voc07", "mAP_voc", "loss"} <= set(out) and all(math.isfinite(v) for v in out.values())
 
 
+def test_detection_metric_counts_images_it_never_saw_as_pycocotools_does(tmp_path):
+    path = _write(
+        tmp_path / "a.json",
+        IMAGES2,
+        [dict(image_id=1, category_id=1, bbox=[10, 10, 40, 40]), dict(image_id=2, category_id=1, bbox=[0, 0, 30, 30])],
+        [dict(id=1, name="a")],
+    )
+    results = [dict(image_id=1, category_id=1, bbox=[10, 10, 40, 40], score=0.9)]  # image 2 not evaluated
+    metric = _metric(_coco(path), [1])
+    metric.predictions = _as_predictions(results, [1])
+    official = _official(path, results)
+    assert official["AP"] == pytest.approx(50.0, abs=1.0)  # the object of image 2 is missed
+    _assert_equal(metric.compute(), official)
+
+
 def test_detection_task_metric_uses_the_validation_annotation_file(tmp_path):
     from types import SimpleNamespace
 

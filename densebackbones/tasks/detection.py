@@ -147,10 +147,9 @@ class DetectionMetric:
     def compute(self, device="cpu") -> dict[str, float]:
         gathered = all_gather_objects((self.predictions, self.ground_truth, self.loss_sum, self.count))
         predictions = [p for part in gathered for p in part[0]]
-        if self.coco_gt is not None:
-            image_ids = [int(p["image_id"]) for p in predictions]
-            out = coco_evaluate_annotations(self.coco_gt, predictions, self.cat_ids, image_ids)
-            ground_truth = coco_ground_truth(self.coco_gt, image_ids, self.cat_ids)
+        if self.coco_gt is not None:  # every image of the file, as pycocotools on the json (unseen ones: misses)
+            out = coco_evaluate_annotations(self.coco_gt, predictions, self.cat_ids)
+            ground_truth = coco_ground_truth(self.coco_gt, sorted(self.coco_gt.getImgIds()), self.cat_ids)
         else:
             ground_truth = [g for part in gathered for g in part[1]]
             out = coco_evaluate(ground_truth, predictions, self.names)
