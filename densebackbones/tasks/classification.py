@@ -350,8 +350,7 @@ class ClassificationTask:
         if extra:
             extra = {"label_names": extra["classes"], "multi_label": extra["multi_label"]}  # timm's field name
         path = trainer.work_dir / "final.safetensors"
-        defined = {k: (None if v != v else v) for k, v in metrics.items()}  # NaN (undefined AUROC): JSON null
-        weights = export_weights(trainer.eval_model, path, {"eval": defined, **extra})
+        weights = export_weights(trainer.eval_model, path, {"eval": metrics, **extra})
         print(f"weights: {weights}", flush=True)
         for split, dataset in zip(("train", "eval"), datasets):
             source = dataset.dataset if isinstance(dataset, Subset) else dataset  # data.holdout leaves a subset

@@ -1,5 +1,5 @@
 """Detection task for the shared trainer: single-shot detectors (DSOD, Pelee), VOC / COCO / shapes data with SSD
-augmentation, multibox loss, COCO and VOC07 metrics."""
+augmentation, multibox loss, COCO and VOC metrics equal to the official tools (docs/evaluation.md)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from ..engine.distributed import all_gather_objects
 from ..heads.ssd import MultiBoxLoss, PriorConfig, SingleShotDetector, postprocess
 from ..registry import model_arg_names, model_class
 from .common import build_config_model, config_model_args
-from .detection_eval import coco_evaluate, voc07_map
+from .detection_eval import coco_evaluate, coco_evaluate_annotations, coco_ground_truth, voc_map
 
 __all__ = ["DET_DATA", "DetectionLoss", "DetectionMetric", "DetectionTask", "class_names", "prior_config"]
 
@@ -94,11 +94,19 @@ class DetectionLoss(nn.Module):
 
 
 class DetectionMetric:
-    """Post-processes every evaluation batch and scores the whole split (all processes) with pycocotools' COCO
-    metrics and the VOC07 11-point mAP, in the original images' pixels."""
+    """Post-processes every evaluation batch and scores the whole split (all processes) in the original images'
+    pixels: COCO's 12 metrics (``COCO_KEYS``), ``mAP_voc07`` (VOC2007 11-point) and ``mAP_voc`` (VOC2010+ area).
 
-    def __init__(self, priors: torch.Tensor, variances, names: tuple[str, ...]) -> None:
+    With ``coco_gt`` (the annotation file's ``pycocotools.coco.COCO``; ``cat_ids`` maps labels 1..C to its category
+    ids) the COCO metrics are pycocotools' on the file itself (crowd regions, annotated areas, images without
+    annotations, the file's category ids) and the VOC metrics use the file's boxes with crowd regions ignored.
+    Without it (VOC) the ground truth comes from the evaluation transform's ``abs_boxes``/``abs_labels``/
+    ``abs_difficult`` (difficult objects ignored by both).
+    """
+
+    def __init__(self, priors: torch.Tensor, variances, names: tuple[str, ...], coco_gt=None, cat_ids=None) -> None:
         self.priors, self.variances, self.names = priors, variances, names
+        self.coco_gt, self.cat_ids = coco_gt, cat_ids
         self.reset()
 
     def reset(self) -> None:
@@ -122,15 +130,16 @@ class DetectionMetric:
                     labels=det["labels"].cpu(),
                 )
             )
-            self.ground_truth.append(
-                dict(
-                    image_id=image_id,
-                    size=(h, w),
-                    boxes=target["abs_boxes"].cpu(),
-                    labels=target["abs_labels"].cpu(),
-                    difficult=target["abs_difficult"].cpu(),
+            if self.coco_gt is None:  # with an annotation file, the ground truth is the file's
+                self.ground_truth.append(
+                    dict(
+                        image_id=image_id,
+                        size=(h, w),
+                        boxes=target["abs_boxes"].cpu(),
+                        labels=target["abs_labels"].cpu(),
+                        difficult=target["abs_difficult"].cpu(),
+                    )
                 )
-            )
         self.count += len(targets)
         if loss_sum is not None:
             self.loss_sum += float(loss_sum)
@@ -138,9 +147,14 @@ class DetectionMetric:
     def compute(self, device="cpu") -> dict[str, float]:
         gathered = all_gather_objects((self.predictions, self.ground_truth, self.loss_sum, self.count))
         predictions = [p for part in gathered for p in part[0]]
-        ground_truth = [g for part in gathered for g in part[1]]
-        out = coco_evaluate(ground_truth, predictions, self.names)
-        out["mAP_voc07"] = voc07_map(ground_truth, predictions, len(self.names))["mAP_voc07"]
+        if self.coco_gt is not None:  # every image of the file, as pycocotools on the json (unseen ones: misses)
+            out = coco_evaluate_annotations(self.coco_gt, predictions, self.cat_ids)
+            ground_truth = coco_ground_truth(self.coco_gt, sorted(self.coco_gt.getImgIds()), self.cat_ids)
+        else:
+            ground_truth = [g for part in gathered for g in part[1]]
+            out = coco_evaluate(ground_truth, predictions, self.names)
+        voc = voc_map(ground_truth, predictions, len(self.names))
+        out["mAP_voc07"], out["mAP_voc"] = voc["mAP_voc07"], voc["mAP_voc"]
         out["loss"] = sum(part[2] for part in gathered) / max(sum(part[3] for part in gathered), 1)
         return out
 
@@ -191,19 +205,27 @@ class DetectionTask:
             for split, count, seed in (("train", data["shapes_train"], 0), ("val", data["shapes_val"], 1)):
                 if not (root / f"{split}.json").exists():
                     write_shapes_coco(root, count, seed=seed, split=split)  # generated, not downloaded
-            return (
-                COCODetection(root / "train.json", root / "train", train_tf),
-                COCODetection(root / "val.json", root / "val", eval_tf),
-            )
+            self._eval_set = COCODetection(root / "val.json", root / "val", eval_tf)
+            return COCODetection(root / "train.json", root / "train", train_tf), self._eval_set
         if data["dataset"] == "coco":
-            return self._coco(cfg, True, train_tf), self._coco(cfg, False, eval_tf)
+            self._eval_set = self._coco(cfg, False, eval_tf)
+            return self._coco(cfg, True, train_tf), self._eval_set
         raise ValueError(f"unknown data.dataset {data['dataset']!r}; use 'voc', 'coco' or 'shapes'")
 
     def loss_fn(self, cfg: dict[str, Any]) -> nn.Module:
         return DetectionLoss(self.model.priors, self.model.prior_config.variances)
 
     def metric(self, cfg: dict[str, Any]) -> DetectionMetric:
-        return DetectionMetric(self.model.priors, self.model.prior_config.variances, class_names(cfg))
+        """COCO and shapes data are scored against the validation annotation file itself (its pycocotools
+        ``COCO``, the one the validation set reads); VOC against the evaluation targets."""
+        coco_gt = cat_ids = None
+        if cfg["data"]["dataset"] in ("coco", "shapes"):
+            val = getattr(self, "_eval_set", None)
+            val = self.build_datasets(cfg)[1] if val is None else val
+            coco_gt, cat_ids = val.coco, val.cat_ids
+        return DetectionMetric(
+            self.model.priors, self.model.prior_config.variances, class_names(cfg), coco_gt=coco_gt, cat_ids=cat_ids
+        )
 
     def eval_forward(self, model: nn.Module, inputs: torch.Tensor):
         return model(inputs)

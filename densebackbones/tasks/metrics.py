@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import logging
-import math
 
 import torch
 
 from ..engine.distributed import all_gather_objects, all_reduce_sum
 
-__all__ = ["MultiLabelMetric", "TopKAccuracy", "SegmentationMetric"]
+__all__ = ["MultiLabelMetric", "TopKAccuracy", "SegmentationMetric", "UNDEFINED"]
 
 _logger = logging.getLogger(__name__)
+
+UNDEFINED = -100.0  # a metric without a defined value (pycocotools' -1, in percent): never NaN, never a fake 0
 
 
 class TopKAccuracy:
@@ -68,8 +69,11 @@ class SegmentationMetric:
     """Per-class IoU, mIoU and global pixel accuracy from one confusion matrix accumulated over the whole data set
     (and all processes); pixels labelled ``ignore_index`` count nowhere.
 
-    mIoU averages over the classes that occur in the labels or the predictions (a class absent from both has no
-    defined IoU), as mmsegmentation's ``nanmean`` does.
+    mIoU averages over the classes that occur in the labels or the predictions (on pixels that are not ignored)
+    anywhere in the split: a class absent from both has no defined IoU and is left out of the mean, as
+    mmsegmentation's ``nanmean`` does. Undefined values are reported as -100, never NaN and never a made-up 0: the
+    IoU of such a class, and mIoU and ``global_acc`` of a split without any labelled pixel (COCO's metrics mark
+    "no ground truth" the same way, pycocotools' -1 in percent). docs/evaluation.md.
     """
 
     def __init__(self, num_classes: int, ignore_index: int, class_names: tuple[str, ...] | None = None) -> None:
@@ -88,6 +92,12 @@ class SegmentationMetric:
         """``logits`` (N, C, H, W) or predicted labels (N, H, W); ``targets`` (N, H, W)."""
         preds = logits.argmax(1) if logits.ndim == 4 else logits
         valid = targets != self.ignore_index
+        bad = valid & ((targets < 0) | (targets >= self.num_classes))
+        if bad.any():
+            raise ValueError(
+                f"labels {sorted(set(targets[bad].unique().tolist()))} are outside 0..{self.num_classes - 1} and not "
+                f"the ignore index {self.ignore_index}"
+            )
         index = targets[valid] * self.num_classes + preds[valid]
         counts = torch.bincount(index.flatten().long().cpu(), minlength=self.num_classes**2)
         self.confusion += counts.view(self.num_classes, self.num_classes).double()
@@ -101,9 +111,11 @@ class SegmentationMetric:
         confusion = totals[:-2].view(self.num_classes, self.num_classes)  # rows: truth, columns: prediction
         true_positive = confusion.diag()
         union = confusion.sum(0) + confusion.sum(1) - true_positive
-        iou = true_positive / union  # NaN where a class is absent from labels and predictions
-        out = {"mIoU": 100.0 * float(iou[~iou.isnan()].mean()) if (~iou.isnan()).any() else 0.0}
-        out["global_acc"] = 100.0 * float(true_positive.sum() / confusion.sum().clamp_min(1))
+        defined = union > 0  # a class absent from labels and predictions has no IoU
+        iou = torch.where(defined, true_positive / union.clamp_min(1), torch.full_like(union, -1.0))
+        out = {"mIoU": 100.0 * float(iou[defined].mean()) if defined.any() else UNDEFINED}
+        labelled = confusion.sum()
+        out["global_acc"] = 100.0 * float(true_positive.sum() / labelled) if labelled > 0 else UNDEFINED
         out["loss"] = float(totals[-2] / totals[-1].clamp_min(1))
         for name, value in zip(self.class_names, iou.tolist()):
             out[f"IoU_{name}"] = 100.0 * value
@@ -116,7 +128,8 @@ class MultiLabelMetric:
     ``auroc`` and ``mAP``, and the mean loss.
 
     A class without positives in the split (or without negatives, for AUROC) has no defined value: it is named in a
-    warning, reported as NaN and left out of the means (CheXNet, Rajpurkar et al. 2017, reports per-class AUROC).
+    warning, reported as ``UNDEFINED`` (-100, never NaN, as every metric here) and left out of the means (CheXNet,
+    Rajpurkar et al. 2017, reports per-class AUROC).
     """
 
     def __init__(self, class_names: list[str] | tuple[str, ...]) -> None:
@@ -148,12 +161,12 @@ class MultiLabelMetric:
             positives = int(targets[:, i].sum())
             if positives == 0:
                 no_positive.append(name)
-                aurocs[name] = aps[name] = math.nan
+                aurocs[name] = aps[name] = UNDEFINED
                 continue
             aps[name] = float(average_precision_score(targets[:, i], scores[:, i]))
             if positives == len(targets):
                 no_negative.append(name)
-                aurocs[name] = math.nan
+                aurocs[name] = UNDEFINED
             else:
                 aurocs[name] = float(roc_auc_score(targets[:, i], scores[:, i]))
         if no_positive:
@@ -163,11 +176,11 @@ class MultiLabelMetric:
             )
         if no_negative:
             _logger.warning("class(es) without negatives in the evaluation split, left out of auroc: %s", no_negative)
-        defined_auroc = [v for v in aurocs.values() if not math.isnan(v)]
-        defined_ap = [v for v in aps.values() if not math.isnan(v)]
+        defined_auroc = [v for v in aurocs.values() if v != UNDEFINED]
+        defined_ap = [v for v in aps.values() if v != UNDEFINED]
         out = {
-            "auroc": sum(defined_auroc) / len(defined_auroc) if defined_auroc else math.nan,
-            "mAP": sum(defined_ap) / len(defined_ap) if defined_ap else math.nan,
+            "auroc": sum(defined_auroc) / len(defined_auroc) if defined_auroc else UNDEFINED,
+            "mAP": sum(defined_ap) / len(defined_ap) if defined_ap else UNDEFINED,
             "loss": sum(part[2] for part in gathered) / max(sum(part[3] for part in gathered), 1),
         }
         for name in self.class_names:

@@ -26,7 +26,7 @@ from ..registry import model_arg_names
 from .common import build_config_model, config_model_args
 from .metrics import SegmentationMetric
 
-__all__ = ["SEG_DATA", "SegmentationTask", "dataset_info"]
+__all__ = ["SEG_DATA", "SegmentationLoss", "SegmentationTask", "dataset_info"]
 
 # The data section of a segmentation config.
 SEG_DATA: dict[str, Any] = {
@@ -93,6 +93,24 @@ def split_dataset(cfg: dict[str, Any], split: str, transform=None) -> Segmentati
     return folder(Path(cfg["data"]["root"]).expanduser(), split, info, transform)
 
 
+class SegmentationLoss(nn.CrossEntropyLoss):
+    """Pixel cross-entropy with ``ignore_index`` pixels left out, averaged over the labelled pixels (weighted by
+    ``weight`` as ``nn.CrossEntropyLoss`` does), and 0 (with a zero gradient) for a batch without any labelled
+    pixel, where ``nn.CrossEntropyLoss`` gives NaN (0 / 0)."""
+
+    def __init__(self, weight: torch.Tensor | None = None, ignore_index: int = -100) -> None:
+        super().__init__(weight=weight, ignore_index=ignore_index, reduction="sum")
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        total = super().forward(logits, targets)  # summed over labelled pixels, weighted
+        valid = targets != self.ignore_index
+        if self.weight is None:
+            count = valid.sum().to(total.dtype)
+        else:
+            count = self.weight.to(total.dtype)[targets[valid]].sum()
+        return total / count.clamp_min(torch.finfo(total.dtype).tiny)  # no labelled pixel: 0 / tiny = 0
+
+
 class SegmentationTask:
     """FC-DenseNet training (Jegou et al. 2017): cross-entropy with void ignored, mIoU selects the best model."""
 
@@ -133,7 +151,7 @@ class SegmentationTask:
         if weights is not None and len(weights) != info.num_classes:
             raise ValueError(f"data.class_weights has {len(weights)} entries for {info.num_classes} classes")
         weight = torch.tensor(weights, dtype=torch.float32) if weights is not None else None
-        return nn.CrossEntropyLoss(weight=weight, ignore_index=info.ignore_index)
+        return SegmentationLoss(weight=weight, ignore_index=info.ignore_index)
 
     def metric(self, cfg: dict[str, Any]) -> SegmentationMetric:
         info = dataset_info(cfg)
@@ -157,6 +175,10 @@ class SegmentationTask:
 
 
 def format_iou_table(metrics: dict[str, float]) -> str:
-    rows = [f"| {k[4:]} | {v:.2f} |" for k, v in metrics.items() if k.startswith("IoU_")]
-    rows += [f"| **mIoU** | {metrics['mIoU']:.2f} |", f"| global accuracy | {metrics['global_acc']:.2f} |"]
+    rows = [f"| {k[4:]} | {_shown(v)} |" for k, v in metrics.items() if k.startswith("IoU_")]
+    rows += [f"| **mIoU** | {_shown(metrics['mIoU'])} |", f"| global accuracy | {_shown(metrics['global_acc'])} |"]
     return "\n".join(["| class | IoU |", "|---|---|", *rows])
+
+
+def _shown(value: float) -> str:
+    return "n/a (absent)" if value < 0 else f"{value:.2f}"  # negative: undefined (SegmentationMetric)
