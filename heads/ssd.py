@@ -446,16 +446,17 @@ class SingleShotDetector(InputSizeCheck, nn.Module):
         return high
 
     def priors_for(self, height: int, width: int, source_sizes: Sequence[tuple[int, int]] | None = None) -> Tensor:
-        """Default boxes (P, 4) ``(cx, cy, w, h)`` of an input of ``height`` x ``width`` px, on the model's device:
-        ``self.priors`` at the configured size, elsewhere built from the actual map sizes (:func:`make_priors`) once
-        per size and cached. ``source_sizes`` (the head's, when a forward has them) saves a meta forward."""
+        """Default boxes (P, 4) ``(cx, cy, w, h)`` of an input of ``height`` x ``width`` px, with the device and
+        dtype of ``self.priors``: ``self.priors`` at the configured size, elsewhere built from the actual map sizes
+        (:func:`make_priors`) once per size and cached. ``source_sizes`` (the head's, when a forward has them) saves
+        a meta forward."""
         key = (int(height), int(width))
         if key == (self.prior_config.image_size, self.prior_config.image_size):
             return self.priors
         cached = self._prior_cache.get(key)
-        if cached is None or cached.device != self.priors.device:
+        if cached is None or (cached.device, cached.dtype) != (self.priors.device, self.priors.dtype):
             sizes = source_sizes if source_sizes is not None else self.source_sizes(*key)
-            cached = make_priors(self.prior_config, key, sizes).to(self.priors.device)
+            cached = make_priors(self.prior_config, key, sizes).to(self.priors)  # the model's device and dtype
             self._prior_cache[key] = cached
         return cached
 
