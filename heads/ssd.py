@@ -125,7 +125,7 @@ def make_priors(
         image_size: the input's (height, width); default the config's square size.
         feature_sizes: each source's (height, width) at that input; default the config's (square) sizes.
 
-    At the configured size these are exactly the preset's boxes (SSD300's 8,732-style layout, DSOD300's 8,744,
+    At the configured size these are exactly the preset's boxes (DSOD300's 8,744 with SSD300's settings,
     Pelee's 5,142). At any other size the centres follow the actual maps, per axis (step: axis over map size), and
     the box sizes stay the same fractions of the image along each axis: SSD (Liu et al. 2016, Sec. 2.2, "Choosing
     scales and aspect ratios for default boxes") gives each scale as a fraction s_k of the image side, with width

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import densebackbones as db
-from densebackbones.models.helpers import input_is_refused
+from densebackbones.models.helpers import InputSizeCheck, input_is_refused
 from densebackbones.tasks.detection import DetectionLoss, DetectionMetric
 
 NAMES = db.list_models()
@@ -167,11 +167,28 @@ def test_any_size_from_the_minimum_runs_or_is_refused_in_one_line(data):
     check_geometry(name, model, height, width, features_only)
 
 
+class _Checked(InputSizeCheck, torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.min_input_size, self.in_chans = 4, 3
+
+    def forward(self, x):
+        self._check_input(x)
+        return x + 1
+
+
 def test_the_check_is_scriptable_and_traceable():
     scripted = torch.jit.script(input_is_refused)
     assert scripted(torch.zeros(1, 3, 8, 9), 9, 3) and not scripted(torch.zeros(1, 3, 9, 9), 9, 3)
-    traced = torch.fx.symbolic_trace(lambda x: x * input_is_refused(x, 4, 3))
-    assert traced(torch.ones(1, 3, 5, 5)).sum() == 0
+    module = torch.jit.script(_Checked())  # the mixin adds nothing TorchScript cannot compile
+    assert module(torch.zeros(1, 3, 4, 5)).sum() == 60
+    traced = torch.fx.symbolic_trace(_Checked())  # skipped while tracing: no control flow on shape proxies
+    assert traced(torch.zeros(1, 3, 4, 5)).sum() == 60
+    model = tiny_model("msdnet_anytime_cifar")
+    graph = torch.fx.symbolic_trace(model)
+    x = torch.randn(1, 3, 21, 26)
+    with torch.no_grad():
+        torch.testing.assert_close(graph(x), model(x))
 
 
 # ------------------------------------------------------------------------------------------------ detectors

@@ -277,16 +277,18 @@ class InputSizeCheck:
     refused input gets one ``ValueError`` line naming the sizes the model takes (``input_size_reason`` says why).
     The registered builders copy the minimum into ``pretrained_cfg['min_input_size']`` (timm's key)."""
 
-    min_input_size: int
-    in_chans: int
-    input_size_reason: str = ""
+    # min_input_size and in_chans (ints) are set by each model; no class annotations here, which TorchScript would
+    # try to resolve on every model that mixes this in.
+    input_size_reason = ""
 
-    def _check_input(self, x: Tensor) -> None:
+    # The two methods are unannotated on purpose: TorchScript compiles them in every model's class and does not resolve
+    # this module's postponed annotations there (an unannotated argument is a Tensor to it).
+    def _check_input(self, x):
         if input_is_refused(x, self.min_input_size, self.in_chans):
             self._refuse_input(x)
 
     @torch.jit.unused
-    def _refuse_input(self, x: Tensor) -> None:
+    def _refuse_input(self, x):
         name = (getattr(self, "pretrained_cfg", None) or {}).get("architecture") or type(self).__name__
         if x.dim() != 4:
             raise ValueError(f"{name} expects an image batch (N, C, H, W), got a tensor of shape {tuple(x.shape)}")
