@@ -116,7 +116,12 @@ class DSODHead(nn.Module):
         self.conf = nn.ModuleList(nn.Conv2d(c, n * num_classes, 3, padding=1) for c, n in zip(chs, boxes))
 
     def sources(self, first: Tensor, deep: Tensor) -> list[Tensor]:
-        second = torch.cat([self.second_learn(deep), self.second_reuse(self.second_pool(first))], 1)
+        learned, reused = self.second_learn(deep), self.second_reuse(self.second_pool(first))
+        # DSOD's backbone pools round up, so both halves have the same size. A backbone whose pools round down
+        # (DenseNet) gives floor(n / 2) for an odd First of n px, one less than the ceil-mode pool: keeping the
+        # top-left common part is a floor-mode pool there, aligned with the backbone's own.
+        h, w = min(learned.shape[-2], reused.shape[-2]), min(learned.shape[-1], reused.shape[-1])
+        second = torch.cat([learned[..., :h, :w], reused[..., :h, :w]], 1)
         maps = [first, second]
         for scale in self.scales:
             maps.append(scale(maps[-1]))

@@ -20,7 +20,6 @@ and :class:`DenseSegmentor` puts the decoder on any registered dense backbone (`
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,7 +30,7 @@ from timm.models import generate_default_cfgs
 from torch import Tensor
 
 from densebackbones.layers import DenseBlock, LayerFn, Transition, compute_layout
-from densebackbones.models.helpers import build_task_model
+from densebackbones.models.helpers import InputSizeCheck, build_task_model
 from densebackbones.registry import create_model, register_model
 
 __all__ = ["TransitionUp", "FCDenseNetEncoder", "FCDenseNetDecoder", "FCDenseNet", "DenseSegmentor", "match_size"]
@@ -264,7 +263,7 @@ class _BatchStatsAtTest:
                 m.eval()
 
 
-class FCDenseNet(_BatchStatsAtTest, nn.Module):
+class FCDenseNet(InputSizeCheck, _BatchStatsAtTest, nn.Module):
     """FC-DenseNet for semantic segmentation (FC-DenseNet56/67/103 are its registered configurations).
 
     Args:
@@ -307,7 +306,8 @@ class FCDenseNet(_BatchStatsAtTest, nn.Module):
         num_pools = len(layers_per_block) // 2
         self.num_classes = num_classes
         self.batch_stats_at_test = batch_stats_at_test
-        self.min_input_size = 2**num_pools
+        self.in_chans, self.min_input_size = in_chans, 2**num_pools
+        self.input_size_reason = f"the size that survives {num_pools} poolings"
         common = dict(
             drop_rate=drop_rate, norm_layer=norm_layer, act_layer=act_layer, memory_efficient=memory_efficient
         )
@@ -323,16 +323,11 @@ class FCDenseNet(_BatchStatsAtTest, nn.Module):
         _he_uniform(self)
 
     def _forward(self, x: Tensor) -> Tensor:
-        h, w = x.shape[-2:]
-        if h < self.min_input_size or w < self.min_input_size:
-            raise ValueError(
-                f"input {h}x{w} is smaller than {self.min_input_size}x{self.min_input_size}, the size that survives "
-                f"{int(math.log2(self.min_input_size))} poolings; pad or resize it"
-            )
-        return self.decoder(self.encoder(x), (h, w))
+        self._check_input(x)
+        return self.decoder(self.encoder(x), x.shape[-2:])
 
 
-class DenseSegmentor(_BatchStatsAtTest, nn.Module):
+class DenseSegmentor(InputSizeCheck, _BatchStatsAtTest, nn.Module):
     """An FC-DenseNet decoder on any registered dense backbone (``features_only``), full-resolution logits.
 
     Args:
@@ -367,6 +362,9 @@ class DenseSegmentor(_BatchStatsAtTest, nn.Module):
         self.num_classes = num_classes
         self.batch_stats_at_test = batch_stats_at_test
         self.encoder = create_model(encoder, features_only=True, **kwargs)
+        backbone = getattr(self.encoder, "model", self.encoder)  # timm's features_only wrapper keeps it as .model
+        self.in_chans, self.min_input_size = backbone.in_chans, backbone.min_input_size
+        self.input_size_reason = f"the minimum of its encoder {encoder}"
         info = self.encoder.feature_info
         self.decoder = FCDenseNetDecoder(
             info.channels(),
@@ -380,6 +378,7 @@ class DenseSegmentor(_BatchStatsAtTest, nn.Module):
         _he_uniform(self.decoder)
 
     def _forward(self, x: Tensor) -> Tensor:
+        self._check_input(x)
         return self.decoder(self.encoder(x), x.shape[-2:])
 
 

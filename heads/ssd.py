@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision.ops import batched_nms, box_iou
 
+from densebackbones.models.helpers import InputSizeCheck
 from densebackbones.registry import create_model
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "voc_detector_cfg",
     "script_prior_sizes",
     "make_priors",
+    "check_prediction_count",
     "encode",
     "decode",
     "match",
@@ -101,22 +103,56 @@ def boxes_per_cell(config: PriorConfig) -> list[int]:
     return [2 + 2 * len(ratios) for ratios in config.aspect_ratios]
 
 
-def make_priors(config: PriorConfig = VOC_PRIORS) -> Tensor:
+def _step(config: PriorConfig, k: int, length: int, cells: int) -> float:
+    # Normalised centre spacing of source k along an axis of ``length`` px with ``cells`` cells: the preset's step
+    # where the axis has the configured size (its maps are then the configured ones: convolutions and pools act on
+    # each axis alone), Caffe's default (axis / cells) elsewhere, so the centres tile the actual map.
+    if length == config.image_size and cells == config.feature_sizes[k]:
+        return config.steps[k] / config.image_size
+    return 1.0 / cells
+
+
+def make_priors(
+    config: PriorConfig = VOC_PRIORS,
+    image_size: tuple[int, int] | None = None,
+    feature_sizes: Sequence[tuple[int, int]] | None = None,
+) -> Tensor:
     """Default boxes as (num_priors, 4) ``(cx, cy, w, h)`` in [0, 1], scale by scale, row-major, SSD's order:
-    per location the min-size box, the sqrt(min * max) box, then each aspect ratio r and 1/r."""
+    per location the min-size box, the sqrt(min * max) box, then each aspect ratio r and 1/r.
+
+    Args:
+        config: the boxes' settings at its square ``image_size``.
+        image_size: the input's (height, width); default the config's square size.
+        feature_sizes: each source's (height, width) at that input; default the config's (square) sizes.
+
+    At the configured size these are exactly the preset's boxes (DSOD300's 8,744 with SSD300's settings,
+    Pelee's 5,142). At any other size the centres follow the actual maps, per axis (step: axis over map size), and
+    the box sizes stay the same fractions of the image along each axis: SSD (Liu et al. 2016, Sec. 2.2, "Choosing
+    scales and aspect ratios for default boxes") gives each scale as a fraction s_k of the image side, with width
+    s_k * sqrt(a) and height s_k / sqrt(a) in normalised coordinates, so ``min_sizes``/``max_sizes`` (pixels of
+    the configured square) become ``min_sizes / image_size`` of the input's width and of its height. A non-square
+    input therefore gets the boxes its image would get if squashed to the configured square (the SSD training
+    warp), not square boxes in pixels.
+    """
+    height, width = image_size if image_size is not None else (config.image_size, config.image_size)
+    sizes = list(feature_sizes) if feature_sizes is not None else [(s, s) for s in config.feature_sizes]
+    if len(sizes) != len(config.feature_sizes):
+        raise ValueError(f"{len(sizes)} map sizes for the {len(config.feature_sizes)} sources of the default boxes")
     boxes = []
-    for k, size in enumerate(config.feature_sizes):
-        step = config.steps[k] / config.image_size
+    for k, (rows, cols) in enumerate(sizes):
         s_min = config.min_sizes[k] / config.image_size
         s_max = math.sqrt(config.min_sizes[k] * config.max_sizes[k]) / config.image_size
         shapes = [(s_min, s_min), (s_max, s_max)]
         for ratio in config.aspect_ratios[k]:
             r = math.sqrt(ratio)
             shapes += [(s_min * r, s_min / r), (s_min / r, s_min * r)]
-        for i, j in itertools.product(range(size), repeat=2):
-            cx, cy = (j + 0.5) * step, (i + 0.5) * step
-            boxes.extend((cx, cy, w, h) for w, h in shapes)
-    priors = torch.tensor(boxes, dtype=torch.float32)
+        # float64 products, one rounding each: the same numbers as Python's floats, then one cast to float32
+        cy = (torch.arange(rows, dtype=torch.float64) + 0.5) * _step(config, k, height, rows)
+        cx = (torch.arange(cols, dtype=torch.float64) + 0.5) * _step(config, k, width, cols)
+        centres = torch.stack(torch.meshgrid(cx, cy, indexing="xy"), -1).reshape(-1, 1, 2)  # row-major (i, j)
+        wh = torch.tensor(shapes, dtype=torch.float64).expand(len(centres), -1, -1)
+        boxes.append(torch.cat([centres.expand(-1, len(shapes), -1), wh], -1).reshape(-1, 4))
+    priors = torch.cat(boxes).float()
     return priors.clamp_(0, 1) if config.clip else priors
 
 
@@ -188,19 +224,32 @@ class MultiBoxLoss(torch.nn.Module):
         self.iou_threshold = iou_threshold
         self.neg_pos_ratio = neg_pos_ratio
 
-    def targets(self, gt_boxes: Sequence[Tensor], gt_labels: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
-        """Regression targets (B, P, 4) and labels (B, P) for a batch of ground truths."""
-        matched = [match(b, lbl, self.priors, self.iou_threshold) for b, lbl in zip(gt_boxes, gt_labels)]
+    def targets(
+        self, gt_boxes: Sequence[Tensor], gt_labels: Sequence[Tensor], priors: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Regression targets (B, P, 4) and labels (B, P) for a batch of ground truths (``priors``: those of the
+        batch's input size, default the ones given at construction)."""
+        priors = self.priors if priors is None else priors
+        matched = [match(b, lbl, priors, self.iou_threshold) for b, lbl in zip(gt_boxes, gt_labels)]
         boxes = torch.stack([m[0] for m in matched])
         labels = torch.stack([m[1] for m in matched])
-        return encode(boxes, self.priors, self.variances), labels
+        return encode(boxes, priors, self.variances), labels
 
     def forward(
-        self, loc: Tensor, conf: Tensor, gt_boxes: Sequence[Tensor], gt_labels: Sequence[Tensor]
+        self,
+        loc: Tensor,
+        conf: Tensor,
+        gt_boxes: Sequence[Tensor],
+        gt_labels: Sequence[Tensor],
+        priors: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
-        """Returns (localisation loss, confidence loss), each normalised by the number of positives."""
+        """Returns (localisation loss, confidence loss), each normalised by the number of positives. ``priors``:
+        the default boxes of the batch's input size (a detector's :meth:`SingleShotDetector.priors_for`); default
+        the ones given at construction."""
+        priors = self.priors if priors is None else priors
+        check_prediction_count(loc, priors)
         with torch.no_grad():
-            loc_targets, labels = self.targets(gt_boxes, gt_labels)
+            loc_targets, labels = self.targets(gt_boxes, gt_labels, priors)
         positive = labels > 0
         num_pos = positive.sum()
         loc_loss = F.smooth_l1_loss(loc[positive], loc_targets[positive], reduction="sum")
@@ -216,6 +265,16 @@ class MultiBoxLoss(torch.nn.Module):
         return loc_loss / denominator, conf_loss / denominator
 
 
+def check_prediction_count(loc: Tensor, priors: Tensor) -> None:
+    """One prediction per default box, or a ``ValueError`` saying so (predictions of one input size scored against
+    the boxes of another)."""
+    if loc.shape[-2] != priors.shape[0]:
+        raise ValueError(
+            f"{loc.shape[-2]} predictions for {priors.shape[0]} default boxes: use the boxes of the input's size "
+            "(detector.priors_for(height, width), or its output with set_output('loc_conf_priors'))"
+        )
+
+
 def postprocess(
     loc: Tensor,
     conf: Tensor,
@@ -229,6 +288,7 @@ def postprocess(
     """Detections per image: softmax scores, per-class NMS (``torchvision.ops.batched_nms``) over the ``top_k``
     highest-scoring boxes of each class above ``score_threshold``, then the ``keep_top_k`` best overall
     (SSD/DSOD: 0.01, 0.45, 400, 200). Labels are 1-based (0 is background and never returned)."""
+    check_prediction_count(loc, priors)
     scores = F.softmax(conf, dim=-1)
     boxes = decode(loc, priors, variances).clamp(0, 1)
     results = []
@@ -265,7 +325,7 @@ def voc_detector_cfg(image_size: int, paper_ids: str) -> dict[str, Any]:
     }
 
 
-class SingleShotDetector(nn.Module):
+class SingleShotDetector(InputSizeCheck, nn.Module):
     """A single-shot detector: a registered backbone's feature levels, a head over them, and default boxes.
 
     What DSOD and Pelee share. A subclass names its ``head_cls`` (built as ``head_cls(*level_channels, num_classes,
@@ -282,11 +342,16 @@ class SingleShotDetector(nn.Module):
             ``priors.image_size``.
         head_kwargs: passed to ``head_cls`` (``boxes`` defaults to the priors' boxes per cell).
 
-    ``forward`` returns ``(loc, conf)`` for the loss; :meth:`detect` returns post-processed boxes per image.
+    Any input of at least ``min_input_size`` px a side runs, square or not: the default boxes of an input size come
+    from its actual prediction maps (:meth:`priors_for`, computed once per size and cached) and are exactly the
+    preset's at ``priors.image_size`` (``self.priors``). ``forward`` returns ``(loc, conf)`` for the loss, or
+    ``(loc, conf, priors)`` after ``set_output('loc_conf_priors')`` (what the detection task trains with);
+    :meth:`detect` returns post-processed boxes per image.
     """
 
     prior_presets: ClassVar[dict[str, PriorConfig]] = {"voc": VOC_PRIORS, "coco": COCO_PRIORS}
     head_cls: ClassVar[type[nn.Module]]
+    outputs: ClassVar[tuple[str, ...]] = ("loc_conf", "loc_conf_priors")
 
     def __init__(
         self,
@@ -301,30 +366,57 @@ class SingleShotDetector(nn.Module):
         super().__init__()
         kwargs = dict(backbone_kwargs or {})
         self.backbone = create_model(backbone, features_only=True, out_indices=tuple(backbone_indices), **kwargs)
+        inner = getattr(self.backbone, "model", self.backbone)  # timm's features_only wrapper keeps it as .model
+        self.in_chans = getattr(inner, "in_chans", 3)
         self.num_classes = num_classes
         head_kwargs = dict(head_kwargs or {})
         head_kwargs.setdefault("boxes", boxes_per_cell(priors))
         self.head = self.head_cls(*self.backbone.feature_info.channels(), num_classes, **head_kwargs)
         self.prior_config = self._fit_priors(priors)
         self.register_buffer("priors", make_priors(self.prior_config), persistent=False)
+        self._prior_cache: dict[tuple[int, int], Tensor] = {}  # (H, W) -> default boxes of that input size
+        self.output = "loc_conf"
+        backbone_min = getattr(inner, "min_input_size", 1)
+        self.min_input_size = self._smallest_input(backbone_min, priors.image_size)
+        self.input_size_reason = (
+            f"the minimum of its backbone {backbone}"
+            if self.min_input_size == backbone_min
+            else f"the smallest at which all {len(self.prior_config.feature_sizes)} prediction maps exist"
+        )
+
+    # ------------------------------------------------------------------------------------------ geometry
+    def _meta_call(self, module: nn.Module, *args: Tensor) -> Any:
+        # The module's own forward on meta tensors: shapes without arithmetic, and without touching its weights.
+        tensors = itertools.chain(module.named_parameters(), module.named_buffers())
+        return torch.func.functional_call(module, {n: torch.empty_like(t, device="meta") for n, t in tensors}, args)
 
     @torch.no_grad()
+    def source_sizes(self, height: int, width: int) -> list[tuple[int, int]]:
+        """Each prediction map's (height, width) for an input of ``height`` x ``width`` px, from a forward of the
+        backbone and head on the meta device (no computation); the head or backbone raises if the input is too
+        small for them."""
+        modes = [(m, m.training) for m in self.modules()]  # restored module by module (frozen BN stays frozen)
+        self.eval()
+        try:
+            x = torch.empty(1, self.in_chans, height, width, device="meta")
+            sizes = self._meta_call(self.head, *self._meta_call(self.backbone, x))[2]
+        finally:
+            for module, training in modes:
+                module.training = training
+        return [(int(h), int(w)) for h, w in sizes]
+
     def _fit_priors(self, config: PriorConfig) -> PriorConfig:
         """Feature sizes (and, where they differ from the preset's, steps) of the sources at the configured image
         size."""
-        was_training = self.training
-        self.eval()
-        x = torch.zeros(1, getattr(self.backbone, "in_chans", 3), config.image_size, config.image_size)
         try:
-            sizes = [h for h, _ in self.head(*self.backbone(x))[2]]
-        except ValueError as err:  # the head names the map that is too small; say which images fit
+            sizes = [h for h, _ in self.source_sizes(config.image_size, config.image_size)]
+        except (ValueError, RuntimeError) as err:  # the head names the map that is too small; say which images fit
             strides = self.backbone.feature_info.reduction()
+            reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
             raise ValueError(
-                f"{config.image_size}x{config.image_size} inputs (data.image_size): {err} (the head reads backbone "
-                f"levels of strides {strides})"
+                f"{config.image_size}x{config.image_size} inputs (data.image_size): {reason} (the head reads "
+                f"backbone levels of strides {strides})"
             ) from None
-        finally:
-            self.train(was_training)
         if len(sizes) != len(config.feature_sizes):
             raise ValueError(
                 f"the head predicts from {len(sizes)} sources, the default boxes describe {len(config.feature_sizes)}"
@@ -334,17 +426,61 @@ class SingleShotDetector(nn.Module):
         steps = tuple(config.image_size / s for s in sizes)
         return dataclasses.replace(config, feature_sizes=tuple(sizes), steps=steps)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        loc, conf, sizes = self.head(*self.backbone(x))
-        if [h for h, _ in sizes] != list(self.prior_config.feature_sizes):
-            raise ValueError(
-                f"input {tuple(x.shape[-2:])} gives prediction maps {sizes}, but the default boxes were made for "
-                f"{self.prior_config.image_size}x{self.prior_config.image_size} images; resize inputs to that size"
-            )
+    def _smallest_input(self, start: int, fits_at: int) -> int:
+        """The smallest side from ``start`` (the backbone's minimum) on at which backbone and head run, by bisection
+        up to the configured size, which fits (map sizes grow with the input)."""
+
+        def fits(size: int) -> bool:
+            try:
+                self.source_sizes(size, size)
+            except (ValueError, RuntimeError):
+                return False
+            return True
+
+        if start >= fits_at or fits(start):
+            return min(start, fits_at)
+        low, high = start, fits_at  # low refused, high fits
+        while high - low > 1:
+            mid = (low + high) // 2
+            low, high = (low, mid) if fits(mid) else (mid, high)
+        return high
+
+    def priors_for(self, height: int, width: int, source_sizes: Sequence[tuple[int, int]] | None = None) -> Tensor:
+        """Default boxes (P, 4) ``(cx, cy, w, h)`` of an input of ``height`` x ``width`` px, with the device and
+        dtype of ``self.priors``: ``self.priors`` at the configured size, elsewhere built from the actual map sizes
+        (:func:`make_priors`) once per size and cached. ``source_sizes`` (the head's, when a forward has them) saves
+        a meta forward."""
+        key = (int(height), int(width))
+        if key == (self.prior_config.image_size, self.prior_config.image_size):
+            return self.priors
+        cached = self._prior_cache.get(key)
+        if cached is None or (cached.device, cached.dtype) != (self.priors.device, self.priors.dtype):
+            sizes = source_sizes if source_sizes is not None else self.source_sizes(*key)
+            cached = make_priors(self.prior_config, key, sizes).to(self.priors)  # the model's device and dtype
+            self._prior_cache[key] = cached
+        return cached
+
+    def set_output(self, output: str) -> None:
+        """``'loc_conf'`` (default): ``forward`` returns ``(loc, conf)``; ``'loc_conf_priors'``: also the default
+        boxes of the input's size, which a loss needs when input sizes vary."""
+        if output not in self.outputs:
+            raise ValueError(f"unknown output {output!r}; use one of {self.outputs}")
+        self.output = output
+
+    # ------------------------------------------------------------------------------------------ forward
+    def _predict(self, x: Tensor) -> tuple[Tensor, Tensor, list[tuple[int, int]]]:
+        self._check_input(x)
+        return self.head(*self.backbone(x))
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor] | tuple[Tensor, Tensor, Tensor]:
+        loc, conf, sizes = self._predict(x)
+        if self.output == "loc_conf_priors":
+            return loc, conf, self.priors_for(x.shape[-2], x.shape[-1], sizes)
         return loc, conf
 
     @torch.no_grad()
     def detect(self, x: Tensor, **postprocess_kwargs: Any) -> list[dict[str, Tensor]]:
         """Boxes (normalised x1, y1, x2, y2), scores and 1-based labels per image (see :func:`postprocess`)."""
-        loc, conf = self(x)
-        return postprocess(loc, conf, self.priors, self.prior_config.variances, **postprocess_kwargs)
+        loc, conf, sizes = self._predict(x)
+        priors = self.priors_for(x.shape[-2], x.shape[-1], sizes)
+        return postprocess(loc, conf, priors, self.prior_config.variances, **postprocess_kwargs)

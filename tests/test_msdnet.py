@@ -78,7 +78,7 @@ def test_exits_outputs_and_the_final_only_option():
     plain = timm.create_model("msdnet_anytime_cifar", output="final", num_classes=10).eval()
     with torch.no_grad():
         assert plain(torch.randn(1, 3, 32, 32)).shape == (1, 10)  # a plain classifier through timm
-    with pytest.raises(ValueError, match="at least 20 px"):
+    with pytest.raises(ValueError, match="at least 20x20 px"):
         model(torch.randn(1, 3, 16, 16))
     with pytest.raises(ValueError, match="output"):
         model.set_output("best")

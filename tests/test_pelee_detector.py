@@ -131,8 +131,11 @@ def test_inputs_that_do_not_reach_the_one_pixel_source():
     with pytest.raises(ValueError, match=r"224x224 inputs .*\(7, 7\) px.*at least 9x9.*strides \[16, 32\]"):
         db.create_model("pelee", priors=dataclasses.replace(PELEE_VOC_PRIORS, image_size=224))
     model = tiny_pelee().eval()
-    with pytest.raises(ValueError, match="made for 144x144 images"):
-        model(torch.randn(1, 3, 176, 176))
+    with torch.no_grad():  # larger inputs run with the default boxes of their own maps
+        loc, _ = model(torch.randn(1, 3, 176, 176))
+    assert loc.shape[1] == len(model.priors_for(176, 176)) != len(model.priors)
+    with pytest.raises(ValueError, match=f"takes inputs of at least {model.min_input_size}x"):
+        model(torch.randn(1, 3, model.min_input_size - 1, 176))
 
 
 def test_backbone_levels_past_the_stages_name_what_fits():

@@ -107,10 +107,10 @@ def test_bad_in_chans(in_chans):
 )
 def test_input_smaller_than_total_stride(name, size, minimum):
     model = db.create_model(name).eval()
-    with pytest.raises(ValueError, match=f"smaller than the network's total stride {minimum}.*{minimum}x{minimum}"):
+    with pytest.raises(ValueError, match=f"{name} takes inputs of at least {minimum}x{minimum} px .*total stride"):
         model(torch.randn(1, 3, size, 64))
     features = db.create_model(name, features_only=True).eval()
-    with pytest.raises(ValueError, match="smaller than the network's total stride"):
+    with pytest.raises(ValueError, match=f"at least {minimum}x{minimum} px .*; got 64x{size}"):
         features(torch.randn(1, 3, 64, size))
 
 

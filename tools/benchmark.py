@@ -163,7 +163,7 @@ def build(args: argparse.Namespace, impl: str | None):
         target_shape = (args.batch_size, args.img_size, args.img_size)
     elif detection:  # multibox loss on one box per image; inference includes post-processing (NMS)
         model = db.create_model(args.model)
-        multibox = MultiBoxLoss(model.priors.to(device))
+        multibox = MultiBoxLoss(model.priors_for(args.img_size, args.img_size).to(device))  # boxes of that size
         gt_boxes = [torch.tensor([[0.2, 0.2, 0.6, 0.7]], device=device)] * args.batch_size
         gt_labels = [torch.tensor([1], device=device)] * args.batch_size
         target_shape = (args.batch_size,)

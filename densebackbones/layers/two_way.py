@@ -134,7 +134,9 @@ class StemBlock(nn.Module):
     1/4 of the input size are what an ImageNet PeleeNet would otherwise keep most of outside its dense blocks).
 
     Shape:
-        Input: (N, in_chs, H, W). Output: (N, out_chs, H / 4, W / 4) (floor, as the official code).
+        Input: (N, in_chs, H, W). Output: (N, out_chs, ceil(ceil(H / 2) / 2), ...). The max-pool rounds up, as
+        Caffe's pooling (the official PyTorch code rounds down, which is the same for the even maps of 224 and 304 px
+        inputs and makes the two branches disagree by a pixel on odd ones).
     """
 
     follows_memory_mode = True
@@ -148,7 +150,7 @@ class StemBlock(nn.Module):
         self.stem2a = ConvNormAct(out_chs, out_chs // 2, 1, **unit)
         self.stem2b = ConvNormAct(out_chs // 2, out_chs, 3, stride=2, padding=1, **unit)
         self.stem3 = ConvNormAct(2 * out_chs, out_chs, 1, **unit)
-        self.pool = nn.MaxPool2d(kernel_size=2, stride=2)
+        self.pool = nn.MaxPool2d(kernel_size=2, stride=2, ceil_mode=True)  # same size as stem2b's on odd maps
         self.memory_mode = "buffer"
 
     def run(self, x: Tensor) -> Tensor:

@@ -46,7 +46,13 @@ from ..layers import (
     set_memory_mode,
 )
 from ..registry import register_model
-from .helpers import check_out_indices, check_weights_overlay, load_checkpoint_into
+from .helpers import (
+    InputSizeCheck,
+    check_out_indices,
+    check_weights_overlay,
+    load_checkpoint_into,
+    record_min_input_size,
+)
 
 __all__ = ["DenseNet", "cifar_block_config", "checkpoint_filter_fn", "MODEL_ARCHS"]
 
@@ -69,7 +75,7 @@ def cifar_block_config(depth: int, bottleneck: bool, num_blocks: int = 3) -> tup
     return (layers_per_block,) * num_blocks
 
 
-class DenseNet(nn.Module):
+class DenseNet(InputSizeCheck, nn.Module):
     """Densely connected network with any depth, growth rate, bottleneck, compression and stem.
 
     Args:
@@ -199,7 +205,7 @@ class DenseNet(nn.Module):
         self.features = nn.Sequential(features)
         self.feature_info = [*feature_info, dict(num_chs=num_features, reduction=stride, module=f"features.{last}")]
         self.num_classes, self.in_chans, self.drop_rate = num_classes, in_chans, drop_rate
-        self.min_input_size = stride
+        self.min_input_size, self.input_size_reason = stride, "its total stride"  # checked in _check_input
         self.num_features = self.head_hidden_size = num_features
         self.global_pool, self.classifier = create_classifier(num_features, num_classes, pool_type=global_pool)
         self.head_drop = nn.Dropout(drop_rate)
@@ -266,20 +272,6 @@ class DenseNet(nn.Module):
         self.num_classes = num_classes
         pool_type = global_pool if global_pool is not None else self.global_pool.pool_type
         self.global_pool, self.classifier = create_classifier(self.num_features, num_classes, pool_type=pool_type)
-
-    def _check_input(self, x: Tensor) -> None:
-        if x.ndim != 4:
-            raise ValueError(f"expected an image batch (N, C, H, W), got a tensor of shape {tuple(x.shape)}")
-        if x.shape[1] != self.in_chans:
-            raise ValueError(
-                f"model expects {self.in_chans} input channels, got {x.shape[1]} (create it with in_chans={x.shape[1]})"
-            )
-        h, w = x.shape[-2:]
-        if h < self.min_input_size or w < self.min_input_size:
-            raise ValueError(
-                f"input {h}x{w} is smaller than the network's total stride {self.min_input_size}; "
-                f"resize or pad it to at least {self.min_input_size}x{self.min_input_size}"
-            )
 
     def _compute_layout(self, x: Tensor) -> Tensor:
         """The input in the first dense block's compute layout (channels_last on the CPU), so that the stem runs in
@@ -481,7 +473,7 @@ def build_dense_backbone(
         model_args["pretrained_cfg_overlay"] = overlay
     # features_only wraps the model in timm's FeatureGetterNet, which calls prune_intermediate_layers (validating
     # out_indices with the model's own levels in the message) and then forward_intermediates.
-    return build_model_with_cfg(
+    model = build_model_with_cfg(
         model_cls,
         variant,
         pretrained,
@@ -489,6 +481,7 @@ def build_dense_backbone(
         feature_cfg=dict(feature_cls="getter", out_indices=tuple(range(num_levels))),
         **model_args,
     )
+    return record_min_input_size(model)
 
 
 def _check_io(num_classes: int, in_chans: int) -> None:

@@ -8,11 +8,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 from timm.models import adapt_input_conv, load_state_dict
 from torch import Tensor, nn
 
 __all__ = [
     "InputChannelsMismatch",
+    "InputSizeCheck",
+    "input_is_refused",
+    "record_min_input_size",
     "build_task_model",
     "check_weights_overlay",
     "check_out_indices",
@@ -231,6 +235,7 @@ def build_task_model(
     cfg["architecture"] = variant
     model = model_cls(**kwargs)
     model.pretrained_cfg = model.default_cfg = cfg
+    record_min_input_size(model)
     if pretrained:
         source = cfg.get("file") or cfg.get("url")
         if not source:
@@ -241,4 +246,70 @@ def build_task_model(
         if not cfg.get("file"):
             raise ValueError(f"{variant}: only local files load here; download {source} and pass it as file=...")
         load_checkpoint_into(model, cfg["file"])
+    return model
+
+
+# ------------------------------------------------------------------------------------------------- input geometry
+@torch.jit.unused
+def _is_symbolic(x: Tensor) -> bool:
+    return isinstance(x, torch.fx.Proxy)
+
+
+def input_is_refused(x: Tensor, min_size: int, in_chans: int = 0) -> bool:
+    """Whether ``x`` is not an image batch a model with this minimum side (and ``in_chans`` channels, if > 0) takes.
+
+    The one shared geometry test of every model (:class:`InputSizeCheck`). It reads only the input's shape, is
+    TorchScript-compilable, and says False under ``torch.fx`` symbolic tracing (a traced graph keeps no Python
+    check; shape proxies cannot steer control flow)."""
+    if not torch.jit.is_scripting():
+        if _is_symbolic(x):
+            return False
+    if x.dim() != 4:
+        return True
+    if in_chans > 0 and x.shape[1] != in_chans:
+        return True
+    return x.shape[-2] < min_size or x.shape[-1] < min_size
+
+
+class InputSizeCheck:
+    """Mixin of every registered model: ``min_input_size`` (the smallest height and width it takes, in pixels,
+    computed by the model from its own layers) is checked by :meth:`_check_input` before any layer runs, and a
+    refused input gets one ``ValueError`` line naming the sizes the model takes (``input_size_reason`` says why).
+    The registered builders copy the minimum into ``pretrained_cfg['min_input_size']`` (timm's key)."""
+
+    # min_input_size and in_chans (ints) are set by each model; no class annotations here, which TorchScript would
+    # try to resolve on every model that mixes this in.
+    input_size_reason = ""
+
+    # The two methods are unannotated on purpose: TorchScript compiles them in every model's class and does not resolve
+    # this module's postponed annotations there (an unannotated argument is a Tensor to it).
+    def _check_input(self, x):
+        if input_is_refused(x, self.min_input_size, self.in_chans):
+            self._refuse_input(x)
+
+    @torch.jit.unused
+    def _refuse_input(self, x):
+        name = (getattr(self, "pretrained_cfg", None) or {}).get("architecture") or type(self).__name__
+        if x.dim() != 4:
+            raise ValueError(f"{name} expects an image batch (N, C, H, W), got a tensor of shape {tuple(x.shape)}")
+        if self.in_chans > 0 and x.shape[1] != self.in_chans:
+            raise ValueError(
+                f"{name} expects {self.in_chans} input channels, got {x.shape[1]} (create it with "
+                f"in_chans={x.shape[1]})"
+            )
+        size, reason = self.min_input_size, f" ({self.input_size_reason})" if self.input_size_reason else ""
+        raise ValueError(f"{name} takes inputs of at least {size}x{size} px{reason}; got {x.shape[-2]}x{x.shape[-1]}")
+
+
+def record_min_input_size(model: nn.Module) -> nn.Module:
+    """Write the model's ``min_input_size`` into its ``pretrained_cfg`` as timm's ``(C, H, W)`` (also on timm's
+    ``features_only`` wrapper, which keeps the model as ``.model``); every registered builder calls this."""
+    inner = getattr(model, "model", model) if not hasattr(model, "min_input_size") else model
+    size = getattr(inner, "min_input_size", None)
+    if size is None:
+        return model
+    for module in (model, inner):
+        cfg = getattr(module, "pretrained_cfg", None)
+        if isinstance(cfg, dict):
+            cfg["min_input_size"] = (getattr(inner, "in_chans", 3), size, size)
     return model

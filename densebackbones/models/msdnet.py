@@ -33,7 +33,13 @@ from ..flops import flops_of
 from ..layers import check_output_stride, conv2d, recompute_in_backward
 from ..registry import register_model
 from .densenet import _cfg, _check_io
-from .helpers import check_out_indices, check_weights_overlay, load_checkpoint_into
+from .helpers import (
+    InputSizeCheck,
+    check_out_indices,
+    check_weights_overlay,
+    load_checkpoint_into,
+    record_min_input_size,
+)
 
 __all__ = ["MSDNet", "MODEL_ARCHS", "block_steps"]
 
@@ -181,7 +187,9 @@ class ClassifierModule(nn.Module):
         self.linear = nn.Linear(inner, num_classes) if num_classes else nn.Identity()
 
     def forward(self, x: Sequence[Tensor]) -> Tensor:
-        return self.linear(self.m(x[-1]).flatten(1))
+        # The port flattens the pooled map, which is 1x1 only for coarsest maps of 5-12 px (CIFAR inputs up to 48 px,
+        # ImageNet up to 384); averaging it is the same there and lets larger inputs through.
+        return self.linear(self.m(x[-1]).mean((2, 3)))
 
 
 def block_steps(num_blocks: int, base: int, step: int, step_mode: str) -> list[int]:
@@ -197,7 +205,7 @@ _NO_PYRAMID = (
 )
 
 
-class MSDNet(nn.Module):
+class MSDNet(InputSizeCheck, nn.Module):
     """MSDNet with an exit after every block.
 
     Args:
@@ -264,6 +272,7 @@ class MSDNet(nn.Module):
         self.scale_strides = [(1 if stem_type == "cifar" else 4) * 2**s for s in range(self.num_scales)]
         # The exit's two stride-2 convs and its 2x2 pool need the coarsest map at 5 px or more (5 -> 3 -> 2 -> 1).
         self.min_input_size = self.scale_strides[-1] * 5
+        self.input_size_reason = f"its exits need the coarsest scale, stride {self.scale_strides[-1]}, at 5 px or more"
         self.blocks = nn.ModuleList()
         self.classifier = nn.ModuleList()
         self.block_scales: list[int] = []  # scales each block's output keeps
@@ -372,15 +381,6 @@ class MSDNet(nn.Module):
     def forward(self, x: Tensor) -> list[Tensor] | Tensor:
         exits = self.forward_exits(x)
         return exits if self.output == "all" else exits[-1]
-
-    def _check_input(self, x: Tensor) -> None:
-        if x.ndim != 4 or x.shape[1] != self.in_chans:
-            raise ValueError(f"expected images (N, {self.in_chans}, H, W), got a tensor of shape {tuple(x.shape)}")
-        if min(x.shape[-2:]) < self.min_input_size:
-            raise ValueError(
-                f"input {tuple(x.shape[-2:])} is too small: the exits need the coarsest scale (stride "
-                f"{self.scale_strides[-1]}) at 5 px or more, so inputs of at least {self.min_input_size} px"
-            )
 
     # -------------------------------------------------------------------------------------------- timm contract
     @torch.jit.ignore
@@ -506,13 +506,14 @@ def _create(variant: str, pretrained: bool, **kwargs: Any) -> MSDNet:
         kwargs["pretrained_cfg_overlay"] = overlay
     check_output_stride(kwargs.get("output_stride", 32), variant, strides=(32,), hint=_NO_PYRAMID)
     model_args = dict(MODEL_ARCHS[variant], **kwargs)
-    return build_model_with_cfg(
+    model = build_model_with_cfg(
         MSDNet,
         variant,
         pretrained,
         feature_cfg=dict(feature_cls="getter", out_indices=tuple(range(model_args["num_blocks"]))),
         **model_args,
     )
+    return record_min_input_size(model)
 
 
 def _msd_cfg(cifar: bool) -> dict[str, Any]:

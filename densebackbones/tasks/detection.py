@@ -78,24 +78,33 @@ def prior_config(cfg: dict[str, Any]) -> PriorConfig:
     )
 
 
+def _split_outputs(outputs, priors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    # A detector set to output="loc_conf_priors" (as build_model sets it) gives the default boxes of the batch's
+    # input size with its predictions; a plain (loc, conf) is scored against the boxes given at construction.
+    loc, conf, *rest = outputs
+    return loc, conf, (rest[0] if rest else priors)
+
+
 class DetectionLoss(nn.Module):
-    """Localisation + confidence multibox loss of a detector's ``(loc, conf)`` against per-image targets."""
+    """Localisation + confidence multibox loss of a detector's ``(loc, conf, priors)`` (or ``(loc, conf)``, then
+    against ``priors``, the boxes of the configured size) against per-image targets."""
 
     def __init__(self, priors: torch.Tensor, variances) -> None:
         super().__init__()
         self.multibox = MultiBoxLoss(priors.detach().clone(), variances)
 
     def forward(self, outputs, targets) -> torch.Tensor:
-        loc, conf = outputs
+        loc, conf, priors = _split_outputs(outputs, self.multibox.priors)
         boxes = [t["boxes"] for t in targets]
         labels = [t["labels"] for t in targets]
-        loc_loss, conf_loss = self.multibox(loc.float(), conf.float(), boxes, labels)
+        loc_loss, conf_loss = self.multibox(loc.float(), conf.float(), boxes, labels, priors.float())
         return loc_loss + conf_loss
 
 
 class DetectionMetric:
     """Post-processes every evaluation batch and scores the whole split (all processes) in the original images'
     pixels: COCO's 12 metrics (``COCO_KEYS``), ``mAP_voc07`` (VOC2007 11-point) and ``mAP_voc`` (VOC2010+ area).
+    Outputs as for :class:`DetectionLoss`.
 
     With ``coco_gt`` (the annotation file's ``pycocotools.coco.COCO``; ``cat_ids`` maps labels 1..C to its category
     ids) the COCO metrics are pycocotools' on the file itself (crowd regions, annotated areas, images without
@@ -116,8 +125,8 @@ class DetectionMetric:
 
     @torch.no_grad()
     def update(self, outputs, targets, loss_sum=None) -> None:
-        loc, conf = outputs
-        detections = postprocess(loc, conf, self.priors.to(loc.device), self.variances)
+        loc, conf, priors = _split_outputs(outputs, self.priors)
+        detections = postprocess(loc, conf, priors.to(loc.device), self.variances)
         for det, target in zip(detections, targets):
             h, w = target["input_size"]
             scale = torch.tensor([w, h, w, h], dtype=torch.float32, device=det["boxes"].device)
@@ -179,6 +188,7 @@ class DetectionTask:
         model = build_config_model(
             cfg, "detection", pretrained, backbone, num_classes=num_classes, priors=prior_config(cfg)
         )
+        model.set_output("loc_conf_priors")  # the loss and metric take the default boxes of each batch's input size
         self.model = model
         return model
 
