@@ -51,7 +51,7 @@ bench: $(STAMP)
 gpu-check:
 	$(PY) tools/gpu_check.py --log gpu-check.log
 
-# The same steps on the CPU, GPU tests skipped (tests/test_gpu_check.py runs this in CI).
+# The same steps on the CPU, GPU tests skipped (tests/tools/test_gpu_check.py runs this in CI).
 gpu-check-dry: $(STAMP)
 	$(PY) tools/gpu_check.py --dry-run --log gpu-check-dry.log
 

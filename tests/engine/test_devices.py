@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_training_tool
+from helpers import run_training_tool
 
 from densebackbones.engine.distributed import amp_dtype, resolve_device
 from densebackbones.tasks.classification import ClassificationTask
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tools"))
 import train_cls  # noqa: E402
 

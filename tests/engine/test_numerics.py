@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from conftest import run_training_tool
+from helpers import run_training_tool
 from torch.utils.data import DataLoader
 
 import densebackbones as db
@@ -31,7 +31,7 @@ from densebackbones.tasks.classification import ClassificationTask
 from densebackbones.tasks.detection import DetectionTask
 from densebackbones.tasks.segmentation import SegmentationTask
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
 import train_cls  # noqa: E402
 
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import onnx
 import pytest
 import torch
-from conftest import run_training_tool
-from data_fixtures import write_image_folder
+from helpers import run_training_tool
+from helpers.data_fixtures import write_image_folder
 
 import densebackbones as db
 from densebackbones.data import build_classification_dataset
@@ -25,7 +25,7 @@ from densebackbones.engine.checkpoint import CheckpointError
 from densebackbones.engine.cli import TrainingInterrupted, _one_line, run_main
 from densebackbones.engine.run_dir import RunDirectory, WorkDirError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tools"))
 import export_onnx  # noqa: E402
 import train_cls  # noqa: E402

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn as nn
-from conftest import run_training_tool
-from data_fixtures import write_cifar10, write_cifar100, write_fashion_mnist, write_image_folder, write_svhn
+from helpers import run_training_tool
+from helpers.data_fixtures import write_cifar10, write_cifar100, write_fashion_mnist, write_image_folder, write_svhn
 
 import densebackbones as db
 from densebackbones.data import build_classification_dataset
@@ -22,7 +22,7 @@ from densebackbones.engine.config import check_config
 from densebackbones.engine.config import merge_defaults as merge_sections
 from densebackbones.tasks import CLS_DATA, ClassificationTask, TopKAccuracy
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tools"))
 import eval_cls  # noqa: E402
 import train_cls  # noqa: E402

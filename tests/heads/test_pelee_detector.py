@@ -9,7 +9,6 @@ import math
 
 import pytest
 import torch
-from conftest import tiny_pelee
 from densebackbones.heads import Pelee, ResBlock
 from densebackbones.heads.ssd import (
     COCO_PRIORS,
@@ -20,6 +19,7 @@ from densebackbones.heads.ssd import (
     make_priors,
     script_prior_sizes,
 )
+from helpers import tiny_pelee
 from safetensors.torch import save_file
 
 import densebackbones as db

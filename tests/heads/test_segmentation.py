@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-from conftest import run_training_tool
 from densebackbones.heads import (
     DenseSegmentor,
     FCDenseNet,
 )
+from helpers import run_training_tool
 from PIL import Image
 
 import densebackbones as db
@@ -21,7 +21,7 @@ from densebackbones.data.segmentation import SEGMENTATION_DATASETS, Segmentation
 from densebackbones.engine import load_checkpoint
 from densebackbones.tasks.metrics import SegmentationMetric
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tools"))
 import predict_seg  # noqa: E402
 import train_seg  # noqa: E402

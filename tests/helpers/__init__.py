@@ -1,4 +1,6 @@
-"""Shared fixtures: tiny dense models and deterministic seeds keep the CPU suite fast."""
+"""Shared test helpers, imported as ``from helpers import ...`` (``tests/`` is on pytest's ``pythonpath``): tiny dense
+models keep the CPU suite fast. Fixtures live in ``tests/conftest.py``; data sets in their on-disk formats in
+``helpers.data_fixtures``, the CUDA kernels' argument contracts in ``helpers.cuda_contracts``."""
 
 from __future__ import annotations
 
@@ -79,8 +81,3 @@ def run_training_tool(tool, config: str, work_dir, *options: str, data_root=None
         argv += ["--data-root", str(data_root)]
     argv += [*extra, "--cfg-options", "train.plot=False", *options]
     return tool.main(tool.get_args_parser().parse_args(argv))
-
-
-@pytest.fixture(autouse=True)
-def _seed():
-    torch.manual_seed(0)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn as nn
-from conftest import run_training_tool
+from helpers import run_training_tool
 from safetensors.torch import save_file
 
 import densebackbones as db
@@ -262,7 +262,7 @@ def test_channel_shuffle_restores_the_learned_order():
 
 
 # ----------------------------------------------------------------------------------------------- training tools
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tools"))
 import convert_condensenet  # noqa: E402
 import eval_cls  # noqa: E402

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import DEVICES, tiny_densenet, tiny_dsod, tiny_fc_densenet, tiny_pelee
-from cuda_contracts import CudaContractError, CudaContracts
+from helpers import DEVICES, tiny_densenet, tiny_dsod, tiny_fc_densenet, tiny_pelee
+from helpers.cuda_contracts import CudaContractError, CudaContracts
 
 import densebackbones as db
 from densebackbones.layers import MEMORY_MODES, set_memory_mode

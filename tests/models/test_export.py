@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn as nn
-from conftest import tiny_densenet
+from helpers import tiny_densenet
 
 import densebackbones as db
 from densebackbones.export import check_onnx, export_onnx, fuse_batchnorm
 from densebackbones.layers import DenseBlock, Transition
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
 import export_onnx as export_tool  # noqa: E402
 
 

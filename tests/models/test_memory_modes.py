@@ -8,7 +8,7 @@ import copy
 import pytest
 import torch
 import torch.nn as nn
-from conftest import DEVICES, tiny_densenet, tiny_dsod, tiny_fc_densenet, tiny_pelee
+from helpers import DEVICES, tiny_densenet, tiny_dsod, tiny_fc_densenet, tiny_pelee
 
 import densebackbones as db
 from densebackbones.layers import DenseBlock, set_cpu_channels_last, set_memory_mode

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn as nn
-from conftest import CIFAR_MODELS, tiny_densenet, tiny_input
+from helpers import CIFAR_MODELS, tiny_densenet, tiny_input
 from timm.models import group_parameters
 
 import densebackbones as db

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import timm
 import torch
-from conftest import run_training_tool
+from helpers import run_training_tool
 
 import densebackbones as db
 from densebackbones.engine import load_checkpoint, read_csv
@@ -29,7 +29,7 @@ from densebackbones.tasks.early_exit import (
     select_budget,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tools"))
 import eval_msdnet  # noqa: E402
 import train_cls  # noqa: E402

@@ -65,9 +65,9 @@ def test_cifar100_head_differs_only_in_classifier():
 
 def test_every_registered_model_has_a_reference_count():
     # DSOD's backbone has no classifier count in the papers; its count is checked inside DSOD300's 14.72M
-    # (tests/test_detection.py) and against the README table.
-    # PeleeNet's count (2,802,248) is checked in tests/test_peleenet.py, CondenseNet's in tests/test_condensenet.py,
-    # MSDNet's in tests/test_msdnet.py.
+    # (tests/heads/test_detection.py) and against the README table.
+    # PeleeNet's count (2,802,248) is checked in tests/models/test_peleenet.py, CondenseNet's in
+    # tests/models/test_condensenet.py, MSDNet's in tests/models/test_msdnet.py.
     others = ("dsod", "peleenet", "condensenet", "msdnet")
     densenets = [n for n in db.list_models(task="classification") if not n.startswith(others)]
     assert sorted(IMAGENET_PARAMS) + sorted(CIFAR10_PARAMS_M) == sorted(

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_input
+from helpers import tiny_input
 
 import densebackbones as db
 from densebackbones.mm import resolve_arch
 from densebackbones.tasks import SegmentationTask
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("name", db.list_models())

@@ -10,7 +10,7 @@ import torch
 
 import densebackbones as db
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
 import benchmark  # noqa: E402
 
 

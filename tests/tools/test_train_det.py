@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_training_tool
+from helpers import run_training_tool
 
 from densebackbones.engine import load_checkpoint, read_csv
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tools"))
 import predict_det  # noqa: E402
 import train_det  # noqa: E402
