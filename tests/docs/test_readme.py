@@ -1,61 +1,59 @@
-"""The README's examples run as written, and its model table states the real parameter counts."""
+"""The README and docs/: every python example runs as written, the README stays a front door (at most 300 lines, a
+family table whose pages exist), and the model tables in docs/models/ are what tools/model_tables.py makes from the
+registry (the parameter counts against the papers' are tests/models/test_params.py's and the families' tests)."""
 
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 import pytest
-import torch
 
-import densebackbones as db
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tools"))
 
-README = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
-PYTHON_BLOCKS = re.findall(r"```python\n(.*?)```", README, flags=re.S)
+import model_tables  # noqa: E402
+
+DOC_FILES = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
+EXAMPLES = [
+    (path.relative_to(REPO).as_posix(), index, code)
+    for path in DOC_FILES
+    for index, code in enumerate(re.findall(r"```python\n(.*?)```", path.read_text(encoding="utf-8"), flags=re.S))
+]
+README = (REPO / "README.md").read_text(encoding="utf-8")
 
 
-def test_readme_has_examples():
-    assert len(PYTHON_BLOCKS) >= 6
+def test_readme_is_a_front_door_with_examples():
+    assert len(README.splitlines()) <= 300
+    assert sum(1 for name, *_ in EXAMPLES if name == "README.md") >= 4
+    assert "make train" in README and "make test" in README
 
 
-@pytest.mark.parametrize("index", range(len(PYTHON_BLOCKS)))
-def test_readme_example_runs(index, tmp_path, monkeypatch):
+@pytest.mark.parametrize(("name", "index", "code"), EXAMPLES, ids=[f"{name}-{index}" for name, index, _ in EXAMPLES])
+def test_example_runs(name, index, code, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    exec(compile(PYTHON_BLOCKS[index], f"README.md example {index}", "exec"), {"__name__": "__readme__"})
+    exec(compile(code, f"{name} example {index}", "exec"), {"__name__": "__docs__"})
 
 
-def _model_table() -> dict[str, int]:
-    rows = re.findall(r"^\| `([a-z0-9_]+)` \|[^|]*\|[^|]*\|[^|]*\| ([0-9,]+) \|", README, flags=re.M)
-    return {name: int(params.replace(",", "")) for name, params in rows}
+def test_family_table_links_to_pages_that_exist():
+    pages = re.findall(r"\]\((docs/models/[a-z_]+\.md)\)", README)
+    assert len(set(pages)) >= 6
+    for page in pages:
+        assert (REPO / page).is_file(), page
+    assert {f"docs/models/{page}" for page, _ in model_tables.TABLES.values()} <= set(pages)
 
 
-def test_model_table_lists_every_model_with_its_parameter_count():
-    table = _model_table()
-    assert sorted(table) == db.list_models(task="classification")
-    for name, params in table.items():
-        with torch.device("meta"):
-            model = db.create_model(name)
-        assert sum(p.numel() for p in model.parameters()) == params, name
+def test_model_tables_are_the_tools_output():
+    """Regenerate with ``python tools/model_tables.py --write`` after adding or changing a model."""
+    for path, text in model_tables.render().items():
+        assert path.read_text(encoding="utf-8") == text, f"{path.relative_to(REPO)}: run tools/model_tables.py --write"
 
 
-def test_segmentation_table_states_the_real_parameter_counts():
-    rows = re.findall(r"^\| `(fc_densenet[a-z0-9_]*)` \|[^|]*\|\s*([0-9,]*)\s*\|", README, flags=re.M)
-    assert sorted(name for name, _ in rows) == db.list_models(task="segmentation")
-    counted = {name: int(params.replace(",", "")) for name, params in rows if params}
-    assert sorted(counted) == ["fc_densenet103", "fc_densenet56", "fc_densenet67"]
-    for name, params in counted.items():
-        with torch.device("meta"):
-            model = db.create_model(name)
-        assert sum(p.numel() for p in model.parameters()) == params, name
+def test_every_registered_model_is_in_a_table():
+    model_tables.check_coverage()  # raises naming the models missing from the tables
+    tabled = "\n".join(path.read_text(encoding="utf-8") for path in model_tables.render())
+    import densebackbones as db
 
-
-def test_detection_table_states_the_real_parameter_counts():
-    row = r"^\| `(pelee(?:_[a-z0-9_]+)?)`( with `num_classes=(\d+)`)? \|[^|\n]*\| ([0-9,]+) \|"
-    rows = re.findall(row, README, flags=re.M)
-    assert sorted({name for name, *_ in rows}) == db.list_models("pelee*", task="detection")
-    assert len(rows) == 3
-    for name, _, classes, params in rows:
-        kwargs = dict(num_classes=int(classes)) if classes else {}
-        with torch.device("meta"):
-            model = db.create_model(name, **kwargs)
-        assert sum(p.numel() for p in model.parameters() if p.requires_grad) == int(params.replace(",", "")), name
+    for name in db.list_models():
+        assert f"| `{name}`" in tabled, name
