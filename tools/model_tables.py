@@ -15,6 +15,7 @@ left out. The counts are checked against the papers' by tests/models/test_params
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -104,15 +105,22 @@ def _dashes(values) -> str:
     return "-".join(str(v) for v in values) if isinstance(values, (tuple, list)) else str(values)
 
 
-def _params(name: str, trainable: bool = False, **kwargs) -> int:
+@functools.cache
+def _built(name: str, kwargs: tuple = ()) -> tuple[int, int, dict]:
+    """(parameters, trainable parameters, pretrained_cfg) of a model built once on the meta device."""
     with torch.device("meta"):
-        model = db.create_model(name, **kwargs)
-    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable)
+        model = db.create_model(name, **dict(kwargs))
+    params = [(p.numel(), p.requires_grad) for p in model.parameters()]
+    return sum(n for n, _ in params), sum(n for n, grad in params if grad), dict(model.pretrained_cfg)
+
+
+def _params(name: str, trainable: bool = False, **kwargs) -> int:
+    total, grad, _ = _built(name, tuple(sorted(kwargs.items())))
+    return grad if trainable else total
 
 
 def _weights(name: str) -> str:
-    with torch.device("meta"):
-        cfg = db.create_model(name).pretrained_cfg
+    cfg = _built(name)[2]
     has_weights = cfg.get("url") or cfg.get("hf_hub_id") or cfg.get("file")
     return f"`{cfg['tag']}`" if has_weights and cfg.get("tag") else ""
 
@@ -125,8 +133,7 @@ def classification_table(names: list[str]) -> str:
             layout = msdnet.block_steps(arch["num_blocks"], arch["base"], arch["step"], arch["step_mode"])
         else:
             layout = arch["block_config"]
-        with torch.device("meta"):
-            size = db.create_model(name).pretrained_cfg["input_size"][-1]
+        size = _built(name)[2]["input_size"][-1]
         cells = [f"`{name}`", PAPER_MODELS[name], _dashes(arch["growth_rate"]), _dashes(layout)]
         cells += [f"{_params(name):,}", str(size), _weights(name)]
         lines.append(("| " + " | ".join(cells) + " |").replace("|  |", "| |"))

@@ -30,7 +30,14 @@ def test_readme_is_a_front_door_with_examples():
     assert "make train" in README and "make test" in README
 
 
-@pytest.mark.parametrize(("name", "index", "code"), EXAMPLES, ids=[f"{name}-{index}" for name, index, _ in EXAMPLES])
+# Examples that export to ONNX (the torch.export-based exporter takes most of a minute) run in `make test` only.
+EXAMPLE_PARAMS = [
+    pytest.param(name, index, code, id=f"{name}-{index}", marks=[pytest.mark.integration] * ("export_onnx(" in code))
+    for name, index, code in EXAMPLES
+]
+
+
+@pytest.mark.parametrize(("name", "index", "code"), EXAMPLE_PARAMS)
 def test_example_runs(name, index, code, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     exec(compile(code, f"{name} example {index}", "exec"), {"__name__": "__docs__"})

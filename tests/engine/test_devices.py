@@ -95,6 +95,7 @@ def test_gpu_without_bf16_is_refused_before_data(tmp_path, monkeypatch, old_gpu)
         run_training_tool(train_cls, DIGITS_CFG, tmp_path / "run", "train.device=cuda", "train.amp=bf16")
 
 
+@pytest.mark.integration
 def test_benchmark_device_error_is_one_line():
     command = [sys.executable, str(REPO / "tools/benchmark.py"), "--device", "cuda:7"]
     result = subprocess.run(command, capture_output=True, text=True, env={"CUDA_VISIBLE_DEVICES": ""})

@@ -34,6 +34,9 @@ from densebackbones.tasks.segmentation import SegmentationTask
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
 import train_cls  # noqa: E402
 
+# Training runs and tool runs: left out of `make test-fast`, run by `make test`.
+pytestmark = pytest.mark.integration
+
 
 def _perturb_allocator(trial: int) -> None:
     # The faulty kernel reads memory it did not write: what it finds there depends on earlier allocations.

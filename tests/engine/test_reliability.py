@@ -30,6 +30,9 @@ sys.path.insert(0, str(REPO / "tools"))
 import export_onnx  # noqa: E402
 import train_cls  # noqa: E402
 
+# Training runs and tool runs: left out of `make test-fast`, run by `make test`.
+pytestmark = pytest.mark.integration
+
 DIGITS_CFG = str(REPO / "configs/cls/densenet_bc_digits.py")
 TINY = ["model.growth_rate=4", "model.block_config=(1,1,1)", "data.num_workers=0", "train.max_iters_per_epoch=3"]
 

@@ -27,6 +27,9 @@ sys.path.insert(0, str(REPO / "tools"))
 import eval_cls  # noqa: E402
 import train_cls  # noqa: E402
 
+# Training runs and tool runs: left out of `make test-fast`, run by `make test`.
+pytestmark = pytest.mark.integration
+
 DIGITS_CFG = str(REPO / "configs/cls/densenet_bc_digits.py")
 
 

@@ -238,6 +238,7 @@ def _train(work_dir: Path, data_root: Path, *options: str, extra=()):
     return run_training_tool(train_seg, SHAPES_CFG, work_dir, *options, data_root=data_root, extra=extra)
 
 
+@pytest.mark.integration
 def test_train_seg_two_iterations_eval_and_resume(tmp_path):
     data = write_shapes_dataset(tmp_path / "shapes", num_train=16, num_val=4)
     options = ("schedule.epochs=2", "train.max_iters_per_epoch=2", "model.growth_rate=4")
@@ -249,6 +250,7 @@ def test_train_seg_two_iterations_eval_and_resume(tmp_path):
     assert {"mIoU", "global_acc", "IoU_disc"} <= set(metrics)
 
 
+@pytest.mark.integration
 def test_short_training_beats_chance_and_predict_tool(tmp_path):
     data = write_shapes_dataset(tmp_path / "shapes", num_train=48, num_val=8)
     metrics = _train(tmp_path / "run", data, "schedule.epochs=4")
@@ -308,6 +310,7 @@ def test_class_weights_must_match_classes():
         SegmentationTask().loss_fn({"data": dict(dataset="shapes", class_weights=[1.0, 2.0])})
 
 
+@pytest.mark.integration
 def test_exported_weights_are_the_ema_weights_when_ema_is_on(tmp_path):
     from safetensors.torch import load_file
 

@@ -213,6 +213,7 @@ def test_official_key_names_load(tmp_path):
         torch.testing.assert_close(loaded.eval()(x), model(x))
 
 
+@pytest.mark.integration
 def test_converted_model_exports_to_onnx(tmp_path):
     pytest.importorskip("onnxruntime")
     from densebackbones.export import check_onnx, export_onnx
@@ -271,6 +272,7 @@ import train_cls  # noqa: E402
 DEMO_CFG = str(REPO / "configs/cls/condensenet_digits.py")
 
 
+@pytest.mark.integration
 def test_trainer_calls_the_progress_hook_and_adds_the_regularization(tmp_path, monkeypatch):
     # The engine's two model hooks, seen from a model that records them: progress = steps done / all steps before
     # every step, and the regularization term inside the logged loss.
@@ -290,6 +292,7 @@ def test_trainer_calls_the_progress_hook_and_adds_the_regularization(tmp_path, m
     assert first[1] > first[0] + 10  # the group lasso of every learned conv, weighted 1.0, is in the loss
 
 
+@pytest.mark.integration
 def test_resume_mid_condensation_equals_an_uninterrupted_run(tmp_path, monkeypatch):
     # 12 steps: the stages change at steps 2, 4 and 6; the run is stopped after step 6's checkpoint... before the
     # last drop, which the resumed run must make at the same step with the same masks.
@@ -320,6 +323,7 @@ def test_resume_mid_condensation_equals_an_uninterrupted_run(tmp_path, monkeypat
         assert torch.equal(value, resumed[key]), key
 
 
+@pytest.mark.integration
 def test_digits_demo_trains_condenses_and_converts(tmp_path):
     metrics = run_training_tool(train_cls, DEMO_CFG, tmp_path / "run")
     # Chance is 10 %; the demo reaches about 98.6 % in 20 epochs (docs/benchmarks.md).

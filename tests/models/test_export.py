@@ -54,6 +54,7 @@ def test_fuse_batchnorm_post_activation_layers():
 
 
 @pytest.mark.parametrize("fuse", [False, True], ids=["plain", "fused"])
+@pytest.mark.integration
 def test_onnx_round_trip_with_dynamic_batch(tmp_path, fuse):
     model = _trained_statistics(tiny_densenet(), torch.randn(4, 3, 8, 8))
     if fuse:
@@ -64,6 +65,7 @@ def test_onnx_round_trip_with_dynamic_batch(tmp_path, fuse):
         assert diff < 1e-4 * max(peak, 1.0)
 
 
+@pytest.mark.integration
 def test_check_onnx_reports_a_mismatch(tmp_path):
     model = tiny_densenet().eval()
     path = export_onnx(model, tmp_path / "tiny.onnx", torch.randn(2, 3, 8, 8))
@@ -73,6 +75,7 @@ def test_check_onnx_reports_a_mismatch(tmp_path):
         check_onnx(model, path, torch.randn(2, 3, 8, 8))
 
 
+@pytest.mark.integration
 def test_export_tool_on_a_registered_model_and_checkpoint(tmp_path):
     model = db.create_model("densenet_bc100_k12_cifar", num_classes=10)
     torch.save({"state_dict": model.state_dict()}, tmp_path / "weights.pth")

@@ -265,6 +265,7 @@ def test_batch_norm_training_needs_more_than_one_value():
         block(torch.randn(1, 4, 1, 1))
 
 
+@pytest.mark.integration
 def test_torch_compile_gives_the_same_output():
     model = tiny_densenet(block_config=(2, 2)).eval()
     x = torch.randn(2, 3, 8, 8)
@@ -274,6 +275,7 @@ def test_torch_compile_gives_the_same_output():
         torch.testing.assert_close(compiled(x), expected)
 
 
+@pytest.mark.integration
 def test_efficient_mode_under_torch_compile_warns_and_matches():
     model = tiny_densenet(block_config=(2, 2), memory_mode="efficient")
     x = torch.randn(2, 3, 8, 8)

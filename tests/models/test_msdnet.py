@@ -188,6 +188,7 @@ def test_geometric_budgets_and_budget_selection():
         select_budget(points, 0.5, [1.0, 3.0])
 
 
+@pytest.mark.integration
 def test_two_iterations_train_eval_and_resume(tmp_path):
     options = ("schedule.epochs=2", "train.max_iters_per_epoch=2")
     run_training_tool(train_cls, DEMO_CFG, tmp_path / "run", *options, "schedule.epochs=1")
@@ -198,6 +199,7 @@ def test_two_iterations_train_eval_and_resume(tmp_path):
     assert len(rows) == 2 and "top1_exit3" in rows[-1]
 
 
+@pytest.mark.integration
 def test_anytime_and_budgeted_evaluation_of_the_digits_demo(tmp_path):
     metrics = run_training_tool(train_cls, DEMO_CFG, tmp_path / "run", "data.holdout=300")
     assert metrics["top1"] > 93.0  # chance is 10 %; about 98.9 % (docs/benchmarks.md)

@@ -13,6 +13,9 @@ import densebackbones as db
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
 import benchmark  # noqa: E402
 
+# Training runs and tool runs: left out of `make test-fast`, run by `make test`.
+pytestmark = pytest.mark.integration
+
 
 def _params(model):
     return sum(p.numel() for p in model.parameters())

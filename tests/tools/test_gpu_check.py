@@ -13,6 +13,9 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tools"))
 import gpu_check  # noqa: E402
 
+# Training runs and tool runs: left out of `make test-fast`, run by `make test`.
+pytestmark = pytest.mark.integration
+
 
 def _run(*argv: str) -> int:
     return gpu_check.main(gpu_check.get_args_parser().parse_args(list(argv)))

@@ -16,6 +16,9 @@ sys.path.insert(0, str(REPO / "tools"))
 import predict_det  # noqa: E402
 import train_det  # noqa: E402
 
+# Training runs and tool runs: left out of `make test-fast`, run by `make test`.
+pytestmark = pytest.mark.integration
+
 SHAPES_CFG = str(REPO / "configs/det/dsod_shapes.py")
 PELEE_SHAPES_CFG = str(REPO / "configs/det/pelee_shapes.py")
 
