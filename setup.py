@@ -18,7 +18,9 @@ setup(
     description="Densely connected networks (DenseNet, DenseNet-BC, FC-DenseNet, DSOD) with a timm-style registry",
     long_description=(ROOT / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
+    # An SPDX expression and the file (PEP 639); setuptools deprecates the "License ::" classifier beside them.
     license="Apache-2.0",
+    license_files=["LICENSE"],
     python_requires=">=3.10",
     packages=find_packages(include=["densebackbones", "densebackbones.*"]) + ["densebackbones.heads"],
     package_dir={"densebackbones.heads": "heads"},

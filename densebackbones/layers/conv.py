@@ -3,7 +3,7 @@
 PyTorch's CPU (oneDNN) bfloat16 convolution computes a wrong weight gradient, non-finite in about one call of ten
 and depending on what memory the allocator hands out, when a *strided* convolution with *implicit* zero padding
 reads a 1-pixel-wide input (measured with torch 2.14: 3x3/2 and 5x5/2 convolutions on 1x1 maps, under bf16
-autocast and in bf16 models; float32 and float16 are right; ``tests/test_numerics.py`` reproduces it). DSOD's and
+autocast and in bf16 models; float32 and float16 are right; ``tests/engine/test_numerics.py`` reproduces it). DSOD's and
 Pelee's extra prediction scales run exactly such convolutions on their smallest maps (DSOD at 96 px: a 3x3/2 on a
 1x1 map), so a bf16 training run stopped with a NaN loss in some runs and not in others. The same convolution with
 the zeros padded explicitly is computed right. :class:`PaddedConv2d` does that for every strided, zero-padded

@@ -243,7 +243,7 @@ def _affine_grads(
     The statistics go in as ``save_mean``/``save_invstd`` in their accumulate dtype (float32, float64 for float64
     input) with ``train=True``, which makes both kernels use them as given (the two gradients have the same formula
     in training and eval mode, and no input gradient is asked for). The CUDA kernel asserts that both are defined
-    and reads them in that dtype (Normalization.cu:607/617; tests/cuda_contracts.py); the CPU kernel would accept
+    and reads them in that dtype (Normalization.cu:607/617; tests/helpers/cuda_contracts); the CPU kernel would accept
     ``None`` and read running statistics instead, which is how this once crashed every GPU while CPU tests passed.
     The weight goes in the same dtype: for a half/bf16 model the kernels disagree on the statistics' dtype when the
     weight is half/bf16 (the CPU reads them in the weight's dtype, CUDA in float32) and agree on float32 for both

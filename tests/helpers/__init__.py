@@ -1,0 +1,83 @@
+"""Shared test helpers, imported as ``from helpers import ...`` (``tests/`` is on pytest's ``pythonpath``): tiny dense
+models keep the CPU suite fast. Fixtures live in ``tests/conftest.py``; data sets in their on-disk formats in
+``helpers.data_fixtures``, the CUDA kernels' argument contracts in ``helpers.cuda_contracts``."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from densebackbones.heads import DSOD, Pelee
+from densebackbones.heads.ssd import PELEE_VOC_PRIORS, VOC_PRIORS
+
+import densebackbones as db
+
+# A parametrization over the devices a test runs on: the CPU in the default suite, CUDA under ``-m gpu``.
+DEVICES = [
+    "cpu",
+    pytest.param(
+        "cuda",
+        marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")],
+    ),
+]
+
+BACKBONES = db.list_models(task="classification")
+IMAGENET_MODELS = [name for name in BACKBONES if not name.endswith("_cifar")]
+CIFAR_MODELS = [name for name in BACKBONES if name.endswith("_cifar")]
+
+
+def tiny_input(name: str, batch: int = 2) -> torch.Tensor:
+    """The smallest input each family accepts: 32 px for the ImageNet stride 32, 8 px for the CIFAR stride 4;
+    MSDNet's exits need its coarsest scale at 5 px (20 px CIFAR, 160 px ImageNet)."""
+    if name.startswith("msdnet"):
+        size = 20 if name.endswith("_cifar") else 160
+    else:
+        size = 8 if name.endswith("_cifar") else 32
+    return torch.randn(batch, 3, size, size)
+
+
+def tiny_densenet(**kwargs) -> db.DenseNet:
+    """A DenseNet-BC with two 2-layer blocks and k=4: every code path, a few thousand parameters."""
+    args = dict(growth_rate=4, block_config=(2, 2), stem_type="cifar", num_classes=3)
+    return db.DenseNet(**dict(args, **kwargs))
+
+
+def tiny_fc_densenet(**kwargs) -> torch.nn.Module:
+    """FC-DenseNet56's layout with one layer per block and k=4 (basic layers, dropout 0.2, up path); 32x32 input."""
+    return db.create_model("fc_densenet56", **dict(num_classes=3, growth_rate=4, layers_per_block=1, **kwargs))
+
+
+def tiny_dsod(**kwargs) -> DSOD:
+    """DSOD300's layout (stem, four dense blocks, dense prediction structure, six sources) with k=4, 64x64 input."""
+    args = dict(
+        backbone="dsod_ds64_192_48_1",
+        backbone_indices=(1, 2),
+        backbone_kwargs=dict(growth_rate=4, block_config=(1, 2, 1, 1), stem_chs=(8, 8, 16)),
+        head_kwargs=dict(second_half=8, extra_halves=(8, 8, 8, 8)),
+        priors=dataclasses.replace(VOC_PRIORS, image_size=64),
+    )
+    return DSOD(3, **dict(args, **kwargs))
+
+
+def tiny_pelee(**kwargs) -> Pelee:
+    """Pelee's layout (stem block, two-way layers, extra layers, ResBlocks, six 1x1 heads) with k=8, read at PeleeNet's
+    strides 8 and 16 so that 144 px inputs reach the 1x1 map."""
+    args = dict(
+        backbone="peleenet",
+        backbone_indices=(2, 3),
+        backbone_kwargs=dict(growth_rate=8, block_config=(1, 1, 1, 1), stem_width=8, transition_ceil=True),
+        head_kwargs=dict(extra_chs=((8, 8), (8, 8), (8, 8)), res_chs=8),
+        priors=dataclasses.replace(PELEE_VOC_PRIORS, image_size=144),
+    )
+    return Pelee(3, **dict(args, **kwargs))
+
+
+def run_training_tool(tool, config: str, work_dir, *options: str, data_root=None, extra=()) -> dict:
+    """Run a training tool's ``main`` in-process: ``--work-dir``, optional ``--data-root``, extra arguments, and
+    ``--cfg-options`` (plots off to save time)."""
+    argv = [config, "--work-dir", str(work_dir)]
+    if data_root is not None:
+        argv += ["--data-root", str(data_root)]
+    argv += [*extra, "--cfg-options", "train.plot=False", *options]
+    return tool.main(tool.get_args_parser().parse_args(argv))

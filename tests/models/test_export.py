@@ -1,0 +1,107 @@
+"""Inference export: BatchNorm folding keeps outputs, ONNX files run in onnxruntime with PyTorch's outputs."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+from helpers import tiny_densenet
+
+import densebackbones as db
+from densebackbones.export import assert_close_to_scale, check_onnx, export_onnx, fuse_batchnorm
+from densebackbones.layers import DenseBlock, Transition
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
+import export_onnx as export_tool  # noqa: E402
+
+
+def _trained_statistics(model, x):
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(x + torch.randn_like(x))
+    return model.eval()
+
+
+def test_fuse_batchnorm_folds_what_follows_a_convolution_and_keeps_outputs():
+    model = _trained_statistics(tiny_densenet(stem_type="imagenet").double(), torch.randn(4, 3, 32, 32).double())
+    fused = fuse_batchnorm(model)
+    # imagenet stem conv0 -> norm0, and conv1 -> norm2 in each of the four bottleneck layers
+    assert fused.num_folded == 5
+    assert isinstance(fused.features.norm0, nn.Identity)
+    assert isinstance(fused.features.denseblock1.denselayer1.norm2, nn.Identity)
+    assert isinstance(model.features.norm0, nn.BatchNorm2d)  # the original is untouched
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), model(x))
+
+
+def test_fuse_batchnorm_post_activation_layers():
+    model = nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1),
+        DenseBlock(2, 6, 4, preact=False),
+        Transition(14, 7, preact=False),
+    ).double()
+    model = _trained_statistics(model, torch.randn(4, 3, 8, 8).double())
+    fused = fuse_batchnorm(model)
+    assert fused.num_folded == 5  # conv1/norm1 and conv2/norm2 per layer, and the transition
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), model(x))
+
+
+@pytest.mark.parametrize("fuse", [False, True], ids=["plain", "fused"])
+@pytest.mark.integration
+def test_onnx_round_trip_with_dynamic_batch(tmp_path, fuse):
+    model = _trained_statistics(tiny_densenet(), torch.randn(4, 3, 8, 8))
+    if fuse:
+        model = fuse_batchnorm(model)
+    path = export_onnx(model, tmp_path / "tiny.onnx", torch.randn(2, 3, 8, 8))
+    for batch in (2, 5):  # the export batch and another one: the batch dimension is dynamic
+        diff, peak = check_onnx(model, path, torch.randn(batch, 3, 8, 8))
+        assert diff < 1e-4 * max(peak, 1.0)
+
+
+@pytest.mark.integration
+def test_check_onnx_reports_a_mismatch(tmp_path):
+    model = tiny_densenet().eval()
+    path = export_onnx(model, tmp_path / "tiny.onnx", torch.randn(2, 3, 8, 8))
+    with torch.no_grad():
+        model.classifier.bias.add_(1.0)  # the file no longer matches the model
+    with pytest.raises(AssertionError, match="ONNX output differs"):
+        check_onnx(model, path, torch.randn(2, 3, 8, 8))
+
+
+@pytest.mark.integration
+def test_export_tool_on_a_registered_model_and_checkpoint(tmp_path):
+    model = db.create_model("densenet_bc100_k12_cifar", num_classes=10)
+    torch.save({"state_dict": model.state_dict()}, tmp_path / "weights.pth")
+    args = export_tool.get_args_parser().parse_args(
+        [
+            "densenet_bc100_k12_cifar",
+            "--output",
+            str(tmp_path / "m.onnx"),
+            "--img-size",
+            "16",
+            "--checkpoint",
+            str(tmp_path / "weights.pth"),
+            "--num-classes",
+            "10",
+        ]
+    )
+    diff, peak = export_tool.main(args)  # raises when an element is outside tolerance
+    assert diff < 1e-4 * peak
+    assert (tmp_path / "m.onnx").stat().st_size > 3_000_000  # 0.77M float32 weights are in the file
+
+
+def test_onnx_comparison_is_relative_to_the_output_scale():
+    """float32 rounding of an element near zero is relative to the outputs' magnitude: with a largest logit of 1000
+    a 1e-3 difference at a logit near 0 is 1e-6 of the scale (a fixed 1e-4 called such a model "different"), while
+    a difference of 1 still is one."""
+    expected = torch.tensor([1000.0, 0.0, -3.0])
+    assert_close_to_scale(torch.tensor([1000.0, 1e-3, -3.0]), expected, rtol=1e-4, atol=1e-4)
+    with pytest.raises(AssertionError, match="ONNX output differs"):
+        assert_close_to_scale(torch.tensor([1000.0, 1.0, -3.0]), expected, rtol=1e-4, atol=1e-4, what="ONNX output")
