@@ -97,6 +97,14 @@ def check_state_dict_fits(
     if not (missing or unexpected or mismatched):
         return
     lines = ["the checkpoint does not fit this model's architecture."]
+    if find_matching_archs is not None:  # first what would fit, then the evidence
+        desc, matches = find_matching_archs(state_dict)
+        lines.append(f"The checkpoint looks like: {desc}.")
+        lines.append(
+            f"Registered models with that architecture: {', '.join(matches)}."
+            if matches
+            else "No registered model has that architecture; build the model with those arguments."
+        )
     if mismatched:
         shapes = [f"{k} {tuple(state_dict[k].shape)} vs model {tuple(model_sd[k].shape)}" for k in mismatched]
         lines.append(f"Shape mismatches ({len(mismatched)}): {_fmt_keys(shapes, 4)}")
@@ -104,14 +112,6 @@ def check_state_dict_fits(
         lines.append(f"Missing in checkpoint ({len(missing)}): {_fmt_keys(missing)}")
     if unexpected:
         lines.append(f"Not in model ({len(unexpected)}): {_fmt_keys(unexpected)}")
-    if find_matching_archs is not None:
-        desc, matches = find_matching_archs(state_dict)
-        lines.append(f"The checkpoint looks like: {desc}.")
-        lines.append(
-            f"Registered models with that architecture: {', '.join(matches)}."
-            if matches
-            else "No registered model has that architecture; build DenseNet(...) with those arguments."
-        )
     raise ValueError(" ".join(lines))
 
 
