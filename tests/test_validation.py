@@ -8,10 +8,14 @@ fail in the config check with the key and the fix.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import functools
 import inspect
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -21,7 +25,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import densebackbones as db
+from densebackbones.engine.cli import resolve_config
+from densebackbones.engine.config import ConfigError, check_config
 from densebackbones.registry import BUILDER_ARGS, model_class
+from densebackbones.tasks import ClassificationTask
 
 MODELS = db.list_models()
 
@@ -350,3 +357,122 @@ def test_training_condensenet_checkpoint_names_groups_from_its_masks(tmp_path):
     message = r"training-time checkpoint made with .* \(the model is converted\): load it with create_model.*or convert"
     with pytest.raises(ValueError, match=message):
         _load("condensenet86_cifar_converted", path)
+
+
+# ---------------------------------------------------------------------------------------------------- config values
+REPO = Path(__file__).resolve().parents[1]
+IMAGENET_CFG = str(REPO / "configs/cls/densenet_bc121_k32_imagenet.py")
+DIGITS_CFG = str(REPO / "configs/cls/densenet_bc_digits.py")
+
+
+def _resolve(config: str, *options: str, task=None) -> dict:
+    args = argparse.Namespace(config=config, cfg_options=list(options), data_root=None, work_dir=None)
+    return resolve_config(args, task or ClassificationTask())
+
+
+def test_issue_milestones_past_a_shortened_schedule():
+    with pytest.raises(ConfigError) as err:
+        _resolve(IMAGENET_CFG, "schedule.epochs=1")
+    assert str(err.value) == (
+        "config key schedule.milestones=(30, 60) must lie inside the schedule: epochs nowhere (the schedule is too "
+        "short for a decay) with schedule.epochs=1; pass schedule.milestones=() (no decay), raise schedule.epochs, "
+        "or use schedule.type='cosine'"
+    )
+    with pytest.raises(ConfigError, match=r"epochs 1\.\.9 with schedule.epochs=10; pass schedule.milestones=\(5, 7\)"):
+        _resolve(IMAGENET_CFG, "schedule.epochs=10")
+    assert _resolve(IMAGENET_CFG, "schedule.epochs=10", "schedule.milestones=(5,7)")["schedule"]["epochs"] == 10
+    with pytest.raises(ConfigError, match=r"after the warm-up \(schedule.warmup_epochs=40\): epochs 41..89"):
+        _resolve(IMAGENET_CFG, "schedule.warmup_epochs=40")
+    with pytest.raises(
+        ConfigError, match=r"iterations 1..49 with schedule.max_iters=50; pass schedule.milestones=\(25, 37"
+    ):
+        _resolve(IMAGENET_CFG, "schedule.max_iters=50")
+
+
+def test_config_tool_reports_the_value_in_one_line():
+    command = [sys.executable, str(REPO / "tools/train_cls.py"), IMAGENET_CFG, "--cfg-options", "schedule.epochs=1"]
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: config key schedule.milestones=(30, 60) must lie inside the schedule")
+    assert result.stderr.count("\n") == 1
+
+
+# Bad values of every numeric and named key, written down here: the test's expectation.
+BAD_CONFIG_VALUES = {
+    "schedule.epochs": st.integers(max_value=0),
+    "schedule.max_iters": st.integers(max_value=0),
+    "schedule.warmup_epochs": st.integers(max_value=-1),
+    "schedule.gamma": st.floats(max_value=0.0),
+    "schedule.type": st.text(min_size=1, max_size=5).map(lambda s: f"step_{s}"),
+    "optimizer.lr": st.floats(max_value=-1e-9),
+    "optimizer.momentum": st.one_of(st.floats(max_value=-1e-9), st.floats(min_value=1.0)),
+    "optimizer.weight_decay": st.floats(max_value=-1e-9),
+    "optimizer.base_batch_size": st.integers(max_value=0),
+    "optimizer.eps": st.floats(max_value=0.0),
+    "optimizer.alpha": st.one_of(st.floats(max_value=0.0), st.floats(min_value=1.001)),
+    "optimizer.type": st.sampled_from(["Adam", "sgd", "AdamW"]),
+    "train.accum_steps": st.integers(max_value=0),
+    "train.seed": st.integers(max_value=-1),
+    "train.log_interval": st.integers(max_value=0),
+    "train.eval_interval": st.integers(max_value=0),
+    "train.save_interval": st.integers(max_value=-1),
+    "train.max_iters_per_epoch": st.integers(max_value=0),
+    "train.early_stop_patience": st.integers(max_value=0),
+    "train.clip_grad": st.floats(max_value=0.0),
+    "train.ema_decay": st.one_of(st.floats(max_value=0.0), st.floats(min_value=1.0)),
+    "train.label_smoothing": st.one_of(st.floats(max_value=-1e-9), st.floats(min_value=1.0)),
+    "train.amp": st.sampled_from(["bf17", "float16", "fp32"]),
+    "data.batch_size": st.integers(max_value=0),
+    "data.eval_batch_size": st.integers(max_value=0),
+    "data.num_workers": st.integers(max_value=-1),
+    "data.image_size": st.integers(max_value=0),
+    "data.holdout": st.integers(max_value=-1),
+    "data.dataset": st.sampled_from(["cifar", "mnist", "imagenet1k"]),
+    "data.augment": st.sampled_from(["flip", "autoaugment", "plus2"]),
+}
+
+
+@settings(max_examples=120, deadline=None)
+@given(data=st.data())
+def test_bad_config_values_fail_in_the_config_check(data):
+    key = data.draw(st.sampled_from(sorted(BAD_CONFIG_VALUES)), label="key")
+    value = data.draw(BAD_CONFIG_VALUES[key].filter(lambda v: not (isinstance(v, float) and math.isnan(v))))
+    raw = {"model": {"type": "densenet_bc100_k12_cifar"}, "data": {"dataset": "digits"}}
+    section, name = key.split(".")
+    raw.setdefault(section, {})[name] = value
+    task = ClassificationTask()
+    with pytest.raises(ConfigError) as err:
+        check_config(raw, task.model_arg_names(raw), task.data_defaults, task.data_choices)
+    message = str(err.value)
+    assert "\n" not in message and f"config key {key}={value!r}" in message, message
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["schedule.warmup_epochs=5", "schedule.epochs=5", "schedule.type='cosine'"], "warm-up must end before"),
+        (["optimizer.momentum=0.0"], "optimizer.nesterov=True: Nesterov SGD needs momentum"),
+        (["train.accum_steps=3"], r"data.batch_size=256: .* train.accum_steps=3 .* e.g. data.batch_size=255"),
+        (["schedule.milestones=(60, 30)"], r"schedule.milestones=\(60, 30\): must increase; e.g. \(30, 60\)"),
+    ],
+)
+def test_config_values_that_contradict_each_other(options, message):
+    with pytest.raises(ConfigError, match=message):
+        _resolve(IMAGENET_CFG, *options)
+
+
+def test_image_size_below_the_models_smallest_input():
+    cfg = _resolve(DIGITS_CFG, "data.image_size=2", "model.growth_rate=4", "model.block_config=(1,1,1)")
+    with pytest.raises(ValueError, match=r"data.image_size=2 is below densenet_bc100_k12_cifar's smallest input, 4 px"):
+        ClassificationTask().build_model(cfg)
+
+
+@pytest.mark.parametrize("task", ["cls", "det", "seg"])
+def test_every_shipped_config_passes_the_value_checks(task):
+    from densebackbones.tasks import DetectionTask, SegmentationTask
+
+    task_obj = {"cls": ClassificationTask, "det": DetectionTask, "seg": SegmentationTask}[task]()
+    configs = sorted((REPO / "configs" / task).glob("*.py"))
+    assert configs
+    for path in configs:
+        _resolve(str(path), task=task_obj)

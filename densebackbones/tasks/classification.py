@@ -10,7 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import Subset
 
-from ..data import DATASETS, build_classification_dataset, build_eval_transform, build_train_transform
+from ..data import AUGMENTATIONS, DATASETS, build_classification_dataset, build_eval_transform, build_train_transform
 from ..engine.checkpoint import export_weights
 from .common import build_config_model, config_model_args
 from .metrics import TopKAccuracy
@@ -43,9 +43,23 @@ CLS_DATA: dict[str, Any] = {
 
 def build_model(cfg: dict[str, Any], pretrained: str | Path | None = None) -> nn.Module:
     """The config's backbone with the data set's classes and channels unless the config sets them; ``pretrained``
-    fine-tunes from a weights file (see :func:`~densebackbones.tasks.common.build_config_model`)."""
+    fine-tunes from a weights file (see :func:`~densebackbones.tasks.common.build_config_model`). An image size
+    below the model's smallest input fails here, naming ``data.image_size``."""
+    if cfg["data"]["dataset"] not in DATASETS:
+        raise ValueError(f"unknown data.dataset {cfg['data']['dataset']!r}; use one of {sorted(DATASETS)}")
     info = DATASETS[cfg["data"]["dataset"]]
-    return build_config_model(cfg, "classification", pretrained, num_classes=info.num_classes, in_chans=info.in_chans)
+    model = build_config_model(cfg, "classification", pretrained, num_classes=info.num_classes, in_chans=info.in_chans)
+    minimum, size = getattr(model, "min_input_size", 1), image_size(cfg)
+    if size < minimum:
+        raise ValueError(
+            f"config key data.image_size={size} is below {cfg['model']['type']}'s smallest input, {minimum} px; pass "
+            f"data.image_size={minimum} or more"
+        )
+    return model
+
+
+# The names a classification config's data keys take (engine.config.check_values).
+CLS_DATA_CHOICES = {"dataset": tuple(DATASETS), "augment": tuple(AUGMENTATIONS)}
 
 
 def image_size(cfg: dict[str, Any]) -> int:
@@ -129,6 +143,7 @@ class ClassificationTask:
     """Classification for the shared trainer and tools (``engine.cli``)."""
 
     data_defaults = CLS_DATA
+    data_choices = CLS_DATA_CHOICES
     best_key, best_mode = "top1", "max"
 
     def model_arg_names(self, raw_cfg: dict[str, Any]) -> list[str]:
