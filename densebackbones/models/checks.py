@@ -17,6 +17,8 @@ import torch
 import torch.fx
 from torch import Tensor
 
+from ..registry import is_model, list_models, model_task, unknown_name_error
+
 __all__ = [
     "GLOBAL_POOLS",
     "check_backbone_name",
@@ -201,8 +203,6 @@ def check_layers(norm_layer: Any, act_layer: Any, memory_efficient: Any) -> None
 
 def check_backbone_name(name: str, value: Any) -> str:
     """A registered classification backbone (alias and ``arch.tag`` accepted), for the heads built on one."""
-    from ..registry import is_model, list_models, model_task, unknown_name_error
-
     if isinstance(value, str) and is_model(value) and model_task(value) == "classification":
         return value
     lister = "densebackbones.list_models(task='classification')"
