@@ -266,6 +266,8 @@ def create_model(
             :func:`model_arg_names`) and timm builder arguments (``pretrained_cfg``, ``pretrained_cfg_overlay``).
     """
     arch, tag = _resolve_name(model_name)
+    if out_indices is not None and not features_only and "out_indices" in model_arg_names(arch):
+        kwargs["out_indices"], out_indices = out_indices, None  # the model's own argument (DenseSegmentor's levels)
     if (features_only or out_indices is not None) and _model_tasks[arch] != "classification":
         raise ValueError(
             f"features_only/out_indices apply to backbones; {arch!r} is a {_model_tasks[arch]} model "

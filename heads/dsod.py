@@ -27,6 +27,7 @@ from timm.models import generate_default_cfgs
 from torch import Tensor
 
 from densebackbones.layers import LayerFn, conv2d
+from densebackbones.models import checks
 from densebackbones.models.helpers import build_task_model
 from densebackbones.registry import register_model
 
@@ -99,6 +100,16 @@ class DSODHead(nn.Module):
         act_layer: LayerFn = nn.ReLU,
     ) -> None:
         super().__init__()
+        checks.check_int("first_chs", first_chs, 1)
+        checks.check_int("deep_chs", deep_chs, 1)
+        checks.check_int("num_classes", num_classes, 2, "classes including background: VOC 21, COCO 81")
+        checks.check_ints("boxes", boxes, 1, hint="default boxes per location of each source, (4, 6, 6, 6, 4, 4)")
+        checks.check_int("second_half", second_half, 1, "channels of each half of the second source (256)")
+        checks.check_ints(
+            "extra_halves", extra_halves, 1, hint="half widths of the further scales (256, 128, 128, 128)"
+        )
+        checks.check_layer_fn("norm_layer", norm_layer, "nn.BatchNorm2d")
+        checks.check_layer_fn("act_layer", act_layer, "nn.ReLU")
         if len(boxes) != 2 + len(extra_halves):
             raise ValueError(f"{len(boxes)} box counts for {2 + len(extra_halves)} prediction sources")
         self.num_classes = num_classes

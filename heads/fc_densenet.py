@@ -30,6 +30,7 @@ from timm.models import generate_default_cfgs
 from torch import Tensor
 
 from densebackbones.layers import DenseBlock, LayerFn, Transition, compute_layout
+from densebackbones.models import checks
 from densebackbones.models.helpers import InputSizeCheck, build_task_model
 from densebackbones.registry import create_model, register_model
 
@@ -73,6 +74,12 @@ class TransitionUp(nn.Module):
         return torch.cat([match_size(self.conv(x), skip.shape[-2:]), skip], 1)
 
 
+def _check_block_args(growth_rate, drop_rate, norm_layer, act_layer, memory_efficient) -> None:
+    checks.check_int("growth_rate", growth_rate, 1, "k of the dense blocks: FC-DenseNet56 12, 67 and 103 16")
+    checks.check_rate("drop_rate", drop_rate)
+    checks.check_layers(norm_layer, act_layer, memory_efficient)
+
+
 def _block_layer_kwargs(drop_rate: float, norm_layer: LayerFn, act_layer: LayerFn, memory_efficient: bool) -> dict:
     # Paper's layer: BN-ReLU-3x3 conv-Dropout, no bottleneck, convolutions with bias.
     return dict(
@@ -104,8 +111,11 @@ class FCDenseNetEncoder(nn.Module):
         memory_efficient: bool = False,
     ) -> None:
         super().__init__()
-        if in_chans < 1:
-            raise ValueError(f"in_chans must be at least 1, got {in_chans}")
+        checks.check_int("in_chans", in_chans, 1, "3 for RGB, 1 for grey images")
+        _check_block_args(growth_rate, drop_rate, norm_layer, act_layer, memory_efficient)
+        checks.check_ints("layers_per_block", layers_per_block, 1, hint="layers of each down-path block")
+        checks.check_int("first_conv_chs", first_conv_chs, 1, "filters of the first convolution (48)")
+        self.in_chans = in_chans
         layer_kwargs = _block_layer_kwargs(drop_rate, norm_layer, act_layer, memory_efficient)
         self.first_conv = nn.Conv2d(in_chans, first_conv_chs, kernel_size=3, padding=1, bias=True)
         self.blocks = nn.ModuleList()
@@ -175,6 +185,10 @@ class FCDenseNetDecoder(nn.Module):
         memory_efficient: bool = False,
     ) -> None:
         super().__init__()
+        checks.check_ints("encoder_channels", encoder_channels, 1, hint="the encoder's feature_info.channels()")
+        checks.check_ints("encoder_reductions", encoder_reductions, 1, hint="the encoder's feature_info.reduction()")
+        checks.check_int("num_classes", num_classes, 1, "output classes of the segmentation")
+        _check_block_args(growth_rate, drop_rate, norm_layer, act_layer, memory_efficient)
         if len(encoder_channels) < 2 or len(encoder_channels) != len(encoder_reductions):
             raise ValueError(
                 f"the decoder needs at least two encoder levels with one stride each, got channels "
@@ -182,7 +196,8 @@ class FCDenseNetDecoder(nn.Module):
             )
         num_skips = len(encoder_channels) - 1
         if isinstance(layers_per_block, int):
-            layers_per_block = [layers_per_block] * (num_skips + 1)
+            layers_per_block = [checks.check_int("layers_per_block", layers_per_block, 1)] * (num_skips + 1)
+        checks.check_ints("layers_per_block", layers_per_block, 1, hint="an int, or one count per decoder block")
         if len(layers_per_block) != num_skips + 1:
             raise ValueError(
                 f"layers_per_block needs {num_skips + 1} entries (bottleneck + {num_skips} up blocks) for an "
@@ -295,9 +310,13 @@ class FCDenseNet(InputSizeCheck, _BatchStatsAtTest, nn.Module):
         memory_efficient: bool = False,
     ) -> None:
         super().__init__()
+        checks.check_int("num_classes", num_classes, 1, "output classes, e.g. CamVid: 11")
+        checks.check_int("in_chans", in_chans, 1, "3 for RGB, 1 for grey images")
+        checks.check_flag("batch_stats_at_test", batch_stats_at_test)
         if isinstance(layers_per_block, int):
-            layers_per_block = [layers_per_block] * 11
-        layers_per_block = list(layers_per_block)
+            layers_per_block = [checks.check_int("layers_per_block", layers_per_block, 1)] * 11
+        hint = "layers of the 2n+1 blocks, e.g. (4, 5, 7, 10, 12, 15, 12, 10, 7, 5, 4), or one int"
+        layers_per_block = list(checks.check_ints("layers_per_block", layers_per_block, 1, hint=hint))
         if len(layers_per_block) % 2 == 0 or len(layers_per_block) < 3:
             raise ValueError(
                 f"layers_per_block needs an odd number of blocks (down path, bottleneck, up path of equal length), "
@@ -355,7 +374,17 @@ class DenseSegmentor(InputSizeCheck, _BatchStatsAtTest, nn.Module):
         memory_efficient: bool = False,
     ) -> None:
         super().__init__()
-        kwargs = dict(encoder_kwargs or {})
+        checks.check_backbone_name("encoder", encoder)
+        kwargs = dict(checks.check_optional_dict("encoder_kwargs", encoder_kwargs))
+        checks.check_int("num_classes", num_classes, 1, "output classes, e.g. CamVid: 11")
+        if out_indices is not None:
+            checks.check_ints("out_indices", out_indices, -100, hint="backbone levels used as skips and bottleneck")
+        checks.check_flag("batch_stats_at_test", batch_stats_at_test)
+        _check_block_args(growth_rate, drop_rate, nn.BatchNorm2d, nn.ReLU, memory_efficient)
+        if not isinstance(layers_per_block, int) or isinstance(layers_per_block, bool):
+            checks.check_ints("layers_per_block", layers_per_block, 1, hint="an int, or one per decoder block")
+        else:
+            checks.check_int("layers_per_block", layers_per_block, 1, "layers of every decoder block")
         kwargs.setdefault("memory_efficient", memory_efficient)
         if out_indices is not None:
             kwargs["out_indices"] = tuple(out_indices)

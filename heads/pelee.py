@@ -27,6 +27,7 @@ from timm.models import generate_default_cfgs
 from torch import Tensor
 
 from densebackbones.layers import ConvNormAct, LayerFn, conv2d
+from densebackbones.models import checks
 from densebackbones.models.helpers import build_task_model
 from densebackbones.registry import register_model
 
@@ -96,6 +97,18 @@ class PeleeHead(nn.Module):
         act_layer: LayerFn = nn.ReLU,
     ) -> None:
         super().__init__()
+        checks.check_int("mid_chs", mid_chs, 1)
+        checks.check_int("deep_chs", deep_chs, 1)
+        checks.check_int("num_classes", num_classes, 2, "classes including background: VOC 21, COCO 81")
+        checks.check_ints("boxes", boxes, 1, hint="default boxes per cell of each head, (6, 6, 6, 6, 6, 6)")
+        if not isinstance(extra_chs, (list, tuple)):
+            raise TypeError(f"extra_chs must be a tuple of (1x1, 3x3) width pairs, got {extra_chs!r}")
+        for pair in extra_chs:
+            checks.check_ints("extra_chs", pair, 1, 2, "(1x1, 3x3) widths per extra layer", "convolution")
+        checks.check_int("res_chs", res_chs, 1, "width of the residual prediction blocks (256)")
+        checks.check_ints("head_maps", head_maps, 0, hint="which of the five maps each head reads")
+        checks.check_layer_fn("norm_layer", norm_layer, "nn.BatchNorm2d")
+        checks.check_layer_fn("act_layer", act_layer, "nn.ReLU")
         num_maps = 2 + len(extra_chs)
         if len(boxes) != len(head_maps) or not all(0 <= m < num_maps for m in head_maps):
             raise ValueError(
@@ -219,7 +232,8 @@ default_cfgs = generate_default_cfgs(
 
 def _create_pelee(variant: str, pretrained: bool, backbone_defaults: dict[str, Any], **kwargs: Any) -> Pelee:
     # The backbone's defaults (PeleeNet's Caffe-style ceil pools) stay under any backbone_kwargs a config adds.
-    kwargs["backbone_kwargs"] = dict(backbone_defaults, **(kwargs.get("backbone_kwargs") or {}))
+    backbone_kwargs = checks.check_optional_dict("backbone_kwargs", kwargs.get("backbone_kwargs"))
+    kwargs["backbone_kwargs"] = dict(backbone_defaults, **backbone_kwargs)
     return build_task_model(Pelee, variant, pretrained, default_cfgs, **kwargs)
 
 

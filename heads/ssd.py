@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision.ops import batched_nms, box_iou
 
+from densebackbones.models import checks
 from densebackbones.models.helpers import InputSizeCheck
 from densebackbones.registry import create_model
 
@@ -364,7 +365,16 @@ class SingleShotDetector(InputSizeCheck, nn.Module):
         head_kwargs: dict[str, Any] | None,
     ) -> None:
         super().__init__()
-        kwargs = dict(backbone_kwargs or {})
+        checks.check_int("num_classes", num_classes, 2, "classes including background: VOC 21, COCO 81")
+        checks.check_backbone_name("backbone", backbone)
+        checks.check_ints("backbone_indices", backbone_indices, -100, 2, "the two feature levels the head reads", "map")
+        kwargs = dict(checks.check_optional_dict("backbone_kwargs", backbone_kwargs))
+        if not isinstance(priors, PriorConfig):
+            raise TypeError(
+                f"priors must be a PriorConfig (e.g. heads.ssd.VOC_PRIORS or dataclasses.replace(VOC_PRIORS, "
+                f"image_size=...)), got {priors!r} ({type(priors).__name__})"
+            )
+        checks.check_optional_dict("head_kwargs", head_kwargs)
         self.backbone = create_model(backbone, features_only=True, out_indices=tuple(backbone_indices), **kwargs)
         inner = getattr(self.backbone, "model", self.backbone)  # timm's features_only wrapper keeps it as .model
         self.in_chans = getattr(inner, "in_chans", 3)

@@ -87,7 +87,7 @@ def get_args_parser(description: str) -> argparse.ArgumentParser:
 def resolve_config(args: argparse.Namespace, task: Task) -> dict[str, Any]:
     """Load the config, apply overrides, reject unread keys, fill defaults, data root and work dir."""
     raw = load_config(args.config, parse_cfg_options(args.cfg_options)).to_dict()
-    check_config(raw, task.model_arg_names(raw), task.data_defaults)
+    check_config(raw, task.model_arg_names(raw), task.data_defaults, getattr(task, "data_choices", None))
     resolved = merge_defaults(raw, task.data_defaults)
     if getattr(args, "data_root", None):
         resolved["data"]["root"] = args.data_root

@@ -8,11 +8,13 @@ closest valid keys (OpenMMLab's configs silently ignore such typos).
 from __future__ import annotations
 
 import difflib
+import math
+from collections.abc import Sequence
 from copy import deepcopy
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DEFAULTS", "ConfigError", "check_config", "load_config", "merge_defaults"]
+__all__ = ["DEFAULTS", "ConfigError", "check_config", "check_values", "load_config", "merge_defaults"]
 
 
 class ConfigError(ValueError):
@@ -132,9 +134,15 @@ def _defaults(data_defaults: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {"model": DEFAULTS["model"], "data": data_defaults, **{k: v for k, v in DEFAULTS.items() if k != "model"}}
 
 
-def check_config(cfg: dict[str, Any], model_arg_names: list[str] | None, data_defaults: dict[str, Any]) -> None:
+def check_config(
+    cfg: dict[str, Any],
+    model_arg_names: list[str] | None,
+    data_defaults: dict[str, Any],
+    data_choices: dict[str, Sequence[Any]] | None = None,
+) -> None:
     """Raise ``KeyError`` for any key that nothing reads, naming the closest valid keys, and :class:`ConfigError`
-    for a value of the wrong type (``optimizer.lr='abc'``, ``schedule.epochs='three'``, ``train=5``)."""
+    for a value of the wrong type (``optimizer.lr='abc'``, ``schedule.epochs='three'``, ``train=5``) or out of range
+    (:func:`check_values`; ``data_choices``: the task's names for data keys such as ``dataset``)."""
     sections = [*_defaults(data_defaults), "work_dir"]
     for section in cfg:
         if section.startswith("_") or section in ("custom_imports", "default_scope"):
@@ -156,6 +164,135 @@ def check_config(cfg: dict[str, Any], model_arg_names: list[str] | None, data_de
                 raise KeyError(f"config key {section}.{key} is not used.{_closest(key, valid)}")
             if section != "model":
                 _check_type(section, key, values[key], defaults[key])
+    check_values(merge_defaults(cfg, data_defaults), data_choices)
+
+
+# Whole numbers: the smallest allowed value and what the key means (None stays allowed where the default is None).
+_MINIMUM: dict[str, tuple[int, str]] = {
+    "optimizer.base_batch_size": (1, "the batch size optimizer.lr is given for"),
+    "schedule.epochs": (1, "epochs of training"),
+    "schedule.max_iters": (1, "optimiser steps of training, or None to count epochs"),
+    "schedule.warmup_epochs": (0, "epochs of linear warm-up; 0 for none"),
+    "train.seed": (0, "the random seed"),
+    "train.accum_steps": (1, "micro-batches per optimiser step"),
+    "train.log_interval": (1, "iterations between log rows"),
+    "train.eval_interval": (1, "epochs between evaluations"),
+    "train.save_interval": (0, "epochs between kept epoch_N.pth; 0 keeps only last and best"),
+    "train.max_iters_per_epoch": (1, "a cap on iterations per epoch, or None"),
+    "train.early_stop_patience": (1, "evaluations without a better metric before stopping, or None"),
+    "data.batch_size": (1, "the global batch per optimiser step"),
+    "data.eval_batch_size": (1, "the evaluation batch, or None for data.batch_size"),
+    "data.num_workers": (0, "data loader processes; 0 loads in the main process"),
+    "data.image_size": (1, "the side of the images the model sees, or None for the data set's"),
+    "data.crop_size": (1, "the side of the training crops, or None for full images"),
+    "data.holdout": (0, "training images held out; 0 for none"),
+    "data.shapes_train": (1, "images in the generated training split"),
+    "data.shapes_val": (1, "images in the generated validation split"),
+}
+# Real numbers: (low, high, low open, high open, meaning).
+_RANGES: dict[str, tuple[float, float, bool, bool, str]] = {
+    "optimizer.lr": (0.0, math.inf, False, True, "the learning rate per optimizer.base_batch_size images"),
+    "optimizer.momentum": (0.0, 1.0, False, True, "SGD/RMSprop momentum, e.g. 0.9"),
+    "optimizer.weight_decay": (0.0, math.inf, False, True, "L2 weight decay, e.g. 1e-4"),
+    "optimizer.alpha": (0.0, 1.0, True, False, "RMSprop's smoothing constant, e.g. 0.99"),
+    "optimizer.eps": (0.0, math.inf, True, True, "RMSprop's epsilon, e.g. 1e-8"),
+    "schedule.gamma": (0.0, math.inf, True, True, "the learning-rate factor, e.g. 0.1"),
+    "schedule.warmup_epochs": (0.0, math.inf, False, True, "epochs of linear warm-up; 0 for none"),
+    "train.clip_grad": (0.0, math.inf, True, True, "the largest gradient norm, or None"),
+    "train.ema_decay": (0.0, 1.0, True, True, "the EMA decay, e.g. 0.9998, or None"),
+    "train.label_smoothing": (0.0, 1.0, False, True, "0 for none, e.g. 0.1"),
+    "data.max_expand": (1.0, math.inf, False, True, "SSD's zoom-out factor; 1 turns it off"),
+    "data.color_jitter": (0.0, math.inf, False, True, "colour jitter strength; 0 for none"),
+}
+_CHOICES: dict[str, tuple[Any, ...]] = {
+    "optimizer.type": ("SGD", "RMSprop"),
+    "schedule.type": ("multistep", "cosine", "exponential", "constant"),
+    "train.amp": (None, "bf16", "fp16"),
+}
+
+
+def _bad(key: str, value: Any, allowed: str, fix: str) -> ConfigError:
+    return ConfigError(f"config key {key}={value!r}: {allowed}; {fix}")
+
+
+def _check_milestones(schedule: dict[str, Any]) -> None:
+    milestones = schedule["milestones"]
+    by_iteration = bool(schedule.get("max_iters"))
+    limit = schedule["max_iters"] if by_iteration else schedule["epochs"]
+    unit, length_key = ("iterations", "max_iters") if by_iteration else ("epochs", "epochs")
+    if any(isinstance(m, bool) or not isinstance(m, int) for m in milestones):
+        raise _bad("schedule.milestones", milestones, f"must be whole numbers of {unit}", "e.g. (150, 225)")
+    if list(milestones) != sorted(set(milestones)):
+        raise _bad("schedule.milestones", milestones, "must increase", f"e.g. {tuple(sorted(set(milestones)))}")
+    warmup = 0 if by_iteration else schedule["warmup_epochs"]
+    low = math.floor(warmup) + 1
+    if milestones and (milestones[0] < low or milestones[-1] >= limit):
+        where = f"{low}..{limit - 1}" if low < limit else "nowhere (the schedule is too short for a decay)"
+        example = tuple(sorted({max(low, limit // 2), max(low, limit * 3 // 4)})) if low < limit else ()
+        fix = f"pass schedule.milestones={example}" + (", " if example else " (no decay), ")
+        fix += f"raise schedule.{length_key}, or use schedule.type='cosine'"
+        warm = f" after the warm-up (schedule.warmup_epochs={warmup})" if warmup else ""
+        raise ConfigError(
+            f"config key schedule.milestones={tuple(milestones)} must lie inside the schedule{warm}: {unit} {where} "
+            f"with schedule.{length_key}={limit}; {fix}"
+        )
+
+
+def check_values(cfg: dict[str, Any], data_choices: dict[str, Sequence[Any]] | None = None) -> None:
+    """Raise :class:`ConfigError` naming the key, the value and the fix for a config value out of range in a merged
+    config (:func:`merge_defaults`): counts below their minimum, negative rates, unknown names (``train.amp``,
+    ``optimizer.type``, ``schedule.type``, and the task's ``data_choices`` such as ``data.dataset``), milestones
+    outside the schedule, a warm-up as long as the schedule, batches that do not split into accumulation steps."""
+    for dotted, (minimum, meaning) in _MINIMUM.items():
+        section, key = dotted.split(".")
+        value = (cfg.get(section) or {}).get(key)
+        if key not in (cfg.get(section) or {}) or value is None or isinstance(value, float):
+            continue  # absent from this task, None where allowed (types are checked before), or a float range below
+        if value < minimum:
+            raise _bad(dotted, value, f"must be at least {minimum} ({meaning})", f"e.g. --cfg-options {dotted}=...")
+    for dotted, (low, high, low_open, high_open, meaning) in _RANGES.items():
+        section, key = dotted.split(".")
+        value = (cfg.get(section) or {}).get(key)
+        if key not in (cfg.get(section) or {}) or value is None:
+            continue
+        number = float(value)
+        ok = math.isfinite(number) and (number > low if low_open else number >= low)
+        ok = ok and (number < high if high_open else number <= high)
+        if not ok:
+            interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+            raise _bad(dotted, value, f"must be in {interval} ({meaning})", f"e.g. --cfg-options {dotted}=...")
+    choices = dict(_CHOICES, **{f"data.{k}": tuple(v) for k, v in (data_choices or {}).items()})
+    for dotted, options in choices.items():
+        section, key = dotted.split(".")
+        value = (cfg.get(section) or {}).get(key)
+        if key in (cfg.get(section) or {}) and value not in options and not (value is None and key == "dataset"):
+            names = ", ".join(repr(o) for o in options)
+            raise _bad(dotted, value, f"is not one of {names}", f"e.g. --cfg-options {dotted}={options[0]!r}")
+    schedule, train, optim = cfg["schedule"], cfg["train"], cfg["optimizer"]
+    if schedule["type"] == "multistep":
+        _check_milestones(schedule)
+    if not schedule.get("max_iters") and schedule["warmup_epochs"] >= schedule["epochs"] > 0:
+        raise _bad(
+            "schedule.warmup_epochs",
+            schedule["warmup_epochs"],
+            f"the warm-up must end before the schedule does (schedule.epochs={schedule['epochs']})",
+            f"pass schedule.warmup_epochs below {schedule['epochs']} or raise schedule.epochs",
+        )
+    if optim["type"] == "SGD" and optim["nesterov"] and optim["momentum"] == 0:
+        raise _bad(
+            "optimizer.nesterov",
+            True,
+            "Nesterov SGD needs momentum (optimizer.momentum=0)",
+            "pass optimizer.nesterov=False",
+        )
+    batch, accum = (cfg.get("data") or {}).get("batch_size"), train["accum_steps"]
+    if isinstance(batch, int) and batch % accum:
+        raise _bad(
+            "data.batch_size",
+            batch,
+            f"the global batch must split into train.accum_steps={accum} equal micro-batches",
+            f"pass a multiple of {accum}, e.g. data.batch_size={batch // accum * accum or accum}",
+        )
 
 
 def merge_defaults(cfg: dict[str, Any], data_defaults: dict[str, Any]) -> dict[str, Any]:

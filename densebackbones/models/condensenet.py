@@ -40,10 +40,11 @@ from ..layers import (
     resolve_memory_mode,
 )
 from ..registry import register_model
-from .densenet import DenseNet, _cfg, _check_io, build_dense_backbone, checkpoint_filter_fn
+from . import checks
+from .densenet import DenseNet, _cfg, build_dense_backbone, checkpoint_filter_fn
 from .helpers import load_checkpoint_into
 
-__all__ = ["CondenseNet", "convert", "MODEL_ARCHS"]
+__all__ = ["CondenseNet", "convert", "describe_checkpoint_fit", "infer_arch", "MODEL_ARCHS"]
 
 
 def _divisors_of_all(values: Sequence[int]) -> list[int]:
@@ -99,7 +100,19 @@ class CondenseNet(DenseNet):
         output_stride: int = 32,
     ) -> None:
         nn.Module.__init__(self)
-        _check_io(num_classes, in_chans)
+        checks.check_head(num_classes, in_chans, drop_rate, global_pool)
+        blocks = len(checks.check_ints("block_config", block_config, 1, hint="layers per block, (4, 6, 8, 10, 8)"))
+        checks.check_per_stage("growth_rate", growth_rate, blocks, what="block")
+        checks.check_int("groups", groups, 1, "G of the learned group convolutions, 4 or 8")
+        for name, value in (("condense_factor", condense_factor), ("group_3x3", group_3x3)):
+            if value is not None:
+                checks.check_int(name, value, 1, "None: the same as groups")
+        checks.check_int("bottleneck", bottleneck, 1, "width of the 1x1 output in units of growth_rate (4)")
+        checks.check_choice("stem_type", stem_type, ("imagenet", "cifar"), "'imagenet': stride 2, 'cifar': stride 1")
+        checks.check_rate("proj_drop_rate", proj_drop_rate)
+        checks.check_number("group_lasso_lambda", group_lasso_lambda, 0.0, hint="0 turns the group lasso off")
+        checks.check_flag("converted", converted)
+        checks.check_layers(norm_layer, act_layer, memory_efficient)
         growth_rates = [growth_rate] * len(block_config) if isinstance(growth_rate, int) else list(growth_rate)
         if not block_config or len(growth_rates) != len(block_config) or min(block_config) < 1:
             raise ValueError(
@@ -197,8 +210,10 @@ class CondenseNet(DenseNet):
 
     @torch.jit.ignore
     def load_pretrained(self, checkpoint_path: str, adapt_in_chans: bool = True) -> None:
-        """Load densebackbones or official CondenseNet weights (training-time or converted) completely."""
-        load_checkpoint_into(self, checkpoint_path, condensenet_filter_fn, None, adapt_in_chans)
+        """Load densebackbones or official CondenseNet weights (training-time or converted) completely; weights of
+        another layout fail naming the arguments (``groups``, ``condense_factor``...) that fit them."""
+        archs = lambda state_dict: describe_checkpoint_fit(state_dict, self)  # noqa: E731
+        load_checkpoint_into(self, checkpoint_path, condensenet_filter_fn, archs, adapt_in_chans)
 
 
 def convert(model: CondenseNet, force: bool = False, classifier_keep: float = 0.5) -> CondenseNet:
@@ -255,6 +270,115 @@ def condensenet_filter_fn(state_dict: dict[str, Tensor], model: CondenseNet) -> 
     return out
 
 
+_LAYER_KEY = re.compile(r"^features\.denseblock(\d+)\.denselayer(\d+)\.conv_2\.conv\.weight$")
+
+
+def _smallest_period(mask: Tensor) -> int:
+    """The number of groups of a learned convolution's mask (width, in): group g owns rows g, g + G, ..."""
+    rows = mask.shape[0]
+    for groups in range(1, rows + 1):
+        if rows % groups == 0 and torch.equal(mask, mask[:groups].repeat(rows // groups, 1)):
+            return groups
+    return rows
+
+
+def infer_arch(state_dict: dict[str, Tensor]) -> dict[str, Any] | None:
+    """The CondenseNet arguments a state_dict (our key names) was made with, from its tensor shapes: growth_rate and
+    block_config, bottleneck, group_3x3, converted; groups and condense_factor from a converted checkpoint's grouped
+    convolutions, or from a training checkpoint's masks once condensation has begun (else they stay None)."""
+    layers: dict[int, dict[int, str]] = {}
+    for key in state_dict:
+        match = _LAYER_KEY.match(key)
+        if match:
+            layers.setdefault(int(match.group(1)), {})[int(match.group(2))] = key[: -len(".conv_2.conv.weight")]
+    stem = state_dict.get("features.init_conv.weight")
+    if not layers or stem is None:
+        return None
+    chs = int(stem.shape[0])
+    growth, block_config, found = [], [], {"groups": set(), "condense_factor": set(), "group_3x3": set()}
+    bottlenecks, converted = set(), set()
+    for block in sorted(layers):
+        ks = set()
+        for layer in sorted(layers[block]):
+            prefix = layers[block][layer]
+            conv_2, conv_1 = state_dict[f"{prefix}.conv_2.conv.weight"], state_dict.get(f"{prefix}.conv_1.conv.weight")
+            k, width = int(conv_2.shape[0]), int(conv_2.shape[1])
+            ks.add(k)
+            if conv_1 is not None:
+                width = int(conv_1.shape[0])
+                bottlenecks.add(width // k)
+                found["group_3x3"].add(width // int(conv_2.shape[1]))
+                index = state_dict.get(f"{prefix}.conv_1.index")
+                converted.add(index is not None)
+                if index is not None:  # converted: a grouped conv over in * G / C kept inputs
+                    kept = int(index.shape[0])
+                    groups = kept // int(conv_1.shape[1])
+                    found["groups"].add(groups)
+                    found["condense_factor"].add(chs * groups // kept if kept else 0)
+                mask = state_dict.get(f"{prefix}.conv_1._mask")
+                stage, count = state_dict.get(f"{prefix}.conv_1._stage"), state_dict.get(f"{prefix}.conv_1._count")
+                if mask is not None and stage is not None and count is not None and float(count.sum()) > 0:
+                    # condensation has begun: the masks show G, and each stage dropped in / C inputs per group
+                    found["groups"].add(_smallest_period(mask.flatten(1)))
+                    found["condense_factor"].add(round(chs * float(stage.sum()) / float(count.sum())))
+            chs += k
+        growth.append(min(ks))
+        block_config.append(len(layers[block]))
+    arch: dict[str, Any] = dict(growth_rate=tuple(growth), block_config=tuple(block_config))
+    arch["bottleneck"] = min(bottlenecks) if bottlenecks else None
+    for name, values in found.items():
+        arch[name] = min(values) if len(values) == 1 else None
+    arch["converted"] = converted == {True}
+    return arch
+
+
+def describe_checkpoint_fit(state_dict: dict[str, Tensor], model: CondenseNet) -> tuple[str, list[str]]:
+    """What :func:`~densebackbones.models.helpers.check_state_dict_fits` says about a CondenseNet checkpoint that
+    does not fit ``model``: the arguments it was made with, those to pass to this model's name, the registered
+    models it fits."""
+    ours, theirs = infer_arch(model.state_dict()), infer_arch(state_dict)
+    if theirs is None or ours is None:
+        return "no CondenseNet layers found (a checkpoint of another network?)", []
+    if theirs["groups"] is None and theirs["group_3x3"] is not None:
+        theirs["groups"] = theirs["group_3x3"]  # condensation had not begun: G follows group_3x3 by default
+    shown = ", ".join(f"{k}={v}" for k, v in theirs.items() if v is not None and k != "converted")
+    name = (getattr(model, "pretrained_cfg", None) or {}).get("architecture")
+    base = name[: -len("_converted")] if name and name.endswith("_converted") else name
+    matches = [
+        f"{arch_name}_converted" if theirs["converted"] else arch_name
+        for arch_name, arch in MODEL_ARCHS.items()
+        if tuple(arch["growth_rate"]) == theirs["growth_rate"]
+        and tuple(arch["block_config"]) == theirs["block_config"]
+        and arch["groups"] == theirs["groups"]
+        and theirs["condense_factor"] in (None, arch["groups"])
+        and theirs["group_3x3"] in (None, arch["groups"])
+    ]
+    if base in MODEL_ARCHS:  # the arguments that turn this registered model into the checkpoint's
+        reference = dict(MODEL_ARCHS[base])
+        reference = dict(
+            growth_rate=tuple(reference["growth_rate"]),
+            block_config=tuple(reference["block_config"]),
+            groups=reference["groups"],
+            condense_factor=reference["groups"],
+            bottleneck=4,
+        )
+        args = {k: theirs[k] for k in reference if theirs.get(k) is not None and theirs[k] != reference[k]}
+        if theirs["group_3x3"] is not None and theirs["group_3x3"] != theirs["groups"]:
+            args["group_3x3"] = theirs["group_3x3"]
+        target = f"{base}_converted" if theirs["converted"] else base
+        call = ", ".join([repr(target), *(f"{k}={v!r}" for k, v in args.items())])
+        fix = f"create_model({call})"
+    else:
+        args = {k: v for k, v in theirs.items() if v is not None}
+        fix = f"CondenseNet({', '.join(f'{k}={v!r}' for k, v in args.items())})"
+    form = "a converted (deployment) checkpoint" if theirs["converted"] else "a training-time checkpoint"
+    other = f" (the model is {'converted' if ours['converted'] else 'training-time'})"
+    desc = f"{form} made with {shown}{other if theirs['converted'] != ours['converted'] else ''}: load it with {fix}"
+    if not theirs["converted"] and ours["converted"]:
+        desc += " (or convert it with tools/convert_condensenet.py first)"
+    return desc, matches
+
+
 MODEL_ARCHS: dict[str, dict[str, Any]] = {
     "condensenet74_c4_g4": dict(block_config=(4, 6, 8, 10, 8), growth_rate=(8, 16, 32, 64, 128), groups=4),
     "condensenet74_c8_g8": dict(block_config=(4, 6, 8, 10, 8), growth_rate=(8, 16, 32, 64, 128), groups=8),
@@ -263,10 +387,14 @@ MODEL_ARCHS: dict[str, dict[str, Any]] = {
 }
 
 
-def _create(variant: str, pretrained: bool, converted: bool, **kwargs: Any) -> CondenseNet:
-    model_args = dict(copy.deepcopy(MODEL_ARCHS[variant]), converted=converted, **kwargs)
+def _create(variant: str, pretrained: bool, converted: bool, /, **kwargs: Any) -> CondenseNet:
     name = f"{variant}_converted" if converted else variant
-    return build_dense_backbone(CondenseNet, name, pretrained, len(model_args["block_config"]), **model_args)
+    if "converted" in kwargs and checks.check_flag("converted", kwargs.pop("converted")) != converted:
+        other = variant if converted else f"{variant}_converted"
+        raise ValueError(f"converted={not converted} contradicts {name!r}; create {other!r} instead")
+    model_args = dict(copy.deepcopy(MODEL_ARCHS[variant]), converted=converted, **kwargs)
+    levels = len(checks.check_ints("block_config", model_args["block_config"], hint="layers per block"))
+    return build_dense_backbone(CondenseNet, name, pretrained, levels, **model_args)
 
 
 def _condense_cfg(cifar: bool, converted: bool) -> dict[str, Any]:

@@ -46,6 +46,7 @@ from ..layers import (
     set_memory_mode,
 )
 from ..registry import register_model
+from . import checks
 from .helpers import (
     InputSizeCheck,
     check_out_indices,
@@ -133,13 +134,19 @@ class DenseNet(InputSizeCheck, nn.Module):
         output_stride: int = 32,
     ) -> None:
         super().__init__()
-        _check_io(num_classes, in_chans)
-        if stem_type not in _STEMS:
-            raise ValueError(f"unknown stem_type {stem_type!r}; use one of {sorted(_STEMS)}")
-        if not 0.0 < compression <= 1.0:
-            raise ValueError(f"compression must be in (0, 1], got {compression}")
-        if not block_config or any(n < 1 for n in block_config):
-            raise ValueError(f"block_config needs one or more positive layer counts, got {block_config}")
+        checks.check_head(num_classes, in_chans, drop_rate, global_pool)
+        checks.check_int("growth_rate", growth_rate, 1, "the channels each dense layer adds, e.g. 12, 32 or 48")
+        checks.check_ints("block_config", block_config, 1, hint="layers per dense block, e.g. (6, 12, 24, 16)")
+        if bn_size is not None:
+            checks.check_int("bn_size", bn_size, 1, "bottleneck width in multiples of growth_rate (4); None: none")
+        hint = "the share of channels a transition keeps: 0.5 for DenseNet-BC, 1 for none"
+        checks.check_number("compression", compression, 0.0, 1.0, low_open=True, hint=hint)
+        checks.check_choice("stem_type", stem_type, tuple(_STEMS))
+        if stem_width is not None:
+            checks.check_int("stem_width", stem_width, 1, "None: 2 * growth_rate")
+        checks.check_rate("proj_drop_rate", proj_drop_rate)
+        checks.check_choice("transition_pool", transition_pool, ("avg", "max", "none"))
+        checks.check_layers(norm_layer, act_layer, memory_efficient)
         memory_mode = resolve_memory_mode(memory_efficient, memory_mode)
         stem_width = stem_width or 2 * growth_rate
         stem = _STEMS[stem_type](in_chans, stem_width, norm_layer=norm_layer, act_layer=act_layer)
@@ -162,6 +169,11 @@ class DenseNet(InputSizeCheck, nn.Module):
                 break
             feature_info.append(dict(num_chs=num_features, reduction=plan.stride, module=f"features.denseblock{i + 1}"))
             out_chs = math.floor(num_features * compression)  # Sec. 3, compression: floor(theta * m)
+            if out_chs < 1:
+                raise ValueError(
+                    f"compression={compression} leaves transition{i + 1} no channels (floor({compression} * "
+                    f"{num_features})); raise compression to at least {1 / num_features:.3g} or widen the blocks"
+                )
             # Past output_stride the pooling is removed (pool="none": an Identity, no parameters either way).
             pooled = transition_pool != "none" and plan.downsample()
             transition = Transition(
@@ -269,6 +281,9 @@ class DenseNet(InputSizeCheck, nn.Module):
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         """Replace the classifier by a fresh one with ``num_classes`` outputs (0 removes it)."""
+        checks.check_int("num_classes", num_classes, 0, "0 removes the classifier")
+        if global_pool is not None:
+            checks.check_pool("global_pool", global_pool)
         self.num_classes = num_classes
         pool_type = global_pool if global_pool is not None else self.global_pool.pool_type
         self.global_pool, self.classifier = create_classifier(self.num_features, num_classes, pool_type=pool_type)
@@ -455,7 +470,8 @@ MODEL_ARCHS: dict[str, dict[str, Any]] = {
 
 def _create_densenet(variant: str, pretrained: bool = False, **kwargs) -> DenseNet:
     model_args = dict(deepcopy(MODEL_ARCHS[variant]), **kwargs)
-    return build_dense_backbone(DenseNet, variant, pretrained, len(model_args["block_config"]) + 1, **model_args)
+    levels = len(checks.check_ints("block_config", model_args["block_config"], hint="layers per dense block")) + 1
+    return build_dense_backbone(DenseNet, variant, pretrained, levels, **model_args)
 
 
 def build_dense_backbone(
@@ -485,10 +501,8 @@ def build_dense_backbone(
 
 
 def _check_io(num_classes: int, in_chans: int) -> None:
-    if in_chans < 1:
-        raise ValueError(f"in_chans must be at least 1, got {in_chans}")
-    if num_classes < 0:
-        raise ValueError(f"num_classes must be >= 0 (0 removes the classifier), got {num_classes}")
+    checks.check_int("in_chans", in_chans, 1, "3 for RGB, 1 for grey images")
+    checks.check_int("num_classes", num_classes, 0, "0 removes the classifier")
 
 
 def _cfg(url: str = "", **kwargs) -> dict[str, Any]:

@@ -28,7 +28,8 @@ from timm.models import generate_default_cfgs
 
 from ..layers import DenseBlock, DilationPlan, LayerFn, Transition, conv2d, resolve_memory_mode
 from ..registry import register_model
-from .densenet import DenseNet, _cfg, _check_io, build_dense_backbone
+from . import checks
+from .densenet import DenseNet, _cfg, build_dense_backbone
 
 __all__ = ["DSODNet"]
 
@@ -68,9 +69,12 @@ class DSODNet(DenseNet):
         # are built here and DenseNet's shared tail (_finish: final BN-ReLU, head, timm attributes, init) completes
         # the model; DenseNet's own constructor would build its layout.
         nn.Module.__init__(self)
-        _check_io(num_classes, in_chans)
-        if len(block_config) != 4:
-            raise ValueError(f"DSOD's backbone has four dense blocks, got block_config={tuple(block_config)}")
+        checks.check_head(num_classes, in_chans, drop_rate, global_pool)
+        checks.check_int("growth_rate", growth_rate, 1, "DS/64-192-48-1: 48")
+        checks.check_ints("block_config", block_config, 1, 4, "DS/64-192-48-1: (6, 8, 8, 8)", what="dense block")
+        checks.check_int("bn_size", bn_size, 1, "bottleneck width in multiples of growth_rate (4)")
+        checks.check_ints("stem_chs", stem_chs, 1, 3, "widths of the three stem convolutions, (64, 64, 128)", "conv")
+        checks.check_layers(norm_layer, act_layer, memory_efficient)
         memory_mode = resolve_memory_mode(memory_efficient, memory_mode)
         features = OrderedDict()
         chs = in_chans

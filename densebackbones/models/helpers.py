@@ -12,6 +12,8 @@ import torch
 from timm.models import adapt_input_conv, load_state_dict
 from torch import Tensor, nn
 
+from . import checks
+
 __all__ = [
     "InputChannelsMismatch",
     "InputSizeCheck",
@@ -101,6 +103,14 @@ def check_state_dict_fits(
     if not (missing or unexpected or mismatched):
         return
     lines = ["the checkpoint does not fit this model's architecture."]
+    if find_matching_archs is not None:  # first what would fit, then the evidence
+        desc, matches = find_matching_archs(state_dict)
+        lines.append(f"The checkpoint looks like: {desc}.")
+        lines.append(
+            f"Registered models with that architecture: {', '.join(matches)}."
+            if matches
+            else "No registered model has that architecture; build the model with those arguments."
+        )
     if mismatched:
         shapes = [f"{k} {tuple(state_dict[k].shape)} vs model {tuple(model_sd[k].shape)}" for k in mismatched]
         lines.append(f"Shape mismatches ({len(mismatched)}): {_fmt_keys(shapes, 4)}")
@@ -108,14 +118,6 @@ def check_state_dict_fits(
         lines.append(f"Missing in checkpoint ({len(missing)}): {_fmt_keys(missing)}")
     if unexpected:
         lines.append(f"Not in model ({len(unexpected)}): {_fmt_keys(unexpected)}")
-    if find_matching_archs is not None:
-        desc, matches = find_matching_archs(state_dict)
-        lines.append(f"The checkpoint looks like: {desc}.")
-        lines.append(
-            f"Registered models with that architecture: {', '.join(matches)}."
-            if matches
-            else "No registered model has that architecture; build DenseNet(...) with those arguments."
-        )
     raise ValueError(" ".join(lines))
 
 
@@ -264,6 +266,10 @@ def input_is_refused(x: Tensor, min_size: int, in_chans: int = 0) -> bool:
     if not torch.jit.is_scripting():
         if _is_symbolic(x):
             return False
+        if not isinstance(x, Tensor):  # a numpy array...: named with the conversion
+            return True
+    if not x.is_floating_point():  # uint8 images: named with the conversion (checks.check_input_dtype)
+        return True
     if x.dim() != 4:
         return True
     if in_chans > 0 and x.shape[1] != in_chans:
@@ -289,6 +295,7 @@ class InputSizeCheck:
 
     @torch.jit.unused
     def _refuse_input(self, x):
+        checks.check_input_dtype(x, getattr(self, "pretrained_cfg", None))
         name = (getattr(self, "pretrained_cfg", None) or {}).get("architecture") or type(self).__name__
         if x.dim() != 4:
             raise ValueError(f"{name} expects an image batch (N, C, H, W), got a tensor of shape {tuple(x.shape)}")

@@ -32,7 +32,8 @@ from torch import Tensor
 from ..flops import flops_of
 from ..layers import check_output_stride, conv2d, recompute_in_backward
 from ..registry import register_model
-from .densenet import _cfg, _check_io
+from . import checks
+from .densenet import _cfg
 from .helpers import (
     InputSizeCheck,
     check_out_indices,
@@ -252,11 +253,29 @@ class MSDNet(InputSizeCheck, nn.Module):
         output_stride: int = 32,
     ) -> None:
         super().__init__()
-        _check_io(num_classes, in_chans)
+        checks.check_head(num_classes, in_chans, 0.0)
+        checks.check_int("num_blocks", num_blocks, 1, "blocks, one exit each")
+        checks.check_int("base", base, 1, "layers of the first block")
+        checks.check_int("step", step, 1, "layers added per block")
+        checks.check_choice("step_mode", step_mode, ("even", "lin_grow"))
+        checks.check_int("channels", channels, 1, "maps of the first layer's finest scale")
+        checks.check_int("growth_rate", growth_rate, 1, "new maps per layer at the finest scale")
+        scales = len(checks.check_ints("growth_factors", growth_factors, 1, hint="one multiplier per scale, (1, 2, 4)"))
+        checks.check_ints("bottleneck_factors", bottleneck_factors, 1, scales, "one per scale", what="scale")
+        checks.check_flag("bottleneck", bottleneck)
+        checks.check_number("reduction", reduction, 0.0, 1.0, hint="the share of channels a transition keeps")
+        checks.check_choice("stem_type", stem_type, ("cifar", "imagenet"))
+        checks.check_choice("output", output, ("all", "final"), "'all': every exit's logits, 'final': the last")
+        if exit_weights is not None:
+            if not isinstance(exit_weights, (list, tuple)) or len(exit_weights) != num_blocks:
+                raise ValueError(f"exit_weights must give one weight per exit ({num_blocks}), got {exit_weights!r}")
+            for i, weight in enumerate(exit_weights):
+                checks.check_number(f"exit_weights[{i}]", weight, 0.0, hint=f"exit_weights={exit_weights!r}")
+        checks.check_int(
+            "feature_scale", feature_scale, -scales, f"a scale in 0..{scales - 1}, or -{scales}..-1", scales - 1
+        )
         check_output_stride(output_stride, "msdnet_* (MSDNet)", strides=(32,), hint=_NO_PYRAMID)
         self.output_stride = output_stride
-        if stem_type not in ("cifar", "imagenet"):
-            raise ValueError(f"unknown stem_type {stem_type!r}; use 'cifar' or 'imagenet'")
         if len(bottleneck_factors) != len(growth_factors) or num_blocks < 1:
             raise ValueError(
                 f"growth_factors {tuple(growth_factors)} and bottleneck_factors {tuple(bottleneck_factors)} need one "
@@ -302,6 +321,11 @@ class MSDNet(InputSizeCheck, nn.Module):
                 chs += growth_rate
                 if in_scales > out_scales and reduction > 0:
                     offset, new = self.num_scales - out_scales, math.floor(reduction * chs)
+                    if new < 1:
+                        raise ValueError(
+                            f"reduction={reduction} leaves a transition no channels (floor({reduction} * {chs})); "
+                            f"use 0 (no transitions) or at least {1 / chs:.3g}"
+                        )
                     modules.append(
                         ParallelModule(
                             [
@@ -389,6 +413,7 @@ class MSDNet(InputSizeCheck, nn.Module):
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         """Fresh linear layers with ``num_classes`` outputs on every exit (0 removes them)."""
+        checks.check_int("num_classes", num_classes, 0, "0 removes the classifier")
         self.num_classes = num_classes
         for exit_ in self.classifier:
             exit_.linear = nn.Linear(exit_.in_features, num_classes) if num_classes else nn.Identity()
@@ -506,6 +531,7 @@ def _create(variant: str, pretrained: bool, **kwargs: Any) -> MSDNet:
         kwargs["pretrained_cfg_overlay"] = overlay
     check_output_stride(kwargs.get("output_stride", 32), variant, strides=(32,), hint=_NO_PYRAMID)
     model_args = dict(MODEL_ARCHS[variant], **kwargs)
+    checks.check_int("num_blocks", model_args["num_blocks"], 1, "blocks, one exit each")
     model = build_model_with_cfg(
         MSDNet,
         variant,

@@ -41,7 +41,8 @@ from ..layers import (
     set_memory_mode,
 )
 from ..registry import register_model
-from .densenet import DenseNet, _cfg, _check_io, build_dense_backbone
+from . import checks
+from .densenet import DenseNet, _cfg, build_dense_backbone
 
 __all__ = ["PeleeNet"]
 
@@ -87,8 +88,13 @@ class PeleeNet(DenseNet):
         # PeleeNet's stem, layers and transitions are its own; DenseNet's shared tail (_finish, without a final
         # norm: the last transition ends in BN-ReLU) completes the model, and DenseNet's methods serve it.
         nn.Module.__init__(self)
-        _check_io(num_classes, in_chans)
-        stages = len(block_config)
+        checks.check_head(num_classes, in_chans, drop_rate, global_pool)
+        stages = len(checks.check_ints("block_config", block_config, 1, hint="two-way layers per stage, (3, 4, 8, 6)"))
+        checks.check_per_stage("growth_rate", growth_rate, stages)
+        checks.check_per_stage("bottleneck_width", bottleneck_width, stages)
+        checks.check_int("stem_width", stem_width, 1, "PeleeNet: 32")
+        checks.check_flag("transition_ceil", transition_ceil)
+        checks.check_layers(norm_layer, act_layer, memory_efficient)
         growth_rates = [growth_rate] * stages if isinstance(growth_rate, int) else list(growth_rate)
         widths = [bottleneck_width] * stages if isinstance(bottleneck_width, int) else list(bottleneck_width)
         if not stages or len(growth_rates) != stages or len(widths) != stages or min(block_config) < 1:
@@ -141,7 +147,8 @@ MODEL_ARCHS: dict[str, dict[str, Any]] = {
 
 def _create_peleenet(variant: str, pretrained: bool = False, **kwargs: Any) -> PeleeNet:
     model_args = dict(deepcopy(MODEL_ARCHS[variant]), **kwargs)
-    return build_dense_backbone(PeleeNet, variant, pretrained, len(model_args["block_config"]) + 1, **model_args)
+    levels = len(checks.check_ints("block_config", model_args["block_config"], hint="two-way layers per stage")) + 1
+    return build_dense_backbone(PeleeNet, variant, pretrained, levels, **model_args)
 
 
 default_cfgs = generate_default_cfgs(

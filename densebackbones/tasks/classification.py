@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch.utils.data import Subset
 
 from ..data import (
+    AUGMENTATIONS,
     DATASETS,
     ImageFolderDataset,
     build_classification_dataset,
@@ -113,23 +114,40 @@ def _num_classes_error(cfg: dict[str, Any], count: int, where: str) -> ValueErro
 def build_model(cfg: dict[str, Any], pretrained: str | Path | None = None) -> nn.Module:
     """The config's backbone with the data set's classes and channels unless the config sets them; ``pretrained``
     fine-tunes from a weights file (see :func:`~densebackbones.tasks.common.build_config_model`). For own data the
-    classes are the data's (``model.num_classes`` must agree) and images are RGB (grey ones are converted)."""
+    classes are the data's (``model.num_classes`` must agree) and images are RGB (grey ones are converted). An
+    image size below the model's smallest input fails here, naming ``data.image_size``."""
     classes = dataset_classes(cfg)
     if classes is not None:
         if cfg["model"].get("num_classes") not in (None, len(classes)):
             raise _num_classes_error(cfg, len(classes), cfg["data"]["root"])
-        return build_config_model(cfg, "classification", pretrained, num_classes=len(classes), in_chans=3)
-    info = DATASETS[cfg["data"]["dataset"]]
-    if cfg["data"]["dataset"] == "imagenet" and cfg["model"].get("num_classes") is None and cfg["data"]["root"]:
-        train = Path(cfg["data"]["root"]).expanduser() / "train"
-        found = len(folder_classes(train)) if train.is_dir() else info.num_classes
-        if found != info.num_classes:
-            raise ValueError(
-                f"{train} has {found} class folders but data.dataset='imagenet' trains ImageNet-1k's "
-                f"{info.num_classes}-way classifier. For your own folders use configs/cls/finetune_folder.py "
-                f"(classes from the folders), or set model.num_classes={found}"
-            )
-    return build_config_model(cfg, "classification", pretrained, num_classes=info.num_classes, in_chans=info.in_chans)
+        model = build_config_model(cfg, "classification", pretrained, num_classes=len(classes), in_chans=3)
+    else:
+        if cfg["data"]["dataset"] not in DATASETS:
+            raise ValueError(f"unknown data.dataset {cfg['data']['dataset']!r}; use one of {sorted(DATASETS)}")
+        info = DATASETS[cfg["data"]["dataset"]]
+        if cfg["data"]["dataset"] == "imagenet" and cfg["model"].get("num_classes") is None and cfg["data"]["root"]:
+            train = Path(cfg["data"]["root"]).expanduser() / "train"
+            found = len(folder_classes(train)) if train.is_dir() else info.num_classes
+            if found != info.num_classes:
+                raise ValueError(
+                    f"{train} has {found} class folders but data.dataset='imagenet' trains ImageNet-1k's "
+                    f"{info.num_classes}-way classifier. For your own folders use configs/cls/finetune_folder.py "
+                    f"(classes from the folders), or set model.num_classes={found}"
+                )
+        model = build_config_model(
+            cfg, "classification", pretrained, num_classes=info.num_classes, in_chans=info.in_chans
+        )
+    minimum, size = getattr(model, "min_input_size", 1), image_size(cfg)
+    if size < minimum:
+        raise ValueError(
+            f"config key data.image_size={size} is below {cfg['model']['type']}'s smallest input, {minimum} px; pass "
+            f"data.image_size={minimum} or more"
+        )
+    return model
+
+
+# The names a classification config's data keys take (engine.config.check_values).
+CLS_DATA_CHOICES = {"dataset": (*DATASETS, *OWN_DATASETS), "augment": tuple(AUGMENTATIONS)}
 
 
 def _weights_cfg(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -303,6 +321,7 @@ class ClassificationTask:
     AUROC selects ``best.pth``."""
 
     data_defaults = CLS_DATA
+    data_choices = CLS_DATA_CHOICES
     best_key, best_mode = "top1", "max"
 
     def model_arg_names(self, raw_cfg: dict[str, Any]) -> list[str]:

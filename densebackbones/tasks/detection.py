@@ -173,6 +173,7 @@ class DetectionTask:
     selects ``best.pth``."""
 
     data_defaults = DET_DATA
+    data_choices = {"dataset": ("voc", "coco", "shapes")}
     best_key, best_mode = "AP50", "max"
     collate_fn = staticmethod(detection_collate)
 

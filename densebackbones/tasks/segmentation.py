@@ -115,6 +115,7 @@ class SegmentationTask:
     """FC-DenseNet training (Jegou et al. 2017): cross-entropy with void ignored, mIoU selects the best model."""
 
     data_defaults = SEG_DATA
+    data_choices = {"dataset": (*SEGMENTATION_DATASETS, "folder")}  # folder: one's own images and masks
     best_key, best_mode = "mIoU", "max"
 
     def model_arg_names(self, raw_cfg: dict[str, Any]) -> list[str]:

@@ -126,7 +126,7 @@ def test_wrong_input_channels():
         (dict(stem_type="vgg"), "unknown stem_type"),
         (dict(compression=0.0), "compression"),
         (dict(block_config=(2, 0)), "block_config"),
-        (dict(transition_pool="lp"), "unknown transition pool"),
+        (dict(transition_pool="lp"), "unknown transition_pool"),
         (dict(num_classes=-1), "num_classes"),
     ],
 )
