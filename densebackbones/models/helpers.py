@@ -185,7 +185,8 @@ def load_checkpoint_into(
         if in_checkpoint and in_model:
             _logger.warning(
                 "The checkpoint's classifier has %d outputs and the model num_classes=%d: the model keeps a new "
-                "classifier. Create it with num_classes=%d to keep the trained one.",
+                "classifier, as fine-tuning on other classes wants (to keep the trained one instead, create the model "
+                "with num_classes=%d).",
                 checkpoint_classes,
                 model.num_classes,
                 checkpoint_classes,
