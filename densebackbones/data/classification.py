@@ -21,6 +21,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -206,6 +207,28 @@ def _read_digits(train: bool) -> tuple[np.ndarray, np.ndarray]:
 
 
 # -------------------------------------------------------------------------------------------------------- ImageNet
+
+
+def read_skipping_corrupt(dataset, index: int, load: Callable[[Any], Any]) -> tuple[Any, Any]:
+    """``(load(path), target)`` of ``dataset.samples[index]`` (a list of ``(path, target)``), or with
+    ``dataset.skip_corrupt`` the next readable sample's, counting the skipped files in ``dataset._skipped`` (a
+    ``multiprocessing.Value``, shared with loader workers) with a warning each; otherwise an unreadable file is an
+    error naming it and the fix."""
+    for attempt in range(len(dataset.samples)):
+        path, target = dataset.samples[(index + attempt) % len(dataset.samples)]
+        try:
+            return load(path), target
+        except Exception as err:  # PIL raises several types for truncated or non-image files
+            if not dataset.skip_corrupt:
+                raise OSError(
+                    f"cannot read image {path}: {err}. Remove or replace it, or set data.skip_corrupt=True"
+                ) from err
+            with dataset._skipped.get_lock():
+                dataset._skipped.value += 1
+            warnings.warn(f"skipping unreadable image {path}: {err}", stacklevel=3)
+    raise OSError(f"no readable image in {len(dataset.samples)} files")
+
+
 class ImageFolderDataset(Dataset):
     """An ImageFolder tree (``split/<class>/<image>``) whose unreadable images are named, or skipped and counted.
 
@@ -268,21 +291,7 @@ class ImageFolderDataset(Dataset):
             return image.convert("RGB")
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        for attempt in range(len(self.samples)):
-            path, label = self.samples[(index + attempt) % len(self.samples)]
-            try:
-                image = self._load(path)
-                break
-            except Exception as err:  # PIL raises several types for truncated or non-image files
-                if not self.skip_corrupt:
-                    raise OSError(
-                        f"cannot read image {path}: {err}. Remove or replace it, or set data.skip_corrupt=True"
-                    ) from err
-                with self._skipped.get_lock():
-                    self._skipped.value += 1
-                warnings.warn(f"skipping unreadable image {path}: {err}", stacklevel=2)
-        else:
-            raise OSError(f"no readable image in {len(self.samples)} files")
+        image, label = read_skipping_corrupt(self, index, self._load)
         return (self.transform(image) if self.transform else image), label
 
 

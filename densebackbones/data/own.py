@@ -16,7 +16,6 @@ from __future__ import annotations
 import csv
 import math
 import multiprocessing
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
+from .classification import read_skipping_corrupt
 from .segmentation import SegmentationFolder, SegmentationInfo
 
 __all__ = [
@@ -181,21 +181,7 @@ class MultiLabelCSVDataset(Dataset):
         return len(self.samples)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        for attempt in range(len(self.samples)):
-            path, labels = self.samples[(index + attempt) % len(self.samples)]
-            try:
-                image = _load_rgb(path)
-                break
-            except Exception as err:
-                if not self.skip_corrupt:
-                    raise OSError(
-                        f"cannot read image {path}: {err}. Remove or replace it, or set data.skip_corrupt=True"
-                    ) from err
-                with self._skipped.get_lock():
-                    self._skipped.value += 1
-                warnings.warn(f"skipping unreadable image {path}: {err}", stacklevel=2)
-        else:
-            raise OSError(f"no readable image in {len(self.samples)} files")
+        image, labels = read_skipping_corrupt(self, index, _load_rgb)
         target = torch.zeros(len(self.classes))
         target[labels] = 1.0
         return (self.transform(image) if self.transform else image), target

@@ -426,22 +426,25 @@ class Trainer:
 
     def _check_finite(self, loss_sum: torch.Tensor, where: str) -> None:
         if not torch.isfinite(loss_sum):
-            last = self.work_dir / "last.pth"
-            raise NonFiniteLossError(
-                f"loss is {loss_sum.item()} at {where}; training stopped. The last good checkpoint is "
-                f"{last if last.exists() else '(none yet)'}: lower optimizer.lr, set train.clip_grad or use "
-                f"train.amp='bf16' instead of 'fp16', then resume from it."
+            self._stop_non_finite(
+                f"loss is {loss_sum.item()} at {where}",
+                "lower optimizer.lr, set train.clip_grad or use train.amp='bf16' instead of 'fp16'",
             )
 
     def _check_finite_grads(self, grad_norm: torch.Tensor, where: str) -> None:
         grad_norm = all_reduce_sum(grad_norm)  # every rank stops together
         if not torch.isfinite(grad_norm):
-            last = self.work_dir / "last.pth"
-            raise NonFiniteLossError(
-                f"gradient norm is {grad_norm.item()} in a step up to {where} although the loss was finite; training "
-                f"stopped. The last good checkpoint is {last if last.exists() else '(none yet)'}: rerun with "
-                f"train.amp=None to see whether reduced precision causes it (docs/troubleshooting.md), then resume."
+            self._stop_non_finite(
+                f"gradient norm is {grad_norm.item()} in a step up to {where} although the loss was finite",
+                "rerun with train.amp=None to see whether reduced precision causes it (docs/troubleshooting.md)",
             )
+
+    def _stop_non_finite(self, what: str, fix: str) -> None:
+        last = self.work_dir / "last.pth"
+        raise NonFiniteLossError(
+            f"{what}; training stopped. The last good checkpoint is {last if last.exists() else '(none yet)'}: "
+            f"{fix}, then resume from it."
+        )
 
     @property
     def total_steps(self) -> int:
