@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cpu_env  # noqa: F401  (first: OpenMP's spin setting before torch loads)
 import torch
 
 import densebackbones as db
