@@ -218,8 +218,8 @@ class DenseNet(InputSizeCheck, nn.Module):
         self.feature_info = [*feature_info, dict(num_chs=num_features, reduction=stride, module=f"features.{last}")]
         self.num_classes, self.in_chans, self.drop_rate = num_classes, in_chans, drop_rate
         self.min_input_size, self.input_size_reason = stride, "its total stride"  # checked in _check_input
-        self.num_features = self.head_hidden_size = num_features
-        self.global_pool, self.classifier = create_classifier(num_features, num_classes, pool_type=global_pool)
+        self.num_features = num_features
+        self._set_head(num_classes, global_pool)
         self.head_drop = nn.Dropout(drop_rate)
         self._init_weights()
 
@@ -285,8 +285,16 @@ class DenseNet(InputSizeCheck, nn.Module):
         if global_pool is not None:
             checks.check_pool("global_pool", global_pool)
         self.num_classes = num_classes
-        pool_type = global_pool if global_pool is not None else self.global_pool.pool_type
+        self._set_head(num_classes, global_pool if global_pool is not None else self.global_pool.pool_type)
+
+    def _set_head(self, num_classes: int, pool_type: str) -> None:
+        """The pool and classifier, on the device and in the dtype of the features; ``head_hidden_size`` is the
+        pre-logits width (``num_features`` times the pool's multiple: twice for ``'catavgmax'``), as timm keeps it."""
         self.global_pool, self.classifier = create_classifier(self.num_features, num_classes, pool_type=pool_type)
+        ref = next((p for p in self.features.parameters() if p.is_floating_point()), None)
+        if ref is not None:
+            self.classifier.to(device=ref.device, dtype=ref.dtype)
+        self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
 
     def _compute_layout(self, x: Tensor) -> Tensor:
         """The input in the first dense block's compute layout (channels_last on the CPU), so that the stem runs in

@@ -412,11 +412,19 @@ class MSDNet(InputSizeCheck, nn.Module):
         return self.classifier[-1].linear
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        """Fresh linear layers with ``num_classes`` outputs on every exit (0 removes them)."""
+        """Fresh linear layers with ``num_classes`` outputs on every exit (0 removes them), on the device and in the
+        dtype of the exit; the exits average their maps, so ``global_pool`` may only be ``'avg'`` (or None)."""
         checks.check_int("num_classes", num_classes, 0, "0 removes the classifier")
+        if global_pool is not None and checks.check_pool("global_pool", global_pool) != "avg":
+            raise ValueError(f"global_pool {global_pool!r}: MSDNet's exits average their maps; use 'avg' or None")
         self.num_classes = num_classes
         for exit_ in self.classifier:
-            exit_.linear = nn.Linear(exit_.in_features, num_classes) if num_classes else nn.Identity()
+            ref = next(exit_.m.parameters())
+            exit_.linear = (
+                nn.Linear(exit_.in_features, num_classes, device=ref.device, dtype=ref.dtype)
+                if num_classes
+                else nn.Identity()
+            )
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
