@@ -48,6 +48,7 @@ from ..layers import (
 from ..registry import register_model
 from . import checks
 from .helpers import (
+    DenseFeatureGetterNet,
     InputSizeCheck,
     check_out_indices,
     check_weights_overlay,
@@ -502,7 +503,7 @@ def build_dense_backbone(
         variant,
         pretrained,
         pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(feature_cls="getter", out_indices=tuple(range(num_levels))),
+        feature_cfg=dict(feature_cls=DenseFeatureGetterNet, out_indices=tuple(range(num_levels))),
         **model_args,
     )
     return record_min_input_size(model)

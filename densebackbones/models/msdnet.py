@@ -35,6 +35,7 @@ from ..registry import register_model
 from . import checks
 from .densenet import _cfg
 from .helpers import (
+    DenseFeatureGetterNet,
     InputSizeCheck,
     check_out_indices,
     check_weights_overlay,
@@ -544,7 +545,7 @@ def _create(variant: str, pretrained: bool, **kwargs: Any) -> MSDNet:
         MSDNet,
         variant,
         pretrained,
-        feature_cfg=dict(feature_cls="getter", out_indices=tuple(range(model_args["num_blocks"]))),
+        feature_cfg=dict(feature_cls=DenseFeatureGetterNet, out_indices=tuple(range(model_args["num_blocks"]))),
         **model_args,
     )
     return record_min_input_size(model)

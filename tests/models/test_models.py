@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import timm
 import torch
 import torch.nn as nn
 from helpers import CIFAR_MODELS, tiny_densenet, tiny_input
@@ -213,3 +214,33 @@ def test_reset_classifier_follows_a_double_model():
     assert model.get_classifier().weight.dtype == torch.float64 and model(x).dtype == torch.float64
     assert model.forward_head(model.forward_features(x), pre_logits=True).shape == (2, model.head_hidden_size)
     assert model.head_hidden_size == 2 * model.num_features
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_features_only_forwards_grad_checkpointing(name):
+    with torch.device("meta"):
+        features = timm.create_model(name, features_only=True)
+    features.set_grad_checkpointing()
+    assert features.grad_checkpointing and features.model.grad_checkpointing
+    if not isinstance(features.model, MSDNet):
+        assert features.model.memory_mode == "efficient"
+    features.set_grad_checkpointing(False)
+    assert not features.grad_checkpointing and not features.model.grad_checkpointing
+
+
+def test_features_only_with_grad_checkpointing_gives_the_same_maps_and_gradients():
+    kwargs = dict(features_only=True, growth_rate=4, block_config=(2, 2, 2))
+    torch.manual_seed(0)
+    plain = timm.create_model("densenet_bc100_k12_cifar", **kwargs).train()
+    checkpointed = timm.create_model("densenet_bc100_k12_cifar", **kwargs).train()
+    checkpointed.load_state_dict(plain.state_dict())
+    checkpointed.set_grad_checkpointing()
+    x = torch.randn(2, 3, 8, 8)
+    maps = [model(x) for model in (plain, checkpointed)]
+    for outs in maps:
+        sum(out.square().mean() for out in outs).backward()
+    for a, b in zip(*maps):
+        torch.testing.assert_close(a, b)
+    grads = [{n: p.grad for n, p in model.named_parameters()} for model in (plain, checkpointed)]
+    for n, grad in grads[0].items():
+        torch.testing.assert_close(grads[1][n], grad, msg=n)
