@@ -323,13 +323,13 @@ class DenseNet(InputSizeCheck, nn.Module):
         Args:
             x: input images.
             indices: feature levels to return; an int n takes the last n, None takes all.
-            norm: not supported (the last level is already normalised; the others feed pre-activation layers).
+            norm: timm's switch, accepted as timm's DenseNet does: the last level is already the final norm's output
+                (``norm5``/``act5``, or PeleeNet's post-activation transition), equal to ``forward_features``, and the
+                other levels feed pre-activation layers, so there is nothing more to apply.
             stop_early: stop after the last requested level (only with ``intermediates_only``).
             output_fmt: only ``'NCHW'``.
             intermediates_only: return only the list of maps.
         """
-        if norm:
-            raise ValueError("DenseNet has no per-level output norm; call forward_intermediates with norm=False")
         if output_fmt != "NCHW":
             raise ValueError(f"output_fmt {output_fmt!r} is not supported; DenseNet returns 'NCHW'")
         self._check_input(x)

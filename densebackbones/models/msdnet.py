@@ -459,9 +459,10 @@ class MSDNet(InputSizeCheck, nn.Module):
         intermediates_only: bool = False,
     ) -> list[Tensor] | tuple[list[Tensor], list[Tensor]]:
         """The ``feature_scale`` map after each requested block (timm's API); with ``intermediates_only=False`` also
-        the exits' logits."""
-        if norm or output_fmt != "NCHW":
-            raise ValueError("MSDNet returns its block outputs as they are: norm=False, output_fmt='NCHW'")
+        the exits' logits. ``norm`` is accepted and changes nothing, as in timm's DenseNet: every block ends in
+        conv-BN-ReLU and MSDNet has no final norm."""
+        if output_fmt != "NCHW":
+            raise ValueError(f"output_fmt {output_fmt!r} is not supported; MSDNet returns 'NCHW'")
         take, max_index = feature_take_indices(len(self.feature_info), self.checked_indices(indices))
         self._check_input(x)
         scale = self.feature_scale_index

@@ -10,6 +10,7 @@ from helpers import CIFAR_MODELS, tiny_densenet, tiny_input
 from timm.models import group_parameters
 
 import densebackbones as db
+from densebackbones.models.helpers import DenseFeatureGetterNet
 from densebackbones.models.msdnet import MSDNet
 
 ALL_MODELS = db.list_models(task="classification")
@@ -244,3 +245,22 @@ def test_features_only_with_grad_checkpointing_gives_the_same_maps_and_gradients
     grads = [{n: p.grad for n, p in model.named_parameters()} for model in (plain, checkpointed)]
     for n, grad in grads[0].items():
         torch.testing.assert_close(grads[1][n], grad, msg=n)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["densenet40_k12_cifar", "peleenet", "dsod_ds64_192_48_1", "condensenet86_cifar_converted", "msdnet_anytime_cifar"],
+)
+def test_forward_intermediates_with_norm_as_timm(name):
+    """timm's DenseNet accepts ``norm=True`` and changes nothing: its last level is the final norm's output."""
+    model = db.create_model(name).eval()
+    x = tiny_input(name, batch=1)
+    with torch.no_grad():
+        plain = model.forward_intermediates(x, intermediates_only=True)
+        normed = model.forward_intermediates(x, norm=True, intermediates_only=True)
+        features = DenseFeatureGetterNet(model, out_indices=(len(plain) - 1,), norm=True)(x)
+        if not isinstance(model, MSDNet):
+            torch.testing.assert_close(normed[-1], model.forward_features(x))
+    for a, b in zip(plain, normed, strict=True):
+        torch.testing.assert_close(a, b)
+    torch.testing.assert_close(features[0], plain[-1])
