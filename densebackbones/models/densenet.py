@@ -48,6 +48,7 @@ from ..layers import (
 from ..registry import register_model
 from . import checks
 from .helpers import (
+    DenseFeatureGetterNet,
     InputSizeCheck,
     check_out_indices,
     check_weights_overlay,
@@ -218,8 +219,8 @@ class DenseNet(InputSizeCheck, nn.Module):
         self.feature_info = [*feature_info, dict(num_chs=num_features, reduction=stride, module=f"features.{last}")]
         self.num_classes, self.in_chans, self.drop_rate = num_classes, in_chans, drop_rate
         self.min_input_size, self.input_size_reason = stride, "its total stride"  # checked in _check_input
-        self.num_features = self.head_hidden_size = num_features
-        self.global_pool, self.classifier = create_classifier(num_features, num_classes, pool_type=global_pool)
+        self.num_features = num_features
+        self._set_head(num_classes, global_pool)
         self.head_drop = nn.Dropout(drop_rate)
         self._init_weights()
 
@@ -285,8 +286,16 @@ class DenseNet(InputSizeCheck, nn.Module):
         if global_pool is not None:
             checks.check_pool("global_pool", global_pool)
         self.num_classes = num_classes
-        pool_type = global_pool if global_pool is not None else self.global_pool.pool_type
+        self._set_head(num_classes, global_pool if global_pool is not None else self.global_pool.pool_type)
+
+    def _set_head(self, num_classes: int, pool_type: str) -> None:
+        """The pool and classifier, on the device and in the dtype of the features; ``head_hidden_size`` is the
+        pre-logits width (``num_features`` times the pool's multiple: twice for ``'catavgmax'``), as timm keeps it."""
         self.global_pool, self.classifier = create_classifier(self.num_features, num_classes, pool_type=pool_type)
+        ref = next((p for p in self.features.parameters() if p.is_floating_point()), None)
+        if ref is not None:
+            self.classifier.to(device=ref.device, dtype=ref.dtype)
+        self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
 
     def _compute_layout(self, x: Tensor) -> Tensor:
         """The input in the first dense block's compute layout (channels_last on the CPU), so that the stem runs in
@@ -314,13 +323,13 @@ class DenseNet(InputSizeCheck, nn.Module):
         Args:
             x: input images.
             indices: feature levels to return; an int n takes the last n, None takes all.
-            norm: not supported (the last level is already normalised; the others feed pre-activation layers).
+            norm: timm's switch, accepted as timm's DenseNet does: the last level is already the final norm's output
+                (``norm5``/``act5``, or PeleeNet's post-activation transition), equal to ``forward_features``, and the
+                other levels feed pre-activation layers, so there is nothing more to apply.
             stop_early: stop after the last requested level (only with ``intermediates_only``).
             output_fmt: only ``'NCHW'``.
             intermediates_only: return only the list of maps.
         """
-        if norm:
-            raise ValueError("DenseNet has no per-level output norm; call forward_intermediates with norm=False")
         if output_fmt != "NCHW":
             raise ValueError(f"output_fmt {output_fmt!r} is not supported; DenseNet returns 'NCHW'")
         self._check_input(x)
@@ -494,7 +503,7 @@ def build_dense_backbone(
         variant,
         pretrained,
         pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(feature_cls="getter", out_indices=tuple(range(num_levels))),
+        feature_cfg=dict(feature_cls=DenseFeatureGetterNet, out_indices=tuple(range(num_levels))),
         **model_args,
     )
     return record_min_input_size(model)

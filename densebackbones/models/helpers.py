@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 from timm.models import adapt_input_conv, load_state_dict
+from timm.models._features import FeatureGetterNet
 from torch import Tensor, nn
 
 from . import checks
@@ -321,3 +322,17 @@ def record_min_input_size(model: nn.Module) -> nn.Module:
         if isinstance(cfg, dict):
             cfg["min_input_size"] = (getattr(inner, "in_chans", 3), size, size)
     return model
+
+
+class DenseFeatureGetterNet(FeatureGetterNet):
+    """timm's ``features_only`` wrapper (``forward_intermediates``) for every dense family, with timm's feature
+    extractor switches forwarded to the model: ``set_grad_checkpointing`` (DenseNet's ``memory_mode='efficient'``,
+    MSDNet's block recomputation) and ``grad_checkpointing``, which timm's ``FeatureGetterNet`` lacks."""
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.model.set_grad_checkpointing(enable)
+
+    @property
+    def grad_checkpointing(self) -> bool:
+        return bool(self.model.grad_checkpointing)

@@ -35,6 +35,7 @@ from ..registry import register_model
 from . import checks
 from .densenet import _cfg
 from .helpers import (
+    DenseFeatureGetterNet,
     InputSizeCheck,
     check_out_indices,
     check_weights_overlay,
@@ -412,11 +413,19 @@ class MSDNet(InputSizeCheck, nn.Module):
         return self.classifier[-1].linear
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        """Fresh linear layers with ``num_classes`` outputs on every exit (0 removes them)."""
+        """Fresh linear layers with ``num_classes`` outputs on every exit (0 removes them), on the device and in the
+        dtype of the exit; the exits average their maps, so ``global_pool`` may only be ``'avg'`` (or None)."""
         checks.check_int("num_classes", num_classes, 0, "0 removes the classifier")
+        if global_pool is not None and checks.check_pool("global_pool", global_pool) != "avg":
+            raise ValueError(f"global_pool {global_pool!r}: MSDNet's exits average their maps; use 'avg' or None")
         self.num_classes = num_classes
         for exit_ in self.classifier:
-            exit_.linear = nn.Linear(exit_.in_features, num_classes) if num_classes else nn.Identity()
+            ref = next(exit_.m.parameters())
+            exit_.linear = (
+                nn.Linear(exit_.in_features, num_classes, device=ref.device, dtype=ref.dtype)
+                if num_classes
+                else nn.Identity()
+            )
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
@@ -450,9 +459,10 @@ class MSDNet(InputSizeCheck, nn.Module):
         intermediates_only: bool = False,
     ) -> list[Tensor] | tuple[list[Tensor], list[Tensor]]:
         """The ``feature_scale`` map after each requested block (timm's API); with ``intermediates_only=False`` also
-        the exits' logits."""
-        if norm or output_fmt != "NCHW":
-            raise ValueError("MSDNet returns its block outputs as they are: norm=False, output_fmt='NCHW'")
+        the exits' logits. ``norm`` is accepted and changes nothing, as in timm's DenseNet: every block ends in
+        conv-BN-ReLU and MSDNet has no final norm."""
+        if output_fmt != "NCHW":
+            raise ValueError(f"output_fmt {output_fmt!r} is not supported; MSDNet returns 'NCHW'")
         take, max_index = feature_take_indices(len(self.feature_info), self.checked_indices(indices))
         self._check_input(x)
         scale = self.feature_scale_index
@@ -536,7 +546,7 @@ def _create(variant: str, pretrained: bool, **kwargs: Any) -> MSDNet:
         MSDNet,
         variant,
         pretrained,
-        feature_cfg=dict(feature_cls="getter", out_indices=tuple(range(model_args["num_blocks"]))),
+        feature_cfg=dict(feature_cls=DenseFeatureGetterNet, out_indices=tuple(range(model_args["num_blocks"]))),
         **model_args,
     )
     return record_min_input_size(model)

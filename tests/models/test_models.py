@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import pytest
+import timm
 import torch
 import torch.nn as nn
 from helpers import CIFAR_MODELS, tiny_densenet, tiny_input
 from timm.models import group_parameters
 
 import densebackbones as db
+from densebackbones.models.helpers import DenseFeatureGetterNet
+from densebackbones.models.msdnet import MSDNet
 
 ALL_MODELS = db.list_models(task="classification")
 
@@ -173,3 +176,91 @@ def test_cifar_layout_of_the_paper():
     basic = db.create_model("densenet40_k12_cifar")
     assert basic.features.conv0.out_channels == 16 and basic.features.denseblock1.denselayer1.conv2 is None
     assert basic.features.transition1.conv.out_channels == basic.features.transition1.conv.in_channels
+
+
+def _pre_logits_width(model: nn.Module, like: torch.Tensor) -> int:
+    """The pre-logits width of a model's head, from a map shaped like its features (meta tensors: no compute)."""
+    if isinstance(model, MSDNet):  # an exit: convolutions on the coarsest map, then the average
+        exit_ = model.classifier[-1]
+        conv = next(m for m in exit_.m.modules() if isinstance(m, nn.Conv2d))
+        return exit_.m(like.new_empty(2, conv.in_channels, 8, 8)).mean((2, 3)).shape[1]
+    return model.forward_head(like.new_empty(2, model.num_features, 3, 3), pre_logits=True).shape[1]
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_reset_classifier_keeps_device_dtype_and_pre_logits_width(name):
+    with torch.device("meta"):
+        model = db.create_model(name)
+    model = model.to(torch.float64).eval()  # reset outside the meta context: the default device is the CPU's
+    like = torch.empty(0, device="meta", dtype=torch.float64)
+    pools = ["avg"] if isinstance(model, MSDNet) else ["avg", "catavgmax", "max", "avg"]
+    for pool in pools:
+        model.reset_classifier(7, pool)
+        head = model.get_classifier()
+        assert (head.weight.device.type, head.weight.dtype) == ("meta", torch.float64), pool
+        assert _pre_logits_width(model, like) == model.head_hidden_size == head.in_features, pool
+        assert model.num_features == model.feature_info[-1]["num_chs"] or isinstance(model, MSDNet)
+    if isinstance(model, MSDNet):
+        with pytest.raises(ValueError, match="exits average"):
+            model.reset_classifier(7, "catavgmax")
+    else:
+        model.reset_classifier(0, "catavgmax")
+        assert _pre_logits_width(model, like) == model.head_hidden_size == 2 * model.num_features
+
+
+def test_reset_classifier_follows_a_double_model():
+    model = tiny_densenet().double().eval()
+    model.reset_classifier(7, "catavgmax")
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    assert model.get_classifier().weight.dtype == torch.float64 and model(x).dtype == torch.float64
+    assert model.forward_head(model.forward_features(x), pre_logits=True).shape == (2, model.head_hidden_size)
+    assert model.head_hidden_size == 2 * model.num_features
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_features_only_forwards_grad_checkpointing(name):
+    with torch.device("meta"):
+        features = timm.create_model(name, features_only=True)
+    features.set_grad_checkpointing()
+    assert features.grad_checkpointing and features.model.grad_checkpointing
+    if not isinstance(features.model, MSDNet):
+        assert features.model.memory_mode == "efficient"
+    features.set_grad_checkpointing(False)
+    assert not features.grad_checkpointing and not features.model.grad_checkpointing
+
+
+def test_features_only_with_grad_checkpointing_gives_the_same_maps_and_gradients():
+    kwargs = dict(features_only=True, growth_rate=4, block_config=(2, 2, 2))
+    torch.manual_seed(0)
+    plain = timm.create_model("densenet_bc100_k12_cifar", **kwargs).train()
+    checkpointed = timm.create_model("densenet_bc100_k12_cifar", **kwargs).train()
+    checkpointed.load_state_dict(plain.state_dict())
+    checkpointed.set_grad_checkpointing()
+    x = torch.randn(2, 3, 8, 8)
+    maps = [model(x) for model in (plain, checkpointed)]
+    for outs in maps:
+        sum(out.square().mean() for out in outs).backward()
+    for a, b in zip(*maps):
+        torch.testing.assert_close(a, b)
+    grads = [{n: p.grad for n, p in model.named_parameters()} for model in (plain, checkpointed)]
+    for n, grad in grads[0].items():
+        torch.testing.assert_close(grads[1][n], grad, msg=n)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["densenet40_k12_cifar", "peleenet", "dsod_ds64_192_48_1", "condensenet86_cifar_converted", "msdnet_anytime_cifar"],
+)
+def test_forward_intermediates_with_norm_as_timm(name):
+    """timm's DenseNet accepts ``norm=True`` and changes nothing: its last level is the final norm's output."""
+    model = db.create_model(name).eval()
+    x = tiny_input(name, batch=1)
+    with torch.no_grad():
+        plain = model.forward_intermediates(x, intermediates_only=True)
+        normed = model.forward_intermediates(x, norm=True, intermediates_only=True)
+        features = DenseFeatureGetterNet(model, out_indices=(len(plain) - 1,), norm=True)(x)
+        if not isinstance(model, MSDNet):
+            torch.testing.assert_close(normed[-1], model.forward_features(x))
+    for a, b in zip(plain, normed, strict=True):
+        torch.testing.assert_close(a, b)
+    torch.testing.assert_close(features[0], plain[-1])
