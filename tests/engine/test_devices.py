@@ -77,7 +77,7 @@ def _fail_on_data(monkeypatch):
     ("option", "message"),
     [
         ("train.device=cuda", "CUDA is not available"),
-        ("train.amp=bf17", "train.amp must be None"),
+        ("train.amp=bf17", "config key train.amp='bf17': is not one of None, 'bf16', 'fp16'"),
         ("model.memory_mode='fast'", "unknown memory_mode 'fast'; use 'plain'"),
     ],
 )
