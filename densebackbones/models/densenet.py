@@ -509,11 +509,6 @@ def build_dense_backbone(
     return record_min_input_size(model)
 
 
-def _check_io(num_classes: int, in_chans: int) -> None:
-    checks.check_int("in_chans", in_chans, 1, "3 for RGB, 1 for grey images")
-    checks.check_int("num_classes", num_classes, 0, "0 removes the classifier")
-
-
 def _cfg(url: str = "", **kwargs) -> dict[str, Any]:
     return {
         "url": url,

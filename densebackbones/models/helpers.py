@@ -256,6 +256,7 @@ def build_task_model(
 # ------------------------------------------------------------------------------------------------- input geometry
 @torch.jit.unused
 def _is_symbolic(x: Tensor) -> bool:
+    # checks._is_symbolic's question in a form TorchScript compiles (input_is_refused is scripted with the models)
     return isinstance(x, torch.fx.Proxy)
 
 
