@@ -18,6 +18,9 @@ $(STAMP): setup.py pyproject.toml
 	# torchvision ops would not load).
 	$(PY) -m pip install --quiet -e '.[mm,train,export,dev]'
 	$(PY) -c "import torch, torchvision; torchvision.ops.nms(torch.zeros(1, 4), torch.zeros(1), 0.5); print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
+	# mmengine imports yapf, which writes its grammar pickles into its package on first import: done here once, not
+	# by two pytest workers at the same time (one read the other's half-written file: "EOFError: Ran out of input").
+	$(PY) -c "import mmengine.config"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -85,10 +85,11 @@ MODEL_ALIASES = {
 def unknown_name_error(name: str, known: list[str] | None = None, lister: str = "densebackbones.list_models()"):
     """An :class:`UnknownModelError` for ``name`` that lists the closest of ``known`` (default: every registered
     name and alias)."""
-    known = sorted(_model_entrypoints) + sorted(MODEL_ALIASES) if known is None else known
-    close = difflib.get_close_matches(name.partition(".")[0], known, n=5, cutoff=0.5)
+    listed = sorted(_model_entrypoints) if known is None else known  # what the lister prints (no aliases)
+    candidates = listed + sorted(MODEL_ALIASES) if known is None else listed
+    close = difflib.get_close_matches(name.partition(".")[0], candidates, n=5, cutoff=0.5)
     hint = f" Closest registered names: {', '.join(close)}." if close else ""
-    return UnknownModelError(f"Unknown model {name!r}.{hint} {lister} lists all {len(known)} names.")
+    return UnknownModelError(f"Unknown model {name!r}.{hint} {lister} lists all {len(listed)} names.")
 
 
 if Registry is not None:

@@ -159,7 +159,9 @@ def _train(
         shown = {k: round(v, 4) for k, v in metrics.items() if not k.startswith("IoU_")}
         print(f"final metrics: {shown}", flush=True)
         print(f"checkpoints: {work_dir / 'last.pth'}, {work_dir / 'best.pth'}", flush=True)
-        print(f"logs: {work_dir / 'train.csv'}, {work_dir / 'eval.csv'}; curves: {work_dir / 'curves.png'}", flush=True)
+        curves = work_dir / "curves.png"
+        plotted = f"; curves: {curves}" if curves.exists() else ""  # train.plot=False (or no matplotlib) writes none
+        print(f"logs: {work_dir / 'train.csv'}, {work_dir / 'eval.csv'}{plotted}", flush=True)
     return metrics
 
 

@@ -292,7 +292,9 @@ class Trainer:
             "git_commit": _git_commit(),
             "torch": str(torch.__version__),
             "cuda": torch.version.cuda or "",
-            "device": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else platform.processor(),
+            "device": torch.cuda.get_device_name(self.device)
+            if self.device.type == "cuda"
+            else (platform.processor() or platform.machine()),
             "world_size": self.dist.world_size,
             "command": " ".join(sys.argv),
             **self.extra_meta,

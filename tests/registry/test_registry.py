@@ -13,6 +13,9 @@ from densebackbones import registry
 def test_unknown_name_lists_closest():
     with pytest.raises(ValueError, match=r"Unknown model 'densenet_bc100_k12_cifr'.*densenet_bc100_k12_cifar"):
         db.create_model("densenet_bc100_k12_cifr")
+    # The count is what the named lister prints (aliases are matched but not listed by list_models()).
+    with pytest.raises(ValueError, match=rf"Closest registered names: densenet121.*lists all {len(db.list_models())} "):
+        db.create_model("densenet12")
 
 
 def test_aliases_resolve_to_paper_names():
