@@ -3,7 +3,7 @@ command line. It knows no task, model or data set: a task adapter (``densebackbo
 
 from .checkpoint import atomic_save, export_weights, get_rng_state, load_checkpoint, set_rng_state
 from .config import DEFAULTS, check_config, load_config, merge_defaults
-from .distributed import DistInfo, ShardSampler, init_distributed
+from .distributed import DistInfo, ShardSampler, distributed_session, init_distributed
 from .logs import CSVLogger, plot_run, read_csv
 from .optim import build_optimizer, build_scheduler, scaled_lr
 from .trainer import NonFiniteLossError, Trainer, evaluate
@@ -22,6 +22,7 @@ __all__ = [
     "export_weights",
     "check_config",
     "get_rng_state",
+    "distributed_session",
     "init_distributed",
     "load_checkpoint",
     "load_config",

@@ -19,7 +19,7 @@ from mmengine.config import Config
 
 from .checkpoint import CheckpointError, load_checkpoint
 from .config import check_config, load_config, merge_defaults
-from .distributed import DistInfo, all_gather_objects, amp_dtype, init_distributed
+from .distributed import DistInfo, all_gather_objects, amp_dtype, distributed_session
 from .elastic import PREEMPTED_EXIT_CODE, TrainingPreempted, preemption_handler, restart_count
 from .run_dir import RunDirectory
 from .trainer import NonFiniteLossError, Trainer
@@ -102,25 +102,25 @@ def train(args: argparse.Namespace, task: Task) -> dict[str, float]:
     if args.print_config:
         print(Config(resolved).pretty_text)
         return {}
-    dist = init_distributed(resolved["train"]["device"])
-    amp_dtype(resolved["train"]["amp"], dist.device)  # a GPU without bf16 fails here, before model and data
-    if resolved["optimizer"]["lr"] == 0:
-        _logger.warning("optimizer.lr=0: the weights will not change (set a learning rate to train)")
-    work_dir = Path(resolved["work_dir"])
-    run_dir = RunDirectory(work_dir)  # rank 0 locks it and checks what it holds, before model and data are built
-    overwrite = getattr(args, "overwrite", False)
-    resume = args.resume
-    if restart_count() > 0:
-        # torchrun restarted the group after a worker failed: this attempt continues what the first one began, with
-        # the same command line (--overwrite must not delete what it wrote, a --resume PATH is older than last.pth).
-        found = Trainer.resume_candidates(work_dir, "auto")
-        resume = "auto" if found or not resume else resume
-        overwrite = False
-        if dist.is_main:
-            source = found[0] if found else (resume if resume != "auto" else "the start (no checkpoint yet)")
-            print(f"torchrun restart {restart_count()}: resuming from {source}", flush=True)
-    with run_dir.claim(bool(resume), overwrite) if dist.is_main else contextlib.nullcontext():
-        return _train(args, task, resolved, dist, work_dir, resume)
+    with distributed_session(resolved["train"]["device"]) as dist:
+        amp_dtype(resolved["train"]["amp"], dist.device)  # a GPU without bf16 fails here, before model and data
+        if resolved["optimizer"]["lr"] == 0:
+            _logger.warning("optimizer.lr=0: the weights will not change (set a learning rate to train)")
+        work_dir = Path(resolved["work_dir"])
+        run_dir = RunDirectory(work_dir)  # rank 0 locks it and checks what it holds, before model and data are built
+        overwrite = getattr(args, "overwrite", False)
+        resume = args.resume
+        if restart_count() > 0:
+            # torchrun restarted the group after a worker failed: this attempt continues what the first one began, with
+            # the same command line (--overwrite must not delete what it wrote, a --resume PATH is older than last.pth).
+            found = Trainer.resume_candidates(work_dir, "auto")
+            resume = "auto" if found or not resume else resume
+            overwrite = False
+            if dist.is_main:
+                source = found[0] if found else (resume if resume != "auto" else "the start (no checkpoint yet)")
+                print(f"torchrun restart {restart_count()}: resuming from {source}", flush=True)
+        with run_dir.claim(bool(resume), overwrite) if dist.is_main else contextlib.nullcontext():
+            return _train(args, task, resolved, dist, work_dir, resume)
 
 
 def _train(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -16,6 +18,7 @@ __all__ = [
     "all_gather_objects",
     "all_reduce_sum",
     "amp_dtype",
+    "distributed_session",
     "init_distributed",
     "is_main_process",
     "resolve_device",
@@ -96,6 +99,33 @@ def init_distributed(device: str = "auto") -> DistInfo:
     if world_size > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if torch_device.type == "cuda" else "gloo")
     return DistInfo(rank, world_size, local_rank, torch_device)
+
+
+@contextlib.contextmanager
+def distributed_session(device: str = "auto") -> Iterator[DistInfo]:
+    """:func:`init_distributed` for the length of a ``with`` block, and the process group torn down at its end.
+
+    A run that ends normally meets every rank at a barrier and then destroys every group: a rank that simply exits
+    while another still holds gloo connections (rank 0 exporting weights) can abort in the C++ destructors
+    ("terminate called without an active exception", SIGABRT, seen under load on a 2-core CI machine), and torchrun
+    then reports the finished run as failed. A run that raises destroys its groups without the barrier, which the
+    failed rank's peers might never reach."""
+    info = init_distributed(device)
+    try:
+        yield info
+    except BaseException:
+        shutdown_distributed(wait_for_peers=False)
+        raise
+    shutdown_distributed(wait_for_peers=True)
+
+
+def shutdown_distributed(wait_for_peers: bool = True) -> None:
+    """Destroy every process group (after a barrier with ``wait_for_peers``); nothing without one."""
+    if not dist.is_initialized():
+        return
+    if wait_for_peers:
+        dist.barrier()
+    dist.destroy_process_group()
 
 
 def is_main_process() -> bool:

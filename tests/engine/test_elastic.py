@@ -177,6 +177,39 @@ def one_node() -> list[str]:
     return ["--nnodes", "1", "--nproc-per-node", "2", "--master-addr", "127.0.0.1", "--master-port", str(free_port())]
 
 
+SESSION_SCRIPT = """
+import sys, time
+from pathlib import Path
+import torch, torch.distributed as dist
+from densebackbones.engine import distributed_session
+done = Path(sys.argv[1])
+with distributed_session("cpu") as info:
+    group = dist.new_group(backend="gloo")  # as the trainer's CPU group: destroyed with the default group
+    dist.all_reduce(torch.ones(2), group=group)
+    if info.rank == 0:
+        time.sleep(1.0)  # rank 0 still exporting weights while rank 1 is done
+        done.write_text("rank 0 finished")
+assert not dist.is_initialized(), "the process group outlived the session"
+assert done.read_text() == "rank 0 finished", "rank 1 left before rank 0 had finished"
+print(f"rank {info.rank} left a finished session", flush=True)
+"""
+
+
+def test_every_rank_leaves_the_session_together_with_its_groups_destroyed(tmp_path):
+    # A rank that exits while another still holds gloo connections can abort in the C++ destructors (SIGABRT,
+    # "terminate called without an active exception": a finished CI run reported as failed). distributed_session
+    # meets every rank at a barrier and destroys every group before any rank leaves.
+    script = tmp_path / "session.py"
+    script.write_text(SESSION_SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    command = [sys.executable, "-m", "torch.distributed.run", *one_node(), str(script), str(tmp_path / "done")]
+    code, output = finish(
+        subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    )
+    assert code == 0, output[-4000:]
+    assert output.count("left a finished session") == 2, output[-4000:]
+
+
 @pytest.fixture(scope="module")
 def straight_ddp(tmp_path_factory) -> Path:
     work_dir = tmp_path_factory.mktemp("straight_ddp") / "run"
