@@ -1,5 +1,6 @@
 """Model families, one per file. Importing this package registers every model."""
 
+from .base import DenseBackbone
 from .condensenet import CondenseNet, convert
 from .densenet import MODEL_ARCHS as DENSENET_ARCHS
 from .densenet import DenseNet, checkpoint_filter_fn, cifar_block_config
@@ -12,6 +13,7 @@ __all__ = [
     "CondenseNet",
     "DENSENET_ARCHS",
     "DSODNet",
+    "DenseBackbone",
     "DenseNet",
     "MSDNet",
     "PeleeNet",

@@ -41,8 +41,7 @@ from ..layers import (
 )
 from ..registry import register_model
 from . import checks
-from .densenet import DenseNet, _cfg, build_dense_backbone, checkpoint_filter_fn
-from .helpers import load_checkpoint_into
+from .base import DenseBackbone, build_dense_backbone, checkpoint_filter_fn, default_cfg
 
 __all__ = ["CondenseNet", "convert", "describe_checkpoint_fit", "infer_arch", "MODEL_ARCHS"]
 
@@ -51,7 +50,7 @@ def _divisors_of_all(values: Sequence[int]) -> list[int]:
     return [d for d in range(1, min(values) + 1) if all(v % d == 0 for v in values)]
 
 
-class CondenseNet(DenseNet):
+class CondenseNet(DenseBackbone):
     """CondenseNet with DenseNet's interface (timm contract, memory modes, feature levels).
 
     Args:
@@ -75,6 +74,7 @@ class CondenseNet(DenseNet):
 
     # The masks and stages are structure, not statistics: an EMA copy takes them as they are (trainer hook).
     ema_copies_buffers = True
+    stem_pattern = r"^features\.init_conv"
 
     def __init__(
         self,
@@ -99,7 +99,7 @@ class CondenseNet(DenseNet):
         memory_mode: str | None = None,
         output_stride: int = 32,
     ) -> None:
-        nn.Module.__init__(self)
+        super().__init__()
         checks.check_head(num_classes, in_chans, drop_rate, global_pool)
         blocks = len(checks.check_ints("block_config", block_config, 1, hint="layers per block, (4, 6, 8, 10, 8)"))
         checks.check_per_stage("growth_rate", growth_rate, blocks, what="block")
@@ -153,7 +153,7 @@ class CondenseNet(DenseNet):
             # No convolution: dense across blocks. Past output_stride an Identity (no parameters either way).
             features[f"transition{i + 1}"] = nn.AvgPool2d(2, stride=2) if plan.downsample() else nn.Identity()
         head = dict(num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate, global_pool=global_pool)
-        self._finish(features, feature_info, chs, plan.stride, norm_layer, act_layer, **head)
+        self.build_tail(features, feature_info, chs, plan.stride, norm_layer, act_layer, **head)
         self.output_stride = output_stride
         if converted and num_classes:
             self.classifier = CondensedLinear(chs, num_classes)
@@ -203,17 +203,14 @@ class CondenseNet(DenseNet):
         return all(conv.condensed for conv in self.learned_convs())
 
     # ---------------------------------------------------------------------------------------------------- timm
-    @torch.jit.ignore
-    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
-        matcher = super().group_matcher(coarse)
-        return dict(matcher, stem=r"^features\.init_conv")
+    @staticmethod
+    def checkpoint_filter(state_dict: dict[str, Tensor], model: nn.Module) -> dict[str, Tensor]:
+        """Our or the official CondenseNet weights (training-time or converted): :func:`condensenet_filter_fn`."""
+        return condensenet_filter_fn(state_dict, model)
 
-    @torch.jit.ignore
-    def load_pretrained(self, checkpoint_path: str, adapt_in_chans: bool = True) -> None:
-        """Load densebackbones or official CondenseNet weights (training-time or converted) completely; weights of
-        another layout fail naming the arguments (``groups``, ``condense_factor``...) that fit them."""
-        archs = lambda state_dict: describe_checkpoint_fit(state_dict, self)  # noqa: E731
-        load_checkpoint_into(self, checkpoint_path, condensenet_filter_fn, archs, adapt_in_chans)
+    def describe_checkpoint(self, state_dict: dict[str, Tensor]) -> tuple[str, list[str]]:
+        """Weights of another layout: the arguments (``groups``, ``condense_factor``...) that fit them."""
+        return describe_checkpoint_fit(state_dict, self)
 
 
 def convert(model: CondenseNet, force: bool = False, classifier_keep: float = 0.5) -> CondenseNet:
@@ -404,7 +401,7 @@ def _condense_cfg(cifar: bool, converted: bool) -> dict[str, Any]:
     if cifar:
         kwargs.update(num_classes=10, input_size=(3, 32, 32), pool_size=(8, 8), crop_pct=1.0)
         kwargs.update(mean=(0.4914, 0.4824, 0.4467), std=(0.2471, 0.2435, 0.2616))
-    return _cfg(**kwargs)
+    return default_cfg(**kwargs)
 
 
 default_cfgs = generate_default_cfgs(

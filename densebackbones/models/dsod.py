@@ -8,9 +8,9 @@ Detectors from Scratch", ICCV 2017, Table 1), as a registered classification bac
 * For classification (pre-training, or any use outside the detector) a final BN-ReLU, global pool and classifier
   follow, as in DenseNet.
 
-It reuses :class:`DenseNet`'s whole model contract; only the ``features`` sequence differs. Feature levels: the
-stem at stride 2, "First" (transition 2) at 8, block 4 at 16 (before the final norm, as the detector consumes
-it) and the final BN-ReLU at 16.
+Its model contract is :class:`~densebackbones.models.base.DenseBackbone`'s; only the ``features`` sequence is its
+own. Feature levels: the stem at stride 2, "First" (transition 2) at 8, block 4 at 16 (before the final norm, as the
+detector consumes it) and the final BN-ReLU at 16.
 
 The total stride is 16, so ``output_stride`` 32 and 16 give the published network; at 8 the max-pool after
 transition 2 is removed (``pool2`` becomes an Identity) and blocks 3 and 4 are dilated by 2 (layers/dilation.py).
@@ -29,12 +29,12 @@ from timm.models import generate_default_cfgs
 from ..layers import DenseBlock, DilationPlan, LayerFn, Transition, conv2d, resolve_memory_mode
 from ..registry import register_model
 from . import checks
-from .densenet import DenseNet, _cfg, build_dense_backbone
+from .base import DenseBackbone, build_dense_backbone, default_cfg
 
 __all__ = ["DSODNet"]
 
 
-class DSODNet(DenseNet):
+class DSODNet(DenseBackbone):
     """DSOD's dense backbone (DS/64-192-48-1 by default) with DenseNet's interface.
 
     Args:
@@ -47,6 +47,8 @@ class DSODNet(DenseNet):
         output_stride: 32 or 16 (the network as published: its stride is 16) or 8 (the pool after transition 2
             removed, blocks 3 and 4 dilated by 2).
     """
+
+    stem_pattern = r"^features\.(?:conv|norm)[012]\."  # the three stem convolutions (Table 1, "Stem Block")
 
     def __init__(
         self,
@@ -65,10 +67,7 @@ class DSODNet(DenseNet):
         memory_mode: str | None = None,
         output_stride: int = 32,
     ) -> None:
-        # DSOD's stem and pooling plan differ from DenseNet's (Table 1), so the features up to the last dense block
-        # are built here and DenseNet's shared tail (_finish: final BN-ReLU, head, timm attributes, init) completes
-        # the model; DenseNet's own constructor would build its layout.
-        nn.Module.__init__(self)
+        super().__init__()
         checks.check_head(num_classes, in_chans, drop_rate, global_pool)
         checks.check_int("growth_rate", growth_rate, 1, "DS/64-192-48-1: 48")
         checks.check_ints("block_config", block_config, 1, 4, "DS/64-192-48-1: (6, 8, 8, 8)", what="dense block")
@@ -108,7 +107,7 @@ class DSODNet(DenseNet):
         last = f"features.denseblock{len(block_config)}"
         feature_info.append(dict(num_chs=chs, reduction=strides.stride, module=last))
         head = dict(num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate, global_pool=global_pool)
-        self._finish(features, feature_info, chs, strides.stride, norm_layer, act_layer, **head)
+        self.build_tail(features, feature_info, chs, strides.stride, norm_layer, act_layer, **head)
         self.output_stride = output_stride
 
 
@@ -127,7 +126,7 @@ def _create_dsodnet(variant: str, pretrained: bool = False, **kwargs) -> DSODNet
 
 
 default_cfgs = generate_default_cfgs(
-    {name: _cfg(paper_ids="arXiv:1708.01241", pool_size=(14, 14)) for name in MODEL_ARCHS}
+    {name: default_cfg(paper_ids="arXiv:1708.01241", pool_size=(14, 14)) for name in MODEL_ARCHS}
 )
 
 

@@ -33,7 +33,7 @@ from ..flops import flops_of
 from ..layers import check_output_stride, conv2d, recompute_in_backward
 from ..registry import register_model
 from . import checks
-from .densenet import _cfg
+from .base import default_cfg
 from .helpers import (
     DenseFeatureGetterNet,
     InputSizeCheck,
@@ -560,7 +560,7 @@ def _msd_cfg(cifar: bool) -> dict[str, Any]:
         kwargs["first_conv"] = "blocks.0.0.layers.0.net.0"
     else:
         kwargs["first_conv"] = "blocks.0.0.layers.0.0"
-    return _cfg(**kwargs)
+    return default_cfg(**kwargs)
 
 
 default_cfgs = generate_default_cfgs(

@@ -26,7 +26,6 @@ from collections.abc import Sequence
 from copy import deepcopy
 from typing import Any
 
-import torch
 import torch.nn as nn
 from timm.models import generate_default_cfgs
 
@@ -42,12 +41,12 @@ from ..layers import (
 )
 from ..registry import register_model
 from . import checks
-from .densenet import DenseNet, _cfg, build_dense_backbone
+from .base import DenseBackbone, build_dense_backbone, default_cfg
 
 __all__ = ["PeleeNet"]
 
 
-class PeleeNet(DenseNet):
+class PeleeNet(DenseBackbone):
     """PeleeNet with DenseNet's interface (timm contract, memory modes, feature levels).
 
     Args:
@@ -67,6 +66,8 @@ class PeleeNet(DenseNet):
         Input: (N, in_chans, H, W) with H, W >= 32. Output: (N, num_classes).
     """
 
+    stem_pattern = r"^features\.stemblock"
+
     def __init__(
         self,
         num_classes: int = 1000,
@@ -85,9 +86,7 @@ class PeleeNet(DenseNet):
         memory_mode: str | None = None,
         output_stride: int = 32,
     ) -> None:
-        # PeleeNet's stem, layers and transitions are its own; DenseNet's shared tail (_finish, without a final
-        # norm: the last transition ends in BN-ReLU) completes the model, and DenseNet's methods serve it.
-        nn.Module.__init__(self)
+        super().__init__()
         checks.check_head(num_classes, in_chans, drop_rate, global_pool)
         stages = len(checks.check_ints("block_config", block_config, 1, hint="two-way layers per stage, (3, 4, 8, 6)"))
         checks.check_per_stage("growth_rate", growth_rate, stages)
@@ -120,7 +119,8 @@ class PeleeNet(DenseNet):
             pool = nn.AvgPool2d(2, stride=2, ceil_mode=transition_ceil) if pooled else nn.Identity()
             features[f"transition{i + 1}_pool"] = pool
         head = dict(num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate, global_pool=global_pool)
-        self._finish(features, feature_info, chs, plan.stride, norm_layer, act_layer, final_norm=False, **head)
+        # no final norm: the last transition ends in BN-ReLU
+        self.build_tail(features, feature_info, chs, plan.stride, norm_layer, act_layer, final_norm=False, **head)
         set_memory_mode(self, memory_mode)  # the stem and transitions follow the blocks' mode
         self.output_stride = output_stride
 
@@ -129,15 +129,6 @@ class PeleeNet(DenseNet):
         super()._init_weights()
         if isinstance(self.classifier, nn.Linear):
             nn.init.normal_(self.classifier.weight, 0.0, 0.01)
-
-    @torch.jit.ignore
-    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
-        return dict(
-            stem=r"^features\.stemblock",
-            blocks=r"^features\.(?:denseblock|transition)(\d+)"
-            if coarse
-            else [(r"^features\.denseblock(\d+)\.denselayer(\d+)", None), (r"^features\.transition(\d+)", (99998,))],
-        )
 
 
 MODEL_ARCHS: dict[str, dict[str, Any]] = {
@@ -152,7 +143,7 @@ def _create_peleenet(variant: str, pretrained: bool = False, **kwargs: Any) -> P
 
 
 default_cfgs = generate_default_cfgs(
-    {"peleenet": _cfg(paper_ids="arXiv:1804.06882", first_conv="features.stemblock.stem1.conv", crop_pct=0.875)}
+    {"peleenet": default_cfg(paper_ids="arXiv:1804.06882", first_conv="features.stemblock.stem1.conv", crop_pct=0.875)}
 )
 
 

@@ -39,7 +39,7 @@ def test_list_models_filters():
 def test_timm_create_model_builds_the_same_model(name):
     with torch.device("meta"):
         ours, theirs = db.create_model(name), timm.create_model(name)
-    assert type(theirs) is type(ours) and isinstance(ours, (db.DenseNet, db.models.MSDNet))
+    assert type(theirs) is type(ours) and isinstance(ours, (db.models.DenseBackbone, db.models.MSDNet))
     assert [(k, v.shape) for k, v in ours.state_dict().items()] == [
         (k, v.shape) for k, v in theirs.state_dict().items()
     ]
