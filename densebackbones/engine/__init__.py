@@ -4,6 +4,7 @@ command line. It knows no task, model or data set: a task adapter (``densebackbo
 from .checkpoint import atomic_save, export_weights, get_rng_state, load_checkpoint, set_rng_state
 from .config import DEFAULTS, check_config, load_config, merge_defaults
 from .distributed import DistInfo, ShardSampler, distributed_session, init_distributed
+from .hooks import EmaCopiesBuffers, RegularizedModel, TrainingProgressAware
 from .logs import CSVLogger, plot_run, read_csv
 from .optim import build_optimizer, build_scheduler, scaled_lr
 from .trainer import NonFiniteLossError, Trainer, evaluate
@@ -12,9 +13,12 @@ __all__ = [
     "DEFAULTS",
     "CSVLogger",
     "DistInfo",
+    "EmaCopiesBuffers",
     "NonFiniteLossError",
+    "RegularizedModel",
     "ShardSampler",
     "Trainer",
+    "TrainingProgressAware",
     "atomic_save",
     "build_optimizer",
     "build_scheduler",

@@ -7,14 +7,8 @@ atomic checkpoints and exact resumption, also mid-epoch from step checkpoints (`
 with the data position, and SIGTERM as a preemption notice (``elastic.py``). It is plain PyTorch in the manner of
 torchvision's reference scripts.
 
-Model hooks. A model may implement any of these; the trainer knows nothing else about it:
-
-* ``set_training_progress(progress: float)``: called before every optimiser step's forward with the fraction of
-  training done (optimiser steps completed / all steps, in [0, 1)); a model that changes its own structure during
-  training (CondenseNet's condensation) does it here.
-* ``regularization_loss() -> Tensor | None``: a term added to every micro-batch's loss (CondenseNet's group lasso).
-* ``ema_copies_buffers = True``: the EMA copy takes the model's buffers as they are instead of averaging them
-  (buffers that are structure, such as masks, must not be averaged).
+Model hooks. A model may implement any of the protocols of :mod:`densebackbones.engine.hooks` (training progress,
+a regularisation loss, EMA copying its buffers); the trainer knows nothing else about it.
 """
 
 from __future__ import annotations
@@ -49,6 +43,7 @@ from .elastic import (
     stop_requested,
     worker_ignores_sigterm,
 )
+from .hooks import EmaCopiesBuffers, RegularizedModel, TrainingProgressAware
 from .logs import CSVLogger, plot_run
 from .optim import build_optimizer, build_scheduler
 
@@ -230,7 +225,7 @@ class Trainer:
                 self.model,
                 decay=self.train_cfg["ema_decay"],
                 device=self.device,
-                exclude_buffers=getattr(self.model, "ema_copies_buffers", False),
+                exclude_buffers=isinstance(self.model, EmaCopiesBuffers) and self.model.ema_copies_buffers,
             )
         self.ddp_model = (
             DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
@@ -453,13 +448,11 @@ class Trainer:
         return self.max_iters or self.epochs * self.iters_per_epoch
 
     def _report_progress(self) -> None:
-        hook = getattr(self.model, "set_training_progress", None)
-        if hook is not None:
-            hook(self.step / self.total_steps)
+        if isinstance(self.model, TrainingProgressAware):
+            self.model.set_training_progress(self.step / self.total_steps)
 
     def _with_regularization(self, loss: torch.Tensor) -> torch.Tensor:
-        hook = getattr(self.model, "regularization_loss", None)
-        extra = hook() if hook is not None else None
+        extra = self.model.regularization_loss() if isinstance(self.model, RegularizedModel) else None
         return loss if extra is None else loss + extra.to(loss.dtype)
 
     def train_one_epoch(self) -> dict[str, float]:

@@ -15,7 +15,14 @@ from helpers import run_training_tool
 from safetensors.torch import save_file
 
 import densebackbones as db
-from densebackbones.engine import Trainer, load_checkpoint, read_csv
+from densebackbones.engine import (
+    EmaCopiesBuffers,
+    RegularizedModel,
+    Trainer,
+    TrainingProgressAware,
+    load_checkpoint,
+    read_csv,
+)
 from densebackbones.flops import count_macs
 from densebackbones.layers import CondensedConv, LearnedGroupConv, channel_shuffle, condensation_stage
 from densebackbones.models import CondenseNet, convert
@@ -352,3 +359,14 @@ def test_the_conversion_tool_refuses_other_models(tmp_path):
     )
     with pytest.raises(ValueError, match="is not a CondenseNet"):
         convert_condensenet.main(convert_condensenet.get_args_parser().parse_args([config, str(weights)]))
+
+
+@pytest.mark.parametrize("name", db.list_models(task="classification"))
+def test_the_trainer_hooks_are_condensenets_alone(name):
+    # The engine's protocols (engine/hooks.py) are how the trainer finds a model's hooks: CondenseNet implements
+    # all three, every other family none (so the trainer calls nothing on them).
+    with torch.device("meta"):
+        model = db.create_model(name)
+    hooks = (TrainingProgressAware, RegularizedModel, EmaCopiesBuffers)
+    found = [isinstance(model, hook) for hook in hooks]
+    assert found == [isinstance(model, CondenseNet)] * 3, (name, found)
