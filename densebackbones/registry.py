@@ -23,6 +23,7 @@ import fnmatch
 import functools
 import inspect
 import logging
+import re
 from collections.abc import Callable
 
 import timm
@@ -171,10 +172,30 @@ def _with_placement(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
             raise TypeError(f"dtype={dtype!r}: models take a floating-point torch.dtype such as torch.bfloat16")
         with torch.device(device) if device is not None else contextlib.nullcontext():
-            model = fn(*args, **kwargs)
+            try:
+                model = fn(*args, **kwargs)
+            except TypeError as err:  # a misspelt argument: name the closest ones instead of Python's bare message
+                unknown = _UNEXPECTED_KEYWORD.search(str(err))
+                if unknown is None or unknown.group(1) not in kwargs or fn.__name__ not in _model_classes:
+                    raise
+                raise unknown_argument_error(fn.__name__, unknown.group(1)) from err
         return model.to(dtype=dtype) if dtype is not None else model
 
     return factory
+
+
+_UNEXPECTED_KEYWORD = re.compile(r"unexpected keyword argument '(\w+)'")
+
+
+def unknown_argument_error(name: str, argument: str) -> TypeError:
+    """A ``TypeError`` for a keyword model ``name`` does not take, naming the closest ones it does."""
+    accepted = model_arg_names(name)
+    close = difflib.get_close_matches(argument, accepted, n=3, cutoff=0.5)
+    hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+    return TypeError(
+        f"{name} takes no argument {argument!r}; {hint}its arguments: {', '.join(accepted)} "
+        f"(densebackbones.model_arg_names({name!r}))"
+    )
 
 
 def _resolve_name(name: str) -> tuple[str, str]:

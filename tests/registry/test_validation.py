@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import timm
 import torch
 import torch.nn as nn
 from densebackbones.heads.ssd import PriorConfig
@@ -477,3 +478,15 @@ def test_every_shipped_config_passes_the_value_checks(task):
     assert configs
     for path in configs:
         _resolve(str(path), task=task_obj)
+
+
+@pytest.mark.parametrize("name", db.list_models())
+def test_a_misspelt_argument_names_the_closest_ones(name):
+    # Every registered factory (both front doors): a constructor argument with a letter dropped is named with the
+    # argument meant, instead of Python's bare "unexpected keyword argument".
+    meant = next(arg for arg in db.model_arg_names(name) if len(arg) > 6 and arg not in ("num_classes", "in_chans"))
+    misspelt = meant[:3] + meant[4:]
+    front_doors = [db.create_model] + ([timm.create_model] if name in db.list_models(task="classification") else [])
+    for create in front_doors:
+        with pytest.raises(TypeError, match=rf"{name} takes no argument '{misspelt}'; did you mean '{meant}'"):
+            create(name, **{misspelt: 1})
