@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 # sets the same default for tools run directly). An environment value wins.
 export GOMP_SPINCOUNT ?= 3000
 
-.PHONY: install train test test-fast test-all lint format bench clean gpu-check gpu-check-dry gpu-wheels
+.PHONY: install timm-tests train test test-fast test-all lint format bench clean gpu-check gpu-check-dry gpu-wheels
 
 $(STAMP): setup.py pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,7 +23,13 @@ $(STAMP): setup.py pyproject.toml
 	$(PY) -c "import mmengine.config"
 	touch $(STAMP)
 
-install: $(STAMP)
+# timm's own model tests (tests/test_models.py of the source release of exactly the installed timm, from the package
+# index through pip) into .cache/timm-tests/ (ignored by git), for tests/timm_suite/ (docs/timm_suite.md). Once per
+# timm version, a no-op after that; the tests download nothing themselves.
+timm-tests: $(STAMP)
+	$(PY) tools/fetch_timm_tests.py
+
+install: $(STAMP) timm-tests
 
 # Main job: DenseNet-BC (L=100, k=12) on scikit-learn's digits, about two CPU minutes, >= 95% test accuracy.
 # A second `make train` continues the run in its work dir (or re-evaluates it when finished), never replaces it;
@@ -35,7 +41,7 @@ train: $(STAMP)
 # Lint first (ruff, 120 columns), then the CPU suite in two pytest-xdist workers: with GOMP_SPINCOUNT=3000 (above)
 # they no longer spin against each other, and the suite takes 387 s instead of 547 s in one process on the 2-core
 # machine (docs/benchmarks.md, "CPU contention"; before the setting, two workers ran it 3x slower).
-test: lint
+test: lint timm-tests
 	$(PY) -m pytest -n 2 --durations=10
 
 # The unit tests without training or tool runs (tests marked `integration` left out), for a quick check while
@@ -44,7 +50,7 @@ test: lint
 test-fast: $(STAMP)
 	$(PY) -m pytest -n 2 -m 'not slow and not gpu and not integration' --durations=5
 
-test-all: $(STAMP)
+test-all: $(STAMP) timm-tests
 	$(PY) -m pytest -m ''
 
 # Speed and memory side by side with torchvision and timm (minutes on a CPU; add --device cuda on a GPU).

@@ -53,8 +53,13 @@ setup(
             "pytest-xdist>=3.5",
             "hypothesis>=6.100",
             "ruff>=0.6",
-            # tests/test_output_stride.py: smp's DeepLabV3/V3+ with our backbones as `tu-` encoders (skipped without)
+            # tests/models/test_output_stride.py (DeepLabV3/V3+, skipped without) and tests/clients/test_smp.py (Unet,
+            # FPN): smp with our backbones as `tu-` encoders
             "segmentation-models-pytorch>=0.5",
+            # tests/clients/test_openmmlab.py: an mmpretrain classifier on DenseNetBackbone. mmpretrain imports mmcv;
+            # mmcv-lite is mmcv without its compiled ops (a pure-Python wheel; the full mmcv compiles from source).
+            "mmpretrain>=1.2",
+            "mmcv-lite>=2.0,<2.4",
         ],
     },
     classifiers=[
