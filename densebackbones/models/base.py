@@ -168,9 +168,12 @@ class DenseBackbone(InputSizeCheck, nn.Module):
         self._set_head(num_classes, global_pool if global_pool is not None else self.global_pool.pool_type)
 
     def _set_head(self, num_classes: int, pool_type: str) -> None:
-        """The pool and classifier, on the device and in the dtype of the features; ``head_hidden_size`` is the
-        pre-logits width (``num_features`` times the pool's multiple: twice for ``'catavgmax'``), as timm keeps it."""
+        """The pool and classifier, on the device and in the dtype of the features and in the model's training
+        mode (a reset after ``eval()`` stays in eval); ``head_hidden_size`` is the pre-logits width
+        (``num_features`` times the pool's multiple: twice for ``'catavgmax'``), as timm keeps it."""
         self.global_pool, self.classifier = create_classifier(self.num_features, num_classes, pool_type=pool_type)
+        self.global_pool.train(self.training)
+        self.classifier.train(self.training)
         ref = next((p for p in self.features.parameters() if p.is_floating_point()), None)
         if ref is not None:
             self.classifier.to(device=ref.device, dtype=ref.dtype)

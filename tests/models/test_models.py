@@ -200,6 +200,7 @@ def test_reset_classifier_keeps_device_dtype_and_pre_logits_width(name):
         assert (head.weight.device.type, head.weight.dtype) == ("meta", torch.float64), pool
         assert _pre_logits_width(model, like) == model.head_hidden_size == head.in_features, pool
         assert model.num_features == model.feature_info[-1]["num_chs"] or isinstance(model, MSDNet)
+        assert not any(m.training for m in model.modules()), pool  # timm's default_cfgs test: eval stays eval
     if isinstance(model, MSDNet):
         with pytest.raises(ValueError, match="exits average"):
             model.reset_classifier(7, "catavgmax")
