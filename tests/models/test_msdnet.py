@@ -43,7 +43,7 @@ DEMO_CFG = str(REPO / "configs/cls/msdnet_digits.py")
 )
 def test_official_parameter_counts(name, params):
     with torch.device("meta"):
-        model = db.create_model(name)
+        model = db.create_model(name, output="all")
     assert sum(p.numel() for p in model.parameters()) == params  # docs/reference.md, the official port counted
 
 
@@ -62,7 +62,7 @@ def test_layout_steps_and_scale_pruning():
 
 def _tiny(**kwargs) -> MSDNet:
     args = dict(num_blocks=3, base=2, step=1, channels=4, growth_rate=2, growth_factors=(1, 2, 4))
-    args.update(bottleneck_factors=(1, 2, 4), stem_type="cifar", num_classes=5)
+    args.update(bottleneck_factors=(1, 2, 4), stem_type="cifar", num_classes=5, output="all")
     return MSDNet(**dict(args, **kwargs))
 
 
@@ -85,7 +85,7 @@ def test_exits_outputs_and_the_final_only_option():
 
 
 def test_exit_costs_are_cumulative():
-    model = db.create_model("msdnet_anytime_cifar")
+    model = db.create_model("msdnet_anytime_cifar", output="all")
     costs = model.exit_costs(32)
     macs = [c["macs"] for c in costs]
     assert len(costs) == 7 and macs == sorted(macs) and costs[-1]["params"] == 3_067_960
@@ -262,13 +262,13 @@ OFFICIAL_KEYS = [
 
 
 def test_official_key_layout_loads(tmp_path):
-    model = db.create_model("msdnet_anytime_cifar").eval()
+    model = db.create_model("msdnet_anytime_cifar", output="all").eval()
     state = model.state_dict()
     assert all(key.removeprefix("module.") in state for key in OFFICIAL_KEYS)
     path = tmp_path / "official.pth"
     torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}, "epoch": 300}, path)
     loaded = db.create_model(
-        "msdnet_anytime_cifar", pretrained=True, pretrained_cfg_overlay=dict(file=str(path))
+        "msdnet_anytime_cifar", pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), output="all"
     ).eval()
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
