@@ -701,6 +701,9 @@ def _create(variant: str, pretrained: bool, **kwargs: Any) -> MSDNet:
     check_output_stride(kwargs.get("output_stride", 32), variant, strides=(32,), hint=_NO_PYRAMID)
     model_args = dict(MODEL_ARCHS[variant], **kwargs)
     checks.check_int("num_blocks", model_args["num_blocks"], 1, "blocks, one exit each")
+    if model_args["num_blocks"] != MODEL_ARCHS[variant]["num_blocks"]:  # the config names the final exit's linear
+        overlay.setdefault("classifier", f"classifier.{model_args['num_blocks'] - 1}.linear")
+        model_args["pretrained_cfg_overlay"] = overlay
     model = build_model_with_cfg(
         MSDNet,
         variant,
