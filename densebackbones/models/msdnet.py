@@ -220,15 +220,24 @@ class SkippedExit(nn.Module):
         raise RuntimeError("this exit was not built (output='final'); build the model with output='all'")
 
 
-def _drop_skipped_exit_keys(module: nn.Module, state_dict: dict[str, Tensor], prefix: str, *args: Any) -> None:
-    """``load_state_dict`` pre-hook of :class:`MSDNet`: the keys of exits the model did not build are dropped."""
-    module.drop_skipped_exit_keys(state_dict, prefix)
+class SkippedScale(nn.Module):
+    """The place of a per-scale unit whose map nothing reads: in the last block, the finer scales that neither an
+    exit (it reads the coarsest), a requested feature map nor a later layer takes. No parameters, so every parameter
+    gets a gradient; it passes its input through, and nothing reads what it returns."""
+
+    def forward(self, x: Any) -> Any:
+        return x[-1] if isinstance(x, (list, tuple)) else x
+
+
+def _drop_skipped_keys(module: nn.Module, state_dict: dict[str, Tensor], prefix: str, *args: Any) -> None:
+    """``load_state_dict`` pre-hook of :class:`MSDNet`: the keys of what the model did not build are dropped."""
+    module.drop_skipped_keys(state_dict, prefix)
 
 
 def exit_checkpoint_filter_fn(state_dict: dict[str, Tensor], model: MSDNet) -> dict[str, Tensor]:
     """``load_checkpoint_into``'s filter: an all-exit checkpoint fits a final-only model (see
-    :meth:`MSDNet.drop_skipped_exit_keys`)."""
-    return model.drop_skipped_exit_keys(dict(state_dict))
+    :meth:`MSDNet.drop_skipped_keys`)."""
+    return model.drop_skipped_keys(dict(state_dict))
 
 
 def min_input_side(stem_type: str, num_scales: int) -> int:
@@ -279,10 +288,14 @@ class MSDNet(InputSizeCheck, nn.Module):
       exits' places hold parameter-free :class:`SkippedExit` modules, and ``forward`` returns one ``(N, num_classes)``
       tensor, ``forward_head(forward_features(x))``, as every timm model does. Every parameter gets a gradient, so DDP
       needs no ``find_unused_parameters``. An all-exit checkpoint loads into it: ``load_state_dict`` drops the keys of
-      the skipped exits (``classifier.<i>.*``, :meth:`drop_skipped_exit_keys`).
+      the skipped exits (``classifier.<i>.*``, :meth:`drop_skipped_keys`).
     * ``'all'``: the paper's network (Sec. 4), every exit built; ``forward`` returns every exit's logits, a list whose
       last entry is the final exit's. Anytime and budgeted training and evaluation need it (the MSDNet configs set it;
       ``tools/eval_msdnet.py`` builds it), and the parameter counts of the paper are this model's.
+
+    Per-scale units whose maps nothing reads (the finer scales of the last block's last layers, when it keeps more
+    than the coarsest: no registered layout does) are not built either (:class:`SkippedScale`); their checkpoint keys
+    are dropped on loading like the skipped exits'.
 
     ``forward_features`` runs every block and the final exit's convolutions with its 2x2 pool (Sec. 4, "Classifiers"),
     giving the ``num_features``-channel map that the exit's pool and linear layer take (``forward_head``); the exits'
@@ -442,7 +455,13 @@ class MSDNet(InputSizeCheck, nn.Module):
         self.feature_scale = feature_scale
         self.feature_info = self._feature_info(block_chs, growth_factors)
         self.grad_checkpointing = memory_mode == "efficient"
-        self.register_load_state_dict_pre_hook(_drop_skipped_exit_keys)
+        # Maps that are read: the coarsest scale after every block (exits, later blocks) and the feature_scale map
+        # where a block keeps it (forward_intermediates); what feeds none of them is not built.
+        coarsest, feature = self.num_scales - 1, self.feature_scale_index
+        self._skip_unread_scales(
+            {b: {coarsest, feature} if info["kept"] else {coarsest} for b, info in enumerate(self.feature_info)}
+        )
+        self.register_load_state_dict_pre_hook(_drop_skipped_keys)
         self._init_weights()
 
     @property
@@ -493,16 +512,42 @@ class MSDNet(InputSizeCheck, nn.Module):
     def num_exits(self) -> int:
         return len(self.blocks)
 
-    def drop_skipped_exit_keys(self, state_dict: dict[str, Tensor], prefix: str = "") -> dict[str, Tensor]:
-        """Remove, in place, the keys of the exits this model did not build (``output='final'``:
-        ``{prefix}classifier.<i>.*`` for every exit but the last), so that an all-exit checkpoint loads completely;
-        returns ``state_dict``. Keys of anything the model has are kept, so a final-only checkpoint loaded into an
-        all-exit model still reports the earlier exits' keys as missing."""
-        skipped = tuple(f"{prefix}classifier.{i}." for i, m in enumerate(self.classifier) if isinstance(m, SkippedExit))
+    def drop_skipped_keys(self, state_dict: dict[str, Tensor], prefix: str = "") -> dict[str, Tensor]:
+        """Remove, in place, the keys of what this model did not build: the exits of ``output='final'``
+        (``{prefix}classifier.<i>.*`` for every exit but the last) and :class:`SkippedScale` units, so that an
+        all-exit checkpoint (the port's) loads completely; returns ``state_dict``. Keys of anything the model has are
+        kept, so a final-only checkpoint loaded into an all-exit model still reports the earlier exits' keys as
+        missing."""
+        skipped = tuple(
+            f"{prefix}{name}." for name, m in self.named_modules() if isinstance(m, (SkippedExit, SkippedScale))
+        )
         if skipped:
             for key in [k for k in state_dict if k.startswith(skipped)]:
                 del state_dict[key]
         return state_dict
+
+    def _skip_unread_scales(self, read: dict[int, set[int]]) -> None:
+        """Replace by :class:`SkippedScale` every per-scale unit whose map nothing reads. ``read``: block index ->
+        the scales (0 the finest) read from its output. Walks back from the last block: a dense layer's unit at scale
+        ``s`` reads its input at ``s`` and, if it has a strided part, at ``s - 1`` (Sec. 4, Fig. 2); a transition's at
+        ``s``; the first layer's scales are a chain, each read by the next."""
+        needed: set[int] = set()
+        for b in reversed(range(len(self.blocks))):
+            needed = needed | read.get(b, set())
+            for module in reversed(list(self.blocks[b])):
+                units = module.layers if isinstance(module, (MSDLayer, FirstLayer)) else module.m
+                offset = 0 if isinstance(module, FirstLayer) else self.num_scales - len(units)
+                reads: set[int] = set()
+                for j, unit in enumerate(units):
+                    scale = offset + j
+                    if isinstance(module, FirstLayer):
+                        if scale > max(needed, default=-1):
+                            units[j] = SkippedScale()
+                    elif scale not in needed:
+                        units[j] = SkippedScale()
+                    else:
+                        reads |= {scale - 1, scale} if isinstance(unit, ConvDownNormal) else {scale}
+                needed = reads if isinstance(module, MSDLayer) else needed
 
     def _run_block(self, i: int, x: Any) -> Any:
         if self.grad_checkpointing and self.training and torch.is_grad_enabled() and i > 0:
@@ -636,6 +681,11 @@ class MSDNet(InputSizeCheck, nn.Module):
         del self.classifier[max_index + 1 :]
         if prune_head:
             self.classifier = nn.ModuleList()
+        coarsest = self.num_scales - 1
+        read = {i: {coarsest} for i, m in enumerate(self.classifier) if isinstance(m, ClassifierModule)}
+        for i in take:
+            read[i] = read.get(i, set()) | {self.feature_scale_index}
+        self._skip_unread_scales(read)  # what fed only the removed blocks and exits
         return take
 
     @torch.jit.ignore

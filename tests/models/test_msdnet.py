@@ -18,7 +18,7 @@ import densebackbones as db
 from densebackbones.engine import load_checkpoint, read_csv
 from densebackbones.flops import flops_of
 from densebackbones.models import MSDNet
-from densebackbones.models.msdnet import block_steps
+from densebackbones.models.msdnet import SkippedScale, block_steps
 from densebackbones.tasks import TopKAccuracy
 from densebackbones.tasks.classification import ExitsCrossEntropy
 from densebackbones.tasks.early_exit import (
@@ -459,3 +459,35 @@ def test_memory_mode():
         db.create_model("msdnet_anytime_cifar", memory_mode="buffer")
     with pytest.raises(ValueError, match="contradicts"):
         _tiny(memory_efficient=True, memory_mode="plain")
+
+
+@pytest.mark.parametrize("output", ["all", "final"])
+def test_units_whose_maps_nothing_reads_are_not_built(output, monkeypatch):
+    """_tiny's last block keeps two scales: its finer unit feeds no exit (they read the coarsest) and no later layer.
+    The port builds it; here it is a SkippedScale, the port's checkpoint still loads, and the outputs are the same."""
+    model = _tiny(output=output)
+    assert model.block_scales[-1] == 2 and isinstance(model.blocks[2][0].layers[0], SkippedScale)
+    out = model(torch.randn(2, 3, 20, 20))
+    (sum(o.sum() for o in out) if output == "all" else out.sum()).backward()
+    assert [name for name, p in model.named_parameters() if p.grad is None] == []
+    with monkeypatch.context() as patch:
+        patch.setattr(MSDNet, "_skip_unread_scales", lambda self, read: None)
+        torch.manual_seed(0)
+        port_layout = _tiny(output="all").eval()  # every unit built, as the port does
+    extra = [k for k in port_layout.state_dict() if k.startswith("blocks.2.0.layers.0.")]
+    assert extra and not any(k in model.state_dict() for k in extra)
+    model.load_state_dict(port_layout.state_dict())
+    x = torch.randn(2, 3, 20, 20)
+    with torch.no_grad():
+        expected = port_layout(x)
+        got = model.eval()(x)
+    torch.testing.assert_close(got if output == "all" else [got], expected if output == "all" else expected[-1:])
+
+
+def test_features_only_builds_only_what_its_maps_need():
+    features = db.create_model("msdnet_anytime_cifar", features_only=True, out_indices=(0, 1, 2))
+    maps = features(torch.randn(2, 3, 32, 32))
+    sum(m.sum() for m in maps).backward()
+    assert [name for name, p in features.named_parameters() if p.grad is None] == []
+    # block 2 keeps two scales, of which only the coarsest is returned: its last layer's finer unit is skipped
+    assert isinstance(features.model.blocks[2][-1].layers[0], SkippedScale)
