@@ -212,6 +212,9 @@ def test_anytime_and_budgeted_evaluation_of_the_digits_demo(tmp_path):
     costs = [p["macs"] for p in anytime]
     assert all(costs[0] <= p["cost"] <= costs[-1] for p in report["budgeted"])
     assert report["budgets"][0]["val_cost"] <= 4e6
+    # the tool builds every exit whatever the config's model.output (a registered MSDNet is final-only by default)
+    final_cfg = [*argv, "--cfg-options", "model.output=final", "--out", str(tmp_path / "eval_final")]
+    assert eval_msdnet.main(eval_msdnet.get_args_parser().parse_args(final_cfg))["anytime"] == anytime
     saved = json.loads((tmp_path / "eval" / "early_exit.json").read_text())
     assert len(saved["budgeted"]) == 39 and (tmp_path / "eval" / "accuracy_vs_macs.png").stat().st_size > 10_000
     with pytest.raises(ValueError, match="held-out split is empty"):
