@@ -30,6 +30,7 @@ from mmengine.model import BaseModule
 from torch import Tensor
 
 from .models.densenet import DenseNet
+from .models.msdnet import MSDNet
 from .registry import MODELS, create_model
 
 __all__ = ["MMPRETRAIN_ARCHS", "DenseNetBackbone", "act_layer_from_cfg", "norm_layer_from_cfg", "resolve_arch"]
@@ -152,6 +153,7 @@ class DenseNetBackbone(BaseModule):
         if isinstance(checked, int):
             checked = list(range(num_levels - checked, num_levels))
         self.out_indices = tuple(checked) if checked is not None else tuple(range(num_levels))
+        self._drop_unused_exits(self.model)
         if not -1 <= frozen_stages < num_levels:
             raise ValueError(f"frozen_stages must be in -1..{num_levels - 1} (feature levels), got {frozen_stages}")
         self.frozen_stages = frozen_stages
@@ -190,8 +192,15 @@ class DenseNetBackbone(BaseModule):
             pretrained_cfg_overlay=dict(file=checkpoint),
             **self._model_kwargs,
         )
+        self._drop_unused_exits(source)
         self.model.load_state_dict(source.state_dict(), strict=True)
         self._is_init = True
+
+    def _drop_unused_exits(self, model: nn.Module) -> None:
+        """MSDNet's exits (and the blocks after the last level taken) feed no feature map: they are removed, so that
+        every parameter of the backbone gets a gradient (DDP without ``find_unused_parameters``)."""
+        if isinstance(model, MSDNet):
+            model.prune_intermediate_layers(list(self.out_indices), prune_head=True)
 
     def train(self, mode: bool = True) -> DenseNetBackbone:
         super().train(mode)

@@ -25,6 +25,8 @@ from torch.utils.data import DataLoader
 from densebackbones.engine import cli, evaluate
 from densebackbones.engine.cli import resolve_config
 from densebackbones.flops import count_macs
+from densebackbones.models import MSDNet
+from densebackbones.registry import model_class
 from densebackbones.tasks.classification import ClassificationTask, image_size
 from densebackbones.tasks.early_exit import collect_exit_probs, dynamic_sweep, select_budget
 
@@ -89,12 +91,14 @@ def main(args: argparse.Namespace) -> dict[str, object]:
             "pass --holdout N (and train with data.holdout=N so that they stay unseen; the paper holds out 5000 CIFAR "
             "images)"
         )
+    built_class = model_class(cfg["model"]["type"])
+    if built_class is not None and issubclass(built_class, MSDNet):
+        cfg["model"]["output"] = "all"  # every exit (a registered MSDNet is final-only unless told otherwise)
     model = task.build_model(cfg, pretrained=args.checkpoint).eval()
     if not hasattr(model, "exit_costs"):
         raise ValueError(
             f"model.type={cfg['model']['type']!r} has a single exit; this tool evaluates multi-exit models"
         )
-    model.set_output("all")
     holdout_set, eval_set = task.build_datasets(cfg, holdout_split=True)
     costs = [c["macs"] for c in model.exit_costs(image_size(cfg))]
     val_probs, val_targets = collect_exit_probs(model, DataLoader(holdout_set, batch_size=args.batch_size))

@@ -8,6 +8,7 @@ _base_ = ["../_base_/datasets/digits.py"]
 data = dict(image_size=24)
 model = dict(
     type="msdnet_anytime_cifar",
+    output="all",  # every exit (the registered model is final-only by default)
     num_blocks=3,
     base=2,
     step=2,

@@ -3,5 +3,5 @@
 _base_ = ["../_base_/datasets/imagenet.py", "../_base_/schedules/imagenet_90e.py"]
 
 data = dict(holdout=50_000)
-model = dict(type="msdnet_imagenet")
+model = dict(type="msdnet_imagenet", output="all")  # every exit: the loss sums their cross-entropies
 optimizer = dict(nesterov=False)  # the port: SGD momentum 0.9 without Nesterov

@@ -9,12 +9,14 @@ Classification", ICLR 2018), exact to the official PyTorch port (kalviny/MSDNet-
   per layer are ``growth_rate * growth_factors[s]``.
 * Scale pruning (``prune='max'``): the finest scales are dropped as depth grows, each drop followed by a transition
   (1x1 conv-BN-ReLU to half the channels at every remaining scale).
-* After every block a classifier reads the coarsest scale (two 3x3/2 conv-BN-ReLU, 2x2 average pool, linear):
-  ``forward`` returns every exit's logits, the last being the final classifier's (``output='final'``: only that).
+* After every block a classifier reads the coarsest scale (two 3x3/2 conv-BN-ReLU, 2x2 average pool, linear),
+  Sec. 4. ``output='all'`` builds every exit and ``forward`` returns every exit's logits, the last being the final
+  classifier's; ``output='final'`` (the default, what ``timm.create_model`` gives) builds only the last exit and is
+  a plain timm classifier (``forward_features``/``forward_head``), into which an all-exit checkpoint loads.
 
 Module names are the port's (``blocks.0.0.layers.0``, ``classifier.0.m``, ``classifier.0.linear``), so its
-checkpoints load once DataParallel's ``module.`` prefix is stripped. Parameter counts (docs/reference.md):
-CIFAR-100 anytime 3,067,960, CIFAR-100 budgeted-batch 2,078,924, ImageNet 23,958,440.
+checkpoints load once DataParallel's ``module.`` prefix is stripped. Parameter counts with ``output='all'``
+(docs/reference.md): CIFAR-100 anytime 3,067,960, CIFAR-100 budgeted-batch 2,078,924, ImageNet 23,958,440.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any
 
 import torch
 import torch.nn as nn
+from timm.layers import create_classifier
 from timm.models import build_model_with_cfg, generate_default_cfgs
 from timm.models._features import feature_take_indices
 from torch import Tensor
@@ -43,7 +46,7 @@ from .helpers import (
     record_min_input_size,
 )
 
-__all__ = ["MSDNet", "MODEL_ARCHS", "block_steps"]
+__all__ = ["MSDNet", "MODEL_ARCHS", "block_steps", "min_input_side", "exit_checkpoint_filter_fn"]
 
 
 class ConvBasic(nn.Module):
@@ -180,18 +183,90 @@ class ParallelModule(nn.Module):
 
 
 class ClassifierModule(nn.Module):
-    """An exit on the coarsest scale: ``m`` (two 3x3/2 conv-BN-ReLU, 2x2 average pool), then ``linear``."""
+    """An exit on the coarsest scale (Sec. 4, "Classifiers": two 3x3/2 conv-BN-ReLU, a 2x2 average pool and a linear
+    layer): ``m`` holds the convolutions and the 2x2 pool, then timm's head follows: ``global_pool`` (timm's pool
+    types, default ``'avg'``), dropout (``drop_rate``) and ``linear``."""
 
-    def __init__(self, in_chs: int, inner: int, num_classes: int) -> None:
+    def __init__(
+        self, in_chs: int, inner: int, num_classes: int, global_pool: str = "avg", drop_rate: float = 0.0
+    ) -> None:
         super().__init__()
         self.m = nn.Sequential(ConvBasic(in_chs, inner, 3, 2, 1), ConvBasic(inner, inner, 3, 2, 1), nn.AvgPool2d(2))
         self.in_features = inner
-        self.linear = nn.Linear(inner, num_classes) if num_classes else nn.Identity()
+        self.drop = nn.Dropout(drop_rate)
+        self.set_head(num_classes, global_pool)
+
+    def set_head(self, num_classes: int, pool_type: str) -> None:
+        """A fresh pool and linear layer (``num_classes`` 0: none) on the device and in the dtype of ``m``, in the
+        exit's training mode."""
+        self.global_pool, self.linear = create_classifier(self.in_features, num_classes, pool_type=pool_type)
+        ref = next(self.m.parameters())
+        self.linear.to(device=ref.device, dtype=ref.dtype)
+        self.global_pool.train(self.training)
+        self.linear.train(self.training)
+
+    def head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        # The port flattens the 2x2-pooled map, which is 1x1 only for coarsest maps of 5-12 px (CIFAR inputs up to
+        # 48 px, ImageNet up to 384); averaging it ('avg') is the same there and lets larger inputs through.
+        x = self.drop(self.global_pool(x))
+        return x if pre_logits else self.linear(x)
 
     def forward(self, x: Sequence[Tensor]) -> Tensor:
-        # The port flattens the pooled map, which is 1x1 only for coarsest maps of 5-12 px (CIFAR inputs up to 48 px,
-        # ImageNet up to 384); averaging it is the same there and lets larger inputs through.
-        return self.linear(self.m(x[-1]).mean((2, 3)))
+        return self.head(self.m(x[-1]))
+
+
+class SkippedExit(nn.Module):
+    """The place of an exit that a model built with ``output='final'`` leaves out: no parameters, so every parameter
+    of that model is used, and the final exit keeps its index and its checkpoint keys (``classifier.<last>.*``)."""
+
+    def forward(self, x: Sequence[Tensor]) -> Tensor:
+        raise RuntimeError("this exit was not built (output='final'); build the model with output='all'")
+
+
+class SkippedScale(nn.Module):
+    """The place of a per-scale unit whose map nothing reads: in the last block, the finer scales that neither an
+    exit (it reads the coarsest), a requested feature map nor a later layer takes. No parameters, so every parameter
+    gets a gradient; it passes its input through, and nothing reads what it returns."""
+
+    def forward(self, x: Any) -> Any:
+        return x[-1] if isinstance(x, (list, tuple)) else x
+
+
+def _drop_skipped_keys(module: nn.Module, state_dict: dict[str, Tensor], prefix: str, *args: Any) -> None:
+    """``load_state_dict`` pre-hook of :class:`MSDNet`: the keys of what the model did not build are dropped."""
+    module.drop_skipped_keys(state_dict, prefix)
+
+
+def exit_checkpoint_filter_fn(state_dict: dict[str, Tensor], model: MSDNet) -> dict[str, Tensor]:
+    """``load_checkpoint_into``'s filter: an all-exit checkpoint fits a final-only model (see
+    :meth:`MSDNet.drop_skipped_keys`)."""
+    return model.drop_skipped_keys(dict(state_dict))
+
+
+def min_input_side(stem_type: str, num_scales: int) -> int:
+    """The smallest input side of an MSDNet: every exit's two stride-2 convolutions and 2x2 pool need the coarsest
+    scale (stride ``4 * 2 ** (num_scales - 1)`` with the ImageNet stem, ``2 ** (num_scales - 1)`` with CIFAR's) at
+    5 px or more (5 -> 3 -> 2 -> 1)."""
+    return (1 if stem_type == "cifar" else 4) * 2 ** (num_scales - 1) * 5
+
+
+_MEMORY_MODES = "'plain' or 'efficient' (every block after the first recomputed in backward)"
+
+
+def resolve_msdnet_memory_mode(memory_efficient: bool, memory_mode: str | None) -> str:
+    """The mode MSDNet's ``memory_efficient`` / ``memory_mode`` arguments ask for: ``'plain'`` or ``'efficient'``.
+    The other families' ``'buffer'`` (a shared concatenation buffer of a dense block) does not exist in MSDNet."""
+    checks.check_flag("memory_efficient", memory_efficient)
+    if memory_mode is None:
+        return "efficient" if memory_efficient else "plain"
+    if memory_mode not in ("plain", "efficient"):
+        raise ValueError(
+            f"memory_mode={memory_mode!r}: MSDNet has no shared concatenation buffer (its layers keep a map per "
+            f"scale); use {_MEMORY_MODES}"
+        )
+    if memory_efficient and memory_mode != "efficient":
+        raise ValueError(f"memory_efficient=True contradicts memory_mode={memory_mode!r}; pass only one of them")
+    return memory_mode
 
 
 def block_steps(num_blocks: int, base: int, step: int, step_mode: str) -> list[int]:
@@ -208,7 +283,26 @@ _NO_PYRAMID = (
 
 
 class MSDNet(InputSizeCheck, nn.Module):
-    """MSDNet with an exit after every block.
+    """MSDNet with an exit after every block (``output='all'``) or a plain classifier, its final exit (``'final'``).
+
+    ``output`` decides what is built and what ``forward`` returns:
+
+    * ``'final'`` (the default, and so what ``timm.create_model`` gives): only the last exit is built, the earlier
+      exits' places hold parameter-free :class:`SkippedExit` modules, and ``forward`` returns one ``(N, num_classes)``
+      tensor, ``forward_head(forward_features(x))``, as every timm model does. Every parameter gets a gradient, so DDP
+      needs no ``find_unused_parameters``. An all-exit checkpoint loads into it: ``load_state_dict`` drops the keys of
+      the skipped exits (``classifier.<i>.*``, :meth:`drop_skipped_keys`).
+    * ``'all'``: the paper's network (Sec. 4), every exit built; ``forward`` returns every exit's logits, a list whose
+      last entry is the final exit's. Anytime and budgeted training and evaluation need it (the MSDNet configs set it;
+      ``tools/eval_msdnet.py`` builds it), and the parameter counts of the paper are this model's.
+
+    Per-scale units whose maps nothing reads (the finer scales of the last block's last layers, when it keeps more
+    than the coarsest: no registered layout does) are not built either (:class:`SkippedScale`); their checkpoint keys
+    are dropped on loading like the skipped exits'.
+
+    ``forward_features`` runs every block and the final exit's convolutions with its 2x2 pool (Sec. 4, "Classifiers"),
+    giving the ``num_features``-channel map that the exit's pool and linear layer take (``forward_head``); the exits'
+    input maps, the blocks' outputs, are ``forward_intermediates``'.
 
     Args:
         num_classes: classes of every exit; 0 removes the linear layers (the exits return pooled features).
@@ -224,12 +318,20 @@ class MSDNet(InputSizeCheck, nn.Module):
         reduction: channel reduction of the transitions after a scale is dropped.
         stem_type: ``'cifar'`` (3x3 conv, exits with 128 maps) or ``'imagenet'`` (7x7/2 conv and max-pool, exits as
             wide as their input).
-        output: ``'all'`` (every exit's logits, a list) or ``'final'`` (only the last exit, a plain classifier).
+        output: ``'final'`` (only the last exit is built: a plain classifier) or ``'all'`` (every exit; ``forward``
+            returns a list of logits), see above.
         exit_weights: the weights of the exits' cross-entropies in the training loss (default all 1, the paper's).
         feature_scale: the scale ``features_only`` returns per block (-1: the coarsest, which every block keeps).
         output_stride: 32 only. MSDNet computes every scale from the first layer on and takes an exit from the
             coarsest after each block: its blocks are not a pyramid of resolutions whose last ones could be dilated
             (for a dilated backbone use a DenseNet, DSOD's backbone, PeleeNet or CondenseNet).
+        drop_rate: dropout before every exit's linear layer (timm's meaning).
+        global_pool: timm pool type of every exit after its 2x2 average pool (``'avg'``, the port's, ``'max'``,
+            ``'avgmax'``, ``'catavgmax'``..., or ``''`` to keep the map, with ``num_classes=0``).
+        memory_efficient: True is ``memory_mode='efficient'``.
+        memory_mode: ``'plain'`` (default) or ``'efficient'``: every block after the first is recomputed in backward
+            (``set_grad_checkpointing``; same results, BN statistics updated once). MSDNet has no dense block with a
+            shared concatenation buffer, so the other families' ``'buffer'`` is refused.
     """
 
     def __init__(
@@ -248,13 +350,19 @@ class MSDNet(InputSizeCheck, nn.Module):
         bottleneck: bool = True,
         reduction: float = 0.5,
         stem_type: str = "imagenet",
-        output: str = "all",
+        output: str = "final",
         exit_weights: Sequence[float] | None = None,
         feature_scale: int = -1,
         output_stride: int = 32,
+        drop_rate: float = 0.0,
+        global_pool: str = "avg",
+        memory_efficient: bool = False,
+        memory_mode: str | None = None,
     ) -> None:
         super().__init__()
-        checks.check_head(num_classes, in_chans, 0.0)
+        checks.check_head(num_classes, in_chans, drop_rate, global_pool)
+        _check_pool_fits_classes(global_pool, num_classes)
+        memory_mode = resolve_msdnet_memory_mode(memory_efficient, memory_mode)
         checks.check_int("num_blocks", num_blocks, 1, "blocks, one exit each")
         checks.check_int("base", base, 1, "layers of the first block")
         checks.check_int("step", step, 1, "layers added per block")
@@ -282,16 +390,16 @@ class MSDNet(InputSizeCheck, nn.Module):
                 f"growth_factors {tuple(growth_factors)} and bottleneck_factors {tuple(bottleneck_factors)} need one "
                 f"entry per scale, and num_blocks ({num_blocks}) must be at least 1"
             )
-        self.set_output(output)
-        self.num_classes, self.in_chans = num_classes, in_chans
+        self.built_output = output  # what was built; set_output may narrow 'all' to 'final' later
+        self.output = output
+        self.num_classes, self.in_chans, self.drop_rate = num_classes, in_chans, drop_rate
         self.num_scales = len(growth_factors)
         self.steps = block_steps(num_blocks, base, step, step_mode)
         if exit_weights is not None and len(exit_weights) != num_blocks:
             raise ValueError(f"{len(exit_weights)} exit_weights for {num_blocks} exits; give one per exit")
         self.exit_weights = tuple(exit_weights) if exit_weights is not None else (1.0,) * num_blocks
         self.scale_strides = [(1 if stem_type == "cifar" else 4) * 2**s for s in range(self.num_scales)]
-        # The exit's two stride-2 convs and its 2x2 pool need the coarsest map at 5 px or more (5 -> 3 -> 2 -> 1).
-        self.min_input_size = self.scale_strides[-1] * 5
+        self.min_input_size = min_input_side(stem_type, self.num_scales)
         self.input_size_reason = f"its exits need the coarsest scale, stride {self.scale_strides[-1]}, at 5 px or more"
         self.blocks = nn.ModuleList()
         self.classifier = nn.ModuleList()
@@ -341,11 +449,22 @@ class MSDNet(InputSizeCheck, nn.Module):
             block_chs.append(chs)
             exit_chs = chs * growth_factors[-1]
             inner = 128 if stem_type == "cifar" else exit_chs
-            self.classifier.append(ClassifierModule(exit_chs, inner, num_classes))
-        self.num_features = self.head_hidden_size = inner
+            if output == "final" and i < num_blocks - 1:
+                self.classifier.append(SkippedExit())
+            else:
+                self.classifier.append(ClassifierModule(exit_chs, inner, num_classes, global_pool, drop_rate))
+        self.num_features = inner  # channels of forward_features: the final exit's convolutions
+        self.head_hidden_size = inner * self.classifier[-1].global_pool.feat_mult()
         self.feature_scale = feature_scale
         self.feature_info = self._feature_info(block_chs, growth_factors)
-        self.grad_checkpointing = False
+        self.grad_checkpointing = memory_mode == "efficient"
+        # Maps that are read: the coarsest scale after every block (exits, later blocks) and the feature_scale map
+        # where a block keeps it (forward_intermediates); what feeds none of them is not built.
+        coarsest, feature = self.num_scales - 1, self.feature_scale_index
+        self._skip_unread_scales(
+            {b: {coarsest, feature} if info["kept"] else {coarsest} for b, info in enumerate(self.feature_info)}
+        )
+        self.register_load_state_dict_pre_hook(_drop_skipped_keys)
         self._init_weights()
 
     @property
@@ -380,14 +499,58 @@ class MSDNet(InputSizeCheck, nn.Module):
 
     # ------------------------------------------------------------------------------------------------- outputs
     def set_output(self, output: str) -> None:
-        """``'all'``: ``forward`` returns every exit's logits (a list, last = final); ``'final'``: only the last."""
-        if output not in ("all", "final"):
-            raise ValueError(f"unknown output {output!r}; use 'all' (every exit) or 'final' (the last exit only)")
+        """``'all'``: ``forward`` returns every exit's logits (a list, last = final); ``'final'``: only the last, the
+        earlier exits not computed. A model built with ``output='all'`` keeps the earlier exits' parameters after
+        ``set_output('final')`` (they get no gradient: for training, build with ``output='final'`` and load the
+        all-exit checkpoint); one built with ``output='final'`` has no earlier exits to return."""
+        checks.check_choice("output", output, ("all", "final"), "'all': every exit's logits, 'final': the last")
+        if output == "all" and self.built_output == "final":
+            raise ValueError(
+                "this MSDNet was built with output='final' and has only its last exit; build it with output='all' for "
+                "every exit (an all-exit checkpoint loads into either)"
+            )
         self.output = output
 
     @property
     def num_exits(self) -> int:
         return len(self.blocks)
+
+    def drop_skipped_keys(self, state_dict: dict[str, Tensor], prefix: str = "") -> dict[str, Tensor]:
+        """Remove, in place, the keys of what this model did not build: the exits of ``output='final'``
+        (``{prefix}classifier.<i>.*`` for every exit but the last) and :class:`SkippedScale` units, so that an
+        all-exit checkpoint (the port's) loads completely; returns ``state_dict``. Keys of anything the model has are
+        kept, so a final-only checkpoint loaded into an all-exit model still reports the earlier exits' keys as
+        missing."""
+        skipped = tuple(
+            f"{prefix}{name}." for name, m in self.named_modules() if isinstance(m, (SkippedExit, SkippedScale))
+        )
+        if skipped:
+            for key in [k for k in state_dict if k.startswith(skipped)]:
+                del state_dict[key]
+        return state_dict
+
+    def _skip_unread_scales(self, read: dict[int, set[int]]) -> None:
+        """Replace by :class:`SkippedScale` every per-scale unit whose map nothing reads. ``read``: block index ->
+        the scales (0 the finest) read from its output. Walks back from the last block: a dense layer's unit at scale
+        ``s`` reads its input at ``s`` and, if it has a strided part, at ``s - 1`` (Sec. 4, Fig. 2); a transition's at
+        ``s``; the first layer's scales are a chain, each read by the next."""
+        needed: set[int] = set()
+        for b in reversed(range(len(self.blocks))):
+            needed = needed | read.get(b, set())
+            for module in reversed(list(self.blocks[b])):
+                units = module.layers if isinstance(module, (MSDLayer, FirstLayer)) else module.m
+                offset = 0 if isinstance(module, FirstLayer) else self.num_scales - len(units)
+                reads: set[int] = set()
+                for j, unit in enumerate(units):
+                    scale = offset + j
+                    if isinstance(module, FirstLayer):
+                        if scale > max(needed, default=-1):
+                            units[j] = SkippedScale()
+                    elif scale not in needed:
+                        units[j] = SkippedScale()
+                    else:
+                        reads |= {scale - 1, scale} if isinstance(unit, ConvDownNormal) else {scale}
+                needed = reads if isinstance(module, MSDLayer) else needed
 
     def _run_block(self, i: int, x: Any) -> Any:
         if self.grad_checkpointing and self.training and torch.is_grad_enabled() and i > 0:
@@ -395,7 +558,13 @@ class MSDNet(InputSizeCheck, nn.Module):
         return self.blocks[i](x)
 
     def forward_exits(self, x: Tensor, num_exits: int | None = None) -> list[Tensor]:
-        """Logits of the first ``num_exits`` exits (all by default); later blocks are not run."""
+        """Logits of the first ``num_exits`` exits (all by default); later blocks are not run. Needs a model built
+        with ``output='all'``."""
+        if self.built_output == "final":
+            raise ValueError(
+                "forward_exits needs every exit, and this MSDNet was built with output='final'; build it with "
+                "output='all' (forward gives the final exit)"
+            )
         self._check_input(x)
         logits = []
         for i in range(num_exits or self.num_exits):
@@ -403,9 +572,22 @@ class MSDNet(InputSizeCheck, nn.Module):
             logits.append(self.classifier[i](x))
         return logits
 
+    def forward_features(self, x: Tensor) -> Tensor:
+        """Every block, then the final exit's two 3x3/2 conv-BN-ReLU and 2x2 average pool (Sec. 4): the
+        ``num_features``-channel map its pool and linear layer take (``forward_head``)."""
+        self._check_input(x)
+        for i in range(self.num_exits):
+            x = self._run_block(i, x)
+        return self.classifier[-1].m(x[-1])
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        """The final exit's pool, dropout and linear layer; ``pre_logits``: the pooled ``head_hidden_size`` vector."""
+        return self.classifier[-1].head(x, pre_logits)
+
     def forward(self, x: Tensor) -> list[Tensor] | Tensor:
-        exits = self.forward_exits(x)
-        return exits if self.output == "all" else exits[-1]
+        if self.output == "all":
+            return self.forward_exits(x)
+        return self.forward_head(self.forward_features(x))
 
     # -------------------------------------------------------------------------------------------- timm contract
     @torch.jit.ignore
@@ -413,19 +595,19 @@ class MSDNet(InputSizeCheck, nn.Module):
         return self.classifier[-1].linear
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        """Fresh linear layers with ``num_classes`` outputs on every exit (0 removes them), on the device and in the
-        dtype of the exit; the exits average their maps, so ``global_pool`` may only be ``'avg'`` (or None)."""
+        """Fresh pools and linear layers with ``num_classes`` outputs (0 removes them) on every built exit, on the
+        device and in the dtype of the exit; ``global_pool`` (None keeps the current one) is a timm pool type."""
         checks.check_int("num_classes", num_classes, 0, "0 removes the classifier")
-        if global_pool is not None and checks.check_pool("global_pool", global_pool) != "avg":
-            raise ValueError(f"global_pool {global_pool!r}: MSDNet's exits average their maps; use 'avg' or None")
+        exits = [m for m in self.classifier if isinstance(m, ClassifierModule)]
+        if global_pool is None:
+            global_pool = exits[-1].global_pool.pool_type if exits else "avg"
+        checks.check_pool("global_pool", global_pool)
+        _check_pool_fits_classes(global_pool, num_classes)
         self.num_classes = num_classes
-        for exit_ in self.classifier:
-            ref = next(exit_.m.parameters())
-            exit_.linear = (
-                nn.Linear(exit_.in_features, num_classes, device=ref.device, dtype=ref.dtype)
-                if num_classes
-                else nn.Identity()
-            )
+        for exit_ in exits:
+            exit_.set_head(num_classes, global_pool)
+        if exits:
+            self.head_hidden_size = self.num_features * exits[-1].global_pool.feat_mult()
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
@@ -433,8 +615,18 @@ class MSDNet(InputSizeCheck, nn.Module):
 
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute each block (after the first) in backward, with BN running statistics updated once."""
+        """Recompute each block (after the first) in backward, with BN running statistics updated once
+        (``memory_mode='efficient'``)."""
         self.grad_checkpointing = enable
+
+    @property
+    def memory_mode(self) -> str:
+        """``'efficient'`` while blocks are recomputed in backward (``set_grad_checkpointing``), else ``'plain'``."""
+        return "efficient" if self.grad_checkpointing else "plain"
+
+    def set_memory_mode(self, mode: str) -> None:
+        """``'plain'`` or ``'efficient'`` (see ``memory_mode``)."""
+        self.grad_checkpointing = resolve_msdnet_memory_mode(False, mode) == "efficient"
 
     def checked_indices(self, indices: int | Sequence[int] | None) -> int | list[int] | None:
         name = (getattr(self, "pretrained_cfg", None) or {}).get("architecture") or type(self).__name__
@@ -457,47 +649,59 @@ class MSDNet(InputSizeCheck, nn.Module):
         stop_early: bool = False,
         output_fmt: str = "NCHW",
         intermediates_only: bool = False,
-    ) -> list[Tensor] | tuple[list[Tensor], list[Tensor]]:
-        """The ``feature_scale`` map after each requested block (timm's API); with ``intermediates_only=False`` also
-        the exits' logits. ``norm`` is accepted and changes nothing, as in timm's DenseNet: every block ends in
-        conv-BN-ReLU and MSDNet has no final norm."""
+    ) -> list[Tensor] | tuple[Tensor, list[Tensor]]:
+        """The ``feature_scale`` map after each requested block (timm's API: these are the exits' inputs at the
+        coarsest scale); with ``intermediates_only=False`` also ``forward_features``' map, as timm returns it.
+        ``norm`` is accepted and changes nothing, as in timm's DenseNet: every block ends in conv-BN-ReLU and MSDNet
+        has no final norm. ``stop_early`` (with ``intermediates_only``) skips the blocks after the last requested."""
         if output_fmt != "NCHW":
             raise ValueError(f"output_fmt {output_fmt!r} is not supported; MSDNet returns 'NCHW'")
         take, max_index = feature_take_indices(len(self.feature_info), self.checked_indices(indices))
         self._check_input(x)
         scale = self.feature_scale_index
-        intermediates, logits = [], []
+        intermediates = []
         last = max_index if intermediates_only and stop_early else self.num_exits - 1
         for i in range(last + 1):
             x = self._run_block(i, x)
             if i in take:
                 intermediates.append(x[scale - (self.num_scales - len(x))])
-            if not intermediates_only:
-                logits.append(self.classifier[i](x))
         if intermediates_only:
             return intermediates
-        return (logits if self.output == "all" else logits[-1]), intermediates
+        return self.classifier[-1].m(x[-1]), intermediates
 
     def prune_intermediate_layers(
         self, indices: int | Sequence[int] = 1, prune_norm: bool = False, prune_head: bool = True
     ) -> list[int]:
+        """Drop the blocks after the last requested level with their exits, and with ``prune_head`` every exit (the
+        model then serves ``forward_intermediates(..., intermediates_only=True)``)."""
         take, max_index = feature_take_indices(len(self.feature_info), self.checked_indices(indices))
+        if not prune_head and isinstance(self.classifier[max_index], SkippedExit):
+            raise ValueError(
+                f"block {max_index} has no exit in this output='final' MSDNet, so keeping the head would leave none; "
+                f"pass prune_head=True or build it with output='all'"
+            )
         del self.blocks[max_index + 1 :]
         del self.classifier[max_index + 1 :]
         if prune_head:
             self.classifier = nn.ModuleList()
+        coarsest = self.num_scales - 1
+        read = {i: {coarsest} for i, m in enumerate(self.classifier) if isinstance(m, ClassifierModule)}
+        for i in take:
+            read[i] = read.get(i, set()) | {self.feature_scale_index}
+        self._skip_unread_scales(read)  # what fed only the removed blocks and exits
         return take
 
     @torch.jit.ignore
     def load_pretrained(self, checkpoint_path: str, adapt_in_chans: bool = True) -> None:
-        """Load densebackbones or the official port's weights completely."""
-        load_checkpoint_into(self, checkpoint_path, None, None, adapt_in_chans)
+        """Load densebackbones or the official port's weights completely (an all-exit checkpoint into a final-only
+        model too: the skipped exits' keys are dropped)."""
+        load_checkpoint_into(self, checkpoint_path, exit_checkpoint_filter_fn, None, adapt_in_chans)
 
     def exit_costs(self, input_size: tuple[int, int] | int | None = None) -> list[dict[str, int]]:
         """Cumulative cost of reaching each exit for one image: ``macs`` (multiply-adds of ``torch.utils.
         flop_counter``, :mod:`densebackbones.flops`) and ``params``, both counting every block and every earlier exit
         on the way (a sample leaving at exit k has evaluated exits 1..k-1 to decide, as the paper counts it).
-        ``input_size``: side or (H, W), default the pretrained config's."""
+        ``input_size``: side or (H, W), default the pretrained config's. Needs ``output='all'``."""
         if input_size is None:
             input_size = tuple((getattr(self, "pretrained_cfg", None) or {}).get("input_size", (3, 224, 224))[-2:])
         h, w = (input_size, input_size) if isinstance(input_size, int) else input_size
@@ -512,6 +716,14 @@ class MSDNet(InputSizeCheck, nn.Module):
         finally:
             self.train(was_training)
         return costs
+
+
+def _check_pool_fits_classes(global_pool: str, num_classes: int) -> None:
+    if not global_pool and num_classes:
+        raise ValueError(
+            f"global_pool='' keeps the unpooled map, which a linear classifier cannot take; pass num_classes=0 with "
+            f"it (got num_classes={num_classes})"
+        )
 
 
 MODEL_ARCHS: dict[str, dict[str, Any]] = {
@@ -542,6 +754,9 @@ def _create(variant: str, pretrained: bool, **kwargs: Any) -> MSDNet:
     check_output_stride(kwargs.get("output_stride", 32), variant, strides=(32,), hint=_NO_PYRAMID)
     model_args = dict(MODEL_ARCHS[variant], **kwargs)
     checks.check_int("num_blocks", model_args["num_blocks"], 1, "blocks, one exit each")
+    if model_args["num_blocks"] != MODEL_ARCHS[variant]["num_blocks"]:  # the config names the final exit's linear
+        overlay.setdefault("classifier", f"classifier.{model_args['num_blocks'] - 1}.linear")
+        model_args["pretrained_cfg_overlay"] = overlay
     model = build_model_with_cfg(
         MSDNet,
         variant,
@@ -552,10 +767,20 @@ def _create(variant: str, pretrained: bool, **kwargs: Any) -> MSDNet:
     return record_min_input_size(model)
 
 
-def _msd_cfg(cifar: bool) -> dict[str, Any]:
-    kwargs: dict[str, Any] = dict(paper_ids="arXiv:1703.09844", first_conv="blocks.0.0.layers.0", classifier=None)
-    if cifar:
-        kwargs.update(num_classes=100, input_size=(3, 32, 32), pool_size=None, crop_pct=1.0)
+def _msd_cfg(variant: str) -> dict[str, Any]:
+    """The variant's pretrained config, with timm's ``min_input_size`` computed from its layers
+    (:func:`min_input_side`) so that timm's tests size their inputs by it, and ``pool_size`` (1, 1): the final exit's
+    map (``forward_features``) at the default input size."""
+    arch = MODEL_ARCHS[variant]
+    side = min_input_side(arch["stem_type"], len(arch["growth_factors"]))
+    kwargs: dict[str, Any] = dict(
+        paper_ids="arXiv:1703.09844",
+        classifier=f"classifier.{arch['num_blocks'] - 1}.linear",  # the final exit's
+        min_input_size=(3, side, side),
+        pool_size=(1, 1),
+    )
+    if arch["stem_type"] == "cifar":
+        kwargs.update(num_classes=100, input_size=(3, 32, 32), crop_pct=1.0)
         kwargs.update(mean=(0.5071, 0.4867, 0.4408), std=(0.2675, 0.2565, 0.2761))
         kwargs["first_conv"] = "blocks.0.0.layers.0.net.0"
     else:
@@ -563,24 +788,23 @@ def _msd_cfg(cifar: bool) -> dict[str, Any]:
     return default_cfg(**kwargs)
 
 
-default_cfgs = generate_default_cfgs(
-    {name: _msd_cfg(name.endswith("_cifar")) for name in MODEL_ARCHS},
-)
+default_cfgs = generate_default_cfgs({name: _msd_cfg(name) for name in MODEL_ARCHS})
 
 
 @register_model(model_cls=MSDNet)
 def msdnet_anytime_cifar(pretrained: bool = False, **kwargs: Any) -> MSDNet:
-    """CIFAR-100 MSDNet for anytime prediction (7 exits): 3,067,960 parameters."""
+    """CIFAR-100 MSDNet for anytime prediction (7 exits): 3,067,960 parameters with ``output='all'``."""
     return _create("msdnet_anytime_cifar", pretrained, **kwargs)
 
 
 @register_model(model_cls=MSDNet)
 def msdnet_budgeted_cifar(pretrained: bool = False, **kwargs: Any) -> MSDNet:
-    """CIFAR-100 MSDNet for budgeted batch classification (5 exits, lin_grow): 2,078,924 parameters."""
+    """CIFAR-100 MSDNet for budgeted batch classification (5 exits, lin_grow): 2,078,924 parameters with
+    ``output='all'``."""
     return _create("msdnet_budgeted_cifar", pretrained, **kwargs)
 
 
 @register_model(model_cls=MSDNet)
 def msdnet_imagenet(pretrained: bool = False, **kwargs: Any) -> MSDNet:
-    """ImageNet MSDNet (5 exits, step 4): 23,958,440 parameters."""
+    """ImageNet MSDNet (5 exits, step 4): 23,958,440 parameters with ``output='all'``."""
     return _create("msdnet_imagenet", pretrained, **kwargs)

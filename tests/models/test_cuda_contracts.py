@@ -44,7 +44,7 @@ def _condensenet():  # masked learned group convolutions, grouped 3x3 convolutio
 
 def _msdnet():  # multi-scale layers, transitions, an exit per block (a list of logits)
     model = db.create_model(
-        "msdnet_anytime_cifar", num_blocks=2, base=2, step=1, channels=4, growth_rate=2, num_classes=3
+        "msdnet_anytime_cifar", num_blocks=2, base=2, step=1, channels=4, growth_rate=2, num_classes=3, output="all"
     )
     return model, (3, 20, 20)
 

@@ -180,10 +180,6 @@ def test_cifar_layout_of_the_paper():
 
 def _pre_logits_width(model: nn.Module, like: torch.Tensor) -> int:
     """The pre-logits width of a model's head, from a map shaped like its features (meta tensors: no compute)."""
-    if isinstance(model, MSDNet):  # an exit: convolutions on the coarsest map, then the average
-        exit_ = model.classifier[-1]
-        conv = next(m for m in exit_.m.modules() if isinstance(m, nn.Conv2d))
-        return exit_.m(like.new_empty(2, conv.in_channels, 8, 8)).mean((2, 3)).shape[1]
     return model.forward_head(like.new_empty(2, model.num_features, 3, 3), pre_logits=True).shape[1]
 
 
@@ -193,20 +189,16 @@ def test_reset_classifier_keeps_device_dtype_and_pre_logits_width(name):
         model = db.create_model(name)
     model = model.to(torch.float64).eval()  # reset outside the meta context: the default device is the CPU's
     like = torch.empty(0, device="meta", dtype=torch.float64)
-    pools = ["avg"] if isinstance(model, MSDNet) else ["avg", "catavgmax", "max", "avg"]
-    for pool in pools:
+    for pool in ["avg", "catavgmax", "max", "avg"]:
         model.reset_classifier(7, pool)
         head = model.get_classifier()
         assert (head.weight.device.type, head.weight.dtype) == ("meta", torch.float64), pool
         assert _pre_logits_width(model, like) == model.head_hidden_size == head.in_features, pool
+        # MSDNet's features are its final exit's convolutions (forward_features), not the last block's map
         assert model.num_features == model.feature_info[-1]["num_chs"] or isinstance(model, MSDNet)
         assert not any(m.training for m in model.modules()), pool  # timm's default_cfgs test: eval stays eval
-    if isinstance(model, MSDNet):
-        with pytest.raises(ValueError, match="exits average"):
-            model.reset_classifier(7, "catavgmax")
-    else:
-        model.reset_classifier(0, "catavgmax")
-        assert _pre_logits_width(model, like) == model.head_hidden_size == 2 * model.num_features
+    model.reset_classifier(0, "catavgmax")
+    assert _pre_logits_width(model, like) == model.head_hidden_size == 2 * model.num_features
 
 
 def test_reset_classifier_follows_a_double_model():

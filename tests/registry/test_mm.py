@@ -76,3 +76,20 @@ def test_norm_and_act_cfg_translation():
     assert any(isinstance(m, nn.SiLU) for m in backbone.modules())
     with pytest.raises(ValueError, match="unsupported norm type"):
         DenseNetBackbone("densenet_bc100_k12_cifar", norm_cfg=dict(type="LN"))
+
+
+def test_msdnet_backbone_uses_every_parameter_and_loads_an_all_exit_checkpoint(tmp_path):
+    tiny = dict(channels=4, growth_rate=2, num_blocks=3, base=2, step=2, num_classes=5)
+    every_exit = db.create_model("msdnet_anytime_cifar", output="all", **tiny).eval()
+    torch.save(every_exit.state_dict(), tmp_path / "msd.pth")
+    tiny.pop("num_classes")
+    init_cfg = dict(type="Pretrained", checkpoint=str(tmp_path / "msd.pth"))
+    backbone = DenseNetBackbone("msdnet_anytime_cifar", out_indices=(0, 1), init_cfg=init_cfg, **tiny)
+    backbone.init_weights()
+    x = torch.randn(2, 3, 20, 20)
+    with torch.no_grad():
+        expected = every_exit.forward_intermediates(x, indices=(0, 1), intermediates_only=True)
+        for got, want in zip(backbone.eval()(x), expected, strict=True):
+            torch.testing.assert_close(got, want)
+    sum(m.sum() for m in backbone.train()(x)).backward()
+    assert [n for n, p in backbone.named_parameters() if p.grad is None] == []  # no exits, no unread scale
