@@ -162,7 +162,8 @@ class PeleeHead(nn.Module):
 
     def sources(self, mid: Tensor, deep: Tensor) -> list[Tensor]:
         """The five maps after their residual prediction blocks."""
-        if min(deep.shape[-2:]) < self.min_deep_size:
+        # Not under torch.fx: a symbolic trace knows no sizes (the traced graph runs on inputs the model checked).
+        if not isinstance(deep, torch.fx.Proxy) and min(deep.shape[-2:]) < self.min_deep_size:
             raise ValueError(
                 f"the deepest backbone map is {tuple(deep.shape[-2:])} px, and the extra layers need at least "
                 f"{self.min_deep_size}x{self.min_deep_size} there to reach their 1x1 map; use larger inputs"
@@ -181,7 +182,7 @@ class PeleeHead(nn.Module):
             x = maps[index]
             loc.append(loc_layer(x).permute(0, 2, 3, 1).reshape(batch, -1, 4))
             conf.append(conf_layer(x).permute(0, 2, 3, 1).reshape(batch, -1, self.num_classes))
-            sizes.append(tuple(x.shape[-2:]))
+            sizes.append((x.shape[-2], x.shape[-1]))
         return torch.cat(loc, 1), torch.cat(conf, 1), sizes
 
 
