@@ -151,9 +151,10 @@ class DSODHead(nn.Module):
         """Returns loc (N, P, 4), conf (N, P, num_classes) and the sources' spatial sizes."""
         maps = self.sources(first, deep)
         batch = first.shape[0]
-        loc, conf = [], []
-        for x, norm, loc_layer, conf_layer in zip(maps, self.norms, self.loc, self.conf):
-            x = norm(x)
+        loc: list[Tensor] = []
+        conf: list[Tensor] = []
+        for i, (norm, loc_layer, conf_layer) in enumerate(zip(self.norms, self.loc, self.conf)):
+            x = norm(maps[i])
             loc.append(loc_layer(x).permute(0, 2, 3, 1).reshape(batch, -1, 4))
             conf.append(conf_layer(x).permute(0, 2, 3, 1).reshape(batch, -1, self.num_classes))
         return torch.cat(loc, 1), torch.cat(conf, 1), [(m.shape[-2], m.shape[-1]) for m in maps]
