@@ -1,5 +1,31 @@
 """Dense blocks computed in one pre-allocated feature buffer, with or without recomputation in backward.
 
+Route table: the path a dense block (and a unit that follows the memory mode, such as PeleeNet's post-activation
+units) takes in each memory mode. *concat* is the plain route (each layer reads the concatenation of the block input
+and every earlier output, as torchvision does); all routes give equal values, gradients and running statistics.
+
+===========  ========================  =======================  ==========  =================================
+memory_mode  eager                     torch.fx (1), jit.trace  jit.script  torch.export, ONNX, torch.compile
+===========  ========================  =======================  ==========  =================================
+'plain'      concat                    concat                   concat      concat
+'buffer'     shared buffer             concat                   concat      concat
+'efficient'  shared buffer, recompute  concat, warns once (2)   concat      concat, no warning (3)
+===========  ========================  =======================  ==========  =================================
+
+(1) ``torch.fx.symbolic_trace`` and torchvision's ``create_feature_extractor``, which traces with FX.
+(2) that the memory savings do not apply to the traced graph.
+(3) a once-only warning inside a compiled region would make Dynamo guard on whether it had fired (and fail
+``fullgraph=True`` one way or the other); this table is the documentation there.
+*recompute*: every layer's activations (and PeleeNet's post-activation units, through
+``torch.utils.checkpoint``) are recomputed in backward.
+
+The shared buffer and the recomputation are eager Python (an autograd Function, views re-pointed at one storage,
+``torch.utils.checkpoint``), which no tracer or compiler can express: ``_traced()`` sends FX, ``jit.trace``, export
+and Dynamo down the plain route, and ``DenseBlock.forward`` compiles only the plain route for TorchScript (the other
+behind ``@torch.jit.unused``). A traced, scripted or compiled model therefore computes in the input's memory layout
+(``compute_layout`` is the identity there) and keeps the plain route's activation memory in training. Inputs on the
+``meta`` device (shape inference) take the plain route too.
+
 A naive dense block (``memory_mode='plain'``, what torchvision and timm do) concatenates all earlier maps anew for
 every layer and stores that concatenation and its BN and ReLU outputs for backward, so memory and copies grow
 quadratically with depth (Pleiss et al., "Memory-Efficient Implementation of DenseNets", 2017). Here:
