@@ -83,11 +83,13 @@ def build(name: str, mode: str, dtype: torch.dtype = torch.float32, train: bool 
     return model.train(train)
 
 
-def example(model: nn.Module, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Two images of the model's smallest size."""
+def example(model: nn.Module, dtype: torch.dtype = torch.float32, batch: int = 2) -> torch.Tensor:
+    """Images of the model's smallest size. A training step takes four: at the smallest size the deepest maps are
+    1x1, and batch statistics of two values normalise them to +-1 whatever they are, so that the gradient through
+    such a BN is rounding noise (which compiled kernels, summing in another order, do not reproduce)."""
     torch.manual_seed(1)
     side = model.min_input_size
-    return torch.randn(2, 3, side, side, dtype=dtype)
+    return torch.randn(batch, 3, side, side, dtype=dtype)
 
 
 def flat(output) -> list[torch.Tensor]:
@@ -151,7 +153,7 @@ def test_fx_training_step_equals_eager(name, mode):
     model = without_dropout(build(name, mode, torch.float64, train=True))
     eager = copy.deepcopy(model)
     graph = torch.fx.symbolic_trace(model)
-    assert_training_step_equal(graph, model, eager, example(model, torch.float64))
+    assert_training_step_equal(graph, model, eager, example(model, torch.float64, batch=4))
 
 
 @pytest.mark.parametrize("name, mode", _cases())
@@ -198,7 +200,7 @@ def test_torch_jit_script_training_step_equals_eager(name, mode):
     model = without_dropout(build(name, mode, torch.float64, train=True))
     eager = copy.deepcopy(model)
     scripted = torch.jit.script(model)
-    assert_training_step_equal(scripted, model, eager, example(model, torch.float64))
+    assert_training_step_equal(scripted, model, eager, example(model, torch.float64, batch=4))
 
 
 def test_scripted_detector_names_what_to_use_for_the_default_boxes():
@@ -252,15 +254,30 @@ def test_onnx_equals_eager(tmp_path, name, mode):
 
 
 # --------------------------------------------------------------------------------------------------- torch.compile
+# Inductor's avg_pool2d backward with ceil_mode=True on odd maps differs from eager (aot_eager matches eager): an
+# upstream bug, reproduced by nn.AvgPool2d(2, 2, ceil_mode=True) alone on a 9x9 input. Pelee's backbone has such
+# transitions (transition_ceil=True) and the smallest Pelee input (257 px) odd maps; its eval forward is equal.
+INDUCTOR_CEIL_AVG_POOL = pytest.mark.xfail(
+    reason="Inductor: avg_pool2d(ceil_mode=True) backward on odd maps differs from eager", strict=True
+)
+
+
+def _compile_cases():
+    return [
+        pytest.param(*case.values, id=case.id, marks=INDUCTOR_CEIL_AVG_POOL if case.values[0] == "pelee" else ())
+        for case in _cases()
+    ]
+
+
 @pytest.mark.integration
-@pytest.mark.parametrize("name, mode", _cases())
+@pytest.mark.parametrize("name, mode", _compile_cases())
 def test_torch_compile_fullgraph_equals_eager(name, mode):
     # Inductor (gcc on the CPU), fullgraph=True: an eval forward, then a training step, in float64.
     torch._dynamo.reset()
     model = without_dropout(build(name, mode, torch.float64))
     eager = copy.deepcopy(model)
     compiled = torch.compile(model, fullgraph=True)
-    x = example(model, torch.float64)
+    x = example(model, torch.float64, batch=4)
     model.eval(), eager.eval()
     with torch.no_grad():
         assert_outputs_equal(compiled(x), eager(x))
