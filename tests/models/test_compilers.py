@@ -24,6 +24,8 @@ from densebackbones.export import assert_close_to_scale, export_onnx
 from densebackbones.layers import DenseBlock, set_memory_mode
 
 MODES = ("plain", "buffer", "efficient")
+# Training steps of traced and scripted models: the modes whose eager route differs from the traced (plain) one.
+TRAINING_MODES = ("buffer", "efficient")
 
 # One registered model per family (family_of maps every registered name to one of these).
 FAMILIES = {
@@ -66,12 +68,12 @@ def family_of(name: str) -> str:
     raise AssertionError(f"{name} belongs to no family of test_compilers.py: add one")
 
 
-def _cases(families=FAMILIES, exclude=()):
+def _cases(families=FAMILIES, exclude=(), modes=MODES):
     return [
         pytest.param(name, mode, id=f"{family}-{mode}")
         for family, name in families.items()
         if family not in exclude
-        for mode in MODES
+        for mode in modes
     ]
 
 
@@ -147,7 +149,7 @@ def test_fx_symbolic_trace_equals_eager(name, mode):
         assert_outputs_equal(graph(x), model(x))
 
 
-@pytest.mark.parametrize("name, mode", _cases())
+@pytest.mark.parametrize("name, mode", _cases(modes=TRAINING_MODES))
 def test_fx_training_step_equals_eager(name, mode):
     # The traced graph takes the plain route; the eager model its mode's (shared buffer, recomputation).
     model = without_dropout(build(name, mode, torch.float64, train=True))
@@ -194,7 +196,7 @@ def test_torch_jit_script_equals_eager(name, mode):
         assert_outputs_equal(scripted(x), model(x))
 
 
-@pytest.mark.parametrize("name, mode", _cases(exclude=NOT_SCRIPTABLE))
+@pytest.mark.parametrize("name, mode", _cases(exclude=NOT_SCRIPTABLE, modes=TRAINING_MODES))
 def test_torch_jit_script_training_step_equals_eager(name, mode):
     # Scripted, every mode compiles to its plain equivalent (the shared buffer and recomputation are eager Python).
     model = without_dropout(build(name, mode, torch.float64, train=True))
