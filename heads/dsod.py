@@ -47,6 +47,16 @@ def _norm_act_conv(in_chs: int, out_chs: int, kernel: int, stride: int, norm_lay
     )
 
 
+def concat_top_left(a: Tensor, b: Tensor) -> Tensor:
+    """The channel concatenation of the top-left part ``a`` and ``b`` have in common."""
+    h, w = min(a.shape[-2], b.shape[-2]), min(a.shape[-1], b.shape[-1])
+    return torch.cat([a[..., :h, :w], b[..., :h, :w]], 1)
+
+
+# One torch.fx graph node, called with the actual maps when the graph runs: a symbolic trace knows no sizes to compare.
+torch.fx.wrap("concat_top_left")
+
+
 class L2Norm(nn.Module):
     """Channel-wise L2 normalisation with a learnable per-channel scale (ParseNet; SSD and DSOD init it to 20)."""
 
@@ -131,8 +141,7 @@ class DSODHead(nn.Module):
         # DSOD's backbone pools round up, so both halves have the same size. A backbone whose pools round down
         # (DenseNet) gives floor(n / 2) for an odd First of n px, one less than the ceil-mode pool: keeping the
         # top-left common part is a floor-mode pool there, aligned with the backbone's own.
-        h, w = min(learned.shape[-2], reused.shape[-2]), min(learned.shape[-1], reused.shape[-1])
-        second = torch.cat([learned[..., :h, :w], reused[..., :h, :w]], 1)
+        second = concat_top_left(learned, reused)
         maps = [first, second]
         for scale in self.scales:
             maps.append(scale(maps[-1]))
@@ -142,12 +151,13 @@ class DSODHead(nn.Module):
         """Returns loc (N, P, 4), conf (N, P, num_classes) and the sources' spatial sizes."""
         maps = self.sources(first, deep)
         batch = first.shape[0]
-        loc, conf = [], []
-        for x, norm, loc_layer, conf_layer in zip(maps, self.norms, self.loc, self.conf):
-            x = norm(x)
+        loc: list[Tensor] = []
+        conf: list[Tensor] = []
+        for i, (norm, loc_layer, conf_layer) in enumerate(zip(self.norms, self.loc, self.conf)):
+            x = norm(maps[i])
             loc.append(loc_layer(x).permute(0, 2, 3, 1).reshape(batch, -1, 4))
             conf.append(conf_layer(x).permute(0, 2, 3, 1).reshape(batch, -1, self.num_classes))
-        return torch.cat(loc, 1), torch.cat(conf, 1), [tuple(m.shape[-2:]) for m in maps]
+        return torch.cat(loc, 1), torch.cat(conf, 1), [(m.shape[-2], m.shape[-1]) for m in maps]
 
 
 class DSOD(SingleShotDetector):

@@ -37,7 +37,7 @@ from densebackbones.registry import create_model, register_model
 __all__ = ["TransitionUp", "FCDenseNetEncoder", "FCDenseNetDecoder", "FCDenseNet", "DenseSegmentor", "match_size"]
 
 
-def match_size(x: Tensor, size: Sequence[int]) -> Tensor:
+def match_size(x: Tensor, size: list[int]) -> Tensor:
     """Centre-crop or zero-pad the last two dimensions of ``x`` to ``size``."""
     for dim, target in ((-2, size[0]), (-1, size[1])):
         current = x.shape[dim]
@@ -49,6 +49,20 @@ def match_size(x: Tensor, size: Sequence[int]) -> Tensor:
             pad = [0, 0, before, target - current - before] if dim == -2 else [before, target - current - before, 0, 0]
             x = F.pad(x, pad)
     return x
+
+
+def resize_logits(logits: Tensor, size: list[int]) -> Tensor:
+    """``logits`` bilinearly resized to ``size`` (height, width) where their size differs (an encoder of output
+    stride > 1)."""
+    if logits.shape[-2] == size[0] and logits.shape[-1] == size[1]:
+        return logits
+    return F.interpolate(logits, size=(size[0], size[1]), mode="bilinear", align_corners=False)
+
+
+# Under torch.fx (and torchvision's create_feature_extractor) both are single graph nodes, called with the traced
+# sizes when the graph runs: their branches depend on sizes a symbolic trace does not know.
+torch.fx.wrap("match_size")
+torch.fx.wrap("resize_logits")
 
 
 class TransitionUp(nn.Module):
@@ -71,7 +85,7 @@ class TransitionUp(nn.Module):
             raise ValueError(f"TransitionUp supports scale 1 or 2 between consecutive levels, got {scale}")
 
     def forward(self, x: Tensor, skip: Tensor) -> Tensor:
-        return torch.cat([match_size(self.conv(x), skip.shape[-2:]), skip], 1)
+        return torch.cat([match_size(self.conv(x), [skip.shape[-2], skip.shape[-1]]), skip], 1)
 
 
 def _check_block_args(growth_rate, drop_rate, norm_layer, act_layer, memory_efficient) -> None:
@@ -144,14 +158,23 @@ class FCDenseNetEncoder(nn.Module):
     def forward(self, x: Tensor) -> list[Tensor]:
         # The input in the first block's compute layout (channels_last on the CPU), so that the first convolution
         # runs in it too instead of the block converting its 48-map output.
-        x = self.first_conv(compute_layout(x, self.blocks[0]) if len(self.blocks) else x)
-        features = []
+        x = self.first_conv(self._compute_layout(x))
+        features: list[Tensor] = []
         for block, transition in zip(self.blocks, self.transitions):
             x = block(x)
             features.append(x)
             x = transition(x)
         features.append(x)
         return features
+
+    def _compute_layout(self, x: Tensor) -> Tensor:
+        if torch.jit.is_scripting():  # scripted blocks concatenate in the input's layout (layers/shared_buffer.py)
+            return x
+        return self._eager_compute_layout(x)
+
+    @torch.jit.unused
+    def _eager_compute_layout(self, x: Tensor) -> Tensor:
+        return compute_layout(x, self.blocks[0]) if len(self.blocks) else x
 
 
 class FCDenseNetDecoder(nn.Module):
@@ -228,13 +251,15 @@ class FCDenseNetDecoder(nn.Module):
             new_maps = block.out_chs
         self.classifier = nn.Conv2d(new_maps, num_classes, kernel_size=1, bias=True)
 
-    def forward(self, features: Sequence[Tensor], output_size: Sequence[int] | None = None) -> Tensor:
+    # list annotations (not Sequence), which TorchScript compiles; any sequence works in Python.
+    def forward(self, features: list[Tensor], output_size: list[int] | None = None) -> Tensor:
         x = self.bottleneck(features[-1])
-        for transition_up, block, skip in zip(self.transitions_up, self.blocks, reversed(features[:-1])):
-            x = block(transition_up(x, skip))
+        # Skips from the deepest up: features[-2], features[-3]...
+        for i, (transition_up, block) in enumerate(zip(self.transitions_up, self.blocks)):
+            x = block(transition_up(x, features[-2 - i]))
         logits = self.classifier(x)
-        if output_size is not None and tuple(logits.shape[-2:]) != tuple(output_size):
-            logits = F.interpolate(logits, size=tuple(output_size), mode="bilinear", align_corners=False)
+        if output_size is not None:
+            logits = resize_logits(logits, [output_size[0], output_size[1]])
         return logits
 
 
@@ -251,7 +276,7 @@ class _BatchStatsAtTest:
     """Mixin: with ``batch_stats_at_test`` the model normalises with the batch's statistics in eval mode too (the
     original code's behaviour), without touching the running statistics."""
 
-    batch_stats_at_test: bool
+    # batch_stats_at_test (a bool) is set by each model; no class annotation, which TorchScript would fail to resolve.
     # Where checkpoint loading finds the classifier (replaced when its size differs), as timm's configs say.
     pretrained_cfg = {"classifier": "decoder.classifier", "first_conv": None}
 
@@ -260,16 +285,22 @@ class _BatchStatsAtTest:
 
     def forward(self, x: Tensor) -> Tensor:
         if not self.training and self.batch_stats_at_test:
-            return self._forward_with_batch_stats(self._forward, x)
+            if torch.jit.is_scripting():
+                raise RuntimeError(
+                    "batch_stats_at_test=True does not script (it switches BN modes around the forward); use "
+                    "torch.export or torch.jit.trace"
+                )
+            return self._forward_with_batch_stats(x)
         return self._forward(x)
 
-    def _forward_with_batch_stats(self, fn, *args):
+    @torch.jit.unused
+    def _forward_with_batch_stats(self, x: Tensor) -> Tensor:
         norms = [m for m in self.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         saved = [(buf, buf.clone()) for m in norms for buf in m.buffers()]
         for m in norms:
             m.train()
         try:
-            return fn(*args)
+            return self._forward(x)
         finally:
             with torch.no_grad():
                 for buf, value in saved:
@@ -343,7 +374,7 @@ class FCDenseNet(InputSizeCheck, _BatchStatsAtTest, nn.Module):
 
     def _forward(self, x: Tensor) -> Tensor:
         self._check_input(x)
-        return self.decoder(self.encoder(x), x.shape[-2:])
+        return self.decoder(self.encoder(x), [x.shape[-2], x.shape[-1]])
 
 
 class DenseSegmentor(InputSizeCheck, _BatchStatsAtTest, nn.Module):
@@ -408,7 +439,7 @@ class DenseSegmentor(InputSizeCheck, _BatchStatsAtTest, nn.Module):
 
     def _forward(self, x: Tensor) -> Tensor:
         self._check_input(x)
-        return self.decoder(self.encoder(x), x.shape[-2:])
+        return self.decoder(self.encoder(x), [x.shape[-2], x.shape[-1]])
 
 
 # ------------------------------------------------------------------------------------------------ registered models

@@ -160,28 +160,38 @@ class PeleeHead(nn.Module):
             size += 1
         return size
 
+    # A stub in TorchScript, which never calls it (see sources); unannotated, as TorchScript cannot resolve this
+    # module's postponed annotations on an unused method.
+    @torch.jit.unused
+    def _is_fx_proxy(self, x):
+        return isinstance(x, torch.fx.Proxy)
+
     def sources(self, mid: Tensor, deep: Tensor) -> list[Tensor]:
         """The five maps after their residual prediction blocks."""
-        if min(deep.shape[-2:]) < self.min_deep_size:
+        # Not under torch.fx: a symbolic trace knows no sizes (the traced graph runs on inputs the model checked).
+        checked = torch.jit.is_scripting() or not self._is_fx_proxy(deep)
+        if checked and min(deep.shape[-2], deep.shape[-1]) < self.min_deep_size:
             raise ValueError(
-                f"the deepest backbone map is {tuple(deep.shape[-2:])} px, and the extra layers need at least "
-                f"{self.min_deep_size}x{self.min_deep_size} there to reach their 1x1 map; use larger inputs"
+                f"the deepest backbone map is ({deep.shape[-2]}, {deep.shape[-1]}) px, and the extra layers need at "
+                f"least {self.min_deep_size}x{self.min_deep_size} there to reach their 1x1 map; use larger inputs"
             )
         maps = [mid, deep]
         for block in self.extras:
             maps.append(block(maps[-1]))
-        return [res(x) for res, x in zip(self.res_blocks, maps)]
+        return [res(maps[i]) for i, res in enumerate(self.res_blocks)]
 
     def forward(self, mid: Tensor, deep: Tensor) -> tuple[Tensor, Tensor, list[tuple[int, int]]]:
         """Returns loc (N, P, 4), conf (N, P, num_classes) and the heads' spatial sizes."""
         maps = self.sources(mid, deep)
         batch = mid.shape[0]
-        loc, conf, sizes = [], [], []
-        for index, loc_layer, conf_layer in zip(self.head_maps, self.loc, self.conf):
-            x = maps[index]
+        loc: list[Tensor] = []
+        conf: list[Tensor] = []
+        sizes: list[tuple[int, int]] = []
+        for i, (loc_layer, conf_layer) in enumerate(zip(self.loc, self.conf)):
+            x = maps[self.head_maps[i]]
             loc.append(loc_layer(x).permute(0, 2, 3, 1).reshape(batch, -1, 4))
             conf.append(conf_layer(x).permute(0, 2, 3, 1).reshape(batch, -1, self.num_classes))
-            sizes.append(tuple(x.shape[-2:]))
+            sizes.append((x.shape[-2], x.shape[-1]))
         return torch.cat(loc, 1), torch.cat(conf, 1), sizes
 
 

@@ -483,6 +483,24 @@ class SingleShotDetector(InputSizeCheck, nn.Module):
         return self.head(*self.backbone(x))
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor] | tuple[Tensor, Tensor, Tensor]:
+        if torch.jit.is_scripting():
+            return self._scripted_forward(x)
+        return self._eager_forward(x)
+
+    def _scripted_forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``(loc, conf)``: a scripted detector has no default-box cache (Python), so no ``'loc_conf_priors'``."""
+        if self.output != "loc_conf":
+            raise RuntimeError(
+                f"a scripted detector returns (loc, conf) only, not output='{self.output}'; take the default boxes "
+                f"from model.priors_for(height, width), or use torch.export or torch.jit.trace"
+            )
+        self._check_input(x)
+        maps = self.backbone(x)
+        loc, conf, _ = self.head(maps[0], maps[1])
+        return loc, conf
+
+    @torch.jit.unused
+    def _eager_forward(self, x: Tensor) -> tuple[Tensor, Tensor] | tuple[Tensor, Tensor, Tensor]:
         loc, conf, sizes = self._predict(x)
         if self.output == "loc_conf_priors":
             return loc, conf, self.priors_for(x.shape[-2], x.shape[-1], sizes)

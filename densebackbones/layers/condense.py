@@ -19,14 +19,12 @@ Module and buffer names follow the official code (``conv_1.norm``, ``conv_1.conv
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .dense import LayerFn
+from .dense import LayerFn, concatenated
 
 __all__ = [
     "CondenseLayer",
@@ -286,7 +284,5 @@ class CondenseLayer(nn.Module):
         conv = nn.Conv2d(width, growth_rate, 3, padding=dilation, dilation=dilation, groups=group_3x3, bias=False)
         self.conv_2.add_module("conv", conv)
 
-    def forward(self, features: Tensor | Sequence[Tensor]) -> Tensor:
-        inputs = (features,) if isinstance(features, Tensor) else tuple(features)
-        x = torch.cat(inputs, 1) if len(inputs) > 1 else inputs[0]
-        return self.conv_2(self.conv_1(x))
+    def forward(self, features):  # a Tensor or a sequence of Tensors; unannotated as DenseLayer.forward
+        return self.conv_2(self.conv_1(concatenated(features)))

@@ -17,7 +17,7 @@ checkpoints load without renaming.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import torch
 import torch.nn as nn
@@ -28,6 +28,14 @@ from .shared_buffer import check_memory_mode, dense_block_forward
 __all__ = ["DenseLayer", "DenseBlock", "Transition", "LayerFn", "set_memory_mode"]
 
 LayerFn = Callable[..., nn.Module]
+
+
+def concatenated(features):
+    """One map from a layer's input: the map itself, or the channel concatenation of a sequence of maps. Unannotated:
+    TorchScript compiles it for a Tensor and, seeing the isinstance test true, skips the other branch."""
+    if isinstance(features, Tensor):
+        return features
+    return torch.cat(features, 1) if len(features) > 1 else features[0]
 
 
 def _dropout(rate: float) -> nn.Module:
@@ -119,9 +127,10 @@ class DenseLayer(nn.Module):
         entry = {id(p) for p in self.norm1.parameters()} if self.preact else set()
         return [p for p in self.parameters() if id(p) not in entry]
 
-    def forward(self, features: Tensor | Sequence[Tensor]) -> Tensor:
-        inputs = (features,) if isinstance(features, Tensor) else tuple(features)
-        x = torch.cat(inputs, 1) if len(inputs) > 1 else inputs[0]
+    # Unannotated on purpose: a Tensor or a sequence of Tensors in Python; TorchScript takes an unannotated argument
+    # for a Tensor, which is what a scripted DenseBlock passes.
+    def forward(self, features):
+        x = concatenated(features)
         return self.rest(self.act1(self.norm1(x))) if self.preact else self.rest(x)
 
 
@@ -173,6 +182,15 @@ class DenseBlock(nn.Module):
             self.add_module(f"denselayer{i + 1}", layer)
 
     def forward(self, x: Tensor) -> Tensor:
+        if torch.jit.is_scripting():  # the shared buffer is eager Python: scripted, the block concatenates
+            features = [x]
+            for layer in self.children():
+                features.append(layer(torch.cat(features, 1)))
+            return torch.cat(features if self.concat_input else features[1:], 1)
+        return self._forward_in_memory_mode(x)
+
+    @torch.jit.unused
+    def _forward_in_memory_mode(self, x: Tensor) -> Tensor:
         return dense_block_forward(self, x)
 
     def extra_repr(self) -> str:

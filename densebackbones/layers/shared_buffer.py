@@ -1,5 +1,31 @@
 """Dense blocks computed in one pre-allocated feature buffer, with or without recomputation in backward.
 
+Route table: the path a dense block (and a unit that follows the memory mode, such as PeleeNet's post-activation
+units) takes in each memory mode. *concat* is the plain route (each layer reads the concatenation of the block input
+and every earlier output, as torchvision does); all routes give equal values, gradients and running statistics.
+
+===========  ========================  =======================  ==========  =================================
+memory_mode  eager                     torch.fx (1), jit.trace  jit.script  torch.export, ONNX, torch.compile
+===========  ========================  =======================  ==========  =================================
+'plain'      concat                    concat                   concat      concat
+'buffer'     shared buffer             concat                   concat      concat
+'efficient'  shared buffer, recompute  concat, warns once (2)   concat      concat, no warning (3)
+===========  ========================  =======================  ==========  =================================
+
+(1) ``torch.fx.symbolic_trace`` and torchvision's ``create_feature_extractor``, which traces with FX.
+(2) that the memory savings do not apply to the traced graph.
+(3) a once-only warning inside a compiled region would make Dynamo guard on whether it had fired (and fail
+``fullgraph=True`` one way or the other); this table is the documentation there.
+*recompute*: every layer's activations (and PeleeNet's post-activation units, through
+``torch.utils.checkpoint``) are recomputed in backward.
+
+The shared buffer and the recomputation are eager Python (an autograd Function, views re-pointed at one storage,
+``torch.utils.checkpoint``), which no tracer or compiler can express: ``_traced()`` sends FX, ``jit.trace``, export
+and Dynamo down the plain route, and ``DenseBlock.forward`` compiles only the plain route for TorchScript (the other
+behind ``@torch.jit.unused``). A traced, scripted or compiled model therefore computes in the input's memory layout
+(``compute_layout`` is the identity there) and keeps the plain route's activation memory in training. Inputs on the
+``meta`` device (shape inference) take the plain route too.
+
 A naive dense block (``memory_mode='plain'``, what torchvision and timm do) concatenates all earlier maps anew for
 every layer and stores that concatenation and its BN and ReLU outputs for backward, so memory and copies grow
 quadratically with depth (Pleiss et al., "Memory-Efficient Implementation of DenseNets", 2017). Here:
@@ -49,6 +75,11 @@ __all__ = [
     "resolve_memory_mode",
     "set_cpu_channels_last",
 ]
+
+try:  # is_fx_tracing of newer torch logs that it also answers True under torch.export; this one does not
+    from torch.fx._symbolic_trace import is_fx_symbolic_tracing
+except ImportError:  # older torch
+    from torch.fx._symbolic_trace import is_fx_tracing as is_fx_symbolic_tracing
 
 MEMORY_MODES = ("plain", "buffer", "efficient")
 _cpu_channels_last = True
@@ -107,7 +138,9 @@ def _memory_format(x: Tensor) -> torch.memory_format:
 
 
 def _traced() -> bool:
-    return torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()
+    """Whether a tracer, exporter or compiler records this forward (see the route table): the blocks then take the
+    plain route, which every one of them can express."""
+    return torch.jit.is_tracing() or torch.compiler.is_compiling() or is_fx_symbolic_tracing()
 
 
 def compute_layout(x: Tensor, block: nn.Module) -> Tensor:
@@ -115,7 +148,8 @@ def compute_layout(x: Tensor, block: nn.Module) -> Tensor:
     this on its input so that the layers before the first block (the stem) run in that layout too, instead of the
     block converting their output. A no-op unless the block computes in channels_last on the CPU while ``x`` is
     NCHW (see ``set_cpu_channels_last``), and under tracing, export and ``torch.compile``."""
-    if block.memory_mode == "plain" or x.dim() != 4 or x.device.type != "cpu" or _traced():
+    # _traced() first: under torch.fx the input's dim() and device are proxies, which cannot steer a branch
+    if _traced() or block.memory_mode == "plain" or x.dim() != 4 or x.device.type != "cpu":
         return x
     if _buffer_format(x, _shares_batch_norm(list(block.children()))) == _memory_format(x):
         return x
@@ -595,7 +629,30 @@ class _DenseBlockFunction(torch.autograd.Function):
         return None, None, grad_x.to(ctx.x_dtype), *param_grads
 
 
-_warned_compile = False
+_warned_traced_efficient = False
+
+
+def concatenating_forward(block: nn.Module, x: Tensor) -> Tensor:
+    """The plain route: each layer reads the concatenation of the block input and every earlier output."""
+    features = [x]
+    for layer in block.children():
+        features.append(layer(features))
+    return torch.cat(features if block.concat_input else features[1:], 1)
+
+
+def _warn_traced_efficient() -> None:
+    """Say once that a traced efficient block keeps no memory savings. Not under ``torch.compile``/export: Dynamo
+    would guard on the once-only flag, so the compiled graph (or a ``fullgraph=True`` failure) would depend on whether
+    the warning had already fired; ``torch.compile`` users learn it from the route table instead."""
+    global _warned_traced_efficient
+    if torch.compiler.is_compiling() or _warned_traced_efficient:
+        return
+    warnings.warn(
+        "memory_mode='efficient' does not apply under torch.jit.trace/torch.fx tracing: the plain concatenation "
+        "graph is traced instead (train in eager mode for the memory savings)",
+        stacklevel=3,
+    )
+    _warned_traced_efficient = True
 
 
 def dense_block_forward(block: nn.Module, x: Tensor) -> Tensor:
@@ -604,24 +661,15 @@ def dense_block_forward(block: nn.Module, x: Tensor) -> Tensor:
     Tracing, ONNX export and ``torch.compile`` see the plain concatenation graph, which exporters understand and
     which Inductor plans and fuses itself."""
     mode = block.memory_mode
-    if x.device.type == "meta":  # shape inference (e.g. counting parameters without memory): no storage to share
-        mode = "plain"
-    elif _traced():
+    # _traced() first: under torch.fx, x.device is a proxy, which cannot steer a branch
+    if _traced():
         if mode == "efficient":
-            global _warned_compile
-            if not _warned_compile:
-                warnings.warn(
-                    "memory_mode='efficient' does not apply under torch.compile/export/tracing: the plain "
-                    "concatenation graph is traced instead (train in eager mode for the memory savings)",
-                    stacklevel=2,
-                )
-                _warned_compile = True
+            _warn_traced_efficient()
+        mode = "plain"
+    elif x.device.type == "meta":  # shape inference (e.g. counting parameters without memory): no storage to share
         mode = "plain"
     if mode == "plain":
-        features = [x]
-        for layer in block.children():
-            features.append(layer(features))
-        return torch.cat(features if block.concat_input else features[1:], 1)
+        return concatenating_forward(block, x)
     params = list(block.parameters())
     needs_grad = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params))
     if not needs_grad:

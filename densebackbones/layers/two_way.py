@@ -14,14 +14,12 @@ checkpoint loads without renaming. The two-way layer is a layer of :class:`~dens
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 import torch.nn as nn
 from torch import Tensor
 
 from .conv import conv2d
-from .dense import LayerFn
+from .dense import LayerFn, concatenated
 from .shared_buffer import recompute_in_backward, recomputes
 
 __all__ = ["ConvNormAct", "StemBlock", "TwoWayDenseLayer", "two_way_bottleneck"]
@@ -61,6 +59,12 @@ class ConvNormAct(nn.Module):
         return self.act(self.norm(self.conv(x)))
 
     def forward(self, x: Tensor) -> Tensor:
+        if torch.jit.is_scripting():  # recomputation is eager Python: scripted, the unit runs plainly
+            return self.run(x)
+        return self._forward_in_memory_mode(x)
+
+    @torch.jit.unused
+    def _forward_in_memory_mode(self, x: Tensor) -> Tensor:
         return recompute_in_backward(self, self.run, x) if recomputes(self) else self.run(x)
 
 
@@ -119,9 +123,8 @@ class TwoWayDenseLayer(nn.Module):
         self.branch2c = ConvNormAct(half, half, 3, **dilated)
         self.drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
 
-    def forward(self, features: Tensor | Sequence[Tensor]) -> Tensor:
-        inputs = (features,) if isinstance(features, Tensor) else tuple(features)
-        x = torch.cat(inputs, 1) if len(inputs) > 1 else inputs[0]
+    def forward(self, features):  # a Tensor or a sequence of Tensors; unannotated as DenseLayer.forward
+        x = concatenated(features)
         branch1 = self.branch1b(self.branch1a(x))
         branch2 = self.branch2c(self.branch2b(self.branch2a(x)))
         return self.drop(torch.cat([branch1, branch2], 1))
@@ -159,4 +162,10 @@ class StemBlock(nn.Module):
         return self.stem3.run(torch.cat([self.pool(x), self.stem2b.run(self.stem2a.run(x))], 1))
 
     def forward(self, x: Tensor) -> Tensor:
+        if torch.jit.is_scripting():  # recomputation is eager Python: scripted, the unit runs plainly
+            return self.run(x)
+        return self._forward_in_memory_mode(x)
+
+    @torch.jit.unused
+    def _forward_in_memory_mode(self, x: Tensor) -> Tensor:
         return recompute_in_backward(self, self.run, x) if recomputes(self) else self.run(x)

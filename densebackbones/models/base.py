@@ -144,6 +144,9 @@ class DenseBackbone(InputSizeCheck, nn.Module):
         """Switch every dense block to ``'plain'``, ``'buffer'`` or ``'efficient'`` (see ``memory_mode``)."""
         set_memory_mode(self, mode)
 
+    # Eager-side switches read over the module tree (a set comprehension): not compiled by TorchScript.
+    __jit_unused_properties__ = ["memory_mode", "grad_checkpointing"]
+
     @property
     def memory_mode(self) -> str:
         """The dense blocks' memory mode (held by the blocks alone; ``'mixed'`` if they differ)."""
@@ -182,6 +185,12 @@ class DenseBackbone(InputSizeCheck, nn.Module):
     def _compute_layout(self, x: Tensor) -> Tensor:
         """The input in the first dense block's compute layout (channels_last on the CPU), so that the stem runs in
         it too."""
+        if torch.jit.is_scripting():  # scripted blocks concatenate in the input's layout (layers/shared_buffer.py)
+            return x
+        return self._eager_compute_layout(x)
+
+    @torch.jit.unused
+    def _eager_compute_layout(self, x: Tensor) -> Tensor:
         block = next((m for m in self.features.children() if isinstance(m, DenseBlock)), None)
         return x if block is None else compute_layout(x, block)
 

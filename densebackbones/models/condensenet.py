@@ -198,6 +198,9 @@ class CondenseNet(DenseBackbone):
             return None
         return self.group_lasso_lambda * torch.stack([conv.lasso_loss() for conv in convs]).sum()
 
+    # TorchScript compiles properties; this one is eager-side bookkeeping (a generator over the learned convs).
+    __jit_unused_properties__ = [*DenseBackbone.__jit_unused_properties__, "condensation_finished"]
+
     @property
     def condensation_finished(self) -> bool:
         return all(conv.condensed for conv in self.learned_convs())

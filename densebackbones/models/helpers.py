@@ -328,7 +328,44 @@ def record_min_input_size(model: nn.Module) -> nn.Module:
 class DenseFeatureGetterNet(FeatureGetterNet):
     """timm's ``features_only`` wrapper (``forward_intermediates``) for every dense family, with timm's feature
     extractor switches forwarded to the model: ``set_grad_checkpointing`` (DenseNet's ``memory_mode='efficient'``,
-    MSDNet's block recomputation) and ``grad_checkpointing``, which timm's ``FeatureGetterNet`` lacks."""
+    MSDNet's block recomputation) and ``grad_checkpointing``, which timm's ``FeatureGetterNet`` lacks.
+
+    It scripts for the families whose layers form one ``features`` sequence (every DenseNet-based one): scripted, the
+    wrapper runs that sequence and keeps the outputs of the requested levels, which is what ``forward_intermediates``
+    (eager Python: index checks, name matching) returns."""
+
+    __jit_unused_properties__ = ["grad_checkpointing"]
+
+    def __init__(self, model: nn.Module, *args: Any, **kwargs: Any) -> None:
+        super().__init__(model, *args, **kwargs)
+        features = getattr(model, "features", None)
+        taps = set(self.feature_info.module_name())  # of the requested levels, e.g. 'features.denseblock2'
+        # Per module of model.features (after pruning): whether its output is a requested level.
+        self.is_tap = (
+            [f"features.{name}" in taps for name, _ in features.named_children()]
+            if isinstance(features, nn.Sequential)
+            else []
+        )
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        if torch.jit.is_scripting():
+            return self._scripted_forward(x)
+        return self._eager_forward(x)
+
+    @torch.jit.unused
+    def _eager_forward(self, x: Tensor) -> list[Tensor]:
+        return super().forward(x)
+
+    def _scripted_forward(self, x: Tensor) -> list[Tensor]:
+        self.model._check_input(x)
+        maps: list[Tensor] = []
+        i = 0
+        for module in self.model.features:
+            x = module(x)
+            if self.is_tap[i]:
+                maps.append(x)
+            i += 1
+        return maps
 
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:

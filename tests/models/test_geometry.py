@@ -12,6 +12,7 @@ import pytest
 import torch
 from densebackbones.heads import DSOD, Pelee
 from densebackbones.heads.ssd import PELEE_VOC_PRIORS, VOC_PRIORS, MultiBoxLoss, boxes_per_cell, make_priors
+from helpers import TINY_DSOD_BACKBONE, TINY_DSOD_HEAD, TINY_PELEE_HEAD, TINY_PELEENET, tiny_kwargs
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -48,45 +49,6 @@ EXPECTED_MIN = {
     "fc_densenet_bc169_k32": 32,
 }
 EXPECTED_MIN.update({name: 32 for name in NAMES if name not in EXPECTED_MIN})
-
-TINY_DENSE = dict(growth_rate=4)
-TINY_DSOD_BACKBONE = dict(growth_rate=4, block_config=(1, 1, 1, 1), stem_chs=(8, 8, 16))
-TINY_PELEENET = dict(growth_rate=8, block_config=(1, 1, 1, 1), stem_width=8)
-TINY_DSOD_HEAD = dict(second_half=8, extra_halves=(8, 8, 8, 8))
-TINY_PELEE_HEAD = dict(extra_chs=((8, 8), (8, 8), (8, 8)), res_chs=8)
-
-
-def tiny_kwargs(name: str) -> dict:
-    """Constructor arguments that keep a registered model's geometry (its stem, pools, strides, heads' kernels) and
-    make it cheap: one layer per block, a few channels."""
-    if name.startswith(("densenet", "wide_densenet")):
-        return dict(TINY_DENSE, block_config=(1,) * _blocks(name))
-    if name.startswith("dsod_ds"):
-        return dict(TINY_DSOD_BACKBONE)
-    if name == "peleenet":
-        return dict(TINY_PELEENET)
-    if name.startswith("condensenet"):
-        return dict(block_config=(1,) * (3 if "cifar" in name else 5))
-    if name.startswith("msdnet"):  # two blocks of one layer: every scale, a pruned one, two exits
-        return dict(channels=4, growth_rate=2, num_blocks=2, base=1, step=1, step_mode="even")
-    if name in ("fc_densenet56", "fc_densenet67", "fc_densenet103"):
-        return dict(growth_rate=4, layers_per_block=1, first_conv_chs=8)
-    if name.startswith("fc_densenet_bc"):
-        blocks = (1, 1, 1, 1)
-        return dict(encoder_kwargs=dict(TINY_DENSE, block_config=blocks), growth_rate=4, layers_per_block=1)
-    if name.startswith("dsod"):
-        backbone = TINY_DSOD_BACKBONE if name.startswith("dsod300") else dict(TINY_DENSE, block_config=(1, 1, 1, 1))
-        return dict(backbone_kwargs=backbone, head_kwargs=TINY_DSOD_HEAD)
-    if name == "pelee":
-        return dict(backbone_kwargs=TINY_PELEENET, head_kwargs=TINY_PELEE_HEAD)
-    if name == "pelee_bc121_k32":
-        return dict(backbone_kwargs=dict(TINY_DENSE, block_config=(1, 1, 1, 1)), head_kwargs=TINY_PELEE_HEAD)
-    raise AssertionError(f"no tiny variant for {name}: add one")
-
-
-def _blocks(name: str) -> int:
-    return 3 if name.endswith("_cifar") else 4
-
 
 _MODELS: dict[tuple[str, bool, str], torch.nn.Module] = {}
 
