@@ -15,7 +15,7 @@ are their ``DenseNet`` classes built with the same layout (for CIFAR models the 
 convolution; parameter counts are checked to be equal), ``:checkpoint`` their memory-efficient options
 (``memory_efficient=True``: the bottleneck's concatenation and BN-ReLU are checkpointed). Memory format: on the CPU
 our blocks compute in channels_last whatever the input's layout (``densebackbones.layers.set_cpu_channels_last``);
-``ours:buffer:input-layout`` turns that off for its steps, and ``torchvision:channels_last``/``timm:channels_last``
+``ours:buffer:input-layout`` turns that off for its model, and ``torchvision:channels_last``/``timm:channels_last``
 run those models and their input in channels_last, so one table separates what the layout gives from the rest
 (``--channels-last`` converts every implementation). ``torchvision:compile``, ``timm:compile`` and
 ``ours:plain:compile`` run ``torch.compile`` (default Inductor backend) on that model alone, so a table shows whether
@@ -186,17 +186,10 @@ def build(args: argparse.Namespace, impl: str | None):
     amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.amp)
     model.train(args.mode == "train")
 
-    def step() -> None:
-        if variant == "input-layout":  # this implementation's steps only
-            previous = db.layers.set_cpu_channels_last(False)
-            try:
-                run_step()
-            finally:
-                db.layers.set_cpu_channels_last(previous)
-        else:
-            run_step()
+    if variant == "input-layout":  # this model's blocks compute in the input's layout (a per-model setting)
+        db.layers.set_cpu_channels_last(model, False)
 
-    def run_step() -> None:
+    def step() -> None:
         with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
             if args.mode == "train" and detection:
                 loc, conf = runner(inputs)

@@ -173,6 +173,8 @@ class DenseBlock(nn.Module):
             raise ValueError(f"a dense block needs at least one layer, got num_layers={num_layers}")
         self.concat_input = concat_input
         self.memory_mode = check_memory_mode(memory_mode)
+        # per block, set for a whole model by set_cpu_channels_last (layers/shared_buffer.py)
+        self.cpu_channels_last = True
         self.num_layers = num_layers
         self.growth_rate = growth_rate
         self.out_chs = in_chs * concat_input + num_layers * growth_rate

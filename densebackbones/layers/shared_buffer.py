@@ -23,8 +23,8 @@ The shared buffer and the recomputation are eager Python (an autograd Function, 
 ``torch.utils.checkpoint``), which no tracer or compiler can express: ``_traced()`` sends FX, ``jit.trace``, export
 and Dynamo down the plain route, and ``DenseBlock.forward`` compiles only the plain route for TorchScript (the other
 behind ``@torch.jit.unused``). A traced, scripted or compiled model therefore computes in the input's memory layout
-(``compute_layout`` is the identity there) and keeps the plain route's activation memory in training. Inputs on the
-``meta`` device (shape inference) take the plain route too.
+(``compute_layout`` is the identity there, but for torch.fx, see ``set_cpu_channels_last``) and keeps the plain
+route's activation memory in training. Inputs on the ``meta`` device (shape inference) take the plain route too.
 
 A naive dense block (``memory_mode='plain'``, what torchvision and timm do) concatenates all earlier maps anew for
 every layer and stores that concatenation and its BN and ReLU outputs for backward, so memory and copies grow
@@ -82,7 +82,6 @@ except ImportError:  # older torch
     from torch.fx._symbolic_trace import is_fx_tracing as is_fx_symbolic_tracing
 
 MEMORY_MODES = ("plain", "buffer", "efficient")
-_cpu_channels_last = True
 _STAT_NAMES = ("running_mean", "running_var", "num_batches_tracked")
 
 
@@ -116,19 +115,21 @@ def _alias(buffer: Tensor, channels: int) -> Tensor:
     return view.set_(buffer.untyped_storage(), buffer.storage_offset(), size, buffer.stride())
 
 
-def set_cpu_channels_last(enabled: bool) -> bool:
-    """Whether dense blocks in the ``'buffer'`` and ``'efficient'`` modes compute in channels_last on the CPU
-    whatever their input's layout (default True); returns the previous setting.
+def set_cpu_channels_last(module: nn.Module, enabled: bool) -> None:
+    """Whether the dense blocks of ``module`` (a model, or a block) compute in channels_last on the CPU whatever
+    their input's layout, in the ``'buffer'`` and ``'efficient'`` modes (a block's ``cpu_channels_last``, default
+    True). A setting of the model, not of the process: two models in one process can differ.
 
     oneDNN's CPU convolutions are faster on channels_last tensors than on contiguous (NCHW) ones, and the 1x1
     bottleneck and transition convolutions of a DenseNet are most of its step (docs/benchmarks.md, "Memory
-    format"). With the setting on, such a block copies an NCHW input into a channels_last buffer and returns
+    format"). With the setting on, the model converts an NCHW input to channels_last before its stem and returns
     channels_last tensors: the values are the same, only the strides differ (call ``.contiguous()`` where NCHW
     strides are needed). It applies to float32/bfloat16/float16 inputs of blocks with BatchNorm-ReLU entries;
-    CUDA tensors, float64 and other norm layers keep the input's layout."""
-    global _cpu_channels_last
-    previous, _cpu_channels_last = _cpu_channels_last, bool(enabled)
-    return previous
+    CUDA tensors, float64 and other norm layers keep the input's layout. An FX-traced graph makes the same choice
+    when it runs (``cpu_channels_last_input``), so it computes what the eager model computes."""
+    for block in module.modules():
+        if hasattr(block, "cpu_channels_last"):
+            block.cpu_channels_last = bool(enabled)
 
 
 def _memory_format(x: Tensor) -> torch.memory_format:
@@ -147,19 +148,36 @@ def compute_layout(x: Tensor, block: nn.Module) -> Tensor:
     """``x`` in the layout ``block`` (a :class:`~densebackbones.layers.DenseBlock`) will compute in: a model calls
     this on its input so that the layers before the first block (the stem) run in that layout too, instead of the
     block converting their output. A no-op unless the block computes in channels_last on the CPU while ``x`` is
-    NCHW (see ``set_cpu_channels_last``), and under tracing, export and ``torch.compile``."""
-    # _traced() first: under torch.fx the input's dim() and device are proxies, which cannot steer a branch
-    if _traced() or block.memory_mode == "plain" or x.dim() != 4 or x.device.type != "cpu":
+    NCHW (see ``set_cpu_channels_last``), and under jit.trace, export and ``torch.compile``. Under torch.fx the
+    graph records a call of ``cpu_channels_last_input``, which decides when the graph runs (the input's device is
+    unknown while tracing), so that a traced model computes in the eager model's layout and gives its values."""
+    forced = block.memory_mode != "plain" and block.cpu_channels_last and _shares_batch_norm(list(block.children()))
+    if is_fx_symbolic_tracing():
+        return cpu_channels_last_input(x, forced)
+    if _traced() or not forced:
         return x
-    if _buffer_format(x, _shares_batch_norm(list(block.children()))) == _memory_format(x):
-        return x
-    return x.contiguous(memory_format=torch.channels_last)
+    return cpu_channels_last_input(x, forced)
 
 
-def _buffer_format(x: Tensor, shared_bn: bool) -> torch.memory_format:
+def cpu_channels_last_input(x: Tensor, forced: bool) -> Tensor:
+    """``x`` as channels_last when ``forced`` and it is a 4-D float32/bfloat16/float16 CPU tensor (the blocks'
+    channels_last buffers, see ``set_cpu_channels_last``), else ``x``. A leaf of torch.fx graphs (``torch.fx.wrap``):
+    its branches on the device and dtype run with the real input."""
+    # TorchScript compiles this when it scripts an FX graph (timm's fx-torchscript test): no helper calls here.
+    if not forced or x.dim() != 4 or x.device.type != "cpu":
+        return x
+    if x.dtype != torch.float32 and x.dtype != torch.bfloat16 and x.dtype != torch.float16:
+        return x
+    return x.contiguous(memory_format=torch.channels_last)  # a no-op on a channels_last input
+
+
+torch.fx.wrap("cpu_channels_last_input")
+
+
+def _buffer_format(x: Tensor, shared_bn: bool, cpu_channels_last: bool) -> torch.memory_format:
     """Layout of a block's buffer: the input's, or channels_last on the CPU (see ``set_cpu_channels_last``)."""
     if (
-        _cpu_channels_last
+        cpu_channels_last
         and shared_bn
         and x.device.type == "cpu"
         and x.dtype in (torch.float32, torch.bfloat16, torch.float16)
@@ -320,7 +338,7 @@ class _BlockPass:
         n, _, h, w = x.shape
         channels = self.in_chs + len(self.layers) * self.growth_rate
         self.shared_bn = _shares_batch_norm(self.layers)
-        self.memory_format = _buffer_format(x, self.shared_bn)
+        self.memory_format = _buffer_format(x, self.shared_bn, block.cpu_channels_last)
         self.buffer = torch.empty((n, channels, h, w), dtype=x.dtype, device=x.device, memory_format=self.memory_format)
         self.buffer[:, : self.in_chs].copy_(x)
         self.entry_recomputed = (

@@ -16,7 +16,6 @@ of its stem, blocks and transitions) with their ``feature_info`` and ends its co
 no single ``features`` sequence, implements the same contract in its own file.
 """
 
-from __future__ import annotations
 
 import re
 from collections import OrderedDict
@@ -31,7 +30,14 @@ from timm.models import build_model_with_cfg
 from timm.models._features import feature_take_indices
 from torch import Tensor
 
-from ..layers import DenseBlock, LayerFn, check_output_stride, compute_layout, set_memory_mode
+from ..layers import (
+    DenseBlock,
+    LayerFn,
+    check_output_stride,
+    compute_layout,
+    set_cpu_channels_last,
+    set_memory_mode,
+)
 from . import checks
 from .helpers import (
     DenseFeatureGetterNet,
@@ -143,6 +149,12 @@ class DenseBackbone(InputSizeCheck, nn.Module):
     def set_memory_mode(self, mode: str) -> None:
         """Switch every dense block to ``'plain'``, ``'buffer'`` or ``'efficient'`` (see ``memory_mode``)."""
         set_memory_mode(self, mode)
+
+    @torch.jit.ignore
+    def set_cpu_channels_last(self, enabled: bool = True) -> None:
+        """Whether the dense blocks compute in channels_last on the CPU whatever the input's layout (default on:
+        faster oneDNN convolutions; same values). See :func:`densebackbones.layers.set_cpu_channels_last`."""
+        set_cpu_channels_last(self, enabled)
 
     # Eager-side switches read over the module tree (a set comprehension): not compiled by TorchScript.
     __jit_unused_properties__ = ["memory_mode", "grad_checkpointing"]

@@ -81,11 +81,8 @@ def test_first_convolution_runs_in_the_blocks_layout():
     model.encoder.first_conv.register_forward_hook(lambda m, i, o: seen.append(o))
     with torch.no_grad():
         out = model(x)
-        previous = db.layers.set_cpu_channels_last(False)
-        try:
-            reference = model(x)
-        finally:
-            db.layers.set_cpu_channels_last(previous)
+        db.layers.set_cpu_channels_last(model, False)
+        reference = model(x)
     assert seen[0].is_contiguous(memory_format=torch.channels_last) and not seen[0].is_contiguous()
     assert seen[1].is_contiguous()
     torch.testing.assert_close(out, reference, rtol=1e-4, atol=1e-5)

@@ -166,19 +166,15 @@ def _first_block_output(model, x):
 @pytest.mark.parametrize("mode", FAST_MODES)
 def test_cpu_blocks_compute_in_channels_last(mode):
     # float32 NCHW input on the CPU: the block works in (and returns) channels_last, with the plain mode's values;
-    # set_cpu_channels_last(False) keeps NCHW, and float64 keeps the input's layout either way.
+    # set_cpu_channels_last(model, False) keeps NCHW, and float64 keeps the input's layout either way.
     plain, other = _pair(mode, dtype=torch.float32)
     x = torch.randn(4, 3, 8, 8)
     out = _first_block_output(other, x)
     assert out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous()
     _assert_same_step(plain, other, x)
-    previous = set_cpu_channels_last(False)
-    try:
-        assert previous is True
-        assert _first_block_output(other, x).is_contiguous()
-        _assert_same_step(plain, other, x)
-    finally:
-        set_cpu_channels_last(previous)
+    set_cpu_channels_last(other, False)  # this model's setting; the plain one is untouched
+    assert _first_block_output(other, x).is_contiguous()
+    _assert_same_step(plain, other, x)
     assert _first_block_output(other.double(), x.double()).is_contiguous()
 
 
@@ -194,11 +190,10 @@ def test_models_run_their_stem_in_the_blocks_layout():
     assert stem_is_channels_last(tiny_densenet())
     assert not stem_is_channels_last(tiny_densenet(memory_mode="plain"))
     assert not stem_is_channels_last(tiny_densenet(norm_layer=lambda c: nn.GroupNorm(2, c)))
-    previous = set_cpu_channels_last(False)
-    try:
-        assert not stem_is_channels_last(tiny_densenet())
-    finally:
-        set_cpu_channels_last(previous)
+    switched_off = tiny_densenet()
+    switched_off.set_cpu_channels_last(False)
+    assert not stem_is_channels_last(switched_off)
+    assert stem_is_channels_last(tiny_densenet())  # a setting of the model, not of the process
     stem_only = db.create_model("densenet_bc100_k12_cifar", features_only=True, out_indices=(0,))
     assert stem_only(torch.randn(2, 3, 32, 32))[0].is_contiguous()  # no dense block left to match
 
