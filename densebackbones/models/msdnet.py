@@ -632,7 +632,8 @@ class MSDNet(InputSizeCheck, nn.Module):
 
     def forward_features(self, x: Tensor) -> Tensor:
         """Every block, then the final exit's two 3x3/2 conv-BN-ReLU and 2x2 average pool (Sec. 4): the
-        ``num_features``-channel map its pool and linear layer take (``forward_head``)."""
+        ``num_features``-channel map its pool and linear layer take (``forward_head``). Without exits (pruned with
+        ``prune_head``): the last block's ``feature_scale`` map."""
         self._check_input(x)
         maps = [x]
         for i, block in enumerate(self.blocks):
@@ -640,6 +641,10 @@ class MSDNet(InputSizeCheck, nn.Module):
                 maps = self._run_block_recomputed(i, maps)
             else:
                 maps = block(maps)
+        if len(self.classifier) == 0:
+            # prune_intermediate_layers(prune_head=True) removed every exit: as in timm's features_only models, the
+            # features end at the last block's tap (forward_intermediates' map)
+            return maps[self.feature_scale_index - (self.num_scales - len(maps))]
         return self.classifier[-1].m(maps[-1])
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:

@@ -4,6 +4,7 @@ evaluation tool on the digits demo, and two-iteration training with resume."""
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import sys
@@ -292,6 +293,22 @@ def _all_and_final(**kwargs) -> tuple[MSDNet, MSDNet]:
     final_only = _tiny_coarsest_last(output="final", **kwargs).eval()
     final_only.load_state_dict(every_exit.state_dict())
     return every_exit, final_only
+
+
+def test_forward_features_of_a_model_pruned_with_its_head_end_at_the_tap():
+    """timm's prune contract: prune_intermediate_layers([i]) (prune_head=True) leaves no exit, and forward_features
+    then gives block i's map, the tap forward_intermediates returns; every parameter left gets a gradient."""
+    _, final_only = _all_and_final()
+    x = torch.randn(2, 3, 20, 20)
+    with torch.no_grad():
+        taps = final_only.forward_intermediates(x, intermediates_only=True)
+    for i in range(len(taps)):
+        pruned = copy.deepcopy(final_only)
+        pruned.prune_intermediate_layers([i])
+        with torch.no_grad():
+            torch.testing.assert_close(pruned.forward_features(x), taps[i])
+    pruned.train().forward_features(x).sum().backward()
+    assert all(p.grad is not None for p in pruned.parameters())
 
 
 def test_forward_features_and_head_give_the_final_exit():
