@@ -663,11 +663,14 @@ class MSDNet(InputSizeCheck, nn.Module):
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         """Fresh pools and linear layers with ``num_classes`` outputs (0 removes them) on every built exit, on the
-        device and in the dtype of the exit; ``global_pool`` (None keeps the current one) is a timm pool type."""
+        device and in the dtype of the exit; ``global_pool`` (None keeps the current one, or puts ``'avg'`` back where
+        the pool was removed and ``num_classes`` asks for a linear layer) is a timm pool type."""
         checks.check_int("num_classes", num_classes, 0, "0 removes the classifier")
         exits = [m for m in self.classifier if isinstance(m, ClassifierModule)]
         if global_pool is None:
             global_pool = exits[-1].global_pool.pool_type if exits else "avg"
+            if not global_pool and num_classes:  # classes asked of a model whose pool was removed: the port's pool
+                global_pool = "avg"
         checks.check_pool("global_pool", global_pool)
         _check_pool_fits_classes(global_pool, num_classes)
         self.num_classes = num_classes

@@ -445,6 +445,9 @@ def test_global_pool_drop_rate_and_reset_classifier_on_the_models_device_and_dty
     assert model.eval()(x).shape == (2, 7)
     with pytest.raises(ValueError, match="global_pool='' keeps the unpooled map"):
         model.reset_classifier(3, "")
+    model.reset_classifier(0, "")
+    model.reset_classifier(3)  # classes without a pool named: the port's average pool comes back (timm's cfg test)
+    assert model.eval()(x).shape == (2, 3) and model.classifier[-1].global_pool.pool_type == "avg"
     with pytest.raises(ValueError, match="unknown global_pool 'mean'"):
         db.create_model("msdnet_anytime_cifar", global_pool="mean")
     with torch.device("meta"):
