@@ -17,9 +17,12 @@ Classification", ICLR 2018), exact to the official PyTorch port (kalviny/MSDNet-
 Module names are the port's (``blocks.0.0.layers.0``, ``classifier.0.m``, ``classifier.0.linear``), so its
 checkpoints load once DataParallel's ``module.`` prefix is stripped. Parameter counts with ``output='all'``
 (docs/reference.md): CIFAR-100 anytime 3,067,960, CIFAR-100 budgeted-batch 2,078,924, ImageNet 23,958,440.
-"""
 
-from __future__ import annotations
+Every module passes its maps as ``list[Tensor]`` (a block takes and returns one map per kept scale, the first block
+the image as a one-entry list) so that ``torch.jit.script`` types every call; this module's annotations are evaluated
+(no postponed annotations) because ``torch.fx`` writes ``forward``'s into its generated code, where a string
+annotation becomes an unknown type name for TorchScript.
+"""
 
 import math
 from collections.abc import Sequence
@@ -31,6 +34,7 @@ from timm.layers import create_classifier
 from timm.models import build_model_with_cfg, generate_default_cfgs
 from timm.models._features import feature_take_indices
 from torch import Tensor
+from torch.utils.checkpoint import checkpoint
 
 from ..flops import flops_of
 from ..layers import check_output_stride, conv2d, recompute_in_backward
@@ -89,7 +93,7 @@ class ConvDownNormal(nn.Module):
         self.conv_down = ConvBN(finer_chs, out_chs // 2, True, bottleneck, factors[0])
         self.conv_normal = ConvBN(in_chs, out_chs // 2, False, bottleneck, factors[1])
 
-    def forward(self, x: Sequence[Tensor]) -> Tensor:
+    def forward(self, x: list[Tensor]) -> Tensor:
         return torch.cat([x[1], self.conv_down(x[0]), self.conv_normal(x[1])], 1)
 
 
@@ -100,12 +104,13 @@ class ConvNormal(nn.Module):
         super().__init__()
         self.conv_normal = ConvBN(in_chs, out_chs, False, bottleneck, factor)
 
-    def forward(self, x: Sequence[Tensor]) -> Tensor:
+    def forward(self, x: list[Tensor]) -> Tensor:
         return torch.cat([x[0], self.conv_normal(x[0])], 1)
 
 
 class FirstLayer(nn.Module):
-    """One map per scale from the image (the port's ``MSDNFirstLayer``)."""
+    """One map per scale from the image (the port's ``MSDNFirstLayer``), which it takes as a one-entry list like
+    every other unit of a block takes its maps."""
 
     def __init__(self, in_chans: int, channels: int, growth_factors: Sequence[int], stem_type: str) -> None:
         super().__init__()
@@ -124,8 +129,9 @@ class FirstLayer(nn.Module):
             self.layers.append(ConvBasic(chs, channels * factor, 3, 2, 1))
             chs = channels * factor
 
-    def forward(self, x: Tensor) -> list[Tensor]:
-        maps = []
+    def forward(self, image: list[Tensor]) -> list[Tensor]:
+        x = image[0]
+        maps: list[Tensor] = []
         for layer in self.layers:
             x = layer(x)
             maps.append(x)
@@ -163,12 +169,14 @@ class MSDLayer(nn.Module):
             chs = (in_chs * gr[s - 1], in_chs * gr[s])
             self.layers.append(ConvDownNormal(*chs, growth_rate * gr[s], bottleneck, (bn[s - 1], bn[s])))
 
-    def forward(self, x: Sequence[Tensor]) -> list[Tensor]:
-        if self.discard > 0:
-            inputs = [[x[i - 1], x[i]] for i in range(1, self.out_scales + 1)]
-        else:
-            inputs = [[x[0]]] + [[x[i - 1], x[i]] for i in range(1, self.out_scales)]
-        return [layer(inp) for layer, inp in zip(self.layers, inputs)]
+    def forward(self, x: list[Tensor]) -> list[Tensor]:
+        # The unit of output j reads input scales [j - 1 + shift, j + shift]: shifted by one where the finest input
+        # scale is dropped here, and only its own scale at the finest output scale otherwise (the port's inputs).
+        shift = 1 if self.discard > 0 else 0
+        out: list[Tensor] = []
+        for j, layer in enumerate(self.layers):
+            out.append(layer(x[max(j + shift - 1, 0) : j + shift + 1]))
+        return out
 
 
 class ParallelModule(nn.Module):
@@ -178,8 +186,11 @@ class ParallelModule(nn.Module):
         super().__init__()
         self.m = nn.ModuleList(modules)
 
-    def forward(self, x: Sequence[Tensor]) -> list[Tensor]:
-        return [m(t) for m, t in zip(self.m, x)]
+    def forward(self, x: list[Tensor]) -> list[Tensor]:
+        out: list[Tensor] = []
+        for j, m in enumerate(self.m):
+            out.append(m(x[j]))
+        return out
 
 
 class ClassifierModule(nn.Module):
@@ -211,7 +222,7 @@ class ClassifierModule(nn.Module):
         x = self.drop(self.global_pool(x))
         return x if pre_logits else self.linear(x)
 
-    def forward(self, x: Sequence[Tensor]) -> Tensor:
+    def forward(self, x: list[Tensor]) -> Tensor:
         return self.head(self.m(x[-1]))
 
 
@@ -219,17 +230,35 @@ class SkippedExit(nn.Module):
     """The place of an exit that a model built with ``output='final'`` leaves out: no parameters, so every parameter
     of that model is used, and the final exit keeps its index and its checkpoint keys (``classifier.<last>.*``)."""
 
-    def forward(self, x: Sequence[Tensor]) -> Tensor:
+    def forward(self, x: list[Tensor]) -> Tensor:
         raise RuntimeError("this exit was not built (output='final'); build the model with output='all'")
 
 
 class SkippedScale(nn.Module):
     """The place of a per-scale unit whose map nothing reads: in the last block, the finer scales that neither an
     exit (it reads the coarsest), a requested feature map nor a later layer takes. No parameters, so every parameter
-    gets a gradient; it passes its input through, and nothing reads what it returns."""
+    gets a gradient; it passes its input through, and nothing reads what it returns. This one stands for a unit of
+    the first layer or of a transition (one map in); :class:`SkippedLayerScale` for a dense layer's."""
 
-    def forward(self, x: Any) -> Any:
-        return x[-1] if isinstance(x, (list, tuple)) else x
+    def forward(self, x: Tensor) -> Tensor:
+        return x
+
+
+class SkippedLayerScale(SkippedScale):
+    """:class:`SkippedScale` in a dense layer, whose units take the maps of one or two scales (a list)."""
+
+    def forward(self, x: list[Tensor]) -> Tensor:  # type: ignore[override]
+        return x[-1]
+
+
+class MSDBlock(nn.Sequential):
+    """A block: its layers and transitions in order (the port's ``nn.Sequential``, same module names), each taking and
+    returning one map per kept scale. Typed for TorchScript, which takes an ``nn.Sequential``'s input as a Tensor."""
+
+    def forward(self, x: list[Tensor]) -> list[Tensor]:
+        for module in self:
+            x = module(x)
+        return x
 
 
 def _drop_skipped_keys(module: nn.Module, state_dict: dict[str, Tensor], prefix: str, *args: Any) -> None:
@@ -237,7 +266,7 @@ def _drop_skipped_keys(module: nn.Module, state_dict: dict[str, Tensor], prefix:
     module.drop_skipped_keys(state_dict, prefix)
 
 
-def exit_checkpoint_filter_fn(state_dict: dict[str, Tensor], model: MSDNet) -> dict[str, Tensor]:
+def exit_checkpoint_filter_fn(state_dict: dict[str, Tensor], model: "MSDNet") -> dict[str, Tensor]:
     """``load_checkpoint_into``'s filter: an all-exit checkpoint fits a final-only model (see
     :meth:`MSDNet.drop_skipped_keys`)."""
     return model.drop_skipped_keys(dict(state_dict))
@@ -403,7 +432,9 @@ class MSDNet(InputSizeCheck, nn.Module):
         self.input_size_reason = f"its exits need the coarsest scale, stride {self.scale_strides[-1]}, at 5 px or more"
         self.blocks = nn.ModuleList()
         self.classifier = nn.ModuleList()
-        self.block_scales: list[int] = []  # scales each block's output keeps
+        # scales each block's output keeps; filled as a local because TorchScript warns about an annotated empty
+        # list assigned to self
+        block_scales: list[int] = []
         block_chs: list[int] = []  # finest-scale channel unit after each block (times growth_factors[s] at scale s)
         # prune='max' (the port): the finest remaining scale goes every ceil(L / scales) layers
         interval, done = math.ceil(sum(self.steps) / self.num_scales), 0
@@ -444,8 +475,8 @@ class MSDNet(InputSizeCheck, nn.Module):
                         )
                     )
                     chs = new
-            self.blocks.append(nn.Sequential(*modules))
-            self.block_scales.append(out_scales)
+            self.blocks.append(MSDBlock(*modules))
+            block_scales.append(out_scales)
             block_chs.append(chs)
             exit_chs = chs * growth_factors[-1]
             inner = 128 if stem_type == "cifar" else exit_chs
@@ -453,6 +484,7 @@ class MSDNet(InputSizeCheck, nn.Module):
                 self.classifier.append(SkippedExit())
             else:
                 self.classifier.append(ClassifierModule(exit_chs, inner, num_classes, global_pool, drop_rate))
+        self.block_scales = block_scales
         self.num_features = inner  # channels of forward_features: the final exit's convolutions
         self.head_hidden_size = inner * self.classifier[-1].global_pool.feat_mult()
         self.feature_scale = feature_scale
@@ -547,15 +579,35 @@ class MSDNet(InputSizeCheck, nn.Module):
                         if scale > max(needed, default=-1):
                             units[j] = SkippedScale()
                     elif scale not in needed:
-                        units[j] = SkippedScale()
+                        units[j] = SkippedLayerScale() if isinstance(module, MSDLayer) else SkippedScale()
                     else:
                         reads |= {scale - 1, scale} if isinstance(unit, ConvDownNormal) else {scale}
                 needed = reads if isinstance(module, MSDLayer) else needed
 
-    def _run_block(self, i: int, x: Any) -> Any:
-        if self.grad_checkpointing and self.training and torch.is_grad_enabled() and i > 0:
-            return recompute_in_backward(self.blocks[i], lambda *maps: self.blocks[i](list(maps)), *x)
-        return self.blocks[i](x)
+    # Blocks are run by iterating self.blocks (TorchScript indexes a ModuleList by constants only). Every caller
+    # writes `if not torch.jit.is_scripting() and self._recomputes(...)` so that TorchScript compiles only the plain
+    # call: recomputation is torch.utils.checkpoint, a Python-level autograd feature, and changes memory, not values.
+    @torch.jit.unused
+    def _recomputes(self, i: int, maps: list[Tensor]) -> bool:
+        """Whether block ``i`` is recomputed in backward (``memory_mode='efficient'``): in training with gradients,
+        every block after the first; never while ``torch.fx`` traces (the graph takes the plain route, same values)."""
+        if isinstance(maps[0], torch.fx.Proxy):
+            return False
+        return self.grad_checkpointing and self.training and torch.is_grad_enabled() and i > 0
+
+    @torch.jit.unused
+    def _run_block_recomputed(self, i: int, maps: list[Tensor]) -> list[Tensor]:
+        block = self.blocks[i]
+
+        def run(*inputs: Tensor) -> list[Tensor]:
+            return block(list(inputs))
+
+        if torch.compiler.is_compiling():
+            # torch.compile traces torch.utils.checkpoint without a context_fn only (recompute_in_backward's keeps
+            # the BN running statistics from being updated twice); in a compiled graph the recomputation is planned
+            # by AOTAutograd, which does not repeat the statistics' in-place updates.
+            return checkpoint(run, *maps, use_reentrant=False)
+        return recompute_in_backward(block, run, *maps)
 
     def forward_exits(self, x: Tensor, num_exits: int | None = None) -> list[Tensor]:
         """Logits of the first ``num_exits`` exits (all by default); later blocks are not run. Needs a model built
@@ -566,19 +618,34 @@ class MSDNet(InputSizeCheck, nn.Module):
                 "output='all' (forward gives the final exit)"
             )
         self._check_input(x)
-        logits = []
-        for i in range(num_exits or self.num_exits):
-            x = self._run_block(i, x)
-            logits.append(self.classifier[i](x))
+        last = self.num_exits if num_exits is None or num_exits == 0 else num_exits
+        maps = [x]
+        logits: list[Tensor] = []
+        for i, (block, exit_) in enumerate(zip(self.blocks, self.classifier)):
+            if i < last:
+                if not torch.jit.is_scripting() and self._recomputes(i, maps):
+                    maps = self._run_block_recomputed(i, maps)
+                else:
+                    maps = block(maps)
+                logits.append(exit_(maps))
         return logits
 
     def forward_features(self, x: Tensor) -> Tensor:
         """Every block, then the final exit's two 3x3/2 conv-BN-ReLU and 2x2 average pool (Sec. 4): the
-        ``num_features``-channel map its pool and linear layer take (``forward_head``)."""
+        ``num_features``-channel map its pool and linear layer take (``forward_head``). Without exits (pruned with
+        ``prune_head``): the last block's ``feature_scale`` map."""
         self._check_input(x)
-        for i in range(self.num_exits):
-            x = self._run_block(i, x)
-        return self.classifier[-1].m(x[-1])
+        maps = [x]
+        for i, block in enumerate(self.blocks):
+            if not torch.jit.is_scripting() and self._recomputes(i, maps):
+                maps = self._run_block_recomputed(i, maps)
+            else:
+                maps = block(maps)
+        if len(self.classifier) == 0:
+            # prune_intermediate_layers(prune_head=True) removed every exit: as in timm's features_only models, the
+            # features end at the last block's tap (forward_intermediates' map)
+            return maps[self.feature_scale_index - (self.num_scales - len(maps))]
+        return self.classifier[-1].m(maps[-1])
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         """The final exit's pool, dropout and linear layer; ``pre_logits``: the pooled ``head_hidden_size`` vector."""
@@ -596,11 +663,14 @@ class MSDNet(InputSizeCheck, nn.Module):
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         """Fresh pools and linear layers with ``num_classes`` outputs (0 removes them) on every built exit, on the
-        device and in the dtype of the exit; ``global_pool`` (None keeps the current one) is a timm pool type."""
+        device and in the dtype of the exit; ``global_pool`` (None keeps the current one, or puts ``'avg'`` back where
+        the pool was removed and ``num_classes`` asks for a linear layer) is a timm pool type."""
         checks.check_int("num_classes", num_classes, 0, "0 removes the classifier")
         exits = [m for m in self.classifier if isinstance(m, ClassifierModule)]
         if global_pool is None:
             global_pool = exits[-1].global_pool.pool_type if exits else "avg"
+            if not global_pool and num_classes:  # classes asked of a model whose pool was removed: the port's pool
+                global_pool = "avg"
         checks.check_pool("global_pool", global_pool)
         _check_pool_fits_classes(global_pool, num_classes)
         self.num_classes = num_classes
@@ -661,13 +731,14 @@ class MSDNet(InputSizeCheck, nn.Module):
         scale = self.feature_scale_index
         intermediates = []
         last = max_index if intermediates_only and stop_early else self.num_exits - 1
+        maps = [x]
         for i in range(last + 1):
-            x = self._run_block(i, x)
+            maps = self._run_block_recomputed(i, maps) if self._recomputes(i, maps) else self.blocks[i](maps)
             if i in take:
-                intermediates.append(x[scale - (self.num_scales - len(x))])
+                intermediates.append(maps[scale - (self.num_scales - len(maps))])
         if intermediates_only:
             return intermediates
-        return self.classifier[-1].m(x[-1]), intermediates
+        return self.classifier[-1].m(maps[-1]), intermediates
 
     def prune_intermediate_layers(
         self, indices: int | Sequence[int] = 1, prune_norm: bool = False, prune_head: bool = True

@@ -4,6 +4,7 @@ evaluation tool on the digits demo, and two-iteration training with resume."""
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import sys
@@ -91,7 +92,7 @@ def test_exit_costs_are_cumulative():
     assert len(costs) == 7 and macs == sorted(macs) and costs[-1]["params"] == 3_067_960
     # the first exit: block 1 and its classifier only, as counted directly
     x = torch.zeros(1, 3, 32, 32)
-    assert flops_of(lambda image: model.classifier[0](model.blocks[0](image)), x) // 2 == macs[0]
+    assert flops_of(lambda image: model.classifier[0](model.blocks[0]([image])), x) // 2 == macs[0]
     assert 10e6 < macs[0] < macs[-1] < 80e6  # docs/benchmarks.md: 15.0M ... 75.5M
 
 
@@ -294,6 +295,22 @@ def _all_and_final(**kwargs) -> tuple[MSDNet, MSDNet]:
     return every_exit, final_only
 
 
+def test_forward_features_of_a_model_pruned_with_its_head_end_at_the_tap():
+    """timm's prune contract: prune_intermediate_layers([i]) (prune_head=True) leaves no exit, and forward_features
+    then gives block i's map, the tap forward_intermediates returns; every parameter left gets a gradient."""
+    _, final_only = _all_and_final()
+    x = torch.randn(2, 3, 20, 20)
+    with torch.no_grad():
+        taps = final_only.forward_intermediates(x, intermediates_only=True)
+    for i in range(len(taps)):
+        pruned = copy.deepcopy(final_only)
+        pruned.prune_intermediate_layers([i])
+        with torch.no_grad():
+            torch.testing.assert_close(pruned.forward_features(x), taps[i])
+    pruned.train().forward_features(x).sum().backward()
+    assert all(p.grad is not None for p in pruned.parameters())
+
+
 def test_forward_features_and_head_give_the_final_exit():
     every_exit, final_only = _all_and_final()
     x = torch.randn(2, 3, 20, 20)
@@ -428,6 +445,9 @@ def test_global_pool_drop_rate_and_reset_classifier_on_the_models_device_and_dty
     assert model.eval()(x).shape == (2, 7)
     with pytest.raises(ValueError, match="global_pool='' keeps the unpooled map"):
         model.reset_classifier(3, "")
+    model.reset_classifier(0, "")
+    model.reset_classifier(3)  # classes without a pool named: the port's average pool comes back (timm's cfg test)
+    assert model.eval()(x).shape == (2, 3) and model.classifier[-1].global_pool.pool_type == "avg"
     with pytest.raises(ValueError, match="unknown global_pool 'mean'"):
         db.create_model("msdnet_anytime_cifar", global_pool="mean")
     with torch.device("meta"):
