@@ -16,7 +16,6 @@ of its stem, blocks and transitions) with their ``feature_info`` and ends its co
 no single ``features`` sequence, implements the same contract in its own file.
 """
 
-
 import re
 from collections import OrderedDict
 from collections.abc import Callable
