@@ -13,6 +13,9 @@ from .dense import DenseBlock, DenseLayer, LayerFn, Transition, set_memory_mode
 from .dilation import OUTPUT_STRIDES, DilationPlan, check_output_stride
 from .shared_buffer import (
     MEMORY_MODES,
+    PreActivationLayer,
+    SharedBufferBlock,
+    SharedBufferLayer,
     check_memory_mode,
     compute_layout,
     recompute_in_backward,
@@ -26,6 +29,9 @@ __all__ = [
     "PaddedConv2d",
     "conv2d",
     "MEMORY_MODES",
+    "PreActivationLayer",
+    "SharedBufferBlock",
+    "SharedBufferLayer",
     "OUTPUT_STRIDES",
     "DilationPlan",
     "check_output_stride",

@@ -49,8 +49,10 @@ quadratically with depth (Pleiss et al., "Memory-Efficient Implementation of Den
 Other norm or activation layers (GroupNorm, SyncBatchNorm, post-activation layers...) take a generic route: the
 layer's own modules run on a view of the buffer.
 
-This module knows blocks only by duck typing (``memory_mode``, ``growth_rate``, ``concat_input`` and their layers'
-``norm1``/``act1``/``conv1``/``rest``...): ``dense.py`` imports it, not the other way round.
+This module knows blocks and layers only through the protocols below: :class:`SharedBufferBlock` (``dense.py``'s
+``DenseBlock``), :class:`SharedBufferLayer` (every layer; ``two_way.py``'s and ``condense.py``'s take the generic
+route) and :class:`PreActivationLayer` (``dense.py``'s ``DenseLayer``, the fast route). ``dense.py`` imports this
+module, not the other way round.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from typing import Protocol, runtime_checkable
 
 import torch
 import torch.nn as nn
@@ -67,6 +70,9 @@ from torch.utils.checkpoint import checkpoint
 
 __all__ = [
     "MEMORY_MODES",
+    "PreActivationLayer",
+    "SharedBufferBlock",
+    "SharedBufferLayer",
     "check_memory_mode",
     "compute_layout",
     "dense_block_forward",
@@ -83,6 +89,63 @@ except ImportError:  # older torch
 
 MEMORY_MODES = ("plain", "buffer", "efficient")
 _STAT_NAMES = ("running_mean", "running_var", "num_batches_tracked")
+
+
+@runtime_checkable
+class SharedBufferLayer(Protocol):
+    """What any dense layer offers the shared buffer (the generic route): called on a view of the buffer's first
+    channels (the block input and every earlier layer's maps), it returns its ``growth_rate`` new maps, which the
+    buffer stores after them. PeleeNet's two-way and CondenseNet's layers are such layers."""
+
+    def forward(self, x: Tensor) -> Tensor: ...
+
+
+@runtime_checkable
+class PreActivationLayer(SharedBufferLayer, Protocol):
+    """A layer the buffer can take apart (the fast route): with ``preact`` True (BN-ReLU-conv order) and a plain
+    ``nn.BatchNorm2d`` + ``nn.ReLU`` entry ``norm1``/``act1``, the entry's statistics are shared across the block's
+    layers and its backward is run once per channel (see above). ``conv1``, ``conv2`` (or None), ``drop2``: the first
+    and last convolutions and the dropout after the last one (the recomputation stops at ``conv2``'s input when
+    ``drop2`` is an Identity). DenseNet's, DSOD's and FC-DenseNet's layers are such layers."""
+
+    preact: bool
+    norm1: nn.Module
+    act1: nn.Module
+    conv1: nn.Module
+    conv2: nn.Module | None
+    drop2: nn.Module
+    training: bool
+
+    def rest(self, z: Tensor) -> Tensor:
+        """Everything after the entry BN-ReLU (pre-activation) or the whole layer (post-activation): the layer's
+        ``growth_rate`` new maps."""
+
+    def after_first_conv(self, h: Tensor) -> Tensor:
+        """A pre-activation layer from the output of ``conv1`` to its end."""
+
+    def last_conv_input(self, z: Tensor) -> Tensor:
+        """A pre-activation bottleneck layer from after its entry BN-ReLU up to the input of ``conv2``."""
+
+    def rest_parameters(self) -> list[nn.Parameter]:
+        """The parameters :meth:`rest` uses when the entry is pre-activation (all but ``norm1``'s)."""
+
+
+@runtime_checkable
+class SharedBufferBlock(Protocol):
+    """What a dense block offers the shared buffer: an ``nn.Module`` whose children are its
+    :class:`SharedBufferLayer` s in order, each adding ``growth_rate`` maps to everything before it.
+
+    ``memory_mode``: ``'plain'``, ``'buffer'`` or ``'efficient'`` (the route table above); ``concat_input``: whether
+    the block's output starts with its input (DenseNet) or holds only the new maps (FC-DenseNet's up path);
+    ``cpu_channels_last``: whether the buffer is channels_last on the CPU whatever the input's layout
+    (:func:`set_cpu_channels_last`)."""
+
+    memory_mode: str
+    growth_rate: int
+    concat_input: bool
+    cpu_channels_last: bool
+
+    def children(self) -> Iterator[nn.Module]: ...
 
 
 def check_memory_mode(mode: str) -> str:
@@ -144,7 +207,7 @@ def _traced() -> bool:
     return torch.jit.is_tracing() or torch.compiler.is_compiling() or is_fx_symbolic_tracing()
 
 
-def compute_layout(x: Tensor, block: nn.Module) -> Tensor:
+def compute_layout(x: Tensor, block: SharedBufferBlock) -> Tensor:
     """``x`` in the layout ``block`` (a :class:`~densebackbones.layers.DenseBlock`) will compute in: a model calls
     this on its input so that the layers before the first block (the stem) run in that layout too, instead of the
     block converting their output. A no-op unless the block computes in channels_last on the CPU while ``x`` is
@@ -266,6 +329,8 @@ def _last_conv_separable(layer: nn.Module) -> bool:
 
 def _shares_batch_norm(layers: Sequence[nn.Module]) -> bool:
     """Whether every layer's entry is pre-activation ``nn.BatchNorm2d`` + ``nn.ReLU`` with one eps and train flag."""
+    # A layer with ``preact`` True is a PreActivationLayer (a test holds every registered model to it); a
+    # runtime-checkable isinstance per layer and forward would cost more than the attribute read.
     if not all(getattr(layer, "preact", False) for layer in layers):  # e.g. PeleeNet's two-way layers
         return False
     first = layers[0].norm1
@@ -330,7 +395,7 @@ class _BlockPass:
     depth) and cost every layer a freshly allocated one, which on the CPU is page-faulted in on first touch.
     """
 
-    def __init__(self, block: nn.Module, x: Tensor, record: str) -> None:
+    def __init__(self, block: SharedBufferBlock, x: Tensor, record: str) -> None:
         self.layers = list(block.children())
         self.record = record
         self.growth_rate = block.growth_rate
@@ -673,7 +738,7 @@ def _warn_traced_efficient() -> None:
     _warned_traced_efficient = True
 
 
-def dense_block_forward(block: nn.Module, x: Tensor) -> Tensor:
+def dense_block_forward(block: SharedBufferBlock, x: Tensor) -> Tensor:
     """Forward of a :class:`~densebackbones.layers.DenseBlock` in its ``memory_mode`` (see the module docstring).
 
     Tracing, ONNX export and ``torch.compile`` see the plain concatenation graph, which exporters understand and

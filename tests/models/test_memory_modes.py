@@ -12,7 +12,14 @@ import torch.nn as nn
 from helpers import DEVICES, tiny_densenet, tiny_dsod, tiny_fc_densenet, tiny_pelee
 
 import densebackbones as db
-from densebackbones.layers import DenseBlock, set_cpu_channels_last, set_memory_mode
+from densebackbones.layers import (
+    DenseBlock,
+    PreActivationLayer,
+    SharedBufferBlock,
+    SharedBufferLayer,
+    set_cpu_channels_last,
+    set_memory_mode,
+)
 
 FAST_MODES = ["buffer", "efficient"]
 
@@ -357,3 +364,19 @@ def test_autocast_step_close_to_plain(amp, mode, device):
         results[name] = (out.float(), grads, model.features.denseblock1.denselayer1.norm1.running_var.clone())
     for ours, reference in zip(results[mode], results["plain"]):
         assert (ours - reference).norm() <= AUTOCAST_TOLERANCE[amp] * reference.norm()
+
+
+@pytest.mark.parametrize("name", db.list_models())
+def test_every_dense_block_and_layer_meets_the_shared_buffer_protocols(name):
+    # The shared buffer knows blocks and layers only through these protocols (layers/shared_buffer.py): every block of
+    # every registered model, heads included, offers what it reads.
+    with torch.device("meta"):
+        model = db.create_model(name)
+    blocks = [m for m in model.modules() if isinstance(m, DenseBlock)]
+    assert blocks or name.startswith("msdnet"), name
+    for block in blocks:
+        assert isinstance(block, SharedBufferBlock), (name, type(block).__name__)
+        for layer in block.children():
+            assert isinstance(layer, SharedBufferLayer), (name, type(layer).__name__)
+            # a layer with a pre-activation entry offers the fast route's parts; the others take the generic route
+            assert isinstance(layer, PreActivationLayer) or not getattr(layer, "preact", False), name
