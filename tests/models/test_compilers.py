@@ -4,8 +4,9 @@ torch.export, ONNX and torch.compile(fullgraph=True), in every memory mode, with
 Traced, scripted, exported and compiled models take the plain (concatenating) route in every mode (the route table
 of ``densebackbones/layers/shared_buffer.py``), so each is compared with the eager model in the same mode, which
 takes the shared buffer. One tiny model per family runs by default; the whole registry, ONNX and torch.compile
-(Inductor, slow on the CPU) are ``integration`` tests. MSDNet does not script (its layers annotate
-``Sequence[Tensor]``): it is left out of the TorchScript tests.
+(Inductor, slow on the CPU) are ``integration`` tests; torch.compile runs two cases in CI (DenseNet's efficient mode,
+whose recomputation the compiled graph replaces, and DSOD's head) and every family and mode under ``-m slow``
+(about 40 s of Inductor compilation each on a 2-core CPU).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ FAMILIES = {
     "pelee": "pelee",
     "pelee_bc": "pelee_bc121_k32",
 }
-NOT_SCRIPTABLE = {"msdnet"}  # msdnet.py is TorchScript-free for now (Sequence[Tensor] annotations)
+NOT_SCRIPTABLE: set[str] = set()  # every family scripts (a family that cannot is listed here, with why)
 
 
 def family_of(name: str) -> str:
@@ -259,16 +260,22 @@ def test_onnx_equals_eager(tmp_path, name, mode):
 # Inductor's avg_pool2d backward with ceil_mode=True on odd maps differs from eager (aot_eager matches eager): an
 # upstream bug, reproduced by nn.AvgPool2d(2, 2, ceil_mode=True) alone on a 9x9 input. Pelee's backbone has such
 # transitions (transition_ceil=True) and the smallest Pelee input (257 px) odd maps; its eval forward is equal.
+SLOW = pytest.mark.slow
 INDUCTOR_CEIL_AVG_POOL = pytest.mark.xfail(
     reason="Inductor: avg_pool2d(ceil_mode=True) backward on odd maps differs from eager", strict=True
 )
 
 
+COMPILED_IN_CI = {"densenet-efficient", "dsod-buffer"}  # the rest: -m slow (docstring)
+
+
 def _compile_cases():
-    return [
-        pytest.param(*case.values, id=case.id, marks=INDUCTOR_CEIL_AVG_POOL if case.values[0] == "pelee" else ())
-        for case in _cases()
-    ]
+    cases = []
+    for case in _cases():
+        marks = [INDUCTOR_CEIL_AVG_POOL] if case.values[0] == "pelee" else []
+        marks += [] if case.id in COMPILED_IN_CI else [SLOW]
+        cases.append(pytest.param(*case.values, id=case.id, marks=marks))
+    return cases
 
 
 @pytest.mark.integration

@@ -161,7 +161,10 @@ def test_onnx_equals_eager(tmp_path, output):
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("memory_mode", MEMORY_MODES)
+@pytest.mark.parametrize(
+    "memory_mode",
+    ["efficient", pytest.param("plain", marks=pytest.mark.slow)],  # Inductor takes ~30 s a case
+)
 def test_compile_fullgraph_eval_and_one_training_step(memory_mode):
     """torch.compile(fullgraph=True) (CPU inductor): an eval forward equal to eager's, then one training step whose
     gradients and running statistics are eager's (the efficient mode's recomputation compiled as
