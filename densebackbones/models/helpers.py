@@ -295,6 +295,25 @@ class InputSizeCheck:
     def _check_input(self, x):
         if input_is_refused(x, self.min_input_size, self.in_chans):
             self._refuse_input(x)
+        if not torch.jit.is_scripting():
+            self._check_input_dtype(x)
+
+    @torch.jit.unused
+    def _check_input_dtype(self, x):
+        """A float batch of another precision than the weights (a float64 batch into a float32 model), outside
+        autocast, is named with both conversions (torch's own message names the types the other way round)."""
+        if checks._is_symbolic(x) or not isinstance(x, Tensor):
+            return
+        device = x.device.type
+        if torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device):
+            return
+        weight = next((p for p in self.parameters() if p.is_floating_point()), None)
+        if weight is not None and x.dtype != weight.dtype:
+            name = (getattr(self, "pretrained_cfg", None) or {}).get("architecture") or type(self).__name__
+            raise TypeError(
+                f"{name} has {weight.dtype} weights but the input is {x.dtype}: convert the input "
+                f"(x.to({weight.dtype})) or the model (model.to({x.dtype})), or run it under torch.autocast"
+            )
 
     @torch.jit.unused
     def _refuse_input(self, x):
@@ -303,6 +322,11 @@ class InputSizeCheck:
         if x.dim() != 4:
             raise ValueError(f"{name} expects an image batch (N, C, H, W), got a tensor of shape {tuple(x.shape)}")
         if self.in_chans > 0 and x.shape[1] != self.in_chans:
+            if x.shape[-1] == self.in_chans:  # an (N, H, W, C) batch, as images come from PIL, numpy or OpenCV
+                raise ValueError(
+                    f"{name} expects (N, C, H, W) batches with C={self.in_chans}; this one, of shape "
+                    f"{tuple(x.shape)}, looks channels-last (N, H, W, C): pass x.permute(0, 3, 1, 2)"
+                )
             raise ValueError(
                 f"{name} expects {self.in_chans} input channels, got {x.shape[1]} (create it with "
                 f"in_chans={x.shape[1]})"

@@ -281,6 +281,40 @@ def test_uint8_batch_quotes_the_models_statistics():
         model(torch.zeros(1, 3, 32, 32).numpy())
 
 
+@settings(max_examples=40, deadline=None)
+@given(
+    name=st.sampled_from(MODELS),
+    dtypes=st.permutations([torch.float32, torch.float64, torch.bfloat16, torch.float16]).map(lambda d: d[:2]),
+)
+def test_a_batch_of_another_float_precision_names_both_conversions(name, dtypes):
+    # Every registered model (meta device): a float batch of another precision than the weights, outside autocast,
+    # gets one line naming x.to(...) and model.to(...), not torch's "expected scalar type Double but found Float".
+    weights, batch = dtypes
+    model = _meta_model(name).to(weights)
+    with torch.device("meta"):
+        x = torch.zeros(_input_for(name), dtype=batch)
+    with pytest.raises(TypeError, match=rf"has {weights} weights but the input is {batch}: .*x.to\({weights}\)"):
+        model(x)
+
+
+def test_autocast_and_matching_precisions_pass_the_precision_check():
+    model = db.create_model("densenet_bc100_k12_cifar", growth_rate=4, block_config=(1, 1, 1)).eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert model(torch.randn(1, 3, 8, 8)).dtype == torch.bfloat16
+        assert model(torch.randn(1, 3, 8, 8, dtype=torch.bfloat16)).dtype == torch.bfloat16
+    with torch.no_grad():
+        assert model.double()(torch.randn(1, 3, 8, 8, dtype=torch.float64)).dtype == torch.float64
+
+
+@pytest.mark.parametrize("name", ["densenet_bc100_k12_cifar", "peleenet", "fc_densenet56", "msdnet_anytime_cifar"])
+def test_a_channels_last_array_layout_is_named_with_the_permute(name):
+    # (N, H, W, C), as images come from PIL, numpy or OpenCV: the fix is a permute, not in_chans=W.
+    model = _meta_model(name)
+    side = _input_for(name)[-1]
+    with torch.device("meta"), pytest.raises(ValueError, match=r"looks channels-last \(N, H, W, C\): pass x.permute"):
+        model(torch.zeros(1, side, side, 3))
+
+
 def test_fc_densenet_input_channels_are_named():
     model = db.create_model("fc_densenet56", growth_rate=4, layers_per_block=1)
     with pytest.raises(ValueError, match=r"fc_densenet56 expects 3 input channels, got 1 \(create it with in_chans=1"):
