@@ -17,9 +17,6 @@ $(STAMP): setup.py pyproject.toml
 	# torch and torchvision resolve together from the package index (never pin torch to a local wheel: its
 	# torchvision ops would not load).
 	$(PY) -m pip install --quiet -e '.[mm,train,export,dev]'
-	# mmcv-lite for mmpretrain (tests/clients), without its opencv-python (GUI OpenCV needs libGL and would shadow
-	# albumentations' opencv-python-headless); its other requirements come with mmengine.
-	$(PY) -m pip install --quiet --no-deps 'mmcv-lite>=2.0,<2.4'
 	$(PY) -c "import torch, torchvision; torchvision.ops.nms(torch.zeros(1, 4), torch.zeros(1), 0.5); print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
 	# mmengine imports yapf, which writes its grammar pickles into its package on first import: done here once, not
 	# by two pytest workers at the same time (one read the other's half-written file: "EOFError: Ran out of input").

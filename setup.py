@@ -56,11 +56,10 @@ setup(
             # tests/models/test_output_stride.py (DeepLabV3/V3+, skipped without) and tests/clients/test_smp.py (Unet,
             # FPN): smp with our backbones as `tu-` encoders
             "segmentation-models-pytorch>=0.5",
-            # tests/clients/test_openmmlab.py: an mmpretrain classifier on DenseNetBackbone. mmpretrain imports mmcv:
-            # mmcv-lite (mmcv without its compiled ops, a pure-Python wheel; the full mmcv compiles from source) is
-            # installed by the Makefile with --no-deps, as its opencv-python would replace albumentations'
-            # opencv-python-headless by a cv2 that needs libGL.
+            # tests/clients/test_openmmlab.py: an mmpretrain classifier on DenseNetBackbone. mmpretrain imports mmcv;
+            # mmcv-lite is mmcv without its compiled ops (a pure-Python wheel; the full mmcv compiles from source).
             "mmpretrain>=1.2",
+            "mmcv-lite>=2.0,<2.4",
         ],
     },
     classifiers=[
