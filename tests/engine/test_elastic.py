@@ -202,10 +202,14 @@ def test_every_rank_leaves_the_session_together_with_its_groups_destroyed(tmp_pa
     script = tmp_path / "session.py"
     script.write_text(SESSION_SCRIPT)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    command = [sys.executable, "-m", "torch.distributed.run", *one_node(), str(script), str(tmp_path / "done")]
-    code, output = finish(
-        subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    )
+
+    def launch() -> tuple[int, str]:
+        command = [sys.executable, "-m", "torch.distributed.run", *one_node(), str(script), str(tmp_path / "done")]
+        return finish(subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+
+    code, output = launch()
+    if code != 0 and "connectFullMesh failed" in output:  # gloo refused the connections on a loaded machine: again
+        code, output = launch()
     assert code == 0, output[-4000:]
     assert output.count("left a finished session") == 2, output[-4000:]
 
