@@ -11,15 +11,13 @@ from .condense import (
 from .conv import PaddedConv2d, conv2d
 from .dense import DenseBlock, DenseLayer, LayerFn, Transition, set_memory_mode
 from .dilation import OUTPUT_STRIDES, DilationPlan, check_output_stride
+from .routes import MEMORY_MODES, TECHNIQUES, block_route, check_memory_mode, resolve_memory_mode, unit_recomputes
 from .shared_buffer import (
-    MEMORY_MODES,
     PreActivationLayer,
     SharedBufferBlock,
     SharedBufferLayer,
-    check_memory_mode,
     compute_layout,
     recompute_in_backward,
-    resolve_memory_mode,
     set_cpu_channels_last,
 )
 from .stems import Stem, cifar_stem, imagenet_stem
@@ -29,6 +27,7 @@ __all__ = [
     "PaddedConv2d",
     "conv2d",
     "MEMORY_MODES",
+    "TECHNIQUES",
     "PreActivationLayer",
     "SharedBufferBlock",
     "SharedBufferLayer",
@@ -50,6 +49,7 @@ __all__ = [
     "LayerFn",
     "Stem",
     "Transition",
+    "block_route",
     "check_memory_mode",
     "cifar_stem",
     "compute_layout",
@@ -58,4 +58,5 @@ __all__ = [
     "resolve_memory_mode",
     "set_cpu_channels_last",
     "set_memory_mode",
+    "unit_recomputes",
 ]

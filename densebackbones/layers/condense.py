@@ -284,5 +284,9 @@ class CondenseLayer(nn.Module):
         conv = nn.Conv2d(width, growth_rate, 3, padding=dilation, dilation=dilation, groups=group_3x3, bias=False)
         self.conv_2.add_module("conv", conv)
 
+    def output_channels(self) -> int:
+        """Maps the layer writes, as its convolutions stand now (a pruning tool may have narrowed them)."""
+        return self.conv_2.conv.out_channels
+
     def forward(self, features):  # a Tensor or a sequence of Tensors; unannotated as DenseLayer.forward
         return self.conv_2(self.conv_1(concatenated(features)))

@@ -23,7 +23,8 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .shared_buffer import check_memory_mode, dense_block_forward
+from .routes import check_memory_mode
+from .shared_buffer import dense_block_forward
 
 __all__ = ["DenseLayer", "DenseBlock", "Transition", "LayerFn", "set_memory_mode"]
 
@@ -122,6 +123,10 @@ class DenseLayer(nn.Module):
         """A pre-activation bottleneck layer from after its entry BN-ReLU up to the input of ``conv2``."""
         return self.act2(self.norm2(self.drop1(self.conv1(z))))
 
+    def output_channels(self) -> int:
+        """Maps the layer writes, as its convolutions stand now (a pruning tool may have narrowed them)."""
+        return (self.conv2 if self.conv2 is not None else self.conv1).out_channels
+
     def rest_parameters(self) -> list[nn.Parameter]:
         """Parameters used by :meth:`rest` when the entry is pre-activation (all but the first norm's)."""
         entry = {id(p) for p in self.norm1.parameters()} if self.preact else set()
@@ -146,7 +151,8 @@ class DenseBlock(nn.Module):
         memory_mode: ``'buffer'`` (default: layers write into one shared feature buffer, no concatenations),
             ``'efficient'`` (the same, recomputing each layer's activations in backward: least memory) or
             ``'plain'`` (concatenate per layer, as torchvision does). All three give the same outputs, gradients
-            and running statistics and use the same parameters; see :mod:`densebackbones.layers.shared_buffer`.
+            and running statistics and use the same parameters; see :mod:`densebackbones.layers.routes` for the
+            route a call takes.
         layer_cls: the layer type, called as ``layer_cls(in_chs, growth_rate, **layer_kwargs)``: :class:`DenseLayer`,
             or a family's own (PeleeNet's two-way layer). A layer whose ``preact`` is False runs in the shared buffer
             through the generic route (its own modules on a buffer view).

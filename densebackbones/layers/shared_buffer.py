@@ -1,30 +1,13 @@
 """Dense blocks computed in one pre-allocated feature buffer, with or without recomputation in backward.
 
-Route table: the path a dense block (and a unit that follows the memory mode, such as PeleeNet's post-activation
-units) takes in each memory mode. *concat* is the plain route (each layer reads the concatenation of the block input
-and every earlier output, as torchvision does); all routes give equal values, gradients and running statistics.
-
-===========  ========================  =======================  ==========  =================================
-memory_mode  eager                     torch.fx (1), jit.trace  jit.script  torch.export, ONNX, torch.compile
-===========  ========================  =======================  ==========  =================================
-'plain'      concat                    concat                   concat      concat
-'buffer'     shared buffer             concat                   concat      concat
-'efficient'  shared buffer, recompute  concat, warns once (2)   concat      concat, no warning (3)
-===========  ========================  =======================  ==========  =================================
-
-(1) ``torch.fx.symbolic_trace`` and torchvision's ``create_feature_extractor``, which traces with FX.
-(2) that the memory savings do not apply to the traced graph.
-(3) a once-only warning inside a compiled region would make Dynamo guard on whether it had fired (and fail
-``fullgraph=True`` one way or the other); this table is the documentation there.
-*recompute*: every layer's activations (and PeleeNet's post-activation units, through
-``torch.utils.checkpoint``) are recomputed in backward.
+Which route a block takes on a call (plain concatenation, this buffer, or this buffer with recomputation) is
+decided in ``routes.py``, with its table; this module carries the buffer routes out.
 
 The shared buffer and the recomputation are eager Python (an autograd Function, views re-pointed at one storage,
-``torch.utils.checkpoint``), which no tracer or compiler can express: ``_traced()`` sends FX, ``jit.trace``, export
-and Dynamo down the plain route, and ``DenseBlock.forward`` compiles only the plain route for TorchScript (the other
-behind ``@torch.jit.unused``). A traced, scripted or compiled model therefore computes in the input's memory layout
-(``compute_layout`` is the identity there, but for torch.fx, see ``set_cpu_channels_last``) and keeps the plain
-route's activation memory in training. Inputs on the ``meta`` device (shape inference) take the plain route too.
+``torch.utils.checkpoint``), which no tracer or compiler can express, and which hide the layers from module hooks,
+parametrizations and ``torch.func``: there the blocks take the plain route (``routes.py``). A traced, scripted or
+compiled model computes in the input's memory layout (``compute_layout`` is the identity there, but for torch.fx,
+see ``set_cpu_channels_last``) and keeps the plain route's activation memory in training.
 
 A naive dense block (``memory_mode='plain'``, what torchvision and timm do) concatenates all earlier maps anew for
 every layer and stores that concatenation and its BN and ReLU outputs for backward, so memory and copies grow
@@ -58,36 +41,27 @@ module, not the other way round.
 from __future__ import annotations
 
 import contextlib
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol, runtime_checkable
 
 import torch
 import torch.nn as nn
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 from torch.utils.checkpoint import checkpoint
 
+from .routes import block_route, is_fx_symbolic_tracing, is_traced, plain_conv, recomputing, shares_batch_norm
+
 __all__ = [
-    "MEMORY_MODES",
     "PreActivationLayer",
     "SharedBufferBlock",
     "SharedBufferLayer",
-    "check_memory_mode",
     "compute_layout",
+    "concatenating_forward",
     "dense_block_forward",
     "recompute_in_backward",
-    "recomputes",
-    "resolve_memory_mode",
     "set_cpu_channels_last",
 ]
 
-try:  # is_fx_tracing of newer torch logs that it also answers True under torch.export; this one does not
-    from torch.fx._symbolic_trace import is_fx_symbolic_tracing
-except ImportError:  # older torch
-    from torch.fx._symbolic_trace import is_fx_tracing as is_fx_symbolic_tracing
-
-MEMORY_MODES = ("plain", "buffer", "efficient")
 _STAT_NAMES = ("running_mean", "running_var", "num_batches_tracked")
 
 
@@ -95,9 +69,13 @@ _STAT_NAMES = ("running_mean", "running_var", "num_batches_tracked")
 class SharedBufferLayer(Protocol):
     """What any dense layer offers the shared buffer (the generic route): called on a view of the buffer's first
     channels (the block input and every earlier layer's maps), it returns its ``growth_rate`` new maps, which the
-    buffer stores after them. PeleeNet's two-way and CondenseNet's layers are such layers."""
+    buffer stores after them. PeleeNet's two-way and CondenseNet's layers are such layers. ``output_channels()``: the
+    maps it writes as its modules stand now; a layer that no longer writes ``growth_rate`` maps (pruned) sends its
+    block down the plain route (``routes.py``)."""
 
     def forward(self, x: Tensor) -> Tensor: ...
+
+    def output_channels(self) -> int: ...
 
 
 @runtime_checkable
@@ -148,26 +126,6 @@ class SharedBufferBlock(Protocol):
     def children(self) -> Iterator[nn.Module]: ...
 
 
-def check_memory_mode(mode: str) -> str:
-    if mode not in MEMORY_MODES:
-        raise ValueError(
-            f"unknown memory_mode {mode!r}; use 'plain' (concatenate per layer, like torchvision), 'buffer' "
-            f"(default: one shared feature buffer, fastest) or 'efficient' (shared buffer + recomputation in "
-            f"backward, least memory)"
-        )
-    return mode
-
-
-def resolve_memory_mode(memory_efficient: bool, memory_mode: str | None) -> str:
-    """The mode a model's ``memory_efficient`` flag (torchvision's name) and ``memory_mode`` argument ask for."""
-    if memory_mode is None:
-        return "efficient" if memory_efficient else "buffer"
-    check_memory_mode(memory_mode)
-    if memory_efficient and memory_mode != "efficient":
-        raise ValueError(f"memory_efficient=True contradicts memory_mode={memory_mode!r}; pass only one of them")
-    return memory_mode
-
-
 def _alias(buffer: Tensor, channels: int) -> Tensor:
     """The first ``channels`` channels of ``buffer`` as a tensor with its own autograd version counter.
 
@@ -201,12 +159,6 @@ def _memory_format(x: Tensor) -> torch.memory_format:
     return torch.contiguous_format
 
 
-def _traced() -> bool:
-    """Whether a tracer, exporter or compiler records this forward (see the route table): the blocks then take the
-    plain route, which every one of them can express."""
-    return torch.jit.is_tracing() or torch.compiler.is_compiling() or is_fx_symbolic_tracing()
-
-
 def compute_layout(x: Tensor, block: SharedBufferBlock) -> Tensor:
     """``x`` in the layout ``block`` (a :class:`~densebackbones.layers.DenseBlock`) will compute in: a model calls
     this on its input so that the layers before the first block (the stem) run in that layout too, instead of the
@@ -214,10 +166,10 @@ def compute_layout(x: Tensor, block: SharedBufferBlock) -> Tensor:
     NCHW (see ``set_cpu_channels_last``), and under jit.trace, export and ``torch.compile``. Under torch.fx the
     graph records a call of ``cpu_channels_last_input``, which decides when the graph runs (the input's device is
     unknown while tracing), so that a traced model computes in the eager model's layout and gives its values."""
-    forced = block.memory_mode != "plain" and block.cpu_channels_last and _shares_batch_norm(list(block.children()))
+    forced = block.memory_mode != "plain" and block.cpu_channels_last and shares_batch_norm(list(block.children()))
     if is_fx_symbolic_tracing():
         return cpu_channels_last_input(x, forced)
-    if _traced() or not forced:
+    if is_traced() or not forced or block_route(block, x) == "concat":  # the plain route keeps the input's layout
         return x
     return cpu_channels_last_input(x, forced)
 
@@ -249,37 +201,65 @@ def _buffer_format(x: Tensor, shared_bn: bool, cpu_channels_last: bool) -> torch
     return _memory_format(x)
 
 
-@contextlib.contextmanager
-def _running_stats_kept(module: nn.Module) -> Iterator[None]:
-    """Undo whatever a recomputation does to the running statistics of ``module``'s norm layers."""
-    saved = [
-        (buf, buf.clone())
-        for m in module.modules()
-        if isinstance(m, nn.modules.batchnorm._NormBase)
-        for name in _STAT_NAMES
-        if isinstance(buf := getattr(m, name, None), Tensor)
-    ]
-    try:
-        yield
-    finally:
+class _running_stats_kept:  # noqa: N801 (used as a context manager, like the function it was)
+    """Undo whatever a recomputation does to the running statistics of ``module``'s norm layers. Reusable:
+    ``torch.utils.checkpoint`` enters its recomputation context once per recomputation (a retained graph's second
+    backward, double backward), where a generator-based context manager would fail on the second entry."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+        self.saved: list[list[tuple[Tensor, Tensor]]] = []
+
+    def __enter__(self) -> None:
+        self.saved.append(
+            [
+                (buf, buf.clone())
+                for m in self.module.modules()
+                if isinstance(m, nn.modules.batchnorm._NormBase)
+                for name in _STAT_NAMES
+                if isinstance(buf := getattr(m, name, None), Tensor)
+            ]
+        )
+
+    def __exit__(self, *exc) -> None:
         with torch.no_grad():
-            for buf, value in saved:
+            for buf, value in self.saved.pop():
                 buf.copy_(value)
 
 
-def recomputes(unit: nn.Module) -> bool:
-    """Whether a unit outside the dense blocks that follows the memory mode (``memory_mode`` attribute, set by
-    ``set_memory_mode``) should run through :func:`recompute_in_backward` now: efficient mode, a training forward
-    that autograd records, and not under tracing or ``torch.compile``."""
-    return unit.memory_mode == "efficient" and unit.training and torch.is_grad_enabled() and not _traced()
+@contextlib.contextmanager
+def _running_stats_on_copies(module: nn.Module) -> Iterator[None]:
+    """Let the norm layers of ``module`` update copies of their running statistics, dropped afterwards. Unlike
+    :func:`_running_stats_kept` the statistics are never written: a graph recorded meanwhile (BN saves them) stays
+    valid for a second differentiation."""
+    saved = [
+        (m, name, buf)
+        for m in module.modules()
+        if isinstance(m, nn.modules.batchnorm._NormBase)
+        for name in _STAT_NAMES
+        if isinstance(buf := m._buffers.get(name), Tensor)
+    ]
+    for m, name, buf in saved:
+        m._buffers[name] = buf.clone()
+    try:
+        yield
+    finally:
+        for m, name, buf in saved:
+            m._buffers[name] = buf
 
 
 def recompute_in_backward(unit: nn.Module, fn: Callable[..., Tensor], *inputs: Tensor) -> Tensor:
     """``fn(*inputs)`` keeping only ``inputs`` for backward and running ``fn`` again there (``torch.utils.checkpoint``,
     non-reentrant), with the running statistics of ``unit``'s norm layers updated once per step as the dense blocks'
-    efficient mode does, and the same dropout masks if ``unit`` draws any."""
+    efficient mode does, and the same dropout masks if ``unit`` draws any. Units inside ``fn`` run plainly
+    (``routes.recomputing``). Call it where ``routes.unit_recomputes`` says so."""
+
+    def run(*args: Tensor) -> Tensor:
+        with recomputing():
+            return fn(*args)
+
     return checkpoint(
-        fn,
+        run,
         *inputs,
         use_reentrant=False,
         preserve_rng_state=_draws_random(unit),
@@ -309,12 +289,6 @@ class _RngState:
             yield
 
 
-def _plain_conv(conv: nn.Module | None) -> bool:
-    """Whether ``conv`` is a zero-padded ``nn.Conv2d`` whose backward ATen's ``convolution_backward`` computes
-    from the convolution's input alone."""
-    return type(conv) is nn.Conv2d and conv.padding_mode == "zeros" and isinstance(conv.padding, tuple)
-
-
 def _without(params: Sequence[Tensor], module: nn.Module) -> list[Tensor]:
     """``params`` less those of ``module``."""
     drop = {id(p) for p in module.parameters()}
@@ -324,25 +298,7 @@ def _without(params: Sequence[Tensor], module: nn.Module) -> list[Tensor]:
 def _last_conv_separable(layer: nn.Module) -> bool:
     """Whether the layer ends in a plain convolution without dropout after it, so that the recomputation can stop
     at that convolution's input (its backward needs nothing else)."""
-    return layer.preact and _plain_conv(layer.conv2) and isinstance(layer.drop2, nn.Identity)
-
-
-def _shares_batch_norm(layers: Sequence[nn.Module]) -> bool:
-    """Whether every layer's entry is pre-activation ``nn.BatchNorm2d`` + ``nn.ReLU`` with one eps and train flag."""
-    # A layer with ``preact`` True is a PreActivationLayer (a test holds every registered model to it); a
-    # runtime-checkable isinstance per layer and forward would cost more than the attribute read.
-    if not all(getattr(layer, "preact", False) for layer in layers):  # e.g. PeleeNet's two-way layers
-        return False
-    first = layers[0].norm1
-    return all(
-        type(layer.norm1) is nn.BatchNorm2d
-        and type(layer.act1) is nn.ReLU
-        and layer.norm1.affine
-        and layer.norm1.track_running_stats
-        and layer.norm1.eps == first.eps
-        and layer.norm1.training == first.training
-        for layer in layers
-    )
+    return layer.preact and plain_conv(layer.conv2) and isinstance(layer.drop2, nn.Identity)
 
 
 def _accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -402,12 +358,12 @@ class _BlockPass:
         self.in_chs = x.shape[1]
         n, _, h, w = x.shape
         channels = self.in_chs + len(self.layers) * self.growth_rate
-        self.shared_bn = _shares_batch_norm(self.layers)
+        self.shared_bn = shares_batch_norm(self.layers)
         self.memory_format = _buffer_format(x, self.shared_bn, block.cpu_channels_last)
         self.buffer = torch.empty((n, channels, h, w), dtype=x.dtype, device=x.device, memory_format=self.memory_format)
         self.buffer[:, : self.in_chs].copy_(x)
         self.entry_recomputed = (
-            record == "graphs" and self.shared_bn and all(_plain_conv(layer.conv1) for layer in self.layers)
+            record == "graphs" and self.shared_bn and all(plain_conv(layer.conv1) for layer in self.layers)
         )
         self.batch_stats = self.shared_bn and self.layers[0].norm1.training
         self.stat_dtype = _accumulate_dtype(x.dtype)  # batch statistics, and running ones as used (see _norm_stats)
@@ -424,6 +380,10 @@ class _BlockPass:
         self.scratch: Tensor | None = None
         self.graphs: list[tuple[Tensor, Tensor] | None] = [None] * len(self.layers)
         self.rng: list[_RngState | None] = [None] * len(self.layers)
+        # the dropout masks of the whole block, for a differentiable backward's plain rerun (_DenseBlockFunction)
+        draws = record != "none" and any(_draws_random(layer) for layer in self.layers)
+        self.block_rng = _RngState(x.device) if draws else None
+        self.spent = False
         self.autocast = (torch.is_autocast_enabled(x.device.type), torch.get_autocast_dtype(x.device.type))
 
     @contextlib.contextmanager
@@ -584,6 +544,7 @@ class _BlockPass:
         return channels.to(self.mean.dtype, memory_format=self.memory_format, copy=True)
 
     def backward(self, grad_output: Tensor, params: Sequence[Tensor]) -> tuple[Tensor, list[Tensor | None]]:
+        self.spent = True  # what backward uses is freed as it goes
         index = {id(p): j for j, p in enumerate(params)}
         param_grads: list[Tensor | None] = [None] * len(params)
         if grad_output.shape[1] == self.buffer.shape[1]:
@@ -691,28 +652,60 @@ class _BlockPass:
 
 
 class _DenseBlockFunction(torch.autograd.Function):
+    """A dense block over its shared buffer as one autograd node. Its backward is the buffer's own, except when
+    autograd asks for a differentiable gradient (``create_graph=True``: double backward, gradient penalties) or for a
+    second backward through a retained graph (the buffer's backward frees what it used): then the block is run again
+    on the plain route from its input and differentiated by autograd. The input is not kept for that: the buffer's
+    first channels hold its values, and autograd gives them the input's history back when they are unpacked
+    (:func:`_apply`)."""
+
     @staticmethod
-    def forward(ctx, block: nn.Module, record: str, x: Tensor, *params: Tensor) -> Tensor:
+    def forward(ctx, block: nn.Module, record: str, holder: dict, x: Tensor, *params: Tensor) -> Tensor:
         state = _BlockPass(block, x, record)
         buffer = state.forward()
-        ctx.state, ctx.params, ctx.x_dtype = state, params, x.dtype
+        holder.update(buffer=buffer, in_chs=x.shape[1])
+        ctx.state, ctx.params, ctx.x_dtype, ctx.block = state, params, x.dtype, block
+        # x for the plain rerun (stored as a token, see _apply). Saved tensors that pass through hooks get no version
+        # check, so the buffer's is done here: a backward after an in-place change of the output is refused, which
+        # the layer inputs (views of it) would otherwise not notice.
+        ctx.save_for_backward(buffer, x)
+        ctx.buffer_version = buffer._version
         if block.concat_input:
-            # Saved so that autograd refuses a backward after an in-place change of the output, which the saved
-            # layer inputs (views of it) would otherwise not notice.
-            ctx.save_for_backward(buffer)
             return buffer
         return buffer[:, x.shape[1] :].clone()
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_output: Tensor):
-        _ = ctx.saved_tensors  # raises if the output was modified in place
-        grad_x, param_grads = ctx.state.backward(grad_output, ctx.params)
-        ctx.state = None
-        return None, None, grad_x.to(ctx.x_dtype), *param_grads
+        buffer, x = ctx.saved_tensors
+        if buffer._version != ctx.buffer_version:
+            raise RuntimeError(
+                "one of the variables needed for gradient computation has been modified by an inplace operation: the "
+                "output of a dense block (its shared feature buffer, which backward reads); change a copy "
+                "(out = out.clone()) instead"
+            )
+        if torch.is_grad_enabled() or ctx.state.spent:  # create_graph=True, or a retained graph's second backward
+            grad_x, param_grads = _plain_backward(ctx, x, grad_output, create_graph=torch.is_grad_enabled())
+        else:
+            grad_x, param_grads = ctx.state.backward(grad_output, ctx.params)
+        grad_x = grad_x.to(ctx.x_dtype) if grad_x is not None else None
+        return None, None, None, grad_x, *param_grads
 
 
-_warned_traced_efficient = False
+def _plain_backward(ctx, x: Tensor, grad_output: Tensor, create_graph: bool) -> tuple[Tensor, list[Tensor | None]]:
+    """The block's gradients by the plain route, rerun from ``x`` with the forward's dropout masks and autocast, its
+    running statistics untouched, and differentiated by autograd (with a graph when ``create_graph``)."""
+    state, block = ctx.state, ctx.block
+    enabled, dtype = state.autocast
+    rng = state.block_rng.restored() if state.block_rng is not None else contextlib.nullcontext()
+    with torch.enable_grad(), rng, _running_stats_on_copies(block):
+        with torch.autocast(x.device.type, dtype=dtype, enabled=enabled):
+            start = x if create_graph else x.detach().requires_grad_(ctx.needs_input_grad[3])
+            out = concatenating_forward(block, start.contiguous(memory_format=state.memory_format))
+        inputs = [start] if ctx.needs_input_grad[3] else []
+        wanted = [*inputs, *[p for p in ctx.params if p.requires_grad]]
+        grads = torch.autograd.grad(out, wanted, grad_output, create_graph=create_graph, materialize_grads=True)
+    by_param = {id(p): g for p, g in zip(wanted[len(inputs) :], grads[len(inputs) :])}
+    return (grads[0] if inputs else None), [by_param.get(id(p)) for p in ctx.params]
 
 
 def concatenating_forward(block: nn.Module, x: Tensor) -> Tensor:
@@ -723,40 +716,34 @@ def concatenating_forward(block: nn.Module, x: Tensor) -> Tensor:
     return torch.cat(features if block.concat_input else features[1:], 1)
 
 
-def _warn_traced_efficient() -> None:
-    """Say once that a traced efficient block keeps no memory savings. Not under ``torch.compile``/export: Dynamo
-    would guard on the once-only flag, so the compiled graph (or a ``fullgraph=True`` failure) would depend on whether
-    the warning had already fired; ``torch.compile`` users learn it from the route table instead."""
-    global _warned_traced_efficient
-    if torch.compiler.is_compiling() or _warned_traced_efficient:
-        return
-    warnings.warn(
-        "memory_mode='efficient' does not apply under torch.jit.trace/torch.fx tracing: the plain concatenation "
-        "graph is traced instead (train in eager mode for the memory savings)",
-        stacklevel=3,
-    )
-    _warned_traced_efficient = True
+def _apply(block: nn.Module, record: str, x: Tensor, params: list[Tensor]) -> Tensor:
+    """``_DenseBlockFunction.apply`` with the input saved as a token for the buffer's first channels (the same values),
+    so that nothing beyond the buffer is kept; unpacked, it gets ``x``'s autograd history back, which the
+    differentiable backward needs. The pack hook also sees the tensors the layers' graphs save inside the call (the
+    ``'graphs'`` record) and passes them through."""
+    holder: dict[str, Tensor] = {}
+
+    def pack(t: Tensor):
+        return _INPUT if t is x else t
+
+    def unpack(packed):
+        return holder["buffer"][:, : holder["in_chs"]] if packed is _INPUT else packed
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, unpack):
+        return _DenseBlockFunction.apply(block, record, holder, x, *params)
+
+
+_INPUT = object()
 
 
 def dense_block_forward(block: SharedBufferBlock, x: Tensor) -> Tensor:
-    """Forward of a :class:`~densebackbones.layers.DenseBlock` in its ``memory_mode`` (see the module docstring).
-
-    Tracing, ONNX export and ``torch.compile`` see the plain concatenation graph, which exporters understand and
-    which Inductor plans and fuses itself."""
-    mode = block.memory_mode
-    # _traced() first: under torch.fx, x.device is a proxy, which cannot steer a branch
-    if _traced():
-        if mode == "efficient":
-            _warn_traced_efficient()
-        mode = "plain"
-    elif x.device.type == "meta":  # shape inference (e.g. counting parameters without memory): no storage to share
-        mode = "plain"
-    if mode == "plain":
+    """Forward of a :class:`~densebackbones.layers.DenseBlock` on the route ``routes.block_route`` chooses."""
+    route = block_route(block, x)
+    if route == "concat":
         return concatenating_forward(block, x)
     params = list(block.parameters())
     needs_grad = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params))
     if not needs_grad:
         out = _BlockPass(block, x, "none").forward()
         return out if block.concat_input else out[:, x.shape[1] :]
-    record = "recompute" if mode == "efficient" else "graphs"
-    return _DenseBlockFunction.apply(block, record, x, *params)
+    return _apply(block, "recompute" if route == "buffer+recompute" else "graphs", x, params)

@@ -20,7 +20,8 @@ from torch import Tensor
 
 from .conv import conv2d
 from .dense import LayerFn, concatenated
-from .shared_buffer import recompute_in_backward, recomputes
+from .routes import unit_recomputes
+from .shared_buffer import recompute_in_backward
 
 __all__ = ["ConvNormAct", "StemBlock", "TwoWayDenseLayer", "two_way_bottleneck"]
 
@@ -65,7 +66,7 @@ class ConvNormAct(nn.Module):
 
     @torch.jit.unused
     def _forward_in_memory_mode(self, x: Tensor) -> Tensor:
-        return recompute_in_backward(self, self.run, x) if recomputes(self) else self.run(x)
+        return recompute_in_backward(self, self.run, x) if unit_recomputes(self, (x,)) else self.run(x)
 
 
 def two_way_bottleneck(in_chs: int, growth_rate: int, bottleneck_width: int) -> int:
@@ -123,6 +124,10 @@ class TwoWayDenseLayer(nn.Module):
         self.branch2c = ConvNormAct(half, half, 3, **dilated)
         self.drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
 
+    def output_channels(self) -> int:
+        """Maps the layer writes, as its convolutions stand now (a pruning tool may have narrowed them)."""
+        return self.branch1b.conv.out_channels + self.branch2c.conv.out_channels
+
     def forward(self, features):  # a Tensor or a sequence of Tensors; unannotated as DenseLayer.forward
         x = concatenated(features)
         branch1 = self.branch1b(self.branch1a(x))
@@ -157,9 +162,10 @@ class StemBlock(nn.Module):
         self.memory_mode = "buffer"
 
     def run(self, x: Tensor) -> Tensor:
-        # The units' own run: inside a recomputed stem they are not recomputed again.
-        x = self.stem1.run(x)
-        return self.stem3.run(torch.cat([self.pool(x), self.stem2b.run(self.stem2a.run(x))], 1))
+        # The units are called as modules (their hooks fire); inside a recomputed stem they run plainly
+        # (routes.recomputing).
+        x = self.stem1(x)
+        return self.stem3(torch.cat([self.pool(x), self.stem2b(self.stem2a(x))], 1))
 
     def forward(self, x: Tensor) -> Tensor:
         if torch.jit.is_scripting():  # recomputation is eager Python: scripted, the unit runs plainly
@@ -168,4 +174,4 @@ class StemBlock(nn.Module):
 
     @torch.jit.unused
     def _forward_in_memory_mode(self, x: Tensor) -> Tensor:
-        return recompute_in_backward(self, self.run, x) if recomputes(self) else self.run(x)
+        return recompute_in_backward(self, self.run, x) if unit_recomputes(self, (x,)) else self.run(x)

@@ -37,7 +37,7 @@ from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
 from ..flops import flops_of
-from ..layers import check_output_stride, conv2d, recompute_in_backward
+from ..layers import check_output_stride, conv2d, recompute_in_backward, unit_recomputes
 from ..registry import register_model
 from . import checks
 from .base import default_cfg
@@ -593,7 +593,8 @@ class MSDNet(InputSizeCheck, nn.Module):
         every block after the first; never while ``torch.fx`` traces (the graph takes the plain route, same values)."""
         if isinstance(maps[0], torch.fx.Proxy):
             return False
-        return self.grad_checkpointing and self.training and torch.is_grad_enabled() and i > 0
+        efficient = self.grad_checkpointing and self.training
+        return i > 0 and unit_recomputes(self.blocks[i], maps, efficient=efficient, compiled=True)
 
     @torch.jit.unused
     def _run_block_recomputed(self, i: int, maps: list[Tensor]) -> list[Tensor]:

@@ -8,6 +8,7 @@ import dataclasses
 
 import pytest
 import torch
+import torch.nn as nn
 from densebackbones.heads import DSOD, Pelee
 from densebackbones.heads.ssd import PELEE_VOC_PRIORS, VOC_PRIORS
 
@@ -71,6 +72,80 @@ def tiny_kwargs(name: str) -> dict:
     if name == "pelee_bc121_k32":
         return dict(backbone_kwargs=dict(TINY_DENSE, block_config=(1, 1, 1, 1)), head_kwargs=TINY_PELEE_HEAD)
     raise AssertionError(f"no tiny variant for {name}: add one")
+
+
+# One registered model per family (family_of maps every registered name to one of these).
+FAMILIES = {
+    "densenet": "densenet_bc121_k32",
+    "densenet_cifar": "densenet40_k12_cifar",
+    "dsod_backbone": "dsod_ds64_192_48_1",
+    "peleenet": "peleenet",
+    "condensenet": "condensenet86_cifar",
+    "condensenet_converted": "condensenet74_c4_g4_converted",
+    "msdnet": "msdnet_anytime_cifar",
+    "fc_densenet": "fc_densenet56",
+    "fc_densenet_bc": "fc_densenet_bc121_k32",
+    "dsod": "dsod300",
+    "dsod_bc": "dsod_bc121_k32",
+    "pelee": "pelee",
+    "pelee_bc": "pelee_bc121_k32",
+}
+
+
+def family_of(name: str) -> str:
+    prefixes = (
+        ("msdnet", "msdnet"),
+        ("fc_densenet_bc", "fc_densenet_bc"),
+        ("fc_densenet", "fc_densenet"),
+        ("dsod_ds", "dsod_backbone"),
+        ("dsod_bc", "dsod_bc"),
+        ("dsod", "dsod"),
+        ("pelee_bc", "pelee_bc"),
+        ("peleenet", "peleenet"),
+        ("pelee", "pelee"),
+    )
+    for prefix, family in prefixes:
+        if name.startswith(prefix):
+            return family
+    if name.startswith("condensenet"):
+        return "condensenet_converted" if name.endswith("_converted") else "condensenet"
+    if name.startswith(("densenet", "wide_densenet")):
+        return "densenet_cifar" if name.endswith("_cifar") else "densenet"
+    raise AssertionError(f"{name} belongs to no family of test_compilers.py: add one")
+
+
+def tiny_model(name: str, mode: str, dtype: torch.dtype = torch.float32, train: bool = False) -> nn.Module:
+    """The tiny variant of ``name`` in ``mode`` (its dense blocks and the units that follow the mode)."""
+    torch.manual_seed(0)
+    model = db.create_model(name, **tiny_kwargs(name)).to(dtype)
+    db.layers.set_memory_mode(model, mode)
+    return model.train(train)
+
+
+def smallest_input(model: nn.Module, dtype: torch.dtype = torch.float32, batch: int = 2) -> torch.Tensor:
+    """Images of the model's smallest size. A training step takes four: at the smallest size the deepest maps are
+    1x1, and batch statistics of two values normalise them to +-1 whatever they are, so that the gradient through
+    such a BN is rounding noise (which compiled kernels, summing in another order, do not reproduce)."""
+    torch.manual_seed(1)
+    side = model.min_input_size
+    return torch.randn(batch, 3, side, side, dtype=dtype)
+
+
+def flat_outputs(output) -> list[torch.Tensor]:
+    """The tensors of a model's output (a tensor, or nested tuples, lists and dicts of them), in order."""
+    if isinstance(output, torch.Tensor):
+        return [output]
+    if isinstance(output, dict):
+        output = list(output.values())
+    return [t for item in output for t in flat_outputs(item)]
+
+
+def without_dropout(model: nn.Module) -> nn.Module:
+    """Dropout off, so that a training step draws nothing and routes can be compared value for value."""
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+    return model
 
 
 def _blocks(name: str) -> int:

@@ -125,7 +125,9 @@ def test_memory_modes_equal_plain_in_float64(mode, train):
 
 
 @pytest.mark.parametrize("mode", ["plain", "buffer", "efficient"])
-def test_efficient_mode_keeps_no_stem_or_transition_maps(mode):
+def test_efficient_mode_keeps_no_stem_or_transition_maps(mode, monkeypatch):
+    # saved-tensor hooks send units down the plain route (layers/routes.py): here they only observe
+    monkeypatch.setattr(db.layers.routes, "_saved_tensor_hooks_active", lambda: False)
     # Outside the dense blocks the efficient mode recomputes the stem and the post-activation transitions in backward:
     # a training forward keeps none of the stem's half-resolution maps and far fewer bytes than the other modes.
     model = db.create_model("peleenet", memory_mode=mode, num_classes=3).train()
@@ -147,4 +149,5 @@ def test_efficient_mode_keeps_no_stem_or_transition_maps(mode):
     if mode == "efficient":
         assert half_resolution == [] and sum(saved.values()) < 2**21  # the blocks' buffers and small tensors only
     else:
-        assert half_resolution and sum(saved.values()) > 2**23
+        # (the buffer mode's layer graphs are saved under the block's own hooks, out of this count)
+        assert half_resolution and sum(saved.values()) > 2**22
