@@ -60,6 +60,12 @@ setup(
             # mmcv-lite is mmcv without its compiled ops (a pure-Python wheel; the full mmcv compiles from source).
             "mmpretrain>=1.2",
             "mmcv-lite>=2.0,<2.4",
+            # tests/clients/test_hook_tools.py: hook-based tools give the plain model's numbers in every memory mode
+            "grad-cam>=1.5",
+            "captum>=0.7",
+            "torchinfo>=1.8",
+            "ptflops>=0.7.3",
+            "torch-pruning>=1.5",
         ],
     },
     classifiers=[
