@@ -168,7 +168,7 @@ class FCDenseNetEncoder(nn.Module):
         return features
 
     def _compute_layout(self, x: Tensor) -> Tensor:
-        if torch.jit.is_scripting():  # scripted blocks concatenate in the input's layout (layers/shared_buffer.py)
+        if torch.jit.is_scripting():  # scripted blocks concatenate in the input's layout (layers/routes.py)
             return x
         return self._eager_compute_layout(x)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -20,11 +21,24 @@ import torch
 import torch.nn as nn
 from safetensors.torch import save_file
 
-__all__ = ["CheckpointError", "atomic_save", "export_weights", "get_rng_state", "load_checkpoint", "set_rng_state"]
+__all__ = [
+    "CheckpointError",
+    "CheckpointWriteError",
+    "atomic_save",
+    "export_weights",
+    "get_rng_state",
+    "load_checkpoint",
+    "non_finite_tensors",
+    "set_rng_state",
+]
 
 
 class CheckpointError(ValueError):
     """A checkpoint file that cannot be read (truncated, not a torch file, or holding disallowed objects)."""
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint that could not be written (disk full, quota, permissions); the previous file is intact."""
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -38,22 +52,58 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_save(obj: Any, path: str | Path) -> Path:
-    """``torch.save`` to ``path`` atomically (temporary file, fsync, rename, fsync of the folder)."""
+    """``torch.save`` to ``path`` atomically (temporary file, fsync, rename, fsync of the folder), readable as the
+    process's umask says (``mkstemp`` would leave it 0600). A write that fails (a full disk, a quota) removes the
+    temporary file, leaves the previous ``path`` as it was and raises :class:`CheckpointWriteError` naming the file
+    and the free space."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as handle:
             torch.save(obj, handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_name, path)
+    except (OSError, RuntimeError) as err:  # torch.save reports a short write as RuntimeError ("unexpected pos")
+        Path(tmp_name).unlink(missing_ok=True)
+        free = shutil.disk_usage(path.parent).free
+        previous = f"the previous {path.name} is intact" if path.exists() else f"no earlier {path.name} exists"
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointWriteError(
+            f"could not write the checkpoint {path} ({reason}); {free / 2**20:.0f} MiB free in {path.parent}; "
+            f"{previous}: free space and resume with --resume auto"
+        ) from err
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def non_finite_tensors(state: Any, prefix: str = "") -> list[str]:
+    """Keys (dotted paths) of the floating-point tensors in a nested checkpoint ``state`` that hold NaN or inf."""
+    if isinstance(state, torch.Tensor):
+        if state.is_floating_point() and not bool(torch.isfinite(state).all()):
+            return [prefix or "tensor"]
+        return []
+    if isinstance(state, dict):
+        items = state.items()
+    elif isinstance(state, (list, tuple)):
+        items = enumerate(state)
+    else:
+        return []
+    return [
+        key for name, value in items for key in non_finite_tensors(value, f"{prefix}.{name}" if prefix else str(name))
+    ]
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -1,11 +1,12 @@
 """A run's work directory: one run at a time, an earlier run never overwritten by accident, no stale temporaries.
 
-* **Lock.** ``work_dir/.lock`` is created exclusively (``O_CREAT | O_EXCL``) and holds the owner's pid, host and
-  start time; a second run into the same directory stops with a message naming them. A lock whose process is gone
-  (same host, pid not alive) is stale and taken over with a warning. Under torchrun the lock also names the run
-  (``TORCHELASTIC_RUN_ID``, torchrun's ``--rdzv-id``) and the attempt (``TORCHELASTIC_RESTART_COUNT``): a restarted
-  attempt takes over the lock of an earlier attempt of the same run, whichever host its rank 0 ran on (torchrun
-  restarts a group only after every worker of the previous attempt has ended).
+* **Lock.** ``work_dir/.lock`` is locked with ``flock`` (an exclusive, non-blocking lock that the kernel holds for
+  the process and drops when it ends, however it ends): at most one holder at any moment, also for processes in other
+  PID namespaces that share the file system (containers) and, where the file system supports ``flock`` (local disks;
+  NFS through byte-range locks), on other hosts. A lock file left by a process that died holds no lock and is simply
+  taken: there is no stale state to detect, no pid to check. The file names the holder (pid, host, start time and,
+  under torchrun, ``TORCHELASTIC_RUN_ID`` and the attempt), which a second run's refusal quotes. A torchrun restart
+  starts after every worker of the previous attempt has ended, so its rank 0 finds the lock free.
 * **Earlier results.** A directory that already holds a run (checkpoints or logs) is continued only with
   ``--resume``; ``--overwrite`` starts over and deletes that run's checkpoints and logs, and without either the
   tool stops and says so (as mmengine and Lightning users expect, nothing is silently replaced).
@@ -16,7 +17,7 @@
 from __future__ import annotations
 
 import datetime
-import errno
+import fcntl
 import logging
 import os
 import socket
@@ -36,14 +37,6 @@ class WorkDirError(ValueError):
     """The work directory is in use or holds a run that this one would overwrite."""
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except OSError as err:
-        return err.errno == errno.EPERM  # exists, owned by someone else
-    return True
-
-
 class RunDirectory:
     """Lock ``work_dir`` for this process and check what it holds (see the module docstring).
 
@@ -56,7 +49,7 @@ class RunDirectory:
     def __init__(self, work_dir: str | Path) -> None:
         self.path = Path(work_dir)
         self.lock_path = self.path / ".lock"
-        self._locked = False
+        self._fd: int | None = None
         self._created = False
 
     # ------------------------------------------------------------------------------------------------------ lock
@@ -75,43 +68,41 @@ class RunDirectory:
         run_id, attempt = os.environ.get("TORCHELASTIC_RUN_ID"), restart_count()
         if run_id is not None:
             me += f"run_id={run_id}\nattempt={attempt}\n"
-        for _ in range(2):
+        while True:
+            fd = os.open(self.lock_path, os.O_CREAT | os.O_RDWR, 0o666)
             try:
-                fd = os.open(self.lock_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
                 owner = self._owner()
                 pid, host = owner.get("pid", "?"), owner.get("host", "?")
-                if host == socket.gethostname() and pid.isdigit() and not _alive(int(pid)):
-                    _logger.warning(
-                        "taking over the stale lock of process %s (no longer running): %s", pid, self.lock_path
-                    )
-                    self.lock_path.unlink(missing_ok=True)
-                    continue
-                earlier = owner.get("attempt", "")
-                same_run = run_id is not None and owner.get("run_id") == run_id
-                if same_run and earlier.isdigit() and int(earlier) < attempt:
-                    _logger.warning(
-                        "torchrun restart %d takes over the lock of attempt %s of run %s (pid %s on %s): %s",
-                        attempt, earlier, run_id, pid, host, self.lock_path,
-                    )  # fmt: skip
-                    self.lock_path.unlink(missing_ok=True)
-                    continue
                 raise WorkDirError(
                     f"{self.path} is in use by another run (pid {pid} on {host}, since {owner.get('since', '?')}); "
-                    f"wait for it to finish or pass another --work-dir (if no such run exists, delete "
-                    f"{self.lock_path})"
+                    f"wait for it to finish or pass another --work-dir"
                 ) from None
-            with os.fdopen(fd, "w") as handle:
-                handle.write(me)
-            self._locked = True
-            return
-        raise WorkDirError(f"could not take the lock {self.lock_path}")
+            except OSError as err:  # a file system without flock
+                os.close(fd)
+                raise WorkDirError(f"cannot lock {self.lock_path} ({err.strerror}): put --work-dir elsewhere") from err
+            # The holder before us may have unlinked the file between our open and our lock (unlock): then we hold
+            # a lock on a file no other run will open. Only the lock on the file at the path counts.
+            try:
+                same = os.path.samestat(os.fstat(fd), os.stat(self.lock_path))
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, me.encode())
+        self._fd = fd
 
     def unlock(self) -> None:
         """Release the lock; a directory this run created and left empty (it failed early) is removed again."""
-        if self._locked:
+        if self._fd is not None:
+            # Unlinked while still held, so that a run waiting on this file notices (lock) and opens the new one.
             self.lock_path.unlink(missing_ok=True)
-            self._locked = False
+            os.close(self._fd)  # drops the flock
+            self._fd = None
             if self._created and not any(self.path.iterdir()):
                 self.path.rmdir()
         self._created = False

@@ -32,7 +32,14 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from .checkpoint import CheckpointError, atomic_save, get_rng_state, load_checkpoint, set_rng_state
+from .checkpoint import (
+    CheckpointError,
+    atomic_save,
+    get_rng_state,
+    load_checkpoint,
+    non_finite_tensors,
+    set_rng_state,
+)
 from .distributed import DistInfo, ShardSampler, all_gather_objects, all_reduce_sum, amp_dtype
 from .elastic import (
     ResumableDistributedSampler,
@@ -307,6 +314,7 @@ class Trainer:
                 self.best_metric = value
             self.evals_since_best = 0 if better else self.evals_since_best + 1
         state = self.state_dict()  # collective (RNG gather)
+        self._refuse_non_finite(state)
         if self.dist.is_main:
             atomic_save(state, self.work_dir / "last.pth")
             if better:
@@ -320,10 +328,23 @@ class Trainer:
         """Write the mid-epoch checkpoint ``last.pth`` (rank 0 writes, every rank calls; atomic, then a barrier)."""
         start = time.perf_counter()
         state = self.state_dict(loop)  # collective
+        self._refuse_non_finite(state)
         if self.dist.is_main:
             atomic_save(state, self.work_dir / "last.pth")
         self._barrier()
         self.last_step_checkpoint_s = time.perf_counter() - start
+
+    def _refuse_non_finite(self, state: dict[str, Any]) -> None:
+        """Never write a checkpoint with NaN or inf weights, EMA or optimiser state: a step with a finite loss can
+        still blow the weights up (a huge learning rate), and the message would then name a poisoned file as the last
+        good one. Every rank checks its own copy (equal under DDP), so all stop together."""
+        bad = non_finite_tensors({k: state[k] for k in ("model", "model_ema", "optimizer") if k in state})
+        if bad:
+            shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+            self._stop_non_finite(
+                f"{len(bad)} tensors of the state to checkpoint are not finite ({shown})",
+                "lower optimizer.lr or set train.clip_grad",
+            )
 
     def _barrier(self) -> None:
         if self.dist.enabled:

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 import torch
 import torch.nn as nn
@@ -383,7 +383,6 @@ class _BlockPass:
         # the dropout masks of the whole block, for a differentiable backward's plain rerun (_DenseBlockFunction)
         draws = record != "none" and any(_draws_random(layer) for layer in self.layers)
         self.block_rng = _RngState(x.device) if draws else None
-        self.spent = False
         self.autocast = (torch.is_autocast_enabled(x.device.type), torch.get_autocast_dtype(x.device.type))
 
     @contextlib.contextmanager
@@ -544,7 +543,6 @@ class _BlockPass:
         return channels.to(self.mean.dtype, memory_format=self.memory_format, copy=True)
 
     def backward(self, grad_output: Tensor, params: Sequence[Tensor]) -> tuple[Tensor, list[Tensor | None]]:
-        self.spent = True  # what backward uses is freed as it goes
         index = {id(p): j for j, p in enumerate(params)}
         param_grads: list[Tensor | None] = [None] * len(params)
         if grad_output.shape[1] == self.buffer.shape[1]:
@@ -665,6 +663,8 @@ class _DenseBlockFunction(torch.autograd.Function):
         buffer = state.forward()
         holder.update(buffer=buffer, in_chs=x.shape[1])
         ctx.state, ctx.params, ctx.x_dtype, ctx.block = state, params, x.dtype, block
+        # what a plain rerun needs besides the input (the pass itself is dropped after the buffer's backward)
+        ctx.replay = _Replay(state.block_rng, state.autocast, state.memory_format)
         # x for the plain rerun (stored as a token, see _apply). Saved tensors that pass through hooks get no version
         # check, so the buffer's is done here: a backward after an in-place change of the output is refused, which
         # the layer inputs (views of it) would otherwise not notice.
@@ -683,24 +683,34 @@ class _DenseBlockFunction(torch.autograd.Function):
                 "output of a dense block (its shared feature buffer, which backward reads); change a copy "
                 "(out = out.clone()) instead"
             )
-        if torch.is_grad_enabled() or ctx.state.spent:  # create_graph=True, or a retained graph's second backward
+        if torch.is_grad_enabled() or ctx.state is None:  # create_graph=True, or a retained graph's second backward
             grad_x, param_grads = _plain_backward(ctx, x, grad_output, create_graph=torch.is_grad_enabled())
         else:
             grad_x, param_grads = ctx.state.backward(grad_output, ctx.params)
+            # Free the pass (its statistics, what is left of the layers' graphs, its reference to the buffer) now:
+            # the graph keeps this node until the whole backward ends, and the earlier blocks' backward runs meanwhile.
+            # The buffer itself stays only as long as autograd keeps the saved input (a retained graph).
+            ctx.state = None
         grad_x = grad_x.to(ctx.x_dtype) if grad_x is not None else None
         return None, None, None, grad_x, *param_grads
+
+
+class _Replay(NamedTuple):
+    rng: _RngState | None  # the block's dropout masks
+    autocast: tuple[bool, torch.dtype]
+    memory_format: torch.memory_format
 
 
 def _plain_backward(ctx, x: Tensor, grad_output: Tensor, create_graph: bool) -> tuple[Tensor, list[Tensor | None]]:
     """The block's gradients by the plain route, rerun from ``x`` with the forward's dropout masks and autocast, its
     running statistics untouched, and differentiated by autograd (with a graph when ``create_graph``)."""
-    state, block = ctx.state, ctx.block
-    enabled, dtype = state.autocast
-    rng = state.block_rng.restored() if state.block_rng is not None else contextlib.nullcontext()
+    replay, block = ctx.replay, ctx.block
+    enabled, dtype = replay.autocast
+    rng = replay.rng.restored() if replay.rng is not None else contextlib.nullcontext()
     with torch.enable_grad(), rng, _running_stats_on_copies(block):
         with torch.autocast(x.device.type, dtype=dtype, enabled=enabled):
             start = x if create_graph else x.detach().requires_grad_(ctx.needs_input_grad[3])
-            out = concatenating_forward(block, start.contiguous(memory_format=state.memory_format))
+            out = concatenating_forward(block, start.contiguous(memory_format=replay.memory_format))
         inputs = [start] if ctx.needs_input_grad[3] else []
         wanted = [*inputs, *[p for p in ctx.params if p.requires_grad]]
         grads = torch.autograd.grad(out, wanted, grad_output, create_graph=create_graph, materialize_grads=True)

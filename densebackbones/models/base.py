@@ -196,7 +196,7 @@ class DenseBackbone(InputSizeCheck, nn.Module):
     def _compute_layout(self, x: Tensor) -> Tensor:
         """The input in the first dense block's compute layout (channels_last on the CPU), so that the stem runs in
         it too."""
-        if torch.jit.is_scripting():  # scripted blocks concatenate in the input's layout (layers/shared_buffer.py)
+        if torch.jit.is_scripting():  # scripted blocks concatenate in the input's layout (layers/routes.py)
             return x
         return self._eager_compute_layout(x)
 

@@ -2,7 +2,7 @@
 torch.export, ONNX and torch.compile(fullgraph=True), in every memory mode, with the eager model's results.
 
 Traced, scripted, exported and compiled models take the plain (concatenating) route in every mode (the route table
-of ``densebackbones/layers/shared_buffer.py``), so each is compared with the eager model in the same mode, which
+of ``densebackbones/layers/routes.py``), so each is compared with the eager model in the same mode, which
 takes the shared buffer. One tiny model per family runs by default; the whole registry, ONNX and torch.compile
 (Inductor, slow on the CPU) are ``integration`` tests; torch.compile runs two cases in CI (DenseNet's efficient mode,
 whose recomputation the compiled graph replaces, and DSOD's head) and every family and mode under ``-m slow``
