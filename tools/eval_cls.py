@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader
 from densebackbones.engine import cli, distributed_session, evaluate
 from densebackbones.engine.cli import resolve_config
 from densebackbones.engine.distributed import ShardSampler
+from densebackbones.models.helpers import trained_head_required
 from densebackbones.tasks.classification import ClassificationTask, ten_crop_forward
 
 
@@ -36,7 +37,8 @@ def main(args: argparse.Namespace) -> dict[str, float]:
     task = ClassificationTask()
     cfg = resolve_config(args, task)
     with distributed_session(cfg["train"]["device"]) as dist:
-        model = task.build_model(cfg, pretrained=args.checkpoint).to(dist.device)
+        with trained_head_required():  # numbers from the checkpoint's own classifier only
+            model = task.build_model(cfg, pretrained=args.checkpoint).to(dist.device)
         _, eval_set = task.build_datasets(cfg, ten_crop=args.ten_crop)
         batch = args.batch_size or cfg["data"]["eval_batch_size"] or cfg["data"]["batch_size"]
         loader = DataLoader(

@@ -26,6 +26,7 @@ from densebackbones.engine import cli, evaluate
 from densebackbones.engine.cli import resolve_config
 from densebackbones.flops import count_macs
 from densebackbones.models import MSDNet
+from densebackbones.models.helpers import trained_head_required
 from densebackbones.registry import model_class
 from densebackbones.tasks.classification import ClassificationTask, image_size
 from densebackbones.tasks.early_exit import collect_exit_probs, dynamic_sweep, select_budget
@@ -50,7 +51,8 @@ def _compare_point(spec: str, task: ClassificationTask, data_root: str | None, b
     if not sep or not checkpoint:
         raise ValueError(f"--compare {spec!r}: give CONFIG=CHECKPOINT")
     cfg = resolve_config(argparse.Namespace(config=config, cfg_options=None, data_root=data_root), task)
-    model = task.build_model(cfg, pretrained=checkpoint).eval()
+    with trained_head_required():  # numbers from the checkpoint's own classifier only
+        model = task.build_model(cfg, pretrained=checkpoint).eval()
     _, eval_set = task.build_datasets(cfg)
     loader = DataLoader(eval_set, batch_size=batch)
     metrics = evaluate(model, loader, task.loss_fn(cfg), task.metric(cfg), torch.device("cpu"), show_progress=False)
@@ -94,7 +96,8 @@ def main(args: argparse.Namespace) -> dict[str, object]:
     built_class = model_class(cfg["model"]["type"])
     if built_class is not None and issubclass(built_class, MSDNet):
         cfg["model"]["output"] = "all"  # every exit (a registered MSDNet is final-only unless told otherwise)
-    model = task.build_model(cfg, pretrained=args.checkpoint).eval()
+    with trained_head_required():  # numbers from the checkpoint's own classifier only
+        model = task.build_model(cfg, pretrained=args.checkpoint).eval()
     if not hasattr(model, "exit_costs"):
         raise ValueError(
             f"model.type={cfg['model']['type']!r} has a single exit; this tool evaluates multi-exit models"

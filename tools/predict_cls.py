@@ -28,6 +28,7 @@ from densebackbones.data import DATASETS, build_eval_transform
 from densebackbones.engine import cli, init_distributed
 from densebackbones.engine.checkpoint import load_checkpoint
 from densebackbones.engine.config import load_config, merge_defaults
+from densebackbones.models.helpers import trained_head_required
 from densebackbones.tasks.classification import CLS_DATA, ClassificationTask, image_size, normalization
 
 
@@ -98,7 +99,8 @@ def predict(args: argparse.Namespace) -> list[dict]:
     cfg["data"]["root"] = None  # the run's data need not be here: its classes are in the config
     multi_label = cfg["data"]["dataset"] == "multilabel_csv"
     device = init_distributed(args.device).device
-    model = ClassificationTask().build_model(cfg, pretrained=str(checkpoint)).to(device).eval()
+    with trained_head_required():  # numbers from the checkpoint's own classifier only
+        model = ClassificationTask().build_model(cfg, pretrained=str(checkpoint)).to(device).eval()
     info = DATASETS.get(cfg["data"]["dataset"])
     mode = "L" if info is not None and info.in_chans == 1 else "RGB"
     transform = build_eval_transform(

@@ -17,6 +17,7 @@ from PIL import Image, ImageDraw
 from torch.utils.data import DataLoader
 
 from densebackbones.engine import cli, evaluate, init_distributed
+from densebackbones.models.helpers import trained_head_required
 from densebackbones.tasks.detection import DetectionTask, class_names
 
 
@@ -39,7 +40,8 @@ def main(args: argparse.Namespace) -> dict[str, float]:
     task = DetectionTask()
     cfg = cli.resolve_config(args, task)
     device = init_distributed(cfg["train"]["device"]).device
-    model = task.build_model(cfg, pretrained=args.checkpoint).to(device).eval()
+    with trained_head_required():  # numbers from the checkpoint's own classifier only
+        model = task.build_model(cfg, pretrained=args.checkpoint).to(device).eval()
     _, dataset = task.build_datasets(cfg)
     metrics: dict[str, float] = {}
     if args.eval:

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 from densebackbones.data.segmentation import build_segmentation_transform, colorize
 from densebackbones.engine import cli, evaluate, init_distributed
 from densebackbones.engine.cli import resolve_config
+from densebackbones.models.helpers import trained_head_required
 from densebackbones.tasks.segmentation import SegmentationTask, dataset_info, format_iou_table, split_dataset
 
 
@@ -42,7 +43,8 @@ def main(args: argparse.Namespace) -> dict[str, float]:
     task = SegmentationTask()
     cfg = resolve_config(args, task)
     device = init_distributed(cfg["train"]["device"]).device
-    model = task.build_model(cfg, pretrained=args.checkpoint).to(device).eval()
+    with trained_head_required():  # numbers from the checkpoint's own classifier only
+        model = task.build_model(cfg, pretrained=args.checkpoint).to(device).eval()
     info = dataset_info(cfg)
     dataset = split_dataset(cfg, args.split, build_segmentation_transform(info, False))
     metrics: dict[str, float] = {}

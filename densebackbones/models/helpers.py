@@ -3,8 +3,10 @@ segmentation and detection models (backbones are built by timm's ``build_model_w
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +124,21 @@ def check_state_dict_fits(
     raise ValueError(" ".join(lines))
 
 
+_TRAINED_HEAD_REQUIRED: contextvars.ContextVar[bool] = contextvars.ContextVar("trained_head_required", default=False)
+
+
+@contextlib.contextmanager
+def trained_head_required() -> Iterator[None]:
+    """Inside, weights that are loaded must bring a classifier that fits the model (:func:`load_checkpoint_into`
+    raises instead of keeping the model's fresh one): evaluation and prediction tools never report numbers from an
+    untrained head. A fresh head is for fine-tuning only."""
+    token = _TRAINED_HEAD_REQUIRED.set(True)
+    try:
+        yield
+    finally:
+        _TRAINED_HEAD_REQUIRED.reset(token)
+
+
 def load_checkpoint_into(
     model: nn.Module,
     checkpoint_path: str | Path,
@@ -180,6 +197,14 @@ def load_checkpoint_into(
     )  # a classifier over other features: the checkpoint of another network, not of other classes
     if not fits and not other_width:
         checkpoint_classes = state_dict[in_checkpoint[0]].shape[0] if in_checkpoint else 0
+        if _TRAINED_HEAD_REQUIRED.get():
+            theirs = f"has a {checkpoint_classes}-class classifier" if in_checkpoint else "has no classifier"
+            raise ValueError(
+                f"{path} {theirs} and the model num_classes={model.num_classes}: evaluating or predicting would use a "
+                f"new, untrained classifier; build the model with the checkpoint's classes "
+                f"(--cfg-options model.num_classes={checkpoint_classes or '...'}) or pass the checkpoint trained on "
+                f"these classes"
+            )
         for key in in_checkpoint:
             del state_dict[key]
         state_dict.update({k: model_sd[k] for k in in_model})  # the model's freshly initialised classifier

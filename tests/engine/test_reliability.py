@@ -155,6 +155,43 @@ def test_export_is_what_the_checkpoint_is(tmp_path):
         export_onnx.main(export_onnx.get_args_parser().parse_args([*argv, "--in-chans", "3"]))
 
 
+def test_evaluation_and_prediction_refuse_a_classifier_that_does_not_fit(tmp_path):
+    # A checkpoint whose classifier has 7 outputs, evaluated with the digits' 10 classes: the tools used to evaluate
+    # (and predict with) a fresh random classifier after a warning, and report its accuracy.
+    run(tmp_path / "run")
+    state = load_checkpoint(tmp_path / "run" / "last.pth")
+    weights = state["model"]
+    weights["classifier.weight"], weights["classifier.bias"] = (
+        weights["classifier.weight"][:7],
+        weights["classifier.bias"][:7],
+    )
+    torch.save(state, tmp_path / "seven.pth")
+    tools = REPO / "tools"
+    options = ["--cfg-options", *TINY]
+    good = subprocess.run(
+        [sys.executable, str(tools / "eval_cls.py"), DIGITS_CFG, str(tmp_path / "run" / "last.pth"), *options],
+        capture_output=True,
+        text=True,
+    )
+    assert good.returncode == 0, good.stderr
+    commands = {
+        "eval_cls": [str(tools / "eval_cls.py"), DIGITS_CFG, str(tmp_path / "seven.pth"), *options],
+        "predict_cls": [
+            str(tools / "predict_cls.py"),
+            str(tmp_path / "seven.pth"),
+            str(REPO / "README.md"),  # never read: the model is refused first
+            "--config",
+            str(tmp_path / "run" / "config.py"),
+        ],
+    }
+    for tool, command in commands.items():
+        result = subprocess.run([sys.executable, *command], capture_output=True, text=True)
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        assert result.returncode == 2 and len(errors) == 1, (tool, result.stderr)
+        assert "has a 7-class classifier and the model num_classes=10" in errors[0], (tool, errors)
+        assert "model.num_classes=7" in errors[0]
+
+
 def test_missing_images_are_found_when_the_data_set_is_built(tmp_path):
     write_shapes_coco(tmp_path / "shapes", num_images=4)
     (tmp_path / "shapes" / "train" / sorted(os.listdir(tmp_path / "shapes" / "train"))[1]).unlink()
