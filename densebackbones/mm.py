@@ -50,16 +50,30 @@ _NORM_TYPES = {"BN": nn.BatchNorm2d, "BN2d": nn.BatchNorm2d, "SyncBN": nn.SyncBa
 
 
 def norm_layer_from_cfg(cfg: dict[str, Any]) -> Any:
-    """Translate an OpenMMLab ``norm_cfg`` (``dict(type='SyncBN', momentum=0.01)``) into a norm-layer callable."""
+    """Translate an OpenMMLab ``norm_cfg`` (``dict(type='SyncBN', momentum=0.01, requires_grad=False)``) into a
+    norm-layer callable. ``requires_grad=False`` freezes the layers' weight and bias, as mmpretrain's and mmdet's
+    backbones do (OpenMMLab's ``build_norm_layer``). The callable is a ``functools.partial`` of module-level
+    functions, so that a backbone built from it pickles (``torch.save`` of the whole module)."""
     cfg = dict(cfg)
     kind = cfg.pop("type", "BN")
-    cfg.pop("requires_grad", None)  # handled by frozen_stages / the optimiser in OpenMMLab; BN stays trainable here
+    requires_grad = bool(cfg.pop("requires_grad", True))
     if kind not in _NORM_TYPES:
         raise ValueError(f"unsupported norm type {kind!r}; use one of {sorted(_NORM_TYPES)}")
     if kind == "GN":
-        num_groups = cfg.pop("num_groups")
-        return lambda num_channels: nn.GroupNorm(num_groups, num_channels, **cfg)
-    return partial(_NORM_TYPES[kind], **cfg)
+        if "num_groups" not in cfg:
+            raise ValueError(
+                "norm_cfg of type 'GN' needs num_groups (OpenMMLab's key), e.g. dict(type='GN', num_groups=32)"
+            )
+        return partial(_group_norm, cfg.pop("num_groups"), requires_grad, **cfg)
+    return partial(_norm, _NORM_TYPES[kind], requires_grad, **cfg)
+
+
+def _norm(layer_type: type[nn.Module], requires_grad: bool, num_channels: int, **kwargs: Any) -> nn.Module:
+    return layer_type(num_channels, **kwargs).requires_grad_(requires_grad)
+
+
+def _group_norm(num_groups: int, requires_grad: bool, num_channels: int, **kwargs: Any) -> nn.Module:
+    return nn.GroupNorm(num_groups, num_channels, **kwargs).requires_grad_(requires_grad)
 
 
 def act_layer_from_cfg(cfg: dict[str, Any]) -> Any:

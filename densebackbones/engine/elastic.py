@@ -24,6 +24,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import random
 import signal
@@ -66,8 +67,11 @@ def restart_count() -> int:
 
 # ------------------------------------------------------------------------------------------------ data position
 def sample_seed(seed: int, epoch: int, index: int) -> int:
-    """The seed of sample ``index``'s augmentation in ``epoch`` of a run with ``train.seed=seed``."""
-    return ((seed * 1_000_003 + epoch) * 2_147_483_647 + index) % (2**63)
+    """The seed of sample ``index``'s augmentation in ``epoch`` of a run with ``train.seed=seed``: a hash of the
+    three (BLAKE2b), so that no two (epoch, index) pairs share a seed by arithmetic. A linear formula did: its low
+    32 bits, which seed NumPy, repeated sample i's numbers of epoch e for sample i + 2 in epoch e + 2."""
+    digest = hashlib.blake2b(f"{seed}/{epoch}/{index}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") % (2**63)
 
 
 class ResumableDistributedSampler(DistributedSampler):

@@ -80,6 +80,15 @@ def straight(tmp_path_factory) -> Path:
     return work_dir
 
 
+def test_sample_seeds_never_repeat_across_epochs_and_indices():
+    # NumPy is seeded with the low 32 bits: the linear formula gave sample i + 2 in epoch e + 2 sample i's seed of
+    # epoch e (88 of 96 pairs); a hash gives every (epoch, index) of a run its own seed, in all 63 and the low 32 bits.
+    seeds = {(epoch, index): sample_seed(0, epoch, index) for epoch in range(8) for index in range(250)}
+    assert len(set(seeds.values())) == len(seeds)
+    assert len({seed % 2**32 for seed in seeds.values()}) == len(seeds)
+    assert sample_seed(1, 0, 0) != sample_seed(0, 0, 0) and all(0 <= s < 2**63 for s in seeds.values())
+
+
 def test_sampler_resumes_mid_epoch_with_any_split_of_the_global_batch():
     data = list(range(50))
     one = ResumableDistributedSampler(data, 1, 0, seed=3)

@@ -78,6 +78,28 @@ def test_norm_and_act_cfg_translation():
         DenseNetBackbone("densenet_bc100_k12_cifar", norm_cfg=dict(type="LN"))
 
 
+@pytest.mark.parametrize(
+    "norm_cfg",
+    [dict(type="BN", requires_grad=False), dict(type="SyncBN", requires_grad=False), dict(type="GN", num_groups=2)],
+    ids=["BN-frozen", "SyncBN-frozen", "GN"],
+)
+def test_norm_cfg_requires_grad_and_a_backbone_that_pickles(norm_cfg, tmp_path):
+    # requires_grad=False freezes every norm layer's weight and bias, as mmpretrain's DenseNet does (mmdetection#2274:
+    # all 42 stayed trainable); the whole backbone saves and loads with torch.save (the GN builder was a lambda).
+    backbone = DenseNetBackbone("densenet_bc121_k32", norm_cfg=norm_cfg, out_indices=(3,))
+    norm_type = nn.GroupNorm if norm_cfg["type"] == "GN" else nn.modules.batchnorm._NormBase
+    norms = [m for m in backbone.modules() if isinstance(m, norm_type)]
+    assert len(norms) > 100
+    frozen = norm_cfg.get("requires_grad") is False
+    assert all(p.requires_grad is not frozen for m in norms for p in m.parameters())
+    assert all(p.requires_grad for name, p in backbone.named_parameters() if "conv" in name)
+    torch.save(backbone, tmp_path / "backbone.pth")
+    again = torch.load(tmp_path / "backbone.pth", weights_only=False)
+    x = torch.randn(2, 3, 64, 64)
+    backbone.eval(), again.eval()
+    torch.testing.assert_close(again(x), backbone(x))
+
+
 def test_msdnet_backbone_uses_every_parameter_and_loads_an_all_exit_checkpoint(tmp_path):
     tiny = dict(channels=4, growth_rate=2, num_blocks=3, base=2, step=2, num_classes=5)
     every_exit = db.create_model("msdnet_anytime_cifar", output="all", **tiny).eval()
