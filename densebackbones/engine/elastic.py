@@ -168,7 +168,10 @@ def preemption_handler() -> Iterator[None]:
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        # After a SIGTERM the process is on its way to exit status 143 with its checkpoint written: a second SIGTERM
+        # (schedulers and users repeat it) is ignored from here on, where the previous handler would end the process
+        # with -15 before it exits.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN if _STOP["requested"] else previous)
         _STOP.update(installed=False, requested=False)
 
 

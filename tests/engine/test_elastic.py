@@ -80,6 +80,19 @@ def straight(tmp_path_factory) -> Path:
     return work_dir
 
 
+def test_a_second_sigterm_after_the_stop_does_not_end_the_process():
+    # The first SIGTERM asked for the stop; a second one arriving after the trainer left the handler's block (on the
+    # way to sys.exit(143)) used to end the process with -15.
+    script = (
+        "import os, signal, sys; sys.path.insert(0, sys.argv[1]); "
+        "from densebackbones.engine.elastic import preemption_handler\n"
+        "with preemption_handler():\n    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "os.kill(os.getpid(), signal.SIGTERM); print('alive', flush=True); sys.exit(143)"
+    )
+    result = subprocess.run([sys.executable, "-c", script, str(REPO)], capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stdout.strip()) == (143, "alive"), result.stderr
+
+
 def test_sample_seeds_never_repeat_across_epochs_and_indices():
     # NumPy is seeded with the low 32 bits: the linear formula gave sample i + 2 in epoch e + 2 sample i's seed of
     # epoch e (88 of 96 pairs); a hash gives every (epoch, index) of a run its own seed, in all 63 and the low 32 bits.
