@@ -59,6 +59,10 @@ __all__ = ["Trainer", "NonFiniteLossError", "TrainingPreempted", "evaluate"]
 _logger = logging.getLogger(__name__)
 
 
+# What a resumed run reads from a checkpoint (Trainer.state_dict writes them all).
+_RESUME_KEYS = ("model", "optimizer", "scheduler", "scaler", "model_ema", "epoch", "step", "best_metric", "rng")
+
+
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is left untouched."""
 
@@ -365,6 +369,12 @@ class Trainer:
         state = load_checkpoint(path, map_location=self.device) if state is None else state
         if not isinstance(state, dict) or not {"model", "optimizer", "step"} <= set(state):
             raise CheckpointError(f"{path} is not a training checkpoint (weights only?); start from it: --pretrained")
+        missing = [key for key in _RESUME_KEYS if key not in state]
+        if missing:
+            raise CheckpointError(
+                f"{path} lacks {', '.join(missing)}, which resuming needs (written by another tool or an older "
+                f"version?); start a new run from its weights with --pretrained {path}"
+            )
         self._load_model_state(state, path)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])

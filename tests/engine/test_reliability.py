@@ -122,6 +122,15 @@ def test_resume_auto_falls_back_to_the_newest_intact_checkpoint(tmp_path, caplog
         run(tmp_path / "run", "schedule.epochs=3", extra=("--resume", "auto"))
 
 
+def test_a_checkpoint_without_what_resuming_needs_is_named(tmp_path):
+    run(tmp_path / "run")
+    state = load_checkpoint(tmp_path / "run" / "last.pth")
+    del state["rng"], state["scaler"]
+    torch.save(state, tmp_path / "partial.pth")
+    with pytest.raises(CheckpointError, match=r"partial.pth lacks scaler, rng, which resuming needs .*--pretrained"):
+        run(tmp_path / "run2", extra=("--resume", str(tmp_path / "partial.pth")))
+
+
 def test_resuming_another_models_checkpoint_names_both(tmp_path):
     run(tmp_path / "run")
     with pytest.raises(
