@@ -218,6 +218,17 @@ def load_checkpoint_into(
                 checkpoint_classes,
             )
     check_state_dict_fits(state_dict, model, find_matching_archs)
+    not_float = [
+        f"{key} ({value.dtype})".replace("torch.", "")
+        for key, value in state_dict.items()
+        if key in model_sd and model_sd[key].is_floating_point() and not value.is_floating_point()
+    ]
+    if not_float:  # load_state_dict would cast them silently (an int8/int32 file is quantized or not weights at all)
+        shown = ", ".join(not_float[:3]) + (f" and {len(not_float) - 3} more" if len(not_float) > 3 else "")
+        raise ValueError(
+            f"{path} holds integer tensors where the model has floating-point weights: {shown}; pass float weights "
+            f"(a quantized export does not load into the float model)"
+        )
     model.load_state_dict(state_dict, strict=True)
 
 

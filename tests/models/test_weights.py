@@ -180,3 +180,21 @@ def test_pretrained_configs():
     assert model.pretrained_cfg["url"].endswith("densenet121-a639ec97.pth")
     cifar = db.create_model("densenet_bc100_k12_cifar")
     assert cifar.pretrained_cfg["input_size"] == (3, 32, 32) and cifar.num_classes == 10
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int8])
+def test_integer_weights_are_refused_not_cast(tmp_path, dtype):
+    # load_state_dict would cast an int32 file into the float model without a word (the reliability issue)
+    state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in _tiny().state_dict().items()}
+    torch.save(state, tmp_path / "ints.pth")
+    with pytest.raises(ValueError, match=r"ints.pth holds integer tensors where the model has floating-point weights"):
+        db.create_model(
+            "densenet_bc121_k32", pretrained=True, pretrained_cfg_overlay=dict(file=str(tmp_path / "ints.pth")), **TINY
+        )
+
+
+TINY = dict(growth_rate=4, block_config=(1, 1, 1, 1))
+
+
+def _tiny():
+    return db.create_model("densenet_bc121_k32", **TINY)
