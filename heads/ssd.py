@@ -320,7 +320,9 @@ def voc_detector_cfg(image_size: int, paper_ids: str) -> dict[str, Any]:
         "input_size": (3, image_size, image_size),
         "mean": (0.485, 0.456, 0.406),
         "std": (0.229, 0.224, 0.225),
-        "classifier": None,
+        # the per-level class layers: replaced when a checkpoint has other classes (fine-tuning), refused by the
+        # evaluation and prediction tools
+        "classifier": "head.conf",
         "first_conv": None,
         "paper_ids": paper_ids,
     }

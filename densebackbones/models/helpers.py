@@ -187,16 +187,24 @@ def load_checkpoint_into(
                 state_dict[first_conv] = adapt_input_conv(ours.shape[1], theirs, base_chans=theirs.shape[1])
                 _logger.info("adapted %s from %d to %d input channels", first_conv, theirs.shape[1], ours.shape[1])
 
-    classifier_keys = [f"{cfg.get('classifier')}.{p}" for p in ("weight", "bias")]
-    in_checkpoint = [k for k in classifier_keys if k in state_dict]
-    in_model = [k for k in classifier_keys if k in model_sd]
-    fits = in_checkpoint == in_model and all(state_dict[k].shape == model_sd[k].shape for k in in_model)
-    weight = classifier_keys[0]
-    other_width = (
-        weight in state_dict and weight in model_sd and state_dict[weight].shape[1:] != model_sd[weight].shape[1:]
+    # The classifier: a module (``classifier``), or a container of per-level class layers (detectors' ``head.conf``):
+    # every weight and bias below that name, in the model and in the checkpoint.
+    prefix = f"{cfg.get('classifier')}."
+    in_model = [k for k in model_sd if k.startswith(prefix) and k.rsplit(".", 1)[-1] in ("weight", "bias")]
+    in_checkpoint = [k for k in state_dict if k.startswith(prefix) and k.rsplit(".", 1)[-1] in ("weight", "bias")]
+    fits = sorted(in_checkpoint) == sorted(in_model) and all(state_dict[k].shape == model_sd[k].shape for k in in_model)
+    weights = [k for k in in_model if k.endswith(".weight") and k in state_dict]
+    other_width = any(
+        state_dict[k].shape[1:] != model_sd[k].shape[1:] for k in weights
     )  # a classifier over other features: the checkpoint of another network, not of other classes
     if not fits and not other_width:
-        checkpoint_classes = state_dict[in_checkpoint[0]].shape[0] if in_checkpoint else 0
+        # classes from the first class layer's rows (a detector's hold boxes x classes rows)
+        first = weights[0] if weights else None
+        checkpoint_classes = (
+            state_dict[first].shape[0] * model.num_classes // model_sd[first].shape[0]
+            if first is not None and model_sd[first].shape[0]
+            else (state_dict[in_checkpoint[0]].shape[0] if in_checkpoint else 0)
+        )
         if _TRAINED_HEAD_REQUIRED.get():
             theirs = f"has a {checkpoint_classes}-class classifier" if in_checkpoint else "has no classifier"
             raise ValueError(
@@ -210,7 +218,7 @@ def load_checkpoint_into(
         state_dict.update({k: model_sd[k] for k in in_model})  # the model's freshly initialised classifier
         if in_checkpoint and in_model:
             _logger.warning(
-                "The checkpoint's classifier has %d outputs and the model num_classes=%d: the model keeps a new "
+                "The checkpoint's classifier has %d classes and the model num_classes=%d: the model keeps a new "
                 "classifier, as fine-tuning on other classes wants (to keep the trained one instead, create the model "
                 "with num_classes=%d).",
                 checkpoint_classes,

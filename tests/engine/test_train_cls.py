@@ -374,7 +374,7 @@ def test_pretrained_fine_tunes_with_a_new_classifier(tmp_path, caplog):
             "optimizer.lr=0.0",
             extra=("--pretrained", str(tmp_path / "c100.pth")),
         )
-    assert "classifier has 100 outputs" in caplog.text
+    assert "classifier has 100 classes" in caplog.text
     tuned = load_checkpoint(tmp_path / "run" / "last.pth")["model"]
     assert tuned["classifier.weight"].shape == (10, source.num_features)
     torch.testing.assert_close(tuned["features.conv0.weight"], source.features.conv0.weight)  # lr 0: unchanged

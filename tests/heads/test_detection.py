@@ -19,6 +19,7 @@ from densebackbones.heads.ssd import (
     match,
     postprocess,
 )
+from helpers import tiny_kwargs
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torchvision.ops import nms
@@ -204,3 +205,30 @@ def test_postprocess_agrees_with_torchvision_nms():
         got.add((int(label), prior))
     assert got == expected and len(got) > 10
     assert torch.all(ours["scores"][:-1] >= ours["scores"][1:])  # sorted by score
+
+
+@pytest.mark.parametrize("name", ["dsod300", "pelee"])
+def test_a_checkpoint_of_other_classes_starts_a_fine_tune_and_is_refused_for_evaluation(name, tmp_path, caplog):
+    # A 21-class VOC checkpoint into a 5-class detector: the per-level class layers are new (as a classifier's head
+    # is), everything else loads; evaluation and prediction refuse it (the reliability issue).
+    from densebackbones.models.helpers import trained_head_required
+
+    voc = db.create_model(name, num_classes=21, **tiny_kwargs(name))
+    torch.save(voc.state_dict(), tmp_path / "voc.pth")
+    overlay = dict(file=str(tmp_path / "voc.pth"))
+    with caplog.at_level("WARNING"):
+        five = db.create_model(
+            name, num_classes=5, pretrained=True, pretrained_cfg_overlay=overlay, **tiny_kwargs(name)
+        )
+    assert "classifier has 21 classes and the model num_classes=5" in caplog.text
+    theirs = voc.state_dict()
+    for key, value in five.state_dict().items():
+        if key.startswith("head.conf."):
+            assert value.shape[0] * 21 == theirs[key].shape[0] * 5, key
+        else:
+            torch.testing.assert_close(value, theirs[key], msg=key)
+    with (
+        trained_head_required(),
+        pytest.raises(ValueError, match="has a 21-class classifier and the model num_classes=5"),
+    ):
+        db.create_model(name, num_classes=5, pretrained=True, pretrained_cfg_overlay=overlay, **tiny_kwargs(name))

@@ -286,7 +286,7 @@ def test_pretrained_segmentation_checkpoint_with_other_classes(tmp_path, caplog)
     cfg = {"model": dict(type="fc_densenet56", growth_rate=4, layers_per_block=1), "data": dict(dataset="shapes")}
     with caplog.at_level("WARNING"):
         model = SegmentationTask().build_model(cfg, pretrained=str(tmp_path / "seg.pth"))
-    assert model.decoder.classifier.out_channels == 3 and "classifier has 7 outputs" in caplog.text
+    assert model.decoder.classifier.out_channels == 3 and "classifier has 7 classes" in caplog.text
     torch.testing.assert_close(model.encoder.first_conv.weight, source.encoder.first_conv.weight)
 
 

@@ -131,7 +131,7 @@ def test_classifier_kept_when_it_fits_and_replaced_with_a_warning_otherwise(tmp_
     with caplog.at_level("WARNING"):
         model = _load("densenet_bc100_k12_cifar", tmp_path / "c100.pth")  # default num_classes=10
     assert model.classifier.out_features == 10
-    assert "classifier has 100 outputs" in caplog.text and "num_classes=100" in caplog.text
+    assert "classifier has 100 classes" in caplog.text and "num_classes=100" in caplog.text
     torch.testing.assert_close(model.features.conv0.weight, source.features.conv0.weight)
 
 
