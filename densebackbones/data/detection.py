@@ -169,6 +169,47 @@ def _check_files_exist(paths: Sequence[Path], listed_where: str, root: Path) -> 
         )
 
 
+def _read_rgb(path: Path, what: str) -> np.ndarray:
+    """An image file as an RGB array; an unreadable or truncated file is named with ``what`` (its id)."""
+    try:
+        with Image.open(path) as image:
+            return np.array(image.convert("RGB"))
+    except OSError as err:  # PIL's UnidentifiedImageError and "image file is truncated" are OSErrors
+        raise OSError(f"cannot read {path} ({what}): {err}") from err
+
+
+def check_coco_annotations(dataset: dict, ann_file: Path) -> tuple[list, list]:
+    """Check a COCO json's structure where it is read, each problem named with the file, the image id and the
+    annotation id: an image without a positive width and height, an annotation of an image id the file does not
+    have, a bbox that is not four numbers. Returns the annotation ids of the boxes that reach outside their image
+    (clipped when read) and of those with zero or negative width or height (dropped)."""
+    images = {}
+    for image in dataset.get("images", []):
+        for key in ("width", "height"):
+            value = image.get(key)
+            if not isinstance(value, (int, float)) or value <= 0:
+                raise ValueError(
+                    f"{ann_file}: image id {image.get('id')} ({image.get('file_name')}) has no positive {key!r} "
+                    f"(got {value!r}); COCO images need width and height"
+                )
+        images[image.get("id")] = image
+    clipped, dropped = [], []
+    for ann in dataset.get("annotations", []):
+        where = f"{ann_file}: annotation id {ann.get('id')} (image id {ann.get('image_id')})"
+        image = images.get(ann.get("image_id"))
+        if image is None:
+            raise ValueError(f"{where} belongs to an image id that is not in 'images'")
+        box = ann.get("bbox")
+        if not isinstance(box, (list, tuple)) or len(box) != 4 or not all(isinstance(v, (int, float)) for v in box):
+            raise ValueError(f"{where} has bbox {box!r}; COCO boxes are four numbers [x, y, width, height]")
+        x, y, w, h = box
+        if w <= 0 or h <= 0:
+            dropped.append(ann.get("id"))
+        elif x < 0 or y < 0 or x + w > image["width"] or y + h > image["height"]:
+            clipped.append(ann.get("id"))
+    return clipped, dropped
+
+
 class COCODetection(_BoxAccounting, Dataset):
     """COCO-format detection (``instances_*.json`` through pycocotools). Category ids map to contiguous labels
     1..C in the file's category order; crowd boxes are left out of the training targets.
@@ -193,8 +234,23 @@ class COCODetection(_BoxAccounting, Dataset):
         import contextlib
         import io
 
+        with open(ann_file, encoding="utf-8") as handle:
+            try:
+                dataset = json.load(handle)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{ann_file} is not valid JSON ({err})") from err
+        clipped, dropped = check_coco_annotations(dataset, ann_file)
+        if clipped or dropped:
+            warnings.warn(
+                f"{ann_file}: {len(clipped)} boxes reach outside their image and are clipped (annotation ids "
+                f"{clipped[:3]}), {len(dropped)} have zero or negative width or height and are dropped (annotation ids "
+                f"{dropped[:3]})",
+                stacklevel=2,
+            )
         with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
-            self.coco = COCO(str(ann_file))
+            self.coco = COCO()
+            self.coco.dataset = dataset
+            self.coco.createIndex()
         self.cat_ids = [c["id"] for c in self.coco.dataset.get("categories", [])]
         self.classes = tuple(c["name"] for c in self.coco.dataset.get("categories", []))
         self.cat_to_label = {cat: i + 1 for i, cat in enumerate(self.cat_ids)}
@@ -230,7 +286,7 @@ class COCODetection(_BoxAccounting, Dataset):
 
     def __getitem__(self, index: int):
         info = self.coco.imgs[self.ids[index]]
-        image = np.array(Image.open(self.image_dir / info["file_name"]).convert("RGB"))
+        image = _read_rgb(self.image_dir / info["file_name"], f"image id {info['id']}")
         target = self.parse(index)
         return self.transform(image, target) if self.transform else (image, target)
 

@@ -96,6 +96,49 @@ def test_coco_crowd_unknown_category_and_bad_boxes(tmp_path):
         COCODetection(ann, tmp_path / "shapes" / "train")
 
 
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            lambda c: c["annotations"].append(dict(id=200, image_id=77, category_id=1, bbox=[1, 1, 5, 5], iscrowd=0)),
+            r"train.json: annotation id 200 \(image id 77\) belongs to an image id that is not in 'images'",
+        ),
+        (
+            lambda c: c["annotations"].append(dict(id=201, image_id=1, category_id=1, bbox=[1, 1, 5], iscrowd=0)),
+            r"annotation id 201 \(image id 1\) has bbox \[1, 1, 5\]; COCO boxes are four numbers",
+        ),
+        (
+            lambda c: c["images"][0].pop("width"),
+            r"train.json: image id 1 \(.*\) has no positive 'width' \(got None\)",
+        ),
+    ],
+    ids=["unknown-image-id", "three-numbers", "no-width"],
+)
+def test_coco_annotation_errors_name_the_file_and_ids(tmp_path, change, message):
+    ann = write_shapes_coco(tmp_path / "shapes", num_images=2)
+    content = json.loads(ann.read_text())
+    change(content)
+    ann.write_text(json.dumps(content))
+    with pytest.raises(ValueError, match=message):
+        COCODetection(ann, tmp_path / "shapes" / "train")
+
+
+def test_coco_box_problems_are_counted_when_the_file_is_read_and_a_truncated_image_is_named(tmp_path):
+    ann = write_shapes_coco(tmp_path / "shapes", num_images=2)
+    content = json.loads(ann.read_text())
+    content["annotations"] += [
+        dict(id=301, image_id=1, category_id=2, bbox=[80, 80, 40, 40], area=1600, iscrowd=0),  # outside: clipped
+        dict(id=302, image_id=2, category_id=2, bbox=[10, 10, -4, 5], area=0, iscrowd=0),  # negative width: dropped
+    ]
+    ann.write_text(json.dumps(content))
+    with pytest.warns(UserWarning, match=r"1 boxes reach outside .*\[301\].* 1 have zero or negative .*\[302\]"):
+        data = COCODetection(ann, tmp_path / "shapes" / "train")
+    image = tmp_path / "shapes" / "train" / data.coco.imgs[data.ids[0]]["file_name"]
+    image.write_bytes(image.read_bytes()[: len(image.read_bytes()) // 3])  # cut short, as an interrupted copy
+    with pytest.raises(OSError, match=rf"cannot read {image} \(image id {data.ids[0]}\)"):
+        data[0]
+
+
 def _gt():
     return [
         dict(
