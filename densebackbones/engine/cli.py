@@ -20,7 +20,13 @@ from mmengine.config import Config
 from .checkpoint import CheckpointError, load_checkpoint
 from .config import check_config, load_config, merge_defaults
 from .distributed import DistInfo, all_gather_objects, amp_dtype, distributed_session
-from .elastic import PREEMPTED_EXIT_CODE, TrainingPreempted, preemption_handler, restart_count
+from .elastic import (
+    PREEMPTED_EXIT_CODE,
+    TrainingPreempted,
+    preemption_handler,
+    process_exits_on_stop,
+    restart_count,
+)
 from .run_dir import RunDirectory
 from .trainer import NonFiniteLossError, Trainer
 
@@ -241,7 +247,8 @@ def run_main(main: Callable[[argparse.Namespace], Any], parser: argparse.Argumen
     args = parser.parse_args()
     debug = getattr(args, "debug", False) or os.environ.get(DEBUG_ENV, "") not in ("", "0")
     try:
-        main(args)
+        with process_exits_on_stop():  # a second SIGTERM after the stop must not end the process before status 143
+            main(args)
     except TrainingPreempted as err:  # the checkpoint of the last step is written
         print(str(err), file=sys.stderr)
         sys.exit(PREEMPTED_EXIT_CODE)

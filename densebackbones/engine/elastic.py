@@ -44,6 +44,7 @@ __all__ = [
     "TrainingPreempted",
     "inject_fault",
     "preemption_handler",
+    "process_exits_on_stop",
     "restart_count",
     "sample_seed",
     "stop_requested",
@@ -138,7 +139,7 @@ def worker_ignores_sigterm(worker_id: int) -> None:
 
 
 # --------------------------------------------------------------------------------------------- preemption notice
-_STOP = {"installed": False, "requested": False}
+_STOP = {"installed": False, "requested": False, "process_exits": False}
 
 
 def stop_requested() -> bool:
@@ -168,11 +169,24 @@ def preemption_handler() -> Iterator[None]:
     try:
         yield
     finally:
-        # After a SIGTERM the process is on its way to exit status 143 with its checkpoint written: a second SIGTERM
-        # (schedulers and users repeat it) is ignored from here on, where the previous handler would end the process
-        # with -15 before it exits.
-        signal.signal(signal.SIGTERM, signal.SIG_IGN if _STOP["requested"] else previous)
+        # After a SIGTERM a tool's process is on its way to exit status 143 with its checkpoint written: a second
+        # SIGTERM (schedulers and users repeat it) is ignored from here on, where the previous handler would end the
+        # process with -15 before it exits. Called in-process (not through a tool's command line), the previous
+        # handler comes back.
+        ignore = _STOP["requested"] and _STOP["process_exits"]
+        signal.signal(signal.SIGTERM, signal.SIG_IGN if ignore else previous)
         _STOP.update(installed=False, requested=False)
+
+
+@contextlib.contextmanager
+def process_exits_on_stop() -> Iterator[None]:
+    """Within the block, this process ends when a preemption stop is done (a tool's ``run_main``): a SIGTERM that
+    follows the first is then ignored on the way out (see :func:`preemption_handler`)."""
+    _STOP["process_exits"] = True
+    try:
+        yield
+    finally:
+        _STOP["process_exits"] = False
 
 
 # ------------------------------------------------------------------------------------------------ fault injection

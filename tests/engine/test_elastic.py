@@ -85,8 +85,9 @@ def test_a_second_sigterm_after_the_stop_does_not_end_the_process():
     # way to sys.exit(143)) used to end the process with -15.
     script = (
         "import os, signal, sys; sys.path.insert(0, sys.argv[1]); "
-        "from densebackbones.engine.elastic import preemption_handler\n"
-        "with preemption_handler():\n    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "from densebackbones.engine.elastic import preemption_handler, process_exits_on_stop\n"
+        "with process_exits_on_stop(), preemption_handler():  # as a tool's run_main runs it\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
         "os.kill(os.getpid(), signal.SIGTERM); print('alive', flush=True); sys.exit(143)"
     )
     result = subprocess.run([sys.executable, "-c", script, str(REPO)], capture_output=True, text=True, timeout=60)
@@ -155,6 +156,8 @@ def test_sigterm_finishes_the_step_writes_a_checkpoint_and_exits_143(straight, t
     monkeypatch.setattr(sys, "argv", argv)
     with pytest.raises(SystemExit) as exit_info:
         train_cls.cli.run_main(train_cls.main, train_cls.get_args_parser())
+    # on its way out the tool ignores further SIGTERMs (it exits now); this process goes on: restore the default
+    assert signal.signal(signal.SIGTERM, signal.SIG_DFL) is signal.SIG_IGN
     assert exit_info.value.code == PREEMPTED_EXIT_CODE == 143
     assert "preempted (SIGTERM) at step 5" in capsys.readouterr().err
     assert load_checkpoint(tmp_path / "other" / "last.pth")["epoch"] == 1
