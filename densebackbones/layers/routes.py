@@ -55,6 +55,7 @@ from collections.abc import Iterator, Sequence
 import torch
 import torch.nn as nn
 from torch import Tensor
+from torch.autograd import forward_ad
 from torch.nn.modules import module as _module_globals
 
 try:  # is_fx_tracing of newer torch logs that it also answers True under torch.export; this one does not
@@ -67,6 +68,7 @@ __all__ = [
     "TECHNIQUES",
     "block_route",
     "check_memory_mode",
+    "functorch_active",
     "is_traced",
     "plain_conv",
     "plain_route_reason",
@@ -85,6 +87,8 @@ MEMORY_MODES = ("plain", "buffer", "efficient")
 # techniques x memory modes, which a test compares with this tuple.
 TECHNIQUES = (
     "torch.func transform",
+    "forward-mode AD",
+    "forward replaced on the instance",
     "parameters replaced by tensors",
     "anomaly detection",
     "saved-tensor hooks",
@@ -120,12 +124,14 @@ def is_traced() -> bool:
 
 
 # ----------------------------------------------------------------------------------------- the techniques
-def _functorch_active(inputs: Sequence[Tensor]) -> bool:
+def functorch_active(inputs: Sequence[Tensor]) -> bool:
     """Whether a torch.func transform (grad, vmap, jacrev, jvp...) is running: a custom autograd Function without a
     vmap rule and ``setup_context`` cannot run under one."""
     if torch._C._functorch.peek_interpreter_stack() is not None:
         return True
-    return any(torch._C._functorch.is_functorch_wrapped_tensor(x) for x in inputs)
+    functorch = torch._C._functorch
+    # the legacy batched tensors of autograd's own vmap: grad(..., is_grads_batched=True), jacobian(vectorize=True)
+    return any(functorch.is_functorch_wrapped_tensor(x) or functorch.is_legacy_batchedtensor(x) for x in inputs)
 
 
 def _saved_tensor_hooks_active() -> bool:
@@ -157,8 +163,10 @@ def plain_route_reason(unit: nn.Module, inputs: Sequence[Tensor]) -> str | None:
     * ``torch.func`` transforms and ``functional_call`` (parameters that are not ``nn.Parameter`` leaves);
     * saved-tensor hooks (CPU offload of activations): the buffer would not be offloaded;
     * anomaly detection: the forward traceback of a failing backward should name the layer's own operator."""
-    if _functorch_active(inputs):
+    if functorch_active(inputs):
         return "torch.func transform"
+    if forward_ad._current_level >= 0:  # inside forward_ad.dual_level(): the buffer's Function has no jvp
+        return "forward-mode AD"
     if torch.is_anomaly_enabled():
         return "anomaly detection"
     if _saved_tensor_hooks_active():
@@ -183,6 +191,8 @@ def plain_route_reason(unit: nn.Module, inputs: Sequence[Tensor]) -> str | None:
 def _submodule_technique(sub: nn.Module) -> str | None:
     if sub._forward_hooks or sub._forward_pre_hooks or sub._backward_hooks or sub._backward_pre_hooks:
         return "module hooks"
+    if "forward" in sub.__dict__:  # an instance's own forward (monkey-patched): the fused route would not call it
+        return "forward replaced on the instance"
     if "parametrizations" in sub._modules:  # parametrize.is_parametrized without its getattr (slow on a Module)
         return "parametrization"
     for param in sub._parameters.values():

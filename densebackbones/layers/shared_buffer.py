@@ -49,7 +49,15 @@ import torch.nn as nn
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
-from .routes import block_route, is_fx_symbolic_tracing, is_traced, plain_conv, recomputing, shares_batch_norm
+from .routes import (
+    block_route,
+    functorch_active,
+    is_fx_symbolic_tracing,
+    is_traced,
+    plain_conv,
+    recomputing,
+    shares_batch_norm,
+)
 
 __all__ = [
     "PreActivationLayer",
@@ -670,6 +678,9 @@ class _DenseBlockFunction(torch.autograd.Function):
         # the layer inputs (views of it) would otherwise not notice.
         ctx.save_for_backward(buffer, x)
         ctx.buffer_version = buffer._version
+        # and the parameters' (the layers' graphs save them through the same hooks): a weight changed in place
+        # before backward (an optimiser step before a retained graph's backward) is refused as autograd refuses it
+        ctx.param_versions = [p._version for p in params]
         if block.concat_input:
             return buffer
         return buffer[:, x.shape[1] :].clone()
@@ -683,7 +694,17 @@ class _DenseBlockFunction(torch.autograd.Function):
                 "output of a dense block (its shared feature buffer, which backward reads); change a copy "
                 "(out = out.clone()) instead"
             )
-        if torch.is_grad_enabled() or ctx.state is None:  # create_graph=True, or a retained graph's second backward
+        changed = [i for i, (p, v) in enumerate(zip(ctx.params, ctx.param_versions)) if p._version != v]
+        if changed:
+            p = ctx.params[changed[0]]
+            raise RuntimeError(
+                f"one of the variables needed for gradient computation has been modified by an inplace operation: a "
+                f"parameter of a dense block ({p.dtype} {tuple(p.shape)}) changed after the forward that backward "
+                f"differentiates; run backward before changing the weights (e.g. before optimizer.step())"
+            )
+        # create_graph=True, a retained graph's second backward, or a batched backward (is_grads_batched, vmap over
+        # grad_outputs): the plain rerun, whose operators all have autograd and vmap rules
+        if torch.is_grad_enabled() or ctx.state is None or functorch_active((grad_output,)):
             grad_x, param_grads = _plain_backward(ctx, x, grad_output, create_graph=torch.is_grad_enabled())
         else:
             grad_x, param_grads = ctx.state.backward(grad_output, ctx.params)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.autograd.forward_ad as fwAD
 import torch.nn as nn
 import torch.nn.utils.parametrize as parametrize
 import torch.nn.utils.prune as prune
@@ -456,6 +457,56 @@ def test_double_backward(name, mode):
     # Second derivatives through BN over the tiny models' 1x1 maps (four values a channel) amplify float64 rounding
     # to ~1e-7; a missing or wrong term would be of the gradients' own size (~1e-2 and up).
     assert_same(double_backward, name, mode, atol=1e-5)
+
+
+# ------------------------------------------------------------------------- found by a new user's trial (issue 32)
+def forward_mode_ad(model, x):
+    with fwAD.dual_level():
+        output = model(fwAD.make_dual(x, torch.linspace(-1, 1, x.numel(), dtype=x.dtype).view_as(x)))
+        return [fwAD.unpack_dual(t).tangent for t in flat_outputs(output)]
+
+
+def batched_backward(model, x):
+    x = x.clone().requires_grad_()
+    output = flat_outputs(model(x))[0]
+    directions = torch.stack([torch.linspace(-1, 1, output.numel(), dtype=output.dtype).view_as(output)] * 2)
+    directions[1] = directions[1].flip(0)
+    return [torch.autograd.grad(output, x, directions, is_grads_batched=True)[0]]
+
+
+def weights_changed_before_backward(model, x):
+    torch.manual_seed(0)
+    output = model(x)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.01)  # e.g. an optimiser step before the backward of a retained graph: autograd refuses it
+    loss_of(output).backward()
+    return gradients(model)
+
+
+def forward_overridden(model, x, name):
+    module = model.get_submodule(name)
+    original = module.forward
+    module.forward = lambda *args, **kwargs: original(*args, **kwargs) * 0.5  # an instance's own forward
+    return step(model, x)
+
+
+@pytest.mark.parametrize("kind", [forward_mode_ad, batched_backward])
+@pytest.mark.parametrize("name, mode", CASES)
+def test_forward_mode_ad_and_batched_backward(name, mode, kind):
+    assert_same(kind, name, mode, train=False)
+
+
+@pytest.mark.parametrize("name, mode", CASES)
+def test_weights_changed_before_backward_are_refused(name, mode):
+    assert_same(weights_changed_before_backward, name, mode)
+
+
+@pytest.mark.parametrize("name, mode", CASES)
+@DRAWN
+@given(data=st.data())
+def test_forward_replaced_on_an_instance(name, mode, data):
+    assert_same(forward_overridden, name, mode, data.draw(st.sampled_from(convs(name)), label="patched"))
 
 
 # ----------------------------------------------------------------------------------------------- what is said
