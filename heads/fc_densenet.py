@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from timm.models import generate_default_cfgs
 from torch import Tensor
 
-from densebackbones.layers import DenseBlock, LayerFn, Transition, compute_layout
+from densebackbones.layers import DenseBlock, LayerFn, Transition, compute_layout, resolve_memory_mode, set_memory_mode
 from densebackbones.models import checks
 from densebackbones.models.helpers import InputSizeCheck, build_task_model
 from densebackbones.registry import create_model, register_model
@@ -309,7 +309,26 @@ class _BatchStatsAtTest:
                 m.eval()
 
 
-class FCDenseNet(InputSizeCheck, _BatchStatsAtTest, nn.Module):
+class _MemoryModes:
+    """``memory_mode`` and ``set_memory_mode`` of a segmentation model, as the backbones have them
+    (``layers/routes.py``: every mode gives the same results)."""
+
+    # Eager-side switches read over the module tree: not compiled by TorchScript.
+    __jit_unused_properties__ = ["memory_mode"]
+
+    @property
+    def memory_mode(self) -> str:
+        """The dense blocks' memory mode (``'mixed'`` if they differ)."""
+        modes = {m.memory_mode for m in self.modules() if isinstance(m, DenseBlock)}
+        return modes.pop() if len(modes) == 1 else "mixed"
+
+    @torch.jit.unused
+    def set_memory_mode(self, mode: str) -> None:
+        """Switch every dense block (encoder and decoder) to ``'plain'``, ``'buffer'`` or ``'efficient'``."""
+        set_memory_mode(self, mode)
+
+
+class FCDenseNet(_MemoryModes, InputSizeCheck, _BatchStatsAtTest, nn.Module):
     """FC-DenseNet for semantic segmentation (FC-DenseNet56/67/103 are its registered configurations).
 
     Args:
@@ -321,6 +340,8 @@ class FCDenseNet(InputSizeCheck, _BatchStatsAtTest, nn.Module):
         drop_rate: dropout after every convolution but the first and the transposed ones (0.2).
         batch_stats_at_test: normalise with batch statistics in eval mode as the original code did.
         norm_layer, act_layer, memory_efficient: as for the dense layers.
+        memory_mode: ``'plain'``, ``'buffer'`` (default) or ``'efficient'`` for every dense block (as the backbones'
+            argument; ``memory_efficient=True`` is ``'efficient'``).
 
     Shape:
         Input: (N, in_chans, H, W) with H, W >= 2 ** n (32 for five pools). Output: (N, num_classes, H, W).
@@ -339,8 +360,10 @@ class FCDenseNet(InputSizeCheck, _BatchStatsAtTest, nn.Module):
         norm_layer: LayerFn = nn.BatchNorm2d,
         act_layer: LayerFn = nn.ReLU,
         memory_efficient: bool = False,
+        memory_mode: str | None = None,
     ) -> None:
         super().__init__()
+        memory_mode = resolve_memory_mode(memory_efficient, memory_mode)
         checks.check_int("num_classes", num_classes, 1, "output classes, e.g. CamVid: 11")
         checks.check_int("in_chans", in_chans, 1, "3 for RGB, 1 for grey images")
         checks.check_flag("batch_stats_at_test", batch_stats_at_test)
@@ -370,6 +393,7 @@ class FCDenseNet(InputSizeCheck, _BatchStatsAtTest, nn.Module):
             layers_per_block[num_pools:],
             **common,
         )
+        set_memory_mode(self, memory_mode)
         _he_uniform(self)
 
     def _forward(self, x: Tensor) -> Tensor:
@@ -377,7 +401,7 @@ class FCDenseNet(InputSizeCheck, _BatchStatsAtTest, nn.Module):
         return self.decoder(self.encoder(x), [x.shape[-2], x.shape[-1]])
 
 
-class DenseSegmentor(InputSizeCheck, _BatchStatsAtTest, nn.Module):
+class DenseSegmentor(_MemoryModes, InputSizeCheck, _BatchStatsAtTest, nn.Module):
     """An FC-DenseNet decoder on any registered dense backbone (``features_only``), full-resolution logits.
 
     Args:
@@ -389,6 +413,7 @@ class DenseSegmentor(InputSizeCheck, _BatchStatsAtTest, nn.Module):
         growth_rate, layers_per_block, drop_rate: of the decoder.
         batch_stats_at_test: as in :class:`FCDenseNet`.
         memory_efficient: memory-efficient dense layers in the encoder and the decoder.
+        memory_mode: ``'plain'``, ``'buffer'`` (default) or ``'efficient'`` for every dense block, encoder and decoder.
     """
 
     def __init__(
@@ -403,8 +428,10 @@ class DenseSegmentor(InputSizeCheck, _BatchStatsAtTest, nn.Module):
         drop_rate: float = 0.2,
         batch_stats_at_test: bool = False,
         memory_efficient: bool = False,
+        memory_mode: str | None = None,
     ) -> None:
         super().__init__()
+        memory_mode = resolve_memory_mode(memory_efficient, memory_mode)
         checks.check_backbone_name("encoder", encoder)
         kwargs = dict(checks.check_optional_dict("encoder_kwargs", encoder_kwargs))
         checks.check_int("num_classes", num_classes, 1, "output classes, e.g. CamVid: 11")
@@ -436,6 +463,7 @@ class DenseSegmentor(InputSizeCheck, _BatchStatsAtTest, nn.Module):
             memory_efficient=memory_efficient,
         )
         _he_uniform(self.decoder)
+        set_memory_mode(self, memory_mode)
 
     def _forward(self, x: Tensor) -> Tensor:
         self._check_input(x)

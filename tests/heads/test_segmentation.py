@@ -320,3 +320,26 @@ def test_exported_weights_are_the_ema_weights_when_ema_is_on(tmp_path):
     assert any(not torch.equal(state["model_ema"][k], v) for k, v in state["model"].items())
     for name, value in exported.items():
         torch.testing.assert_close(value, state["model_ema"][name], rtol=0, atol=0, msg=name)
+
+
+@pytest.mark.parametrize("name", ["fc_densenet56", "fc_densenet_bc121_k32"])
+def test_memory_mode_argument_and_switch_like_the_backbones(name):
+    # FC-DenseNet took only memory_efficient (a new user's trial): memory_mode and set_memory_mode as the backbones
+    # have them, every dense block of encoder and decoder following, same outputs in every mode
+    from helpers import tiny_kwargs
+
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    outputs = {}
+    for mode in ("plain", "buffer", "efficient"):
+        torch.manual_seed(0)
+        model = db.create_model(name, memory_mode=mode, **tiny_kwargs(name)).double().eval()
+        blocks = [m for m in model.modules() if isinstance(m, db.layers.DenseBlock)]
+        assert model.memory_mode == mode and blocks and {b.memory_mode for b in blocks} == {mode}
+        with torch.no_grad():
+            outputs[mode] = model(x)
+    torch.testing.assert_close(outputs["buffer"], outputs["plain"])
+    torch.testing.assert_close(outputs["efficient"], outputs["plain"])
+    model.set_memory_mode("plain")
+    assert model.memory_mode == "plain"
+    with pytest.raises(ValueError, match="memory_efficient=True contradicts memory_mode='plain'"):
+        db.create_model(name, memory_efficient=True, memory_mode="plain", **tiny_kwargs(name))
