@@ -40,8 +40,10 @@ training with gradients recorded, nothing traces or compiles it, no :data:`TECHN
 :func:`recomputable`, and no enclosing unit is already being recomputed (PeleeNet's stem runs its units plainly inside
 its own recomputation). Otherwise it runs once, as a plain module.
 
-Double backward (``create_graph=True``) cannot be seen at forward time: the shared-buffer function's backward takes
-the plain route itself when asked for a differentiable gradient (``shared_buffer._DenseBlockFunction``).
+What only backward can see is decided there (``shared_buffer._DenseBlockFunction``): a differentiable gradient
+(``create_graph=True``), a second backward through a retained graph and a batched backward (``is_grads_batched``)
+rerun the block on the plain route; a parameter or output changed in place since the forward is refused, as autograd
+refuses it.
 """
 
 from __future__ import annotations
