@@ -29,7 +29,15 @@ import torch.nn.functional as F
 from timm.models import generate_default_cfgs
 from torch import Tensor
 
-from densebackbones.layers import DenseBlock, LayerFn, Transition, compute_layout, resolve_memory_mode, set_memory_mode
+from densebackbones.layers import (
+    DenseBlock,
+    LayerFn,
+    Transition,
+    compute_layout,
+    memory_mode_of,
+    resolve_memory_mode,
+    set_memory_mode,
+)
 from densebackbones.models import checks
 from densebackbones.models.helpers import InputSizeCheck, build_task_model
 from densebackbones.registry import create_model, register_model
@@ -319,8 +327,7 @@ class _MemoryModes:
     @property
     def memory_mode(self) -> str:
         """The dense blocks' memory mode (``'mixed'`` if they differ)."""
-        modes = {m.memory_mode for m in self.modules() if isinstance(m, DenseBlock)}
-        return modes.pop() if len(modes) == 1 else "mixed"
+        return memory_mode_of(self)
 
     @torch.jit.unused
     def set_memory_mode(self, mode: str) -> None:

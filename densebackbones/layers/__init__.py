@@ -9,7 +9,7 @@ from .condense import (
     condensation_stage,
 )
 from .conv import PaddedConv2d, conv2d
-from .dense import DenseBlock, DenseLayer, LayerFn, Transition, set_memory_mode
+from .dense import DenseBlock, DenseLayer, LayerFn, Transition, memory_mode_of, set_memory_mode
 from .dilation import OUTPUT_STRIDES, DilationPlan, check_output_stride
 from .routes import MEMORY_MODES, TECHNIQUES, block_route, check_memory_mode, resolve_memory_mode, unit_recomputes
 from .shared_buffer import (
@@ -54,6 +54,7 @@ __all__ = [
     "cifar_stem",
     "compute_layout",
     "imagenet_stem",
+    "memory_mode_of",
     "recompute_in_backward",
     "resolve_memory_mode",
     "set_cpu_channels_last",

@@ -26,7 +26,7 @@ from torch import Tensor
 from .routes import check_memory_mode
 from .shared_buffer import dense_block_forward
 
-__all__ = ["DenseLayer", "DenseBlock", "Transition", "LayerFn", "set_memory_mode"]
+__all__ = ["DenseLayer", "DenseBlock", "Transition", "LayerFn", "memory_mode_of", "set_memory_mode"]
 
 LayerFn = Callable[..., nn.Module]
 
@@ -215,6 +215,13 @@ def set_memory_mode(module: nn.Module, mode: str) -> int:
         if isinstance(unit, DenseBlock) or getattr(unit, "follows_memory_mode", False):
             unit.memory_mode = mode
     return len(blocks)
+
+
+def memory_mode_of(module: nn.Module) -> str:
+    """The memory mode of the dense blocks inside ``module`` (held by the blocks alone; ``'mixed'`` if they differ):
+    what a model's ``memory_mode`` property reports."""
+    modes = {m.memory_mode for m in module.modules() if isinstance(m, DenseBlock)}
+    return modes.pop() if len(modes) == 1 else "mixed"
 
 
 class Transition(nn.Module):

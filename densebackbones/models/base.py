@@ -34,6 +34,7 @@ from ..layers import (
     LayerFn,
     check_output_stride,
     compute_layout,
+    memory_mode_of,
     set_cpu_channels_last,
     set_memory_mode,
 )
@@ -161,8 +162,7 @@ class DenseBackbone(InputSizeCheck, nn.Module):
     @property
     def memory_mode(self) -> str:
         """The dense blocks' memory mode (held by the blocks alone; ``'mixed'`` if they differ)."""
-        modes = {m.memory_mode for m in self.modules() if isinstance(m, DenseBlock)}
-        return modes.pop() if len(modes) == 1 else "mixed"
+        return memory_mode_of(self)
 
     @property
     def grad_checkpointing(self) -> bool:
