@@ -149,10 +149,10 @@ def _train(
         collate_fn=getattr(task, "collate_fn", None),
         extra_meta=task.run_meta(resolved) if hasattr(task, "run_meta") else None,
     )
-    if dist.is_main:
+    _resume(trainer, work_dir, resume, dist)
+    if dist.is_main:  # after the resume: a refused one leaves the run's config as it was
         work_dir.mkdir(parents=True, exist_ok=True)
         Config(resolved).dump(str(work_dir / "config.py"))
-    _resume(trainer, work_dir, resume, dist)
     try:
         with preemption_handler():  # SIGTERM: every rank finishes its step, last.pth is written, exit status 143
             metrics = trainer.fit()

@@ -14,7 +14,15 @@ from copy import deepcopy
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DEFAULTS", "ConfigError", "check_config", "check_values", "load_config", "merge_defaults"]
+__all__ = [
+    "DEFAULTS",
+    "ConfigError",
+    "check_config",
+    "check_values",
+    "config_changes",
+    "load_config",
+    "merge_defaults",
+]
 
 
 class ConfigError(ValueError):
@@ -316,3 +324,29 @@ def load_config(path: str | Path, cfg_options: dict[str, Any] | None = None):
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
     return cfg
+
+
+def _flatten(cfg: dict[str, Any]) -> dict[str, Any]:
+    flat = {}
+    for section, values in cfg.items():
+        if isinstance(values, dict):
+            flat.update({f"{section}.{key}": value for key, value in values.items()})
+    return flat
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, _SEQUENCE) and isinstance(b, _SEQUENCE):  # a tuple in the file is a list after a checkpoint
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def config_changes(saved: dict[str, Any], current: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """``{"section.key": (saved value, current value)}`` for every key that differs between two resolved configs
+    (``work_dir`` aside: a copied run resumes elsewhere); a key only one of them has counts as changed from or to
+    None."""
+    old, new = _flatten(saved), _flatten(current)
+    return {
+        key: (old.get(key), new.get(key))
+        for key in sorted(set(old) | set(new))
+        if not _same(old.get(key), new.get(key))
+    }
