@@ -73,14 +73,22 @@ def export_onnx(
     example: Tensor,
     *,
     dynamic_batch: bool = True,
+    dynamic_size: bool = False,
     opset: int = 18,
 ) -> Path:
     """Export ``model`` in eval mode to ONNX (torch.export based exporter); dense blocks are exported as the plain
-    concatenation graph, which ONNX runtimes execute without copies of their own."""
+    concatenation graph, which ONNX runtimes execute without copies of their own. ``dynamic_size``: the file takes
+    any height and width from 32 to 8192 (segmentation models: FC-DenseNet at CamVid's 360x480 and at its 224
+    crops); the example's batch should then be above 1, or torch.export may take the batch for a constant."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval()
-    dynamic_shapes = ({0: torch.export.Dim("batch", min=1, max=4096)},) if dynamic_batch else None
+    dims = {}
+    if dynamic_batch:
+        dims[0] = torch.export.Dim("batch", min=1, max=4096)
+    if dynamic_size:
+        dims.update({2: torch.export.Dim("height", min=32, max=8192), 3: torch.export.Dim("width", min=32, max=8192)})
+    dynamic_shapes = (dims,) if dims else None
     with torch.no_grad():
         program = torch.onnx.export(
             model,

@@ -46,16 +46,38 @@ __all__ = ["TransitionUp", "FCDenseNetEncoder", "FCDenseNetDecoder", "FCDenseNet
 
 
 def match_size(x: Tensor, size: list[int]) -> Tensor:
-    """Centre-crop or zero-pad the last two dimensions of ``x`` to ``size``."""
+    """Centre-crop or zero-pad the last two dimensions of ``x`` to ``size`` (a crop keeps the first of two middle
+    rows; a pad puts the odd row after)."""
+    if torch.jit.is_scripting():
+        return _match_size_branching(x, size)
+    return _match_size_branch_free(x, size)
+
+
+def _match_size_branching(x: Tensor, size: list[int]) -> Tensor:
+    """:func:`match_size` as TorchScript compiles it (it knows no ``torch.sym_ite``)."""
     for dim, target in ((-2, size[0]), (-1, size[1])):
         current = x.shape[dim]
         if current > target:
-            start = (current - target) // 2
-            x = x.narrow(dim, start, target)
+            x = x.narrow(dim, (current - target) // 2, target)
         elif current < target:
             before = (target - current) // 2
             pad = [0, 0, before, target - current - before] if dim == -2 else [before, target - current - before, 0, 0]
             x = F.pad(x, pad)
+    return x
+
+
+@torch.jit.unused
+def _match_size_branch_free(x: Tensor, size: list[int]) -> Tensor:
+    """One ``F.pad`` per dimension, negative where it crops, its amounts chosen by ``torch.sym_ite`` rather than an
+    ``if``: exported with a dynamic height and width (torch.export), a branch on sizes would pin them to the
+    example's."""
+    for dim, target in ((-2, size[0]), (-1, size[1])):
+        delta = target - x.shape[dim]
+        if not isinstance(delta, torch.SymInt) and delta == 0:  # eager: no copy where nothing changes
+            continue
+        before = torch.sym_ite(delta < 0, -((-delta) // 2), delta // 2)
+        pad = [0, 0, before, delta - before] if dim == -2 else [before, delta - before, 0, 0]
+        x = F.pad(x, pad)
     return x
 
 

@@ -1,13 +1,14 @@
 """Export a registered model to ONNX and check it with onnxruntime.
 
 python tools/export_onnx.py densenet_bc121_k32 --output work_dirs/densenet121.onnx [--checkpoint best.pth] \
-    [--img-size 224] [--no-fuse] [--num-classes 10] [--in-chans 1]
+    [--img-size 224] [--no-fuse] [--num-classes 10] [--in-chans 1] [--dynamic-size]
 
 The file is what the checkpoint is: a checkpoint trained on 1-channel images gives a 1-channel model (its input
 channels are read from it; ``--in-chans`` that contradicts the checkpoint is an error, never an adaptation).
 
 BatchNorm layers that directly follow a convolution are folded into it first (``--no-fuse`` keeps them); the file
-takes a dynamic batch size; the ONNX output is compared with PyTorch's on a random batch and the largest
+takes a dynamic batch size, and with ``--dynamic-size`` any height and width (checked at a second, odd size too:
+segmentation models); the ONNX output is compared with PyTorch's on a random batch and the largest
 difference printed (the command fails when it exceeds ``--atol``).
 """
 
@@ -35,6 +36,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=2, help="batch of the check (the file's batch is dynamic)")
     parser.add_argument("--no-fuse", action="store_true", help="keep BatchNorm layers separate")
     parser.add_argument("--opset", type=int, default=18)
+    parser.add_argument(
+        "--dynamic-size", action="store_true", help="any height and width (32-8192), checked at two sizes"
+    )
     parser.add_argument("--atol", type=float, default=1e-4)
     return parser
 
@@ -69,8 +73,11 @@ def main(args: argparse.Namespace) -> tuple[float, float]:
         model = fuse_batchnorm(model)
         print(f"folded {model.num_folded} BatchNorm layers into the convolutions before them")
     example = torch.randn(args.batch_size, getattr(model, "in_chans", 3), args.img_size, args.img_size)
-    path = export_onnx(model, args.output, example, opset=args.opset)
+    path = export_onnx(model, args.output, example, opset=args.opset, dynamic_size=args.dynamic_size)
     diff, peak = check_onnx(model, path, example, atol=args.atol)
+    if args.dynamic_size:  # another, odd and non-square size through the same file
+        other = torch.randn(1, example.shape[1], args.img_size + 13, args.img_size - 7)
+        diff, peak = max((diff, peak), check_onnx(model, path, other, atol=args.atol))
     print(f"wrote {path}; onnxruntime vs PyTorch: max abs difference {diff:.2e} (outputs up to {peak:.2e})")
     return diff, peak
 

@@ -105,3 +105,29 @@ def test_onnx_comparison_is_relative_to_the_output_scale():
     assert_close_to_scale(torch.tensor([1000.0, 1e-3, -3.0]), expected, rtol=1e-4, atol=1e-4)
     with pytest.raises(AssertionError, match="ONNX output differs"):
         assert_close_to_scale(torch.tensor([1000.0, 1.0, -3.0]), expected, rtol=1e-4, atol=1e-4, what="ONNX output")
+
+
+@pytest.mark.integration
+def test_fc_densenet_exports_with_a_dynamic_height_and_width(tmp_path):
+    # FC-DenseNet's skip connections crop the upsampled maps to the skip's size: with branches on sizes, torch.export
+    # pinned height and width to the example's. One file, then odd, non-square sizes and CamVid's 360x480 through it.
+    model = db.create_model("fc_densenet56", num_classes=5, growth_rate=4, layers_per_block=(1,) * 7).eval()
+    path = export_onnx(model, tmp_path / "fc.onnx", torch.randn(2, 3, 64, 80), dynamic_size=True)
+    for size in [(64, 80), (45, 67), (33, 96), (360, 480)]:
+        check_onnx(model, path, torch.randn(1, 3, *size))
+
+
+@pytest.mark.parametrize("delta", range(-5, 6))
+@pytest.mark.parametrize("size", [7, 8])
+def test_match_size_crops_and_pads_around_the_centre(delta, size):
+    from densebackbones.heads.fc_densenet import match_size
+
+    x = torch.arange(size * size, dtype=torch.float32).reshape(1, 1, size, size)
+    out = match_size(x, [size + delta, size])
+    assert out.shape[-2:] == (size + delta, size)
+    if delta <= 0:  # a crop keeps rows start .. start + target, start = (size - target) // 2
+        start = (-delta) // 2
+        assert torch.equal(out, x[:, :, start : start + size + delta])
+    else:  # a pad puts delta // 2 zero rows before, the rest after
+        assert torch.equal(out[:, :, delta // 2 : delta // 2 + size], x)
+        assert out.sum() == x.sum()
