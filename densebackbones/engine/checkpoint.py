@@ -13,18 +13,20 @@ import os
 import random
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn as nn
-from safetensors.torch import save_file
+from safetensors.torch import save
 
 __all__ = [
     "CheckpointError",
     "CheckpointWriteError",
     "atomic_save",
+    "atomic_write_text",
     "export_weights",
     "get_rng_state",
     "load_checkpoint",
@@ -58,20 +60,38 @@ def _umask() -> int:
     return mask
 
 
-def atomic_save(obj: Any, path: str | Path) -> Path:
+def atomic_save(obj: Any, path: str | Path, before_replace: Callable[[], None] | None = None) -> Path:
     """``torch.save`` to ``path`` atomically (temporary file, fsync, rename, fsync of the folder), readable as the
     process's umask says (``mkstemp`` would leave it 0600). A write that fails (a full disk, a quota) removes the
     temporary file, leaves the previous ``path`` as it was and raises :class:`CheckpointWriteError` naming the file
-    and the free space."""
+    and the free space. ``before_replace``: called once the temporary file is complete, before it replaces ``path``
+    (the trainer's test-only fault injection: a kill at that moment leaves the previous file and a temporary)."""
+    return _write_atomically(path, lambda handle: torch.save(obj, handle), before_replace)
+
+
+def atomic_write_text(path: str | Path, text: str, what: str = "the file") -> Path:
+    """``text`` written atomically as :func:`atomic_save` writes a checkpoint (a run's config.py, meta.json)."""
+    return _write_atomically(path, lambda handle: handle.write(text.encode()), what=what)
+
+
+def _write_atomically(
+    path: str | Path,
+    write: Callable[[Any], None],
+    before_replace: Callable[[], None] | None = None,
+    what: str = "the checkpoint",
+) -> Path:
+    """``write(binary file)`` into a temporary file beside ``path`` that then replaces it (see :func:`atomic_save`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
+        if before_replace is not None:
+            before_replace()
         os.replace(tmp_name, path)
     except (OSError, RuntimeError) as err:  # torch.save reports a short write as RuntimeError ("unexpected pos")
         Path(tmp_name).unlink(missing_ok=True)
@@ -79,7 +99,7 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
         previous = f"the previous {path.name} is intact" if path.exists() else f"no earlier {path.name} exists"
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointWriteError(
-            f"could not write the checkpoint {path} ({reason}); {free / 2**20:.0f} MiB free in {path.parent}; "
+            f"could not write {what} {path} ({reason}); {free / 2**20:.0f} MiB free in {path.parent}; "
             f"{previous}: free space and resume with --resume auto"
         ) from err
     except BaseException:
@@ -162,6 +182,8 @@ def export_weights(model: nn.Module, path: str | Path, metadata: dict[str, Any] 
     cfg.update({"num_classes": getattr(model, "num_classes", None), **(metadata or {})})
     cfg = {k: v for k, v in cfg.items() if k not in ("file", "state_dict")}
     text = json.dumps(cfg, default=str)
-    save_file(state, str(path), metadata={"pretrained_cfg": text})
-    path.with_suffix(".json").write_text(json.dumps(json.loads(text), indent=2))
+    # safetensors' save_file creates its file 0600 whatever the umask: written as bytes instead, atomically
+    blob = save(state, metadata={"pretrained_cfg": text})
+    _write_atomically(path, lambda handle: handle.write(blob), what="the weights")
+    atomic_write_text(path.with_suffix(".json"), json.dumps(json.loads(text), indent=2), "the weights' config")
     return path

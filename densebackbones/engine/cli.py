@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import torch
 from mmengine.config import Config
 
-from .checkpoint import CheckpointError, load_checkpoint
+from .checkpoint import CheckpointError, atomic_write_text, load_checkpoint
 from .config import check_config, load_config, merge_defaults
 from .distributed import DistInfo, all_gather_objects, amp_dtype, distributed_session
 from .elastic import (
@@ -152,7 +152,7 @@ def _train(
     _resume(trainer, work_dir, resume, dist)
     if dist.is_main:  # after the resume: a refused one leaves the run's config as it was
         work_dir.mkdir(parents=True, exist_ok=True)
-        Config(resolved).dump(str(work_dir / "config.py"))
+        atomic_write_text(work_dir / "config.py", Config(resolved).pretty_text, "the run's config")
     try:
         with preemption_handler():  # SIGTERM: every rank finishes its step, last.pth is written, exit status 143
             metrics = trainer.fit()

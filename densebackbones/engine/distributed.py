@@ -11,6 +11,8 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
+from .elastic import restart_count
+
 __all__ = [
     "AMP_DTYPES",
     "DistInfo",
@@ -97,7 +99,17 @@ def init_distributed(device: str = "auto") -> DistInfo:
     if torch_device.type == "cuda":
         torch.cuda.set_device(torch_device)
     if world_size > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if torch_device.type == "cuda" else "gloo")
+        # torchrun restarts a failed group on the agent's store, which still holds the previous attempt's keys
+        # (gloo's and nccl's addresses of the dead workers): a group created on them connected to a dead worker's
+        # port ("Connection refused") or hung, and the launch ended instead of restarting (18 of 24 restarts on a
+        # loaded 2-core machine). Each attempt's group lives under its own key prefix (TORCHELASTIC_RESTART_COUNT).
+        store, rank, world_size = next(dist.rendezvous("env://", rank, world_size))
+        dist.init_process_group(
+            backend="nccl" if torch_device.type == "cuda" else "gloo",
+            store=dist.PrefixStore(f"densebackbones/attempt_{restart_count()}/", store),
+            rank=rank,
+            world_size=world_size,
+        )
     return DistInfo(rank, world_size, local_rank, torch_device)
 
 

@@ -5,10 +5,23 @@ from __future__ import annotations
 import csv
 import math
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CSVLogger", "read_csv", "plot_run"]
+__all__ = ["CSVLogger", "LogWriteError", "read_csv", "plot_run"]
+
+
+class LogWriteError(OSError):
+    """A log row that could not be written (disk full, quota); the message names the file and the free space."""
+
+
+def write_failed(path: Path, err: OSError, what: str) -> LogWriteError:
+    free = shutil.disk_usage(path.parent).free / 2**20 if path.parent.exists() else float("nan")
+    return LogWriteError(
+        f"could not write {what} {path} ({err.strerror or err}); {free:.0f} MiB free in {path.parent}; the "
+        f"checkpoints are as they were: free space and resume with --resume auto"
+    )
 
 
 class CSVLogger:
@@ -27,17 +40,25 @@ class CSVLogger:
         if self.fieldnames is None or "step" not in self.fieldnames:
             return 0
         with open(self.path, newline="") as handle:
-            rows = list(csv.DictReader(handle))
-        # A row cut short (a process killed while appending it) has fields missing: it is dropped too.
-        keep = [r for r in rows if _as_float(r.get("step")) <= step and None not in r.values()]
+            text = handle.read()
+        rows = list(csv.DictReader(text.splitlines()))
+        # A row cut short (a process killed, or a full disk, while appending it) has fields missing or extra (the
+        # next row appended to its line): it is dropped too, and so is a last row without its line end.
+        keep = [r for r in rows if _as_float(r.get("step")) <= step and None not in r.values() and None not in r]
+        if not text.endswith("\n") and keep and rows and keep[-1] is rows[-1]:
+            keep.pop()
         if len(keep) == len(rows):
             return 0
         tmp = self.path.with_name(f".{self.path.name}.tmp")
-        with open(tmp, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=self.fieldnames)
-            writer.writeheader()
-            writer.writerows(keep)
-        os.replace(tmp, self.path)
+        try:
+            with open(tmp, "w", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=self.fieldnames)
+                writer.writeheader()
+                writer.writerows(keep)
+            os.replace(tmp, self.path)
+        except OSError as err:
+            tmp.unlink(missing_ok=True)
+            raise write_failed(self.path, err, "the log") from err
         return len(rows) - len(keep)
 
     def log(self, row: dict[str, Any]) -> None:
@@ -48,12 +69,15 @@ class CSVLogger:
         if unknown:
             raise ValueError(f"{self.path}: columns {sorted(unknown)} are not in the header {self.fieldnames}")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=self.fieldnames)
-            if new_file:
-                writer.writeheader()
-            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-            handle.flush()
+        try:
+            with open(self.path, "a", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=self.fieldnames)
+                if new_file:
+                    writer.writeheader()
+                writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+                handle.flush()
+        except OSError as err:  # a row cut short is dropped when the run resumes (drop_rows_after)
+            raise write_failed(self.path, err, "the log") from err
 
 
 def _as_float(value: Any) -> float:

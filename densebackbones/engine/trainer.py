@@ -36,6 +36,7 @@ from tqdm import tqdm
 from .checkpoint import (
     CheckpointError,
     atomic_save,
+    atomic_write_text,
     get_rng_state,
     load_checkpoint,
     non_finite_tensors,
@@ -321,8 +322,10 @@ class Trainer:
             self.evals_since_best = 0 if better else self.evals_since_best + 1
         state = self.state_dict()  # collective (RNG gather)
         self._refuse_non_finite(state)
+        if not self.dist.is_main:
+            self._fault_while_saving()  # tests only: while rank 0 writes
         if self.dist.is_main:
-            atomic_save(state, self.work_dir / "last.pth")
+            atomic_save(state, self.work_dir / "last.pth", self._fault_while_saving)
             if better:
                 atomic_save(state, self.work_dir / "best.pth")
             every = self.train_cfg["save_interval"]
@@ -336,9 +339,15 @@ class Trainer:
         state = self.state_dict(loop)  # collective
         self._refuse_non_finite(state)
         if self.dist.is_main:
-            atomic_save(state, self.work_dir / "last.pth")
+            atomic_save(state, self.work_dir / "last.pth", self._fault_while_saving)
+        else:
+            self._fault_while_saving()  # tests only: while rank 0 writes
         self._barrier()
         self.last_step_checkpoint_s = time.perf_counter() - start
+
+    def _fault_while_saving(self) -> None:
+        """Tests only (DENSEBACKBONES_TEST_FAULT=KIND@saveSTEP): rank 0's temporary file is complete, not renamed."""
+        inject_fault(self.step, self.dist.rank, self._resumed, "save", self.work_dir)
 
     def _refuse_non_finite(self, state: dict[str, Any]) -> None:
         """Never write a checkpoint with NaN or inf weights, EMA or optimiser state: a step with a finite loss can
@@ -658,13 +667,14 @@ class Trainer:
                     window_count, window_start = 0, time.perf_counter()
                 progress.update(1)
                 if it == iterations - 1:
-                    inject_fault(self.step, self.dist.rank, self._resumed)  # tests only: DENSEBACKBONES_TEST_FAULT
+                    # tests only: DENSEBACKBONES_TEST_FAULT
+                    inject_fault(self.step, self.dist.rank, self._resumed, work_dir=self.work_dir)
                     break  # the epoch's own checkpoint follows its evaluation (fit), also for a preemption notice
                 saved = False
                 if self.checkpoint_interval and self.step % self.checkpoint_interval == 0:
                     self.save_step(running_sums())
                     saved = True
-                inject_fault(self.step, self.dist.rank, self._resumed)
+                inject_fault(self.step, self.dist.rank, self._resumed, work_dir=self.work_dir)
                 if self._agree_to_stop():
                     if not saved:
                         self.save_step(running_sums())
@@ -691,6 +701,8 @@ class Trainer:
         """Metrics over the whole evaluation set, summed over all processes (``eval_model`` by default)."""
         if self.eval_loader is None:
             return {}
+        if model is None:
+            self._share_ema_buffers()
         model = model if model is not None else self.eval_model
         return evaluate(
             model,
@@ -704,8 +716,35 @@ class Trainer:
             memory_format=self.memory_format,
         )
 
+    def _share_ema_buffers(self) -> None:
+        """Every rank evaluates rank 0's EMA buffers, the ones its checkpoints hold. The EMA averages each rank's own
+        BatchNorm statistics (DDP equalises the model's buffers only at each forward's start), so rank 1's differed
+        from rank 0's, and a run restarted from a checkpoint (rank 0's buffers on every rank) evaluated its shards
+        with other statistics than the uninterrupted run (loss 2.26389 vs 2.26386 in the issue's trial)."""
+        if self.ema is None or not self.dist.enabled:
+            return
+        for buffer in self.ema.module.buffers():
+            torch.distributed.broadcast(buffer, src=0)
+
     def fit(self) -> dict[str, float]:
         """Train from the current epoch to the last; returns the final evaluation metrics."""
+        try:
+            return self._fit()
+        finally:
+            self.stop_loader_workers()
+
+    def stop_loader_workers(self) -> None:
+        """End the loaders' persistent worker processes (a later loop starts new ones). Loader workers ignore
+        SIGTERM (a preemption notice to the process group must not end them mid-step), so workers that outlive the
+        run would block the interpreter's exit: multiprocessing ends them with SIGTERM and waits. A trainer that an
+        exception's traceback (pytest, a notebook) keeps alive kept its workers alive until then."""
+        for loader in (self.train_loader, self.eval_loader):
+            iterator = getattr(loader, "_iterator", None)  # DataLoader's persistent-workers iterator
+            if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+                iterator._shutdown_workers()
+                loader._iterator = None
+
+    def _fit(self) -> dict[str, float]:
         if self.dist.is_main:
             print(
                 f"training {self.epochs - self.epoch} epochs x {self.iters_per_epoch} iterations, global batch "
@@ -713,7 +752,7 @@ class Trainer:
                 f"{self.device.type}; work dir {self.work_dir}",
                 flush=True,
             )
-            (self.work_dir / "meta.json").write_text(json.dumps(self.meta(), indent=2))
+            atomic_write_text(self.work_dir / "meta.json", json.dumps(self.meta(), indent=2), "the run's meta data")
         metrics: dict[str, float] = {}
         if self.epoch >= self.epochs:  # resumed from the end of a finished run
             if self.dist.is_main:

@@ -44,7 +44,7 @@ OPTIONS = [
     "train.ema_decay=0.9",
     "train.plot=False",
 ]
-LOG_COLUMNS = {"train.csv": ("epoch", "step", "epoch_float", "lr", "loss"), "eval.csv": ("epoch", "step", "top1")}
+LOG_COLUMNS = {"train.csv": ("epoch", "step", "epoch_float", "lr", "loss"), "eval.csv": ("epoch", "step", "top1", "loss")}
 
 
 def run(work_dir: Path, *options: str, extra=()) -> dict:
@@ -125,7 +125,7 @@ def test_step_checkpoint_resumes_mid_epoch_bit_for_bit(straight, tmp_path, monke
     state = load_checkpoint(straight / "last.pth")
     assert state["epoch_step"] == 0 and state["step"] == 10
 
-    def stop_at_step_7(step, rank, resumed):  # Ctrl-C after step 7: the last step checkpoint is step 6's
+    def stop_at_step_7(step, rank, resumed, *moment, **where):  # Ctrl-C after step 7: the last step checkpoint is step 6's
         if step == 7 and not resumed:
             raise KeyboardInterrupt
 

@@ -339,3 +339,55 @@ def test_tools_set_the_openmp_spin_count_before_torch_loads():
     env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=env)
     assert result.stdout.strip() == "3000"
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o007])
+def test_every_file_a_run_writes_follows_the_umask(tmp_path, umask):
+    # safetensors' save_file made final.safetensors 0600 under umask 022: a shared group could not read it.
+    previous = os.umask(umask)
+    try:
+        run(tmp_path / "run", "train.plot=True")
+    finally:
+        os.umask(previous)
+    files = [p for p in (tmp_path / "run").iterdir() if p.is_file()]
+    assert {"last.pth", "best.pth", "final.safetensors", "final.json", "train.csv", "curves.png"} <= {
+        p.name for p in files
+    }
+    modes = {p.name: oct(p.stat().st_mode & 0o777) for p in files}
+    assert modes == {name: oct(0o666 & ~umask) for name in modes}
+
+
+EXIT_SCRIPT = """
+import sys, torch, torch.nn as nn
+from torch.utils.data import TensorDataset
+from densebackbones.engine import Trainer, merge_defaults
+from densebackbones.engine.distributed import DistInfo
+from densebackbones.tasks import TopKAccuracy
+cfg = merge_defaults(dict(data=dict(batch_size=4, num_workers=2), schedule=dict(type="constant", epochs=2),
+                          train=dict(plot=False)), {"batch_size": 4, "num_workers": 2, "eval_batch_size": None})
+calls = []
+def loss_fn(outputs, targets):
+    calls.append(1)
+    if len(calls) == 3:
+        raise RuntimeError("a failing step")
+    return nn.functional.cross_entropy(outputs, targets)
+data = TensorDataset(torch.randn(32, 4), torch.arange(32) % 3)
+trainer = Trainer(cfg, nn.Linear(4, 3), data, data, loss_fn, TopKAccuracy(), sys.argv[1], DistInfo())
+try:
+    trainer.fit()
+except RuntimeError as err:
+    kept = err  # the traceback keeps the trainer (and its loaders) alive until the interpreter exits
+print("failed as expected", flush=True)
+"""
+
+
+def test_a_failed_run_with_loader_workers_lets_the_process_exit(tmp_path):
+    # Loader workers ignore SIGTERM (preemption notices); persistent ones that outlived a failed fit() made the
+    # interpreter's exit wait for them forever (multiprocessing ends children with SIGTERM, then joins).
+    script = tmp_path / "fail.py"
+    script.write_text(EXIT_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "run")], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert result.returncode == 0 and "failed as expected" in result.stdout, result.stderr[-3000:]
