@@ -44,7 +44,10 @@ OPTIONS = [
     "train.ema_decay=0.9",
     "train.plot=False",
 ]
-LOG_COLUMNS = {"train.csv": ("epoch", "step", "epoch_float", "lr", "loss"), "eval.csv": ("epoch", "step", "top1", "loss")}
+LOG_COLUMNS = {
+    "train.csv": ("epoch", "step", "epoch_float", "lr", "loss"),
+    "eval.csv": ("epoch", "step", "top1", "loss"),
+}
 
 
 def run(work_dir: Path, *options: str, extra=()) -> dict:
@@ -125,7 +128,9 @@ def test_step_checkpoint_resumes_mid_epoch_bit_for_bit(straight, tmp_path, monke
     state = load_checkpoint(straight / "last.pth")
     assert state["epoch_step"] == 0 and state["step"] == 10
 
-    def stop_at_step_7(step, rank, resumed, *moment, **where):  # Ctrl-C after step 7: the last step checkpoint is step 6's
+    def stop_at_step_7(
+        step, rank, resumed, *moment, **where
+    ):  # Ctrl-C after step 7: the last step checkpoint is step 6's
         if step == 7 and not resumed:
             raise KeyboardInterrupt
 
@@ -262,17 +267,35 @@ def straight_ddp(tmp_path_factory) -> Path:
     return work_dir
 
 
-def test_torchrun_restarts_after_a_sigkill_and_resumes_by_itself(straight_ddp, tmp_path):
-    # Rank 1 is killed right after step 7; torchrun restarts the group with the same command line, which resumes
-    # from step 6's checkpoint (restarted attempts resume by themselves; the killed attempt's lock is taken over).
-    code, output = run_torchrun(tmp_path / "run", *one_node(), "--max-restarts", "1", fault="kill@7:1")
+def restart_case(straight_ddp: Path, work_dir: Path, position: str) -> None:
+    # A rank is SIGKILLed (after a step, or in a checkpoint write: rank 0 before its file replaces last.pth, rank 1
+    # while rank 0 writes); torchrun restarts the group with the same command line, which resumes by itself from the
+    # newest complete checkpoint (the killed attempt's lock is simply taken).
+    code, output = run_torchrun(work_dir, *one_node(), "--max-restarts", "1", fault=f"kill@{position}")
     assert code == 0, output[-4000:]
-    assert "rank 1 sends itself SIGKILL after step 7" in output
+    rank = position.rsplit(":", 1)[1]
+    assert f"rank {rank} sends itself SIGKILL" in output
     # The restarted group resumes by itself; where gloo refused the restarted group's connections on the loaded
-    # machine, run_torchrun's second launch of the same command resumes instead (both mid-epoch, from step 6).
+    # machine, run_torchrun's second launch of the same command resumes instead.
     assert "resuming from" in output or "resumed from" in output, output[-4000:]
-    assert "steps into epoch 2" in output, output[-4000:]
-    assert_same_run(straight_ddp, tmp_path / "run")
+    assert_same_run(straight_ddp, work_dir)  # weights, EMA, optimiser and every log row, evaluation loss included
+
+
+# Steps: 2 epochs x 5; step checkpoints at 2, 4, 6, 8. In the suite: rank 1 killed while rank 0 writes (the launch
+# used to end instead of restarting); with -m slow also rank 0 in its write, and after steps drawn at random.
+RESTART_POSITIONS = ["save6:1"]
+RESTART_POSITIONS_SLOW = ["save6:0", "save4:1", "7:1", *(f"{s}:{r}" for s, r in [(3, 0), (9, 1)])]
+
+
+@pytest.mark.parametrize("position", RESTART_POSITIONS)
+def test_torchrun_restarts_after_a_sigkill_and_resumes_by_itself(straight_ddp, tmp_path, position):
+    restart_case(straight_ddp, tmp_path / "run", position)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("position", RESTART_POSITIONS_SLOW)
+def test_torchrun_restarts_after_a_sigkill_anywhere(straight_ddp, tmp_path, position):
+    restart_case(straight_ddp, tmp_path / "run", position)
 
 
 def test_sigterm_under_torchrun_stops_every_rank_at_the_same_step(straight_ddp, tmp_path):
