@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from torch.utils.data import Dataset
 
+from .files import read_image
 from .transforms import TorchSeeded
 
 __all__ = [
@@ -120,28 +121,31 @@ class VOCDetection(_BoxAccounting, Dataset):
     def parse(self, index: int) -> dict:
         folder, image_id = self.ids[index]
         xml = folder / "Annotations" / f"{image_id}.xml"
-        tree = ET.parse(xml).getroot()
-        size = tree.find("size")
-        width, height = int(size.find("width").text), int(size.find("height").text)
+        try:
+            tree = ET.parse(xml).getroot()
+        except ET.ParseError as err:
+            raise ValueError(f"{xml} is not well-formed XML ({err}); replace it with the image's annotation") from None
+        width, height = _xml_number(xml, tree, "size/width", int), _xml_number(xml, tree, "size/height", int)
+        if width <= 0 or height <= 0:
+            raise ValueError(f"{xml}: <size> gives {width}x{height}; width and height must be positive")
         boxes, labels, difficult = [], [], []
-        for obj in tree.iter("object"):
-            name = obj.find("name").text.strip().lower()
+        for number, obj in enumerate(tree.iter("object"), start=1):
+            name = (obj.findtext("name") or "").strip().lower()
             if name not in self.class_to_label:
-                raise ValueError(f"{xml}: unknown class {name!r}; VOC classes are {', '.join(VOC_CLASSES)}")
-            is_difficult = obj.find("difficult") is not None and int(obj.find("difficult").text) == 1
+                raise ValueError(f"{xml}: object {number} has class {name!r}; VOC classes are {', '.join(VOC_CLASSES)}")
+            is_difficult = obj.find("difficult") is not None and _xml_number(xml, obj, "difficult", int) == 1
             if is_difficult and not self.keep_difficult:
                 continue
-            box = obj.find("bndbox")
             # VOC coordinates are 1-based pixel indices; subtract 1 from the corner that starts the box
             boxes.append(
                 [
-                    float(box.find(k).text) - (1 if k in ("xmin", "ymin") else 0)
+                    _xml_number(xml, obj, f"bndbox/{k}", float, number) - (1 if k in ("xmin", "ymin") else 0)
                     for k in ("xmin", "ymin", "xmax", "ymax")
                 ]
             )
             labels.append(self.class_to_label[name])
             difficult.append(is_difficult)
-        boxes, keep, clipped, dropped = sanitize_boxes(np.array(boxes), width, height)
+        boxes, keep, clipped, dropped = sanitize_boxes(np.array(boxes).reshape(-1, 4), width, height)
         self._account(clipped, dropped)
         return dict(
             boxes=boxes[keep],
@@ -153,8 +157,15 @@ class VOCDetection(_BoxAccounting, Dataset):
 
     def __getitem__(self, index: int):
         folder, image_id = self.ids[index]
-        image = np.array(Image.open(folder / "JPEGImages" / f"{image_id}.jpg").convert("RGB"))
+        path = folder / "JPEGImages" / f"{image_id}.jpg"
+        image = read_image(path, f"image {image_id}")
         target = self.parse(index)
+        if image.shape[:2] != target["size"]:  # the boxes are in the annotation's pixels
+            height, width = target["size"]
+            raise ValueError(
+                f"{path} is {image.shape[1]}x{image.shape[0]} but {folder / 'Annotations' / f'{image_id}.xml'} "
+                f"says {width}x{height}; the image or its annotation is another image's"
+            )
         return self.transform(image, target) if self.transform else (image, target)
 
 
@@ -169,13 +180,15 @@ def _check_files_exist(paths: Sequence[Path], listed_where: str, root: Path) -> 
         )
 
 
-def _read_rgb(path: Path, what: str) -> np.ndarray:
-    """An image file as an RGB array; an unreadable or truncated file is named with ``what`` (its id)."""
+def _xml_number(xml: Path, node: ET.Element, tag: str, kind: type, number: int | None = None):
+    """The number in ``node``'s ``tag`` of a VOC annotation, or an error naming the file, the object and the tag."""
+    text = node.findtext(tag)
     try:
-        with Image.open(path) as image:
-            return np.array(image.convert("RGB"))
-    except OSError as err:  # PIL's UnidentifiedImageError and "image file is truncated" are OSErrors
-        raise OSError(f"cannot read {path} ({what}): {err}") from err
+        return kind(float(text)) if kind is int else kind(text)
+    except (TypeError, ValueError):
+        where = f"object {number}: " if number is not None else ""
+        found = "is missing" if text is None else f"is {text!r}, not a number"
+        raise ValueError(f"{xml}: {where}<{tag}> {found}; fix or remove the annotation") from None
 
 
 def check_coco_annotations(dataset: dict, ann_file: Path) -> tuple[list, list]:
@@ -286,7 +299,7 @@ class COCODetection(_BoxAccounting, Dataset):
 
     def __getitem__(self, index: int):
         info = self.coco.imgs[self.ids[index]]
-        image = _read_rgb(self.image_dir / info["file_name"], f"image id {info['id']}")
+        image = read_image(self.image_dir / info["file_name"], f"image id {info['id']}")
         target = self.parse(index)
         return self.transform(image, target) if self.transform else (image, target)
 

@@ -15,6 +15,7 @@ import torch
 from PIL import Image, ImageDraw
 from torch.utils.data import Dataset
 
+from .files import read_image
 from .transforms import TorchSeeded
 
 __all__ = [
@@ -124,8 +125,8 @@ class SegmentationFolder(Dataset):
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """The raw image (H, W, 3) uint8 and label map (H, W) uint8, checked."""
         image_path, label_path = self.pairs[index]
-        image = np.array(Image.open(image_path).convert("RGB"))  # writable copies for the transforms
-        label = np.array(Image.open(label_path))
+        image = read_image(image_path)
+        label = read_image(label_path, f"the label map of {image_path.name}", mode=None)
         if label.ndim != 2:
             raise ValueError(f"{label_path} must be a single-channel label map of class indices, got {label.shape}")
         if image.shape[:2] != label.shape:
