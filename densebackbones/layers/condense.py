@@ -93,23 +93,38 @@ class LearnedGroupConv(nn.Module):
         self.register_buffer("_stage", torch.zeros(1))  # condensation stage reached, 0..C-1
         self.register_buffer("_mask", torch.ones_like(self.conv.weight))
 
-    @property
-    def stage(self) -> int:
-        return int(self._stage.item())
-
+    # Masks only move one way (inputs are dropped, never restored), so an average of a mask's history by any weights
+    # (an EMA or SWA copy that averages buffers: timm's ModelEmaV3, torch's AveragedModel) is below 1 exactly where
+    # the live model has dropped the input: its floor is the live mask. Count and stage follow from the mask (each
+    # stage drops in / C inputs per group), whatever an average made of their own buffers.
     @property
     def dropped(self) -> int:
         """Input channels each group has dropped."""
-        return int(self._count.item())
+        return int((self._group_weight(self._mask[:, :, 0, 0])[0, 0] < 1).sum())
+
+    @property
+    def stage(self) -> int:
+        return self.dropped // (self.in_channels // self.condense_factor)
 
     @property
     def condensed(self) -> bool:
         """Whether condensation has finished (stage C - 1: every group keeps ``in / C`` inputs)."""
         return self.stage >= self.condense_factor - 1
 
+    @torch.no_grad()
+    def restore_structure(self) -> None:
+        """Mask, stage and count as the live model's (0/1 and whole numbers) where an average made them fractions."""
+        self._mask.floor_()
+        self._count.fill_(self.dropped)
+        self._stage.fill_(self.stage)
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self.restore_structure()  # an EMA or SWA copy's checkpoint
+
     def forward(self, x: Tensor) -> Tensor:
         x = self.drop(self.relu(self.norm(x)))
-        return F.conv2d(x, self.conv.weight * self._mask)
+        return F.conv2d(x, self.conv.weight * self._mask.floor())  # floor: an averaged copy's mask (see stage)
 
     def _group_weight(self, weight: Tensor) -> Tensor:
         """(G, out / G, in): group ``g``'s rows are outputs ``g::G``."""
@@ -184,7 +199,7 @@ class CondensedConv(nn.Module):
             learned.in_channels, learned.out_channels, learned.groups, learned.condense_factor, norm_layer, act_layer
         )
         new = new.to(learned.conv.weight.device, learned.conv.weight.dtype)
-        mask = learned._group_weight(learned._mask[:, :, 0, 0])[:, 0, :]  # (G, in): a group's kept inputs
+        mask = learned._group_weight(learned._mask.floor()[:, :, 0, 0])[:, 0, :]  # (G, in): a group's kept inputs
         kept = [mask[g].nonzero().flatten() for g in range(learned.groups)]
         per_group = new.in_channels // learned.groups
         if any(len(k) != per_group for k in kept):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import re
+import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
@@ -39,6 +40,7 @@ from ..layers import (
     conv2d,
     resolve_memory_mode,
 )
+from ..layers.routes import is_fx_symbolic_tracing
 from ..registry import register_model
 from . import checks
 from .base import DenseBackbone, build_dense_backbone, checkpoint_filter_fn, default_cfg
@@ -66,6 +68,13 @@ class CondenseNet(DenseBackbone):
         proj_drop_rate: dropout before every learned group convolution (the official ``dropout_rate``).
         group_lasso_lambda: weight of the group-lasso term :meth:`regularization_loss` returns (0: none).
         converted: build the deployment form (condensed convolutions and classifier) to load converted weights.
+        condense_steps: condense by itself over this many training forwards (the steps of the whole schedule, times
+            the gradient accumulation), for training loops other than densebackbones' (timm's ``train.py
+            --model-kwargs condense_steps=N``, Lightning, a plain loop): each forward in training mode with
+            gradients on advances the condensation to forwards done / ``condense_steps`` first, as the engine's
+            :meth:`set_training_progress` does per step; the count is a buffer (``condense_forwards``), so a resumed
+            run continues its schedule. None (default): only :meth:`set_training_progress` condenses, and a training
+            forward without it warns.
         output_stride: 32 (as published), 16 or 8: the average-pool transitions past that stride removed (an
             Identity) and the later blocks' 3x3 convolutions dilated (layers/dilation.py); the CIFAR layout (total
             stride 4) is the same at every value.
@@ -91,6 +100,7 @@ class CondenseNet(DenseBackbone):
         proj_drop_rate: float = 0.0,
         group_lasso_lambda: float = 0.0,
         converted: bool = False,
+        condense_steps: int | None = None,
         drop_rate: float = 0.0,
         global_pool: str = "avg",
         norm_layer: LayerFn = nn.BatchNorm2d,
@@ -157,6 +167,11 @@ class CondenseNet(DenseBackbone):
         self.output_stride = output_stride
         if converted and num_classes:
             self.classifier = CondensedLinear(chs, num_classes)
+        self.progress_set_by_trainer = False  # set_training_progress was called: it drives condensation
+        self.condense_steps: int | None = None
+        if condense_steps is not None:
+            checks.check_int("condense_steps", condense_steps, 1, "training forwards over which to condense")
+            self.set_condense_steps(condense_steps)
 
     @staticmethod
     def _check_groups(growth_rates, block_config, groups, condense_factor, group_3x3, bottleneck) -> None:
@@ -186,9 +201,61 @@ class CondenseNet(DenseBackbone):
     def set_training_progress(self, progress: float) -> None:
         """The trainer's per-iteration hook (``progress`` = optimiser steps done / all steps, in [0, 1]): advance
         every learned group convolution's condensation to that progress (drops happen at C - 1 stage changes in the
-        first half of training). A converted model has nothing to condense."""
+        first half of training). A converted model has nothing to condense. Once called, it alone drives
+        condensation (``condense_steps`` counting stops)."""
+        self.progress_set_by_trainer = True
+        self._condense_to(progress)
+
+    def _condense_to(self, progress: float) -> None:
         for conv in self.learned_convs():
             conv.update_condensation(progress)
+
+    def set_condense_steps(self, steps: int) -> None:
+        """Condense by itself over ``steps`` training forwards (the ``condense_steps`` argument, for a model built
+        elsewhere); the count starts at 0 unless the model has one."""
+        checks.check_int("condense_steps", steps, 1, "training forwards over which to condense")
+        self.condense_steps = steps
+        if not hasattr(self, "condense_forwards"):
+            device = next(self.parameters()).device
+            self.register_buffer("condense_forwards", torch.zeros((), dtype=torch.long, device=device))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        # Weights saved without a forward count (before condense_steps was set) keep this model's count.
+        if hasattr(self, "condense_forwards") and f"{prefix}condense_forwards" not in state_dict:
+            state_dict[f"{prefix}condense_forwards"] = self.condense_forwards.clone()
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    @torch.jit.unused
+    @torch.no_grad()
+    def _advance_condensation(self) -> None:
+        """Once per training forward (forward, forward_features or forward_intermediates: features_only too):
+        ``condense_steps`` counting, or a warning that nothing condenses the model."""
+        if self.progress_set_by_trainer or self.converted or is_fx_symbolic_tracing():
+            return
+        if self.condense_steps is None:
+            if not self.condensation_finished:
+                warnings.warn(
+                    "a CondenseNet trains but nothing advances its condensation, so its learned group convolutions "
+                    "never condense: create it with condense_steps=<training forwards> (timm's train.py: "
+                    "--model-kwargs condense_steps=N) or call model.set_training_progress(steps done / all steps) "
+                    "every step (densebackbones' trainer does)",
+                    stacklevel=4,
+                )
+            return
+        self._condense_to(min(int(self.condense_forwards.item()) / self.condense_steps, 1.0))
+        self.condense_forwards.add_(1)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        if self.training and torch.is_grad_enabled() and not (torch.jit.is_scripting() or torch.jit.is_tracing()):
+            self._advance_condensation()
+        # DenseBackbone.forward_features' body: TorchScript compiles no super() call
+        self._check_input(x)
+        return self.features(self._compute_layout(x))
+
+    def forward_intermediates(self, x: Tensor, *args: Any, **kwargs: Any):
+        if self.training and torch.is_grad_enabled() and not (torch.jit.is_scripting() or torch.jit.is_tracing()):
+            self._advance_condensation()
+        return super().forward_intermediates(x, *args, **kwargs)
 
     def regularization_loss(self) -> Tensor | None:
         """The trainer adds this to the loss: ``group_lasso_lambda`` times the group lasso of every learned group
@@ -243,6 +310,9 @@ def convert(model: CondenseNet, force: bool = False, classifier_keep: float = 0.
             f"weight magnitude"
         )
     converted = copy.deepcopy(model)
+    for layer in converted.modules():
+        if isinstance(layer, CondenseLayer) and isinstance(layer.conv_1, LearnedGroupConv):
+            layer.conv_1.restore_structure()  # an EMA or SWA copy: its masks as the live model's
     for layer in converted.modules():
         if isinstance(layer, CondenseLayer) and isinstance(layer.conv_1, LearnedGroupConv):
             layer.conv_1.update_condensation(1.0)  # no-op when finished

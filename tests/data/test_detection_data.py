@@ -62,7 +62,7 @@ def test_voc_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="Expected layout: .*Annotations"):
         VOCDetection(tmp_path / "nowhere", [("2007", "test")])
     root = write_voc(tmp_path / "VOCdevkit", {"000003": [_voc_object("unicorn", (1, 1, 5, 5))]})
-    with pytest.raises(ValueError, match="000003.xml: unknown class 'unicorn'"):
+    with pytest.raises(ValueError, match="000003.xml: object 1 has class 'unicorn'"):
         VOCDetection(root, [("2007", "trainval")]).parse(0)
 
 

@@ -63,6 +63,7 @@ def test_short_cpu_training_reaches_a_clear_ap50_and_predict_draws(tmp_path):
     assert drawn == ["1_det.png", "2_det.png"]
 
 
+@pytest.mark.slow  # a minute of training; DSOD's clear AP50 below stays in the suite, Pelee's resume test too
 def test_pelee_shapes_training_reaches_a_clear_ap50(tmp_path):
     _train(tmp_path / "run", tmp_path / "data", config=PELEE_SHAPES_CFG)
     best = max(row["AP50"] for row in read_csv(tmp_path / "run" / "eval.csv"))
