@@ -168,6 +168,8 @@ class CondenseNet(DenseBackbone):
         if converted and num_classes:
             self.classifier = CondensedLinear(chs, num_classes)
         self.progress_set_by_trainer = False  # set_training_progress was called: it drives condensation
+        # whether regularization_loss() was taken since the last training forward (a warning for other loops)
+        self.training_forwards, self.lasso_taken, self.lasso_warned = 0, False, False
         self.condense_steps: int | None = None
         if condense_steps is not None:
             checks.check_int("condense_steps", condense_steps, 1, "training forwards over which to condense")
@@ -232,6 +234,16 @@ class CondenseNet(DenseBackbone):
         ``condense_steps`` counting, or a warning that nothing condenses the model."""
         if self.progress_set_by_trainer or self.converted or is_fx_symbolic_tracing():
             return
+        # The group lasso is a loss term: another loop must add regularization_loss() itself (the engine does).
+        if self.group_lasso_lambda and self.training_forwards and not self.lasso_taken and not self.lasso_warned:
+            warnings.warn(
+                f"CondenseNet(group_lasso_lambda={self.group_lasso_lambda}) trains without its group lasso: add "
+                f"model.regularization_loss() to the loss every step (densebackbones' trainer does)",
+                stacklevel=4,
+            )
+            self.lasso_warned = True
+        self.training_forwards += 1
+        self.lasso_taken = False
         if self.condense_steps is None:
             if not self.condensation_finished:
                 warnings.warn(
@@ -261,6 +273,7 @@ class CondenseNet(DenseBackbone):
         """The trainer adds this to the loss: ``group_lasso_lambda`` times the group lasso of every learned group
         convolution still condensing (None when the weight is 0 or nothing condenses)."""
         convs = self.learned_convs()
+        self.lasso_taken = True
         if not self.group_lasso_lambda or not convs:
             return None
         return self.group_lasso_lambda * torch.stack([conv.lasso_loss() for conv in convs]).sum()

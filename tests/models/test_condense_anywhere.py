@@ -141,3 +141,16 @@ def test_averaged_copies_keep_the_live_models_structure(averager):
     loaded = tiny(condense_steps=STEPS)
     loaded.load_state_dict(average.module.state_dict())
     assert all(torch.equal(c._mask, c._mask.round()) for c in loaded.learned_convs())
+
+
+def test_a_loop_that_forgets_the_group_lasso_is_told():
+    model = tiny(condense_steps=STEPS, group_lasso_lambda=1e-5)
+    x = torch.randn(2, 3, 8, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for _ in range(3):  # a loop that adds the term: no warning
+            (model(x).sum() + model.regularization_loss()).backward()
+    model = tiny(condense_steps=STEPS, group_lasso_lambda=1e-5)
+    model(x).sum().backward()
+    with pytest.warns(UserWarning, match=r"trains without its group lasso: add model.regularization_loss\(\)"):
+        model(x).sum().backward()
