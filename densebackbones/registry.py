@@ -23,12 +23,14 @@ import fnmatch
 import functools
 import inspect
 import logging
+import os
 import re
 from collections.abc import Callable
 
 import timm
 import timm.models
 import torch
+import torchvision.models._api as torchvision_models_api  # the registry behind get_model
 from torch import nn
 
 try:  # mmengine is optional (extra "mm"): models work without it, configs and the OpenMMLab adapter need it.
@@ -128,7 +130,8 @@ def register_model(
     task: str = "classification",
     model_cls: type[nn.Module] | None = None,
 ):
-    """Register a model factory under its ``__name__`` with densebackbones and mmengine, and (backbones) timm.
+    """Register a model factory under its ``__name__`` with densebackbones, mmengine and torchvision
+    (``torchvision.models.get_model``), and (backbones) timm.
 
     Used bare (``@register_model``: a classification backbone) or with arguments
     (``@register_model(task='segmentation', model_cls=FCDenseNet)``). ``model_cls``: the class the factory builds,
@@ -159,7 +162,38 @@ def register_model(
         timm.models.register_model(fn)
     if MODELS is not None:
         MODELS.register_module(name=name, module=fn)
+    if name not in torchvision_models_api.BUILTIN_MODELS:  # torchvision's get_model(name, weights=None, ...)
+        torchvision_models_api.register_model(name)(_torchvision_builder(name))
     return fn
+
+
+def _torchvision_builder(arch: str) -> Callable[..., nn.Module]:
+    """A builder with torchvision's signature (``torchvision.models.get_model(name, weights=..., **kwargs)``, as its
+    reference scripts call it): ``weights`` None or False builds the model without weights, True or ``'DEFAULT'``
+    loads its default pretrained config, a pretrained tag (``'tv_in1k'``) that config, a file path that file;
+    ``progress`` is accepted (timm's hub shows its own)."""
+
+    def build(*, weights: bool | str | None = None, progress: bool = True, **kwargs) -> nn.Module:
+        if weights is None or weights is False:
+            return create_model(arch, **kwargs)
+        if weights is True or weights == "DEFAULT":
+            return create_model(arch, pretrained=True, **kwargs)
+        if isinstance(weights, (str, os.PathLike)) and os.path.isfile(weights):
+            return create_model(arch, pretrained=True, pretrained_cfg_overlay=dict(file=str(weights)), **kwargs)
+        if isinstance(weights, str):
+            return create_model(f"{arch}.{weights}", pretrained=True, **kwargs)
+        raise TypeError(
+            f"weights={weights!r} for {arch!r}: pass None, True/'DEFAULT', a pretrained tag "
+            f"({', '.join(_pretrained_tags(arch)) or 'none registered'}) or a weights file"
+        )
+
+    build.__name__ = build.__qualname__ = arch
+    build.__module__ = __name__
+    return build
+
+
+def _pretrained_tags(arch: str) -> list[str]:
+    return [name.split(".", 1)[1] for name in timm.list_pretrained(f"{arch}.*")]
 
 
 def _with_placement(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:

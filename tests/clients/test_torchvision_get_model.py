@@ -1,0 +1,33 @@
+"""torchvision's registry (issue 34): its reference scripts build models with
+``torchvision.models.get_model(name, weights=args.weights, num_classes=...)``; every registered dense model is
+there after ``import densebackbones``, with torchvision's builder signature."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+
+import densebackbones as db
+
+
+@pytest.mark.parametrize("name", db.list_models())
+def test_every_model_is_in_torchvisions_registry(name):
+    assert name in torchvision.models.list_models()
+    assert torchvision.models.get_model_builder(name).__name__ == name
+
+
+def test_get_model_as_the_reference_scripts_call_it(tmp_path):
+    model = torchvision.models.get_model("densenet40_k12_cifar", weights=None, num_classes=7)
+    assert isinstance(model, db.DenseNet) and model.num_classes == 7
+    # a weights file (what a user passes to --weights after training elsewhere)
+    torch.save(model.state_dict(), tmp_path / "weights.pth")
+    again = torchvision.models.get_model("densenet40_k12_cifar", weights=str(tmp_path / "weights.pth"), num_classes=7)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, again.state_dict()[key]), key
+    with pytest.raises(TypeError, match=r"weights=3 for 'densenet40_k12_cifar': pass None, True/'DEFAULT'"):
+        torchvision.models.get_model("densenet40_k12_cifar", weights=3)
+
+
+def test_torchvisions_own_densenets_stay_torchvisions():
+    assert torchvision.models.get_model_builder("densenet121").__module__.startswith("torchvision")
