@@ -177,9 +177,10 @@ class DenseNetBackbone(BaseModule):
     def _frozen_modules(self) -> list[nn.Module]:
         if self.frozen_stages < 0:
             return []
-        last_tap = self.feature_info[self.frozen_stages]["module"].split(".", 1)[1]
+        # The taps' container ("features" of the dense families, "blocks" of MSDNet) in order, up to the last tap.
+        container, last_tap = self.feature_info[self.frozen_stages]["module"].rsplit(".", 1)
         frozen = []
-        for name, module in self.model.features.named_children():
+        for name, module in self.model.get_submodule(container).named_children():
             frozen.append(module)
             if name == last_tap:
                 break

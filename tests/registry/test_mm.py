@@ -44,6 +44,24 @@ def test_frozen_stages_and_norm_eval():
     assert backbone_eval.model.features.conv0.weight.requires_grad
 
 
+@pytest.mark.parametrize(
+    "arch",
+    ["densenet_bc100_k12_cifar", "peleenet", "condensenet86_cifar", "dsod_ds64_192_48_1", "msdnet_anytime_cifar"],
+)
+def test_frozen_stages_on_every_family(arch):
+    # MSDNet's levels are its blocks (blocks.N), not features.*: frozen_stages failed with "no attribute 'features'"
+    backbone = DenseNetBackbone(arch, frozen_stages=0).train()
+    tap = backbone.feature_info[0]["module"]
+    frozen = backbone.model.get_submodule(tap)
+    assert all(not p.requires_grad for p in frozen.parameters())
+    assert all(not m.training for m in frozen.modules())
+    frozen_ids = {id(p) for p in frozen.parameters()}
+    assert any(p.requires_grad for p in backbone.parameters() if id(p) not in frozen_ids)
+    size = 32 if "cifar" in arch else 64
+    outs = backbone(torch.randn(2, 3, size, size))
+    sum(o.sum() for o in outs).backward()  # the unfrozen levels train
+
+
 def test_frozen_stages_out_of_range():
     with pytest.raises(ValueError, match="frozen_stages must be in -1..4"):
         DenseNetBackbone("densenet_bc121_k32", frozen_stages=5)
