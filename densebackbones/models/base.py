@@ -264,6 +264,9 @@ class DenseBackbone(InputSizeCheck, nn.Module):
         names = [name for name, _ in self.features.named_children()]
         for name in names[names.index(last_tap) + 1 :]:
             delattr(self.features, name)
+        # forward_features now ends at that level: a head built later (reset_classifier) takes its width
+        self.num_features = self.feature_info[max_index]["num_chs"]
+        self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
         if prune_head:
             self.reset_classifier(0, "")
         return take_indices

@@ -487,6 +487,10 @@ class MSDNet(InputSizeCheck, nn.Module):
         self.block_scales = block_scales
         self.num_features = inner  # channels of forward_features: the final exit's convolutions
         self.head_hidden_size = inner * self.classifier[-1].global_pool.feat_mult()
+        # The head once prune_intermediate_layers(prune_head=True) removed every exit: timm's plain pool and linear
+        # layer on the last tap (reset_classifier builds them); parameter-free until then.
+        self.tap_pool: nn.Module = nn.Identity()
+        self.tap_fc: nn.Module = nn.Identity()
         self.feature_scale = feature_scale
         self.feature_info = self._feature_info(block_chs, growth_factors)
         self.grad_checkpointing = memory_mode == "efficient"
@@ -649,7 +653,11 @@ class MSDNet(InputSizeCheck, nn.Module):
         return self.classifier[-1].m(maps[-1])
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        """The final exit's pool, dropout and linear layer; ``pre_logits``: the pooled ``head_hidden_size`` vector."""
+        """The final exit's pool, dropout and linear layer; ``pre_logits``: the pooled ``head_hidden_size`` vector.
+        Without exits (pruned): the tap's pool and linear layer (none until ``reset_classifier``)."""
+        if len(self.classifier) == 0:
+            x = self.tap_pool(x)
+            return x if pre_logits else self.tap_fc(x)
         return self.classifier[-1].head(x, pre_logits)
 
     def forward(self, x: Tensor) -> list[Tensor] | Tensor:
@@ -660,7 +668,7 @@ class MSDNet(InputSizeCheck, nn.Module):
     # -------------------------------------------------------------------------------------------- timm contract
     @torch.jit.ignore
     def get_classifier(self) -> nn.Module:
-        return self.classifier[-1].linear
+        return self.classifier[-1].linear if len(self.classifier) else self.tap_fc
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         """Fresh pools and linear layers with ``num_classes`` outputs (0 removes them) on every built exit, on the
@@ -679,6 +687,11 @@ class MSDNet(InputSizeCheck, nn.Module):
             exit_.set_head(num_classes, global_pool)
         if exits:
             self.head_hidden_size = self.num_features * exits[-1].global_pool.feat_mult()
+        elif len(self.classifier) == 0:  # pruned to a tap: a plain timm head on its maps
+            device = next(self.parameters()).device
+            self.tap_pool, self.tap_fc = create_classifier(self.num_features, num_classes, pool_type=global_pool)
+            self.tap_pool, self.tap_fc = self.tap_pool.to(device), self.tap_fc.to(device)
+            self.head_hidden_size = self.num_features * self.tap_pool.feat_mult()
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
@@ -731,7 +744,7 @@ class MSDNet(InputSizeCheck, nn.Module):
         self._check_input(x)
         scale = self.feature_scale_index
         intermediates = []
-        last = max_index if intermediates_only and stop_early else self.num_exits - 1
+        last = max_index if intermediates_only and stop_early else len(self.blocks) - 1
         maps = [x]
         for i in range(last + 1):
             maps = self._run_block_recomputed(i, maps) if self._recomputes(i, maps) else self.blocks[i](maps)
@@ -739,6 +752,8 @@ class MSDNet(InputSizeCheck, nn.Module):
                 intermediates.append(maps[scale - (self.num_scales - len(maps))])
         if intermediates_only:
             return intermediates
+        if len(self.classifier) == 0:  # pruned with its exits: the features end at the last tap
+            return maps[scale - (self.num_scales - len(maps))], intermediates
         return self.classifier[-1].m(maps[-1]), intermediates
 
     def prune_intermediate_layers(
@@ -756,6 +771,8 @@ class MSDNet(InputSizeCheck, nn.Module):
         del self.classifier[max_index + 1 :]
         if prune_head:
             self.classifier = nn.ModuleList()
+            self.num_features = self.head_hidden_size = self.feature_info[max_index]["num_chs"]  # the tap's maps
+            self.tap_pool, self.tap_fc = nn.Identity(), nn.Identity()
         coarsest = self.num_scales - 1
         read = {i: {coarsest} for i, m in enumerate(self.classifier) if isinstance(m, ClassifierModule)}
         for i in take:

@@ -52,6 +52,7 @@ SIGNED_SEQUENCES = {"backbone_indices", "out_indices"}
 NONE_DEFAULT_KINDS = {
     "stem_width": "int",
     "condense_factor": "int",
+    "condense_steps": "int",
     "group_3x3": "int",
     "bn_size": "int",
     "memory_mode": "choice",
