@@ -150,7 +150,9 @@ def _train(
         extra_meta=task.run_meta(resolved) if hasattr(task, "run_meta") else None,
     )
     _resume(trainer, work_dir, resume, dist)
-    if dist.is_main:  # after the resume: a refused one leaves the run's config as it was
+    # After the resume: a refused one leaves the run's config as it was, and so does a finished run that is only
+    # evaluated (its weights were trained with the config it has).
+    if dist.is_main and trainer.epoch < trainer.epochs:
         work_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(work_dir / "config.py", Config(resolved).pretty_text, "the run's config")
     try:

@@ -395,7 +395,9 @@ class Trainer:
         self._refuse_config_changes(changes, state, path)
         self._load_model_state(state, path, changes)
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        saved_iters = (state.get("data") or {}).get("iters_per_epoch")
+        if not self._schedule_changed(changes, saved_iters):  # else rebuilt below (its state may be another kind's)
+            self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         if self.ema is not None:
             # train.ema_decay set on resume: the average starts from the checkpoint's weights
@@ -409,7 +411,7 @@ class Trainer:
         set_rng_state(rng[self.dist.rank] if self.dist.rank < len(rng) else rng[0])
         self._resumed = True
         saved_step = self.step
-        rescheduled = self._apply_schedule_changes(changes, (state.get("data") or {}).get("iters_per_epoch"))
+        rescheduled = self._apply_schedule_changes(changes, saved_iters)
         if self.dist.is_main:
             dropped = self.train_log.drop_rows_after(saved_step) + self.eval_log.drop_rows_after(saved_step)
             extra = f"; dropped {dropped} log row(s) written after that step" if dropped else ""
@@ -417,17 +419,31 @@ class Trainer:
             print(f"resumed from {path}: epoch {self.epoch}, step {saved_step}{where}{extra}", flush=True)
             if changes:
                 shown = "; ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in changes.items())
-                print(f"config changes since that checkpoint take effect: {shown}{rescheduled}", flush=True)
+                if self.epoch >= self.epochs:  # only evaluated: the changes touch nothing trained
+                    print(f"config changes since that checkpoint (the run is complete; nothing trains): {shown}")
+                else:
+                    print(f"config changes since that checkpoint take effect: {shown}{rescheduled}", flush=True)
 
     def _refuse_config_changes(self, changes: dict[str, tuple[Any, Any]], state: dict[str, Any], path) -> None:
         """One error naming the key for a change a resumed run cannot honour: another optimiser (its state is
         another's) or other classes (compared by name: a renamed or reordered class folder would train row 0 of the
         classifier as another class)."""
+        done, steps_done = state["epoch"], state["step"]
+        if self.max_iters and self.max_iters < steps_done:
+            raise ValueError(
+                f"cannot resume {path} with schedule.max_iters={self.max_iters}: it has trained {steps_done} steps "
+                f"already; pass schedule.max_iters={steps_done} or more (evaluate it with the eval tool instead)"
+            )
+        if not self.max_iters and self.epochs < done:
+            raise ValueError(
+                f"cannot resume {path} with schedule.epochs={self.epochs}: it has trained {done} epochs already; pass "
+                f"schedule.epochs={done} or more (evaluate it with the eval tool instead)"
+            )
         if "optimizer.type" in changes:
             old, new = changes["optimizer.type"]
             raise ValueError(
-                f"cannot resume {path} with optimizer.type={new!r}: its optimiser state is {old!r}'s. Resume with "
-                f"--cfg-options optimizer.type={old!r}, or start a new run from its weights with --pretrained {path}"
+                f"cannot resume {path} with optimizer.type={new!r}: its optimiser state is that of {old!r}. Resume "
+                f"with --cfg-options optimizer.type={old!r}, or start a new run from its weights: --pretrained {path}"
             )
         theirs = (state.get("meta") or {}).get("classes")
         ours = self.extra_meta.get("classes")
@@ -447,6 +463,10 @@ class Trainer:
                 f"{path} (a new classifier for the new classes)"
             )
 
+    def _schedule_changed(self, changes: dict[str, tuple[Any, Any]], saved_iters_per_epoch: int | None) -> bool:
+        steps_changed = saved_iters_per_epoch not in (None, self.iters_per_epoch)
+        return steps_changed or any(key.startswith(("optimizer.", "schedule.")) for key in changes)
+
     def _apply_schedule_changes(self, changes: dict[str, tuple[Any, Any]], saved_iters_per_epoch: int | None) -> str:
         """Changed optimiser settings, schedule, epochs or batch size: the loaded optimiser takes the config's
         hyperparameters (its momentum buffers stay) and the learning-rate schedule is rebuilt from the config and
@@ -454,7 +474,7 @@ class Trainer:
         follow. Another batch size changes the steps per epoch: the step count is recounted from the completed epochs
         (steps after the resume are steps of the new batch). Returns what to add to the printed changes."""
         steps_changed = saved_iters_per_epoch not in (None, self.iters_per_epoch)
-        if not steps_changed and not any(k.startswith(("optimizer.", "schedule.")) for k in changes):
+        if not self._schedule_changed(changes, saved_iters_per_epoch):
             return ""
         if steps_changed and not self.max_iters:
             self.step = self.epoch * self.iters_per_epoch + self.epoch_step

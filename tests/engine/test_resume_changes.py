@@ -108,7 +108,9 @@ def test_an_unchanged_resume_is_bit_exact_and_reports_no_change(tmp_path, capsys
 def test_another_optimiser_is_refused_naming_the_key(tmp_path):
     trainer(config(**{"schedule.epochs": 2, "schedule.milestones": (1,)}), tmp_path / "run").fit()
     resumed = trainer(config(**{"optimizer.type": "RMSprop", "optimizer.nesterov": False}), tmp_path / "run")
-    with pytest.raises(ValueError, match=r"optimizer.type='RMSprop': its optimiser state is 'SGD''s.*--pretrained"):
+    with pytest.raises(
+        ValueError, match=r"optimizer.type='RMSprop': its optimiser state is that of 'SGD'.*--pretrained"
+    ):
         resumed.resume(tmp_path / "run" / "last.pth")
 
 
@@ -191,3 +193,39 @@ def test_reordered_class_names_are_refused(tmp_path):
     resumed.extra_meta["classes"] = ["dog", "cat", "owl"]
     with pytest.raises(ValueError, match=r"another order \(class 0 was 'cat', is 'dog'\)"):
         resumed.resume(tmp_path / "named.pth")
+
+
+@pytest.mark.parametrize("change", ["warm-up on", "cosine with warm-up"])
+def test_a_schedule_of_another_kind_takes_effect(tmp_path, change):
+    # A warm-up switched on makes the schedule a SequentialLR: the checkpoint's scheduler state (a MultiStepLR's)
+    # no longer loads into it ("error: _schedulers"); the schedule is rebuilt instead, as for any schedule change.
+    new = {"schedule.warmup_epochs": 1}
+    if change.startswith("cosine"):
+        new["schedule.type"] = "cosine"
+    trainer(config(**{"schedule.epochs": 2, "schedule.milestones": (1,)}), tmp_path / "run").fit()
+    resumed = trainer(config(**new), tmp_path / "run")
+    resumed.resume(tmp_path / "run" / "last.pth")
+    fresh = trainer(config(**new), tmp_path / "fresh")
+    fresh.fit()
+    resumed.fit()
+    after = {step: lr for step, lr in lr_rows(tmp_path / "fresh").items() if step > 8}
+    assert after and {step: lr_rows(tmp_path / "run")[step] for step in after} == after
+
+
+def test_fewer_epochs_or_steps_than_trained_are_refused(tmp_path):
+    trainer(config(**{"schedule.epochs": 2, "schedule.milestones": (1,)}), tmp_path / "run").fit()
+    resumed = trainer(config(**{"schedule.epochs": 1, "schedule.milestones": ()}), tmp_path / "run")
+    with pytest.raises(ValueError, match=r"schedule.epochs=1: it has trained 2 epochs already; pass schedule.epochs=2"):
+        resumed.resume(tmp_path / "run" / "last.pth")
+
+
+@pytest.mark.integration  # trains through the tool
+def test_a_finished_run_resumed_with_changes_keeps_its_config(tmp_path, capsys):
+    root = write_image_folder(tmp_path / "tree", classes=3)
+    run = tmp_path / "run"
+    run_folder(run, root)
+    before = (run / "config.py").read_text()
+    capsys.readouterr()
+    run_folder(run, root, "optimizer.lr=0.3", "train.seed=4", resume=True)  # 1 of 1 epochs: only evaluated
+    assert "the run is complete; nothing trains): optimizer.lr" in capsys.readouterr().out
+    assert (run / "config.py").read_text() == before  # still the config its weights were trained with
