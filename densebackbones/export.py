@@ -89,16 +89,29 @@ def export_onnx(
     if dynamic_size:
         dims.update({2: torch.export.Dim("height", min=32, max=8192), 3: torch.export.Dim("width", min=32, max=8192)})
     dynamic_shapes = (dims,) if dims else None
-    with torch.no_grad():
-        program = torch.onnx.export(
-            model,
-            (example,),
-            dynamo=True,
-            opset_version=opset,
-            dynamic_shapes=dynamic_shapes,
-            input_names=["images"],
-            output_names=["output"],
+    if dynamic_size and min(example.shape[-2:]) < 32:
+        raise ValueError(
+            f"a dynamic-size export takes heights and widths of 32 to 8192 px; the example is "
+            f"{example.shape[-2]}x{example.shape[-1]}: pass an example (--img-size) of at least 32"
         )
+    try:
+        with torch.no_grad():
+            program = torch.onnx.export(
+                model,
+                (example,),
+                dynamo=True,
+                opset_version=opset,
+                dynamic_shapes=dynamic_shapes,
+                input_names=["images"],
+                output_names=["output"],
+            )
+    except Exception as err:  # the exporter wraps the model's own errors (an input too small) in its own types
+        cause: BaseException | None = err
+        while cause is not None and not isinstance(cause, ValueError):
+            cause = cause.__cause__ or cause.__context__
+        if cause is not None:
+            raise ValueError(str(cause)) from err
+        raise
     program.save(str(path))
     return path
 

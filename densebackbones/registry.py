@@ -180,7 +180,17 @@ def _torchvision_builder(arch: str) -> Callable[..., nn.Module]:
             return create_model(arch, pretrained=True, **kwargs)
         if isinstance(weights, (str, os.PathLike)) and os.path.isfile(weights):
             return create_model(arch, pretrained=True, pretrained_cfg_overlay=dict(file=str(weights)), **kwargs)
+        if isinstance(weights, (str, os.PathLike)) and (
+            os.sep in str(weights) or str(weights).endswith((".pth", ".pt", ".bin", ".safetensors"))
+        ):
+            raise FileNotFoundError(f"weights={str(weights)!r} for {arch!r}: no such file")
         if isinstance(weights, str):
+            tags = _pretrained_tags(arch)
+            if weights not in tags:
+                raise ValueError(
+                    f"weights={weights!r} for {arch!r} is neither a file nor a pretrained tag of it "
+                    f"({', '.join(tags) or 'none registered'}); pass None, True/'DEFAULT', a tag or a weights file"
+                )
             return create_model(f"{arch}.{weights}", pretrained=True, **kwargs)
         raise TypeError(
             f"weights={weights!r} for {arch!r}: pass None, True/'DEFAULT', a pretrained tag "

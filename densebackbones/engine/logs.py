@@ -123,7 +123,9 @@ def plot_run(work_dir: str | Path, out: str | Path | None = None) -> Path:
         axes[0].plot([r["epoch"] for r in evals], [r["loss"] for r in evals], "o-", label="eval loss")
     axes[0].set_xlabel("epoch"), axes[0].set_ylabel("loss"), axes[0].legend()
     axes[1].plot(x, [r["lr"] for r in train])
-    axes[1].set_xlabel("epoch"), axes[1].set_ylabel("learning rate"), axes[1].set_yscale("log")
+    axes[1].set_xlabel("epoch"), axes[1].set_ylabel("learning rate")
+    if any(r["lr"] > 0 for r in train):  # a log scale where it can show something (a cosine's last step is 0)
+        axes[1].set_yscale("log")
     plotted = [key for key in metric_keys if key != "loss" and not key.startswith(("IoU_", "AP_voc07_"))]
     for key in plotted:  # per-class values would crowd the plot; they stay in eval.csv
         axes[2].plot([r["epoch"] for r in evals], [r[key] for r in evals], "o-", label=key)

@@ -222,9 +222,13 @@ class CondenseNet(DenseBackbone):
             self.register_buffer("condense_forwards", torch.zeros((), dtype=torch.long, device=device))
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
-        # Weights saved without a forward count (before condense_steps was set) keep this model's count.
-        if hasattr(self, "condense_forwards") and f"{prefix}condense_forwards" not in state_dict:
-            state_dict[f"{prefix}condense_forwards"] = self.condense_forwards.clone()
+        # Weights saved without a forward count (before condense_steps was set) keep this model's count; a count
+        # saved by a model with condense_steps is a training-loop state that a model without them has no use for.
+        key = f"{prefix}condense_forwards"
+        if hasattr(self, "condense_forwards") and key not in state_dict:
+            state_dict[key] = self.condense_forwards.clone()
+        elif not hasattr(self, "condense_forwards"):
+            state_dict.pop(key, None)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @torch.jit.unused
@@ -350,6 +354,8 @@ def condensenet_filter_fn(state_dict: dict[str, Tensor], model: CondenseNet) -> 
     for key, value in state_dict.items():
         key = _OFFICIAL_KEY.sub(r"\1\2", key).replace("features.norm_last.", "features.norm5.")
         out[key] = value
+    if not hasattr(model, "condense_forwards"):  # trained with condense_steps, loaded into a model without
+        out.pop("condense_forwards", None)
     return out
 
 

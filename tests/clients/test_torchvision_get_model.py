@@ -27,6 +27,11 @@ def test_get_model_as_the_reference_scripts_call_it(tmp_path):
         assert torch.equal(value, again.state_dict()[key]), key
     with pytest.raises(TypeError, match=r"weights=3 for 'densenet40_k12_cifar': pass None, True/'DEFAULT'"):
         torchvision.models.get_model("densenet40_k12_cifar", weights=3)
+    missing = str(tmp_path / "missing.pth")
+    with pytest.raises(FileNotFoundError, match=f"weights='{missing}' for 'densenet40_k12_cifar': no such file"):
+        torchvision.models.get_model("densenet40_k12_cifar", weights=missing)
+    with pytest.raises(ValueError, match=r"'in22k' for 'densenet_bc121_k32' is neither a file nor .*tv_in1k"):
+        torchvision.models.get_model("densenet_bc121_k32", weights="in22k")
 
 
 def test_torchvisions_own_densenets_stay_torchvisions():

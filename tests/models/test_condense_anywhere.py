@@ -107,6 +107,11 @@ def test_the_forward_count_resumes_and_old_weights_load():
     fresh = tiny(condense_steps=STEPS)
     fresh.load_state_dict(old)  # strict: the count is this model's
     assert int(fresh.condense_forwards) == 0
+    # and the other way: weights trained with condense_steps (timm's train.py) into a model without them
+    plain = tiny()
+    plain.load_state_dict(model.state_dict())
+    assert not hasattr(plain, "condense_forwards")
+    assert_same_structure(plain, model)
 
 
 AVERAGERS = {

@@ -131,3 +131,13 @@ def test_match_size_crops_and_pads_around_the_centre(delta, size):
     else:  # a pad puts delta // 2 zero rows before, the rest after
         assert torch.equal(out[:, :, delta // 2 : delta // 2 + size], x)
         assert out.sum() == x.sum()
+
+
+@pytest.mark.integration
+def test_export_errors_are_the_models_own_messages(tmp_path):
+    # torch.export wrapped the model's input check in its own error types: a 132-line traceback, not one line
+    model = db.create_model("fc_densenet56", num_classes=5, growth_rate=4, layers_per_block=(1,) * 7).eval()
+    with pytest.raises(ValueError, match="takes heights and widths of 32 to 8192 px; the example is 16x16"):
+        export_onnx(model, tmp_path / "a.onnx", torch.randn(2, 3, 16, 16), dynamic_size=True)
+    with pytest.raises(ValueError, match="takes inputs of at least 8x8 px"):  # three poolings in this tiny one
+        export_onnx(model, tmp_path / "b.onnx", torch.randn(2, 3, 7, 7))
