@@ -92,7 +92,14 @@ def get_args_parser(description: str) -> argparse.ArgumentParser:
 
 def resolve_config(args: argparse.Namespace, task: Task) -> dict[str, Any]:
     """Load the config, apply overrides, reject unread keys, fill defaults, data root and work dir."""
-    raw = load_config(args.config, parse_cfg_options(args.cfg_options)).to_dict()
+    options = parse_cfg_options(args.cfg_options)
+    raw = load_config(args.config, options).to_dict()
+    if "schedule.epochs" in options and (raw.get("schedule") or {}).get("max_iters"):
+        raise ValueError(
+            f"--cfg-options schedule.epochs={options['schedule.epochs']} has no effect: {args.config} sets "
+            f"schedule.max_iters={raw['schedule']['max_iters']}, which fixes the length in steps; change "
+            f"schedule.max_iters, or pass schedule.max_iters=None to count epochs"
+        )
     check_config(raw, task.model_arg_names(raw), task.data_defaults, getattr(task, "data_choices", None))
     resolved = merge_defaults(raw, task.data_defaults)
     if getattr(args, "data_root", None):

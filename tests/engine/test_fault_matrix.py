@@ -30,7 +30,6 @@ REPO = Path(__file__).resolve().parents[2]
 # 2 epochs x 3 steps: step checkpoints at steps 2 and 4 (6 ends the run), epoch checkpoints after steps 3 and 6; EMA
 # and dropout on, a log row per step, so that every part of the state must survive the fault.
 COMMON = [
-    "schedule.epochs=2",
     "train.max_iters_per_epoch=3",
     "train.checkpoint_interval_steps=2",
     "train.log_interval=1",
@@ -40,10 +39,10 @@ COMMON = [
 ]
 TOOLS = {
     "cls": ("train_cls.py", "configs/cls/densenet_bc_digits.py", None, [
-        "model.growth_rate=4", "model.block_config=(1,1,1)", "model.proj_drop_rate=0.2",
+        "schedule.epochs=2", "model.growth_rate=4", "model.block_config=(1,1,1)", "model.proj_drop_rate=0.2",
     ]),
     "seg": ("train_seg.py", "configs/seg/fc_densenet_shapes.py", "shapes", [
-        "model.growth_rate=4", "data.batch_size=4",
+        "schedule.epochs=2", "model.growth_rate=4", "data.batch_size=4",
     ]),
     "det": ("train_det.py", "configs/det/dsod_shapes.py", "shapes_det", [
         "data.batch_size=4", "data.shapes_train=16", "data.shapes_val=4", "schedule.max_iters=6",

@@ -525,3 +525,14 @@ def test_a_misspelt_argument_names_the_closest_ones(name):
     for create in front_doors:
         with pytest.raises(TypeError, match=rf"{name} takes no argument '{misspelt}'; did you mean '{meant}'"):
             create(name, **{misspelt: 1})
+
+
+def test_epochs_given_where_the_config_counts_steps_is_refused():
+    # dsod_shapes.py sets schedule.max_iters=200: schedule.epochs=1 used to be ignored without a word
+    from densebackbones.tasks import DetectionTask
+
+    with pytest.raises(ValueError, match=r"schedule.epochs=1 has no effect: .*schedule.max_iters=200.*max_iters=None"):
+        _resolve(str(REPO / "configs/det/dsod_shapes.py"), "schedule.epochs=1", task=DetectionTask())
+    counted = _resolve(str(REPO / "configs/det/dsod_shapes.py"), "schedule.epochs=1", "schedule.max_iters=None",
+                       "schedule.milestones=()", task=DetectionTask())  # fmt: skip
+    assert counted["schedule"]["epochs"] == 1 and counted["schedule"]["max_iters"] is None
