@@ -150,12 +150,18 @@ def run_folder(work_dir: Path, root: Path, *options: str, resume: bool = False) 
     return run_training_tool(train_cls, FOLDER_CFG, work_dir, *TINY_FOLDER, *options, data_root=root, extra=extra)
 
 
-@pytest.mark.integration  # trains through the tool
-def test_the_tool_prints_changes_and_rewrites_config_only_when_accepted(tmp_path, capsys):
+@pytest.fixture
+def one_epoch_run(tmp_path) -> tuple[Path, Path, str]:
+    """A finished one-epoch run of the folder config on three classes: (data root, work dir, its config.py)."""
     root = write_image_folder(tmp_path / "tree", classes=3)
     run = tmp_path / "run"
     run_folder(run, root)
-    before = (run / "config.py").read_text()
+    return root, run, (run / "config.py").read_text()
+
+
+@pytest.mark.integration  # trains through the tool
+def test_the_tool_prints_changes_and_rewrites_config_only_when_accepted(one_epoch_run, capsys):
+    root, run, before = one_epoch_run
     with pytest.raises(ValueError, match="optimizer.type='RMSprop'"):
         run_folder(run, root, "schedule.epochs=2", "optimizer.type='RMSprop'", "optimizer.nesterov=False", resume=True)
     assert (run / "config.py").read_text() == before  # refused: the run's config is as it was
@@ -171,11 +177,8 @@ def test_the_tool_prints_changes_and_rewrites_config_only_when_accepted(tmp_path
 
 
 @pytest.mark.integration  # trains through the tool
-def test_a_renamed_class_folder_is_refused_by_name(tmp_path):
-    root = write_image_folder(tmp_path / "tree", classes=3)  # n00000000, n00000001, n00000002
-    run = tmp_path / "run"
-    run_folder(run, root)
-    before = (run / "config.py").read_text()
+def test_a_renamed_class_folder_is_refused_by_name(one_epoch_run):
+    root, run, before = one_epoch_run  # classes n00000000, n00000001, n00000002
     for split in ("train", "val"):  # sorted, "zebra" is now class 2: rows 0-1 would train other classes
         shutil.move(root / split / "n00000000", root / split / "zebra")
     with pytest.raises(ValueError, match=r"data.classes differ .*\['n00000000'\] are gone and \['zebra'\] are new"):
@@ -220,11 +223,8 @@ def test_fewer_epochs_or_steps_than_trained_are_refused(tmp_path):
 
 
 @pytest.mark.integration  # trains through the tool
-def test_a_finished_run_resumed_with_changes_keeps_its_config(tmp_path, capsys):
-    root = write_image_folder(tmp_path / "tree", classes=3)
-    run = tmp_path / "run"
-    run_folder(run, root)
-    before = (run / "config.py").read_text()
+def test_a_finished_run_resumed_with_changes_keeps_its_config(one_epoch_run, capsys):
+    root, run, before = one_epoch_run
     capsys.readouterr()
     run_folder(run, root, "optimizer.lr=0.3", "train.seed=4", resume=True)  # 1 of 1 epochs: only evaluated
     assert "the run is complete; nothing trains): optimizer.lr" in capsys.readouterr().out
