@@ -25,6 +25,7 @@ import inspect
 import logging
 import os
 import re
+import urllib.error
 from collections.abc import Callable
 
 import timm
@@ -350,4 +351,13 @@ def create_model(
         kwargs["features_only"] = True
         if out_indices is not None:
             kwargs["out_indices"] = out_indices
-    return _model_entrypoints[arch](pretrained=pretrained, **kwargs)
+    try:
+        return _model_entrypoints[arch](pretrained=pretrained, **kwargs)
+    except urllib.error.URLError as err:  # no network (or the host refused): name the weights and the offline way
+        if not pretrained:
+            raise
+        raise OSError(
+            f"could not download the pretrained weights of {model_name!r} ({getattr(err, 'reason', err)}); without a "
+            f"network, fetch them elsewhere and pass pretrained_cfg_overlay=dict(file=PATH) (torchvision's "
+            f"get_model: weights=PATH)"
+        ) from err

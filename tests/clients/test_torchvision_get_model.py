@@ -36,3 +36,21 @@ def test_get_model_as_the_reference_scripts_call_it(tmp_path):
 
 def test_torchvisions_own_densenets_stay_torchvisions():
     assert torchvision.models.get_model_builder("densenet121").__module__.startswith("torchvision")
+
+
+def test_pretrained_weights_without_a_network_say_what_to_do(monkeypatch):
+    import urllib.error
+
+    import timm.models._builder
+
+    def no_network(url, *args, **kwargs):
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(timm.models._builder, "load_state_dict_from_url", no_network)
+    message = r"download the pretrained weights of 'densenet_bc121_k32' \(\[Errno -2\] Name .*pretrained_cfg_overlay"
+    for build in (
+        lambda: torchvision.models.get_model("densenet_bc121_k32", weights="DEFAULT"),
+        lambda: db.create_model("densenet_bc121_k32", pretrained=True),
+    ):
+        with pytest.raises(OSError, match=message):
+            build()
