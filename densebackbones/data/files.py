@@ -9,7 +9,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-__all__ = ["read_image"]
+__all__ = ["read_image", "read_image_size"]
+
+# What PIL raises for a file it cannot read: UnidentifiedImageError and truncation (OSError), bad headers.
+_UNREADABLE = (OSError, ValueError, SyntaxError)
 
 
 def read_image(path: str | Path, what: str = "", mode: str | None = "RGB") -> np.ndarray:
@@ -18,6 +21,19 @@ def read_image(path: str | Path, what: str = "", mode: str | None = "RGB") -> np
     try:
         with Image.open(path) as image:
             return np.array(image.convert(mode) if mode else image)  # a writable copy for the transforms
-    except (OSError, ValueError, SyntaxError) as err:  # PIL: UnidentifiedImageError, truncation, bad headers
-        where = f" ({what})" if what else ""
-        raise OSError(f"cannot read {path}{where}: {err}; replace or remove the file") from err
+    except _UNREADABLE as err:
+        raise _unreadable(path, what, err) from err
+
+
+def read_image_size(path: str | Path, what: str = "") -> tuple[int, int]:
+    """(width, height) from the file's header (nothing decoded); an unreadable file as :func:`read_image` says."""
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except _UNREADABLE as err:
+        raise _unreadable(path, what, err) from err
+
+
+def _unreadable(path: str | Path, what: str, err: BaseException) -> OSError:
+    where = f" ({what})" if what else ""
+    return OSError(f"cannot read {path}{where}: {err}; replace or remove the file")

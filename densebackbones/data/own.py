@@ -26,6 +26,7 @@ from torch.utils.data import Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from .classification import read_skipping_corrupt
+from .files import read_image_size
 from .segmentation import SegmentationFolder, SegmentationInfo
 
 __all__ = [
@@ -230,15 +231,6 @@ def mask_folder_info(root: str | Path, mean: Sequence[float], std: Sequence[floa
     return SegmentationInfo(tuple(classes), colors, IGNORE_INDEX, tuple(mean), tuple(std))
 
 
-def _header_size(path: Path, what: str) -> tuple[int, int]:
-    """(width, height) from a file's header (nothing decoded), or an error naming the file."""
-    try:
-        with Image.open(path) as image:
-            return image.size
-    except (OSError, ValueError, SyntaxError) as err:
-        raise OSError(f"cannot read {path} ({what}): {err}; replace or remove the file") from err
-
-
 class ImageMaskFolder(SegmentationFolder):
     """``root/<split>/images/*`` with ``root/<split>/masks/<image stem>.png``: every image has its mask of the same
     size (checked here, from the files' headers); class indices are checked as each mask is read."""
@@ -260,7 +252,7 @@ class ImageMaskFolder(SegmentationFolder):
             mask = self.label_dir / f"{image.stem}.png"
             if not mask.is_file():
                 raise FileNotFoundError(f"image {image} has no mask {mask}")
-            a, b = _header_size(image, "an image"), _header_size(mask, f"the mask of {image.name}")
+            a, b = read_image_size(image, "an image"), read_image_size(mask, f"the mask of {image.name}")
             if a != b:
                 raise ValueError(f"mask {mask} is {b[0]}x{b[1]} but its image {image} is {a[0]}x{a[1]}")
             self.pairs.append((image, mask))
