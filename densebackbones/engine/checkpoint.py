@@ -32,6 +32,7 @@ __all__ = [
     "load_checkpoint",
     "non_finite_tensors",
     "set_rng_state",
+    "write_failure",
 ]
 
 
@@ -95,18 +96,24 @@ def _write_atomically(
         os.replace(tmp_name, path)
     except (OSError, RuntimeError) as err:  # torch.save reports a short write as RuntimeError ("unexpected pos")
         Path(tmp_name).unlink(missing_ok=True)
-        free = shutil.disk_usage(path.parent).free
         previous = f"the previous {path.name} is intact" if path.exists() else f"no earlier {path.name} exists"
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointWriteError(
-            f"could not write {what} {path} ({reason}); {free / 2**20:.0f} MiB free in {path.parent}; "
-            f"{previous}: free space and resume with --resume auto"
-        ) from err
+        raise CheckpointWriteError(write_failure(path, err, what, previous)) from err
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def write_failure(path: Path, err: BaseException, what: str, state: str) -> str:
+    """The one line of a write that failed: the file, the reason, the free space, ``state`` (what is left as it was),
+    and what to do."""
+    reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    free = f"{shutil.disk_usage(path.parent).free / 2**20:.0f}" if path.parent.exists() else "?"
+    return (
+        f"could not write {what} {path} ({reason}); {free} MiB free in {path.parent}; {state}: free space and resume "
+        f"with --resume auto"
+    )
 
 
 def non_finite_tensors(state: Any, prefix: str = "") -> list[str]:

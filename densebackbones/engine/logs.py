@@ -3,25 +3,18 @@
 from __future__ import annotations
 
 import csv
+import io
 import math
-import os
-import shutil
 from pathlib import Path
 from typing import Any
+
+from .checkpoint import atomic_write_text, write_failure
 
 __all__ = ["CSVLogger", "LogWriteError", "read_csv", "plot_run"]
 
 
 class LogWriteError(OSError):
     """A log row that could not be written (disk full, quota); the message names the file and the free space."""
-
-
-def write_failed(path: Path, err: OSError, what: str) -> LogWriteError:
-    free = shutil.disk_usage(path.parent).free / 2**20 if path.parent.exists() else float("nan")
-    return LogWriteError(
-        f"could not write {what} {path} ({err.strerror or err}); {free:.0f} MiB free in {path.parent}; the "
-        f"checkpoints are as they were: free space and resume with --resume auto"
-    )
 
 
 class CSVLogger:
@@ -49,16 +42,11 @@ class CSVLogger:
             keep.pop()
         if len(keep) == len(rows):
             return 0
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        try:
-            with open(tmp, "w", newline="") as handle:
-                writer = csv.DictWriter(handle, fieldnames=self.fieldnames)
-                writer.writeheader()
-                writer.writerows(keep)
-            os.replace(tmp, self.path)
-        except OSError as err:
-            tmp.unlink(missing_ok=True)
-            raise write_failed(self.path, err, "the log") from err
+        kept = io.StringIO(newline="")
+        writer = csv.DictWriter(kept, fieldnames=self.fieldnames)
+        writer.writeheader()
+        writer.writerows(keep)
+        atomic_write_text(self.path, kept.getvalue(), "the log")
         return len(rows) - len(keep)
 
     def log(self, row: dict[str, Any]) -> None:
@@ -77,7 +65,7 @@ class CSVLogger:
                 writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
                 handle.flush()
         except OSError as err:  # a row cut short is dropped when the run resumes (drop_rows_after)
-            raise write_failed(self.path, err, "the log") from err
+            raise LogWriteError(write_failure(self.path, err, "the log", "the checkpoints are as they were")) from err
 
 
 def _as_float(value: Any) -> float:
