@@ -396,7 +396,9 @@ class Trainer:
         self._load_model_state(state, path, changes)
         self.optimizer.load_state_dict(state["optimizer"])
         saved_iters = (state.get("data") or {}).get("iters_per_epoch")
-        if not self._schedule_changed(changes, saved_iters):  # else rebuilt below (its state may be another kind's)
+        steps_changed = saved_iters not in (None, self.iters_per_epoch)
+        reschedule = steps_changed or any(key.startswith(("optimizer.", "schedule.")) for key in changes)
+        if not reschedule:  # else rebuilt below (its state may be another kind of schedule's)
             self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         if self.ema is not None:
@@ -411,7 +413,7 @@ class Trainer:
         set_rng_state(rng[self.dist.rank] if self.dist.rank < len(rng) else rng[0])
         self._resumed = True
         saved_step = self.step
-        rescheduled = self._apply_schedule_changes(changes, saved_iters)
+        rescheduled = self._reschedule(saved_iters if steps_changed else None) if reschedule else ""
         if self.dist.is_main:
             dropped = self.train_log.drop_rows_after(saved_step) + self.eval_log.drop_rows_after(saved_step)
             extra = f"; dropped {dropped} log row(s) written after that step" if dropped else ""
@@ -425,9 +427,9 @@ class Trainer:
                     print(f"config changes since that checkpoint take effect: {shown}{rescheduled}", flush=True)
 
     def _refuse_config_changes(self, changes: dict[str, tuple[Any, Any]], state: dict[str, Any], path) -> None:
-        """One error naming the key for a change a resumed run cannot honour: another optimiser (its state is
-        another's) or other classes (compared by name: a renamed or reordered class folder would train row 0 of the
-        classifier as another class)."""
+        """One error naming the key for a change a resumed run cannot honour: fewer epochs or steps than trained,
+        another optimiser (its state is another's) or other classes (compared by name: a renamed or reordered class
+        folder would train row 0 of the classifier as another class)."""
         done, steps_done = state["epoch"], state["step"]
         if self.max_iters and self.max_iters < steps_done:
             raise ValueError(
@@ -463,20 +465,14 @@ class Trainer:
                 f"{path} (a new classifier for the new classes)"
             )
 
-    def _schedule_changed(self, changes: dict[str, tuple[Any, Any]], saved_iters_per_epoch: int | None) -> bool:
-        steps_changed = saved_iters_per_epoch not in (None, self.iters_per_epoch)
-        return steps_changed or any(key.startswith(("optimizer.", "schedule.")) for key in changes)
-
-    def _apply_schedule_changes(self, changes: dict[str, tuple[Any, Any]], saved_iters_per_epoch: int | None) -> str:
+    def _reschedule(self, old_iters_per_epoch: int | None) -> str:
         """Changed optimiser settings, schedule, epochs or batch size: the loaded optimiser takes the config's
         hyperparameters (its momentum buffers stay) and the learning-rate schedule is rebuilt from the config and
         stepped to the current position, so that the run continues on the schedule a fresh run of this config would
-        follow. Another batch size changes the steps per epoch: the step count is recounted from the completed epochs
-        (steps after the resume are steps of the new batch). Returns what to add to the printed changes."""
-        steps_changed = saved_iters_per_epoch not in (None, self.iters_per_epoch)
-        if not self._schedule_changed(changes, saved_iters_per_epoch):
-            return ""
-        if steps_changed and not self.max_iters:
+        follow. ``old_iters_per_epoch``: the checkpoint's steps per epoch where another batch size changed them; the
+        step count is then recounted from the completed epochs (steps after the resume are steps of the new batch).
+        Returns what to add to the printed changes."""
+        if old_iters_per_epoch is not None and not self.max_iters:
             self.step = self.epoch * self.iters_per_epoch + self.epoch_step
         global_batch = self.micro_batch * self.accum_steps * self.dist.world_size
         fresh = build_optimizer(self.model, self.cfg["optimizer"], global_batch)
@@ -490,7 +486,7 @@ class Trainer:
             warnings.simplefilter("ignore", UserWarning)
             for _ in range(self.step):
                 self.scheduler.step()
-        recount = f", {self.iters_per_epoch} steps per epoch, were {saved_iters_per_epoch}" if steps_changed else ""
+        recount = f", {self.iters_per_epoch} steps per epoch, were {old_iters_per_epoch}" if old_iters_per_epoch else ""
         return (
             f" (learning-rate schedule recomputed at step {self.step}{recount}: "
             f"lr {self.optimizer.param_groups[0]['lr']:.6g})"
