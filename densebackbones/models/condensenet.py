@@ -232,11 +232,12 @@ class CondenseNet(DenseBackbone):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @torch.jit.unused
-    @torch.no_grad()
     def _advance_condensation(self) -> None:
-        """Once per training forward (forward, forward_features or forward_intermediates: features_only too):
-        ``condense_steps`` counting, or a warning that nothing condenses the model."""
-        if self.progress_set_by_trainer or self.converted or is_fx_symbolic_tracing():
+        """Once per training forward with gradients on (forward, forward_features or forward_intermediates:
+        features_only too): ``condense_steps`` counting, or a warning that nothing condenses the model."""
+        if not (self.training and torch.is_grad_enabled()) or torch.jit.is_tracing() or is_fx_symbolic_tracing():
+            return
+        if self.progress_set_by_trainer or self.converted:
             return
         # The group lasso is a loss term: another loop must add regularization_loss() itself (the engine does).
         if self.group_lasso_lambda and self.training_forwards and not self.lasso_taken and not self.lasso_warned:
@@ -262,14 +263,14 @@ class CondenseNet(DenseBackbone):
         self.condense_forwards.add_(1)
 
     def forward_features(self, x: Tensor) -> Tensor:
-        if self.training and torch.is_grad_enabled() and not (torch.jit.is_scripting() or torch.jit.is_tracing()):
+        if not torch.jit.is_scripting():
             self._advance_condensation()
         # DenseBackbone.forward_features' body: TorchScript compiles no super() call
         self._check_input(x)
         return self.features(self._compute_layout(x))
 
     def forward_intermediates(self, x: Tensor, *args: Any, **kwargs: Any):
-        if self.training and torch.is_grad_enabled() and not (torch.jit.is_scripting() or torch.jit.is_tracing()):
+        if not torch.jit.is_scripting():
             self._advance_condensation()
         return super().forward_intermediates(x, *args, **kwargs)
 
@@ -330,8 +331,6 @@ def convert(model: CondenseNet, force: bool = False, classifier_keep: float = 0.
     for layer in converted.modules():
         if isinstance(layer, CondenseLayer) and isinstance(layer.conv_1, LearnedGroupConv):
             layer.conv_1.restore_structure()  # an EMA or SWA copy: its masks as the live model's
-    for layer in converted.modules():
-        if isinstance(layer, CondenseLayer) and isinstance(layer.conv_1, LearnedGroupConv):
             layer.conv_1.update_condensation(1.0)  # no-op when finished
             layer.conv_1 = CondensedConv.from_learned(layer.conv_1)
     if isinstance(converted.classifier, nn.Linear):
