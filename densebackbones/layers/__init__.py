@@ -9,7 +9,16 @@ from .condense import (
     condensation_stage,
 )
 from .conv import PaddedConv2d, conv2d
-from .dense import DenseBlock, DenseLayer, LayerFn, Transition, memory_mode_of, set_memory_mode
+from .dense import (
+    DenseBlock,
+    DenseLayer,
+    LayerFn,
+    Transition,
+    drop_path,
+    drop_path_rates,
+    memory_mode_of,
+    set_memory_mode,
+)
 from .dilation import OUTPUT_STRIDES, DilationPlan, check_output_stride
 from .routes import MEMORY_MODES, TECHNIQUES, block_route, check_memory_mode, resolve_memory_mode, unit_recomputes
 from .shared_buffer import (
@@ -24,6 +33,8 @@ from .stems import Stem, cifar_stem, imagenet_stem
 from .two_way import ConvNormAct, StemBlock, TwoWayDenseLayer, two_way_bottleneck
 
 __all__ = [
+    "drop_path",
+    "drop_path_rates",
     "PaddedConv2d",
     "conv2d",
     "MEMORY_MODES",

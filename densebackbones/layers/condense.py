@@ -24,7 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .dense import LayerFn, concatenated
+from .dense import LayerFn, concatenated, drop_path
 
 __all__ = [
     "CondenseLayer",
@@ -262,6 +262,7 @@ class CondenseLayer(nn.Module):
         group_3x3: groups of the 3x3 convolution.
         bottleneck: width factor of the 1x1 (4).
         drop_rate: dropout inside the learned group conv.
+        drop_path_rate: stochastic depth on the layer's new maps (:func:`~densebackbones.layers.dense.drop_path`).
         converted: build the deployment form (:class:`CondensedConv`) instead of the learned one.
         dilation: dilation of the 3x3 convolution (padding too), for a reduced output stride (layers/dilation.py).
 
@@ -282,6 +283,7 @@ class CondenseLayer(nn.Module):
         group_3x3: int = 4,
         bottleneck: int = 4,
         drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
         converted: bool = False,
         norm_layer: LayerFn = nn.BatchNorm2d,
         act_layer: LayerFn = nn.ReLU,
@@ -298,10 +300,11 @@ class CondenseLayer(nn.Module):
         self.conv_2.add_module("relu", act_layer(inplace=True))
         conv = nn.Conv2d(width, growth_rate, 3, padding=dilation, dilation=dilation, groups=group_3x3, bias=False)
         self.conv_2.add_module("conv", conv)
+        self.drop_path = drop_path(drop_path_rate)
 
     def output_channels(self) -> int:
         """Maps the layer writes, as its convolutions stand now (a pruning tool may have narrowed them)."""
         return self.conv_2.conv.out_channels
 
     def forward(self, features):  # a Tensor or a sequence of Tensors; unannotated as DenseLayer.forward
-        return self.conv_2(self.conv_1(concatenated(features)))
+        return self.drop_path(self.conv_2(self.conv_1(concatenated(features))))

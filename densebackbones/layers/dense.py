@@ -17,16 +17,26 @@ checkpoints load without renaming.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn as nn
+from timm.layers import DropPath
 from torch import Tensor
 
 from .routes import check_memory_mode
 from .shared_buffer import dense_block_forward
 
-__all__ = ["DenseLayer", "DenseBlock", "Transition", "LayerFn", "memory_mode_of", "set_memory_mode"]
+__all__ = [
+    "DenseLayer",
+    "DenseBlock",
+    "Transition",
+    "LayerFn",
+    "drop_path",
+    "drop_path_rates",
+    "memory_mode_of",
+    "set_memory_mode",
+]
 
 LayerFn = Callable[..., nn.Module]
 
@@ -41,6 +51,22 @@ def concatenated(features):
 
 def _dropout(rate: float) -> nn.Module:
     return nn.Dropout(rate) if rate > 0 else nn.Identity()
+
+
+def drop_path(rate: float) -> nn.Module:
+    """Stochastic depth on a dense layer's new maps (timm's ``DropPath``): in training, each sample's maps are zeroed
+    with probability ``rate`` and the kept ones scaled by ``1 / (1 - rate)``; the identity in eval or at rate 0."""
+    return DropPath(rate) if rate > 0 else nn.Identity()
+
+
+def drop_path_rates(drop_path_rate: float, block_config: Sequence[int]) -> list[list[float]]:
+    """Per-block lists of the dense layers' drop-path rates: timm's linear rule over the network's depth, from 0 at
+    the first dense layer to ``drop_path_rate`` at the last (Huang et al., "Deep Networks with Stochastic Depth",
+    ECCV 2016, Sec. 4: the rate grows linearly with depth, so early layers, which later ones depend on, are kept)."""
+    total = sum(block_config)
+    rates = [drop_path_rate * i / (total - 1) if total > 1 else drop_path_rate for i in range(total)]
+    starts = [sum(block_config[:b]) for b in range(len(block_config))]
+    return [rates[start : start + n] for start, n in zip(starts, block_config)]
 
 
 class DenseLayer(nn.Module):
@@ -59,6 +85,7 @@ class DenseLayer(nn.Module):
         growth_rate: new channels this layer produces (k in the paper).
         bn_size: bottleneck width as a multiple of ``growth_rate``; ``None`` for no bottleneck.
         drop_rate: dropout after each convolution of the layer (paper: 0.2 without augmentation, else 0).
+        drop_path_rate: stochastic depth on the layer's new maps (:func:`drop_path`; 0: none).
         norm_layer: callable building a norm layer from a channel count.
         act_layer: callable building an activation; called with ``inplace=True``.
         preact: BN-ReLU-Conv order (True, DenseNet) or Conv-BN-ReLU (False).
@@ -79,6 +106,7 @@ class DenseLayer(nn.Module):
         *,
         bn_size: int | None = 4,
         drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
         norm_layer: LayerFn = nn.BatchNorm2d,
         act_layer: LayerFn = nn.ReLU,
         preact: bool = True,
@@ -103,21 +131,22 @@ class DenseLayer(nn.Module):
             self.drop2 = _dropout(drop_rate)
         else:
             self.norm2 = self.act2 = self.conv2 = self.drop2 = None
+        self.drop_path = drop_path(drop_path_rate)
 
     def rest(self, z: Tensor) -> Tensor:
         """Everything after the entry BN-ReLU (pre-activation) or the whole layer (post-activation)."""
         if self.preact:
             return self.after_first_conv(self.conv1(z))
         x = self.drop1(self.act1(self.norm1(self.conv1(z))))
-        if self.conv2 is None:
-            return x
-        return self.drop2(self.act2(self.norm2(self.conv2(x))))
+        if self.conv2 is not None:
+            x = self.drop2(self.act2(self.norm2(self.conv2(x))))
+        return self.drop_path(x)
 
     def after_first_conv(self, h: Tensor) -> Tensor:
         """A pre-activation layer from the output of ``conv1`` to its end."""
         if self.conv2 is None:
-            return self.drop1(h)
-        return self.drop2(self.conv2(self.act2(self.norm2(self.drop1(h)))))
+            return self.drop_path(self.drop1(h))
+        return self.drop_path(self.drop2(self.conv2(self.act2(self.norm2(self.drop1(h))))))
 
     def last_conv_input(self, z: Tensor) -> Tensor:
         """A pre-activation bottleneck layer from after its entry BN-ReLU up to the input of ``conv2``."""
@@ -153,6 +182,8 @@ class DenseBlock(nn.Module):
             ``'plain'`` (concatenate per layer, as torchvision does). All three give the same outputs, gradients
             and running statistics and use the same parameters; see :mod:`densebackbones.layers.routes` for the
             route a call takes.
+        drop_path_rates: stochastic depth per layer (:func:`drop_path_rates`), passed to layer ``i`` as
+            ``drop_path_rate``; None: none.
         layer_cls: the layer type, called as ``layer_cls(in_chs, growth_rate, **layer_kwargs)``: :class:`DenseLayer`,
             or a family's own (PeleeNet's two-way layer). A layer whose ``preact`` is False runs in the shared buffer
             through the generic route (its own modules on a buffer view).
@@ -171,12 +202,15 @@ class DenseBlock(nn.Module):
         *,
         concat_input: bool = True,
         memory_mode: str = "buffer",
+        drop_path_rates: Sequence[float] | None = None,
         layer_cls: Callable[..., nn.Module] | None = None,
         **layer_kwargs,
     ) -> None:
         super().__init__()
         if num_layers < 1:
             raise ValueError(f"a dense block needs at least one layer, got num_layers={num_layers}")
+        if drop_path_rates is not None and len(drop_path_rates) != num_layers:
+            raise ValueError(f"drop_path_rates gives {len(drop_path_rates)} rates for {num_layers} dense layers")
         self.concat_input = concat_input
         self.memory_mode = check_memory_mode(memory_mode)
         # per block, set for a whole model by set_cpu_channels_last (layers/shared_buffer.py)
@@ -186,6 +220,8 @@ class DenseBlock(nn.Module):
         self.out_chs = in_chs * concat_input + num_layers * growth_rate
         layer_cls = layer_cls or DenseLayer
         for i in range(num_layers):
+            if drop_path_rates is not None:
+                layer_kwargs["drop_path_rate"] = drop_path_rates[i]
             layer = layer_cls(in_chs + i * growth_rate, growth_rate, **layer_kwargs)
             self.add_module(f"denselayer{i + 1}", layer)
 

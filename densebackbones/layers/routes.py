@@ -204,10 +204,11 @@ def _submodule_technique(sub: nn.Module) -> str | None:
 
 
 # Modules a recomputation may run twice: torch.nn's own (their only state, BN's running statistics, is restored by
-# shared_buffer's recomputation), this library's and torchvision's FrozenBatchNorm2d (no state). Another module (a QAT
+# shared_buffer's recomputation), this library's, torchvision's FrozenBatchNorm2d and timm's DropPath (no state; its
+# random draws are replayed like dropout's). Another module (a QAT
 # fake-quantizer, a LoRA wrapper, a user's layer) may change state when it runs, so a block holding one keeps its
 # graph instead (``'buffer'``) and a unit runs once.
-_RECOMPUTABLE_MODULES = ("torch.nn.modules.", "densebackbones.", "torchvision.ops.misc")
+_RECOMPUTABLE_MODULES = ("torch.nn.modules.", "densebackbones.", "torchvision.ops.misc", "timm.layers.drop")
 
 
 def recomputable(unit: nn.Module) -> str | None:

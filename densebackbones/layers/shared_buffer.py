@@ -46,6 +46,7 @@ from typing import NamedTuple, Protocol, runtime_checkable
 
 import torch
 import torch.nn as nn
+from timm.layers import DropPath
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
@@ -90,9 +91,10 @@ class SharedBufferLayer(Protocol):
 class PreActivationLayer(SharedBufferLayer, Protocol):
     """A layer the buffer can take apart (the fast route): with ``preact`` True (BN-ReLU-conv order) and a plain
     ``nn.BatchNorm2d`` + ``nn.ReLU`` entry ``norm1``/``act1``, the entry's statistics are shared across the block's
-    layers and its backward is run once per channel (see above). ``conv1``, ``conv2`` (or None), ``drop2``: the first
-    and last convolutions and the dropout after the last one (the recomputation stops at ``conv2``'s input when
-    ``drop2`` is an Identity). DenseNet's, DSOD's and FC-DenseNet's layers are such layers."""
+    layers and its backward is run once per channel (see above). ``conv1``, ``conv2`` (or None), ``drop2``,
+    ``drop_path``: the first and last convolutions, the dropout after the last one and the stochastic depth on the
+    output (the recomputation stops at ``conv2``'s input when both are an Identity). DenseNet's, DSOD's and
+    FC-DenseNet's layers are such layers."""
 
     preact: bool
     norm1: nn.Module
@@ -100,6 +102,7 @@ class PreActivationLayer(SharedBufferLayer, Protocol):
     conv1: nn.Module
     conv2: nn.Module | None
     drop2: nn.Module
+    drop_path: nn.Module
     training: bool
 
     def rest(self, z: Tensor) -> Tensor:
@@ -276,7 +279,11 @@ def recompute_in_backward(unit: nn.Module, fn: Callable[..., Tensor], *inputs: T
 
 
 def _draws_random(layer: nn.Module) -> bool:
-    return layer.training and any(isinstance(m, nn.Dropout) and m.p > 0 for m in layer.modules())
+    """Whether a forward of ``layer`` draws random numbers: dropout or stochastic depth in training."""
+    random = ((nn.Dropout, "p"), (DropPath, "drop_prob"))
+    return layer.training and any(
+        isinstance(m, kind) and getattr(m, rate) > 0 for m in layer.modules() for kind, rate in random
+    )
 
 
 class _RngState:
@@ -305,8 +312,13 @@ def _without(params: Sequence[Tensor], module: nn.Module) -> list[Tensor]:
 
 def _last_conv_separable(layer: nn.Module) -> bool:
     """Whether the layer ends in a plain convolution without dropout after it, so that the recomputation can stop
-    at that convolution's input (its backward needs nothing else)."""
-    return layer.preact and plain_conv(layer.conv2) and isinstance(layer.drop2, nn.Identity)
+    at that convolution's input (its backward needs nothing else): no dropout or stochastic depth after it."""
+    return (
+        layer.preact
+        and plain_conv(layer.conv2)
+        and isinstance(layer.drop2, nn.Identity)
+        and isinstance(layer.drop_path, nn.Identity)
+    )
 
 
 def _accumulate_dtype(dtype: torch.dtype) -> torch.dtype:

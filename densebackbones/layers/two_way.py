@@ -19,7 +19,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from .conv import conv2d
-from .dense import LayerFn, concatenated
+from .dense import LayerFn, concatenated, drop_path
 from .routes import unit_recomputes
 from .shared_buffer import recompute_in_backward
 
@@ -85,6 +85,7 @@ class TwoWayDenseLayer(nn.Module):
         growth_rate: k, new maps of the layer (both branches together).
         bottleneck_width: w of the stage (1, 2, 4, 4), see :func:`two_way_bottleneck`.
         drop_rate: dropout after the layer (the official code accepts it and does not use it: 0).
+        drop_path_rate: stochastic depth on the layer's new maps (:func:`~densebackbones.layers.dense.drop_path`).
         dilation: dilation of the three 3x3 convolutions (padding too, so the size is kept), for a reduced output
             stride (layers/dilation.py).
 
@@ -102,6 +103,7 @@ class TwoWayDenseLayer(nn.Module):
         *,
         bottleneck_width: int = 4,
         drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
         norm_layer: LayerFn = nn.BatchNorm2d,
         act_layer: LayerFn = nn.ReLU,
         dilation: int = 1,
@@ -123,6 +125,7 @@ class TwoWayDenseLayer(nn.Module):
         self.branch2b = ConvNormAct(inter, half, 3, **dilated)
         self.branch2c = ConvNormAct(half, half, 3, **dilated)
         self.drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
+        self.drop_path = drop_path(drop_path_rate)
 
     def output_channels(self) -> int:
         """Maps the layer writes, as its convolutions stand now (a pruning tool may have narrowed them)."""
@@ -132,7 +135,7 @@ class TwoWayDenseLayer(nn.Module):
         x = concatenated(features)
         branch1 = self.branch1b(self.branch1a(x))
         branch2 = self.branch2c(self.branch2b(self.branch2a(x)))
-        return self.drop(torch.cat([branch1, branch2], 1))
+        return self.drop_path(self.drop(torch.cat([branch1, branch2], 1)))
 
 
 class StemBlock(nn.Module):

@@ -38,6 +38,7 @@ from ..layers import (
     LayerFn,
     LearnedGroupConv,
     conv2d,
+    drop_path_rates,
     resolve_memory_mode,
 )
 from ..layers.routes import is_fx_symbolic_tracing
@@ -66,6 +67,7 @@ class CondenseNet(DenseBackbone):
         bottleneck: width of the 1x1 output in units of k (4).
         stem_type: ``'imagenet'`` (3x3 stride 2) or ``'cifar'`` (3x3 stride 1).
         proj_drop_rate: dropout before every learned group convolution (the official ``dropout_rate``).
+        drop_path_rate: stochastic depth on the dense layers, as :class:`DenseNet` (not in the paper: 0).
         group_lasso_lambda: weight of the group-lasso term :meth:`regularization_loss` returns (0: none).
         converted: build the deployment form (condensed convolutions and classifier) to load converted weights.
         condense_steps: condense by itself over this many training forwards (the steps of the whole schedule, times
@@ -98,6 +100,7 @@ class CondenseNet(DenseBackbone):
         bottleneck: int = 4,
         stem_type: str = "imagenet",
         proj_drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
         group_lasso_lambda: float = 0.0,
         converted: bool = False,
         condense_steps: int | None = None,
@@ -120,6 +123,7 @@ class CondenseNet(DenseBackbone):
         checks.check_int("bottleneck", bottleneck, 1, "width of the 1x1 output in units of growth_rate (4)")
         checks.check_choice("stem_type", stem_type, ("imagenet", "cifar"), "'imagenet': stride 2, 'cifar': stride 1")
         checks.check_rate("proj_drop_rate", proj_drop_rate)
+        checks.check_rate("drop_path_rate", drop_path_rate)
         checks.check_number("group_lasso_lambda", group_lasso_lambda, 0.0, hint="0 turns the group lasso off")
         checks.check_flag("converted", converted)
         checks.check_layers(norm_layer, act_layer, memory_efficient)
@@ -152,9 +156,10 @@ class CondenseNet(DenseBackbone):
             act_layer=act_layer,
         )
         plan = DilationPlan(output_stride, stride, type(self).__name__)
+        path_rates = drop_path_rates(drop_path_rate, block_config)
         for i, (num_layers, k) in enumerate(zip(block_config, growth_rates)):
             layer = dict(layer_cls=CondenseLayer, memory_mode=memory_mode, dilation=plan.dilation, **layer_kwargs)
-            block = DenseBlock(num_layers, chs, k, **layer)
+            block = DenseBlock(num_layers, chs, k, drop_path_rates=path_rates[i], **layer)
             features[f"denseblock{i + 1}"] = block
             chs = block.out_chs
             if i == len(block_config) - 1:

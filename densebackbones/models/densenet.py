@@ -29,7 +29,16 @@ import torch.nn as nn
 from timm.models import generate_default_cfgs
 from torch import Tensor
 
-from ..layers import DenseBlock, DilationPlan, LayerFn, Transition, cifar_stem, imagenet_stem, resolve_memory_mode
+from ..layers import (
+    DenseBlock,
+    DilationPlan,
+    LayerFn,
+    Transition,
+    cifar_stem,
+    drop_path_rates,
+    imagenet_stem,
+    resolve_memory_mode,
+)
 from ..registry import register_model
 from . import checks
 from .base import DenseBackbone, build_dense_backbone, checkpoint_filter_fn, default_cfg
@@ -70,6 +79,8 @@ class DenseNet(DenseBackbone):
         drop_rate: dropout before the classifier (timm's meaning).
         proj_drop_rate: the paper's dropout after every convolution except the first (Sec. 4.2: 0.2 on C10, C100
             and SVHN without augmentation); timm's name.
+        drop_path_rate: stochastic depth on each dense layer's new maps, rising linearly over the dense layers from 0
+            to this rate (timm's name and rule; :func:`~densebackbones.layers.drop_path_rates`). Not in the paper: 0.
         global_pool: timm pool type for the head (``'avg'``, ``'max'``, ``'avgmax'``, ``''`` for none).
         transition_pool: ``'avg'`` (paper), ``'max'`` or ``'none'``.
         norm_layer: callable building a norm layer from a channel count.
@@ -104,6 +115,7 @@ class DenseNet(DenseBackbone):
         stem_width: int | None = None,
         drop_rate: float = 0.0,
         proj_drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
         global_pool: str = "avg",
         transition_pool: str = "avg",
         norm_layer: LayerFn = nn.BatchNorm2d,
@@ -124,6 +136,7 @@ class DenseNet(DenseBackbone):
         if stem_width is not None:
             checks.check_int("stem_width", stem_width, 1, "None: 2 * growth_rate")
         checks.check_rate("proj_drop_rate", proj_drop_rate)
+        checks.check_rate("drop_path_rate", drop_path_rate)
         checks.check_choice("transition_pool", transition_pool, ("avg", "max", "none"))
         checks.check_layers(norm_layer, act_layer, memory_efficient)
         memory_mode = resolve_memory_mode(memory_efficient, memory_mode)
@@ -140,8 +153,16 @@ class DenseNet(DenseBackbone):
             memory_mode=memory_mode,
         )
         num_features, plan = stem_width, DilationPlan(output_stride, stem.reduction, type(self).__name__)
+        path_rates = drop_path_rates(drop_path_rate, block_config)
         for i, num_layers in enumerate(block_config):
-            block = DenseBlock(num_layers, num_features, growth_rate, dilation=plan.dilation, **layer_kwargs)
+            block = DenseBlock(
+                num_layers,
+                num_features,
+                growth_rate,
+                dilation=plan.dilation,
+                drop_path_rates=path_rates[i],
+                **layer_kwargs,
+            )
             features[f"denseblock{i + 1}"] = block
             num_features = block.out_chs
             if i == len(block_config) - 1:

@@ -26,7 +26,7 @@ from typing import Any
 import torch.nn as nn
 from timm.models import generate_default_cfgs
 
-from ..layers import DenseBlock, DilationPlan, LayerFn, Transition, conv2d, resolve_memory_mode
+from ..layers import DenseBlock, DilationPlan, LayerFn, Transition, conv2d, drop_path_rates, resolve_memory_mode
 from ..registry import register_model
 from . import checks
 from .base import DenseBackbone, build_dense_backbone, default_cfg
@@ -44,6 +44,7 @@ class DSODNet(DenseBackbone):
         block_config: layers of the four dense blocks (6, 8, 8, 8).
         bn_size: bottleneck width in multiples of k (4: 192 channels).
         stem_chs: widths of the three stem convolutions (64, 64, 128).
+        drop_path_rate: stochastic depth on the dense layers, as :class:`DenseNet` (not in the paper: 0).
         output_stride: 32 or 16 (the network as published: its stride is 16) or 8 (the pool after transition 2
             removed, blocks 3 and 4 dilated by 2).
     """
@@ -60,6 +61,7 @@ class DSODNet(DenseBackbone):
         bn_size: int = 4,
         stem_chs: Sequence[int] = (64, 64, 128),
         drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
         global_pool: str = "avg",
         norm_layer: LayerFn = nn.BatchNorm2d,
         act_layer: LayerFn = nn.ReLU,
@@ -69,6 +71,7 @@ class DSODNet(DenseBackbone):
     ) -> None:
         super().__init__()
         checks.check_head(num_classes, in_chans, drop_rate, global_pool)
+        checks.check_rate("drop_path_rate", drop_path_rate)
         checks.check_int("growth_rate", growth_rate, 1, "DS/64-192-48-1: 48")
         checks.check_ints("block_config", block_config, 1, 4, "DS/64-192-48-1: (6, 8, 8, 8)", what="dense block")
         checks.check_int("bn_size", bn_size, 1, "bottleneck width in multiples of growth_rate (4)")
@@ -89,8 +92,10 @@ class DSODNet(DenseBackbone):
         # (pooling of the transition, max-pool after it, feature tap after it)
         plan = [("max", False, False), ("none", True, True), ("none", False, False), (None, False, False)]
         strides = DilationPlan(output_stride, 4, type(self).__name__)
+        path_rates = drop_path_rates(drop_path_rate, block_config)
         for i, (num_layers, (pool, pool_after, tap)) in enumerate(zip(block_config, plan)):
-            block = DenseBlock(num_layers, chs, growth_rate, dilation=strides.dilation, **layer)
+            rates = path_rates[i]
+            block = DenseBlock(num_layers, chs, growth_rate, dilation=strides.dilation, drop_path_rates=rates, **layer)
             features[f"denseblock{i + 1}"] = block
             chs = block.out_chs
             if pool is None:

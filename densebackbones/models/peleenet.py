@@ -36,6 +36,7 @@ from ..layers import (
     LayerFn,
     StemBlock,
     TwoWayDenseLayer,
+    drop_path_rates,
     resolve_memory_mode,
     set_memory_mode,
 )
@@ -57,6 +58,7 @@ class PeleeNet(DenseBackbone):
         bottleneck_width: w per stage (1, 2, 4, 4), see :func:`~densebackbones.layers.two_way_bottleneck`.
         stem_width: stem maps (32).
         drop_rate: dropout before the classifier (0.05).
+        drop_path_rate: stochastic depth on the two-way layers, as :class:`DenseNet` (not in the paper: 0).
         transition_ceil: round the transition pools up (the Pelee detector: 19 -> 10 px).
         output_stride: 32 (as published), 16 or 8: the transition pools past that stride removed, the later
             stages' 3x3 convolutions dilated (2 and 4 at 8).
@@ -78,6 +80,7 @@ class PeleeNet(DenseBackbone):
         bottleneck_width: int | Sequence[int] = (1, 2, 4, 4),
         stem_width: int = 32,
         drop_rate: float = 0.05,
+        drop_path_rate: float = 0.0,
         transition_ceil: bool = False,
         global_pool: str = "avg",
         norm_layer: LayerFn = nn.BatchNorm2d,
@@ -88,6 +91,7 @@ class PeleeNet(DenseBackbone):
     ) -> None:
         super().__init__()
         checks.check_head(num_classes, in_chans, drop_rate, global_pool)
+        checks.check_rate("drop_path_rate", drop_path_rate)
         stages = len(checks.check_ints("block_config", block_config, 1, hint="two-way layers per stage, (3, 4, 8, 6)"))
         checks.check_per_stage("growth_rate", growth_rate, stages)
         checks.check_per_stage("bottleneck_width", bottleneck_width, stages)
@@ -106,9 +110,10 @@ class PeleeNet(DenseBackbone):
         features: OrderedDict[str, nn.Module] = OrderedDict(stemblock=StemBlock(in_chans, stem_width, **unit))
         feature_info = [dict(num_chs=stem_width, reduction=4, module="features.stemblock")]
         chs, plan = stem_width, DilationPlan(output_stride, 4, type(self).__name__)
+        path_rates = drop_path_rates(drop_path_rate, block_config)
         for i, (num_layers, k, width) in enumerate(zip(block_config, growth_rates, widths)):
             layer = dict(layer_cls=TwoWayDenseLayer, bottleneck_width=width, dilation=plan.dilation, **unit)
-            block = DenseBlock(num_layers, chs, k, memory_mode=memory_mode, **layer)
+            block = DenseBlock(num_layers, chs, k, memory_mode=memory_mode, drop_path_rates=path_rates[i], **layer)
             features[f"denseblock{i + 1}"] = block
             chs = block.out_chs
             features[f"transition{i + 1}"] = ConvNormAct(chs, chs, 1, **unit)

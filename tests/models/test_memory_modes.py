@@ -4,22 +4,28 @@ BatchNorm running statistics, in float64, in training and eval mode, with and wi
 from __future__ import annotations
 
 import copy
+import inspect
 import warnings
 
 import pytest
 import torch
 import torch.nn as nn
-from helpers import DEVICES, tiny_densenet, tiny_dsod, tiny_fc_densenet, tiny_pelee
+from helpers import DEVICES, FAMILIES, family_of, tiny_densenet, tiny_dsod, tiny_fc_densenet, tiny_kwargs, tiny_pelee
 
 import densebackbones as db
 from densebackbones.layers import (
+    CondenseLayer,
     DenseBlock,
+    DenseLayer,
     PreActivationLayer,
     SharedBufferBlock,
     SharedBufferLayer,
+    TwoWayDenseLayer,
+    drop_path_rates,
     set_cpu_channels_last,
     set_memory_mode,
 )
+from densebackbones.registry import model_class
 
 FAST_MODES = ["buffer", "efficient"]
 
@@ -374,3 +380,85 @@ def test_every_dense_block_and_layer_meets_the_shared_buffer_protocols(name):
             assert isinstance(layer, SharedBufferLayer), (name, type(layer).__name__)
             # a layer with a pre-activation entry offers the fast route's parts; the others take the generic route
             assert isinstance(layer, PreActivationLayer) or not getattr(layer, "preact", False), name
+
+
+# ----------------------------------------------------------------------------------- stochastic depth (drop path)
+DROP_PATH_MODELS = [
+    name for name in db.list_models() if "drop_path_rate" in inspect.signature(model_class(name).__init__).parameters
+]
+
+
+def test_drop_path_models_cover_every_backbone_family():
+    # The families whose dense layers take stochastic depth; a new backbone family must be added here on purpose.
+    assert {family_of(name) for name in DROP_PATH_MODELS} == {
+        "densenet", "densenet_cifar", "dsod_backbone", "peleenet", "condensenet", "condensenet_converted",
+    }  # fmt: skip
+
+
+def test_drop_path_rates_rise_linearly_over_the_network():
+    rates = drop_path_rates(0.3, (2, 1, 1))
+    assert [len(block) for block in rates] == [2, 1, 1]
+    assert sum(rates, []) == pytest.approx([0.0, 0.1, 0.2, 0.3], abs=1e-15)
+    assert drop_path_rates(0.3, (1,)) == [[0.3]]
+    assert drop_path_rates(0.0, (3, 2)) == [[0.0] * 3, [0.0] * 2]
+
+
+@pytest.mark.parametrize("name", DROP_PATH_MODELS)
+def test_every_dense_layer_gets_its_rate(name):
+    with torch.device("meta"):
+        model = db.create_model(name, drop_path_rate=0.2)
+    layers = [layer for block in model.modules() if isinstance(block, DenseBlock) for layer in block.children()]
+    rates = [getattr(layer.drop_path, "drop_prob", 0.0) for layer in layers]
+    expected = torch.linspace(0, 0.2, len(layers), dtype=torch.float64).tolist()
+    assert rates == pytest.approx(expected, abs=1e-12)
+
+
+@pytest.mark.parametrize(
+    "layer",
+    [
+        lambda: DenseLayer(6, 4, drop_path_rate=0.5),
+        lambda: DenseLayer(6, 4, bn_size=None, preact=False, drop_path_rate=0.5),
+        lambda: TwoWayDenseLayer(32, 8, bottleneck_width=2, drop_path_rate=0.5),
+        lambda: CondenseLayer(8, 4, groups=2, drop_path_rate=0.5),
+    ],
+    ids=["preact", "postact", "two-way", "condense"],
+)
+def test_drop_path_drops_or_rescales_whole_samples(layer):
+    layer = layer().double()
+    x = torch.randn(64, layer_input_channels(layer), 4, 4, dtype=torch.float64)
+    kept = copy.deepcopy(layer)
+    kept.drop_path = nn.Identity()
+    torch.manual_seed(0)
+    dropped = layer(x)
+    torch.manual_seed(0)
+    reference = kept(x)
+    scale = (dropped.flatten(1) * reference.flatten(1)).sum(1) / reference.flatten(1).square().sum(1)
+    assert set(scale.round(decimals=9).tolist()) == {0.0, 2.0}  # each sample zeroed or kept and scaled by 1 / (1 - p)
+    torch.testing.assert_close(layer.eval()(x), kept.eval()(x))  # identity in eval
+
+
+def layer_input_channels(layer: nn.Module) -> int:
+    return next(m for m in layer.modules() if isinstance(m, nn.Conv2d)).in_channels
+
+
+@pytest.mark.parametrize("mode", FAST_MODES)
+@pytest.mark.parametrize("name", [FAMILIES[f] for f in ("densenet_cifar", "dsod_backbone", "peleenet", "condensenet")])
+def test_drop_path_step_equals_plain(name, mode):
+    # The buffer routes draw the same per-sample masks as the plain route (and the recomputation draws them again).
+    torch.manual_seed(0)
+    kwargs = dict(tiny_kwargs(name), block_config=(2,) * len(tiny_kwargs(name).get("block_config", (1,) * 4)))
+    model = db.create_model(name, drop_path_rate=0.5, memory_mode="plain", **kwargs)
+    if hasattr(model, "set_training_progress"):  # CondenseNet: at the start of its schedule
+        model.set_training_progress(0.0)
+    plain, other = _pair(mode, model)
+    x = torch.randn(4, 3, model.min_input_size, model.min_input_size, dtype=torch.float64)
+    _assert_same_step(plain, other, x)
+    _assert_same_step(plain, other, x, seed=1)
+    torch.manual_seed(0)
+    with_rate = plain(x)
+    torch.manual_seed(0)
+    without = copy.deepcopy(plain)
+    for module in without.modules():
+        if hasattr(module, "drop_path"):
+            module.drop_path = nn.Identity()
+    assert not torch.allclose(with_rate, without(x))  # the masks did change the step
