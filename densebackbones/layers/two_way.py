@@ -151,6 +151,7 @@ class StemBlock(nn.Module):
     """
 
     follows_memory_mode = True
+    inner_tap = "stem1"  # a feature level inside the block (models/base.py, forward_intermediates)
 
     def __init__(
         self, in_chs: int, out_chs: int = 32, norm_layer: LayerFn = nn.BatchNorm2d, act_layer: LayerFn = nn.ReLU
@@ -163,18 +164,43 @@ class StemBlock(nn.Module):
         self.stem3 = ConvNormAct(2 * out_chs, out_chs, 1, **unit)
         self.pool = nn.MaxPool2d(kernel_size=2, stride=2, ceil_mode=True)  # same size as stem2b's on odd maps
         self.memory_mode = "buffer"
+        self.only_inner_tap = False
+
+    def prune_to_inner_tap(self) -> None:
+        """Keep only ``stem1``, whose map the block then returns (timm's ``prune_intermediate_layers`` down to
+        PeleeNet's level 0: no parameter is left without a gradient, which DDP would refuse)."""
+        self.pool = self.stem2a = self.stem2b = self.stem3 = nn.Identity()
+        self.only_inner_tap = True
 
     def run(self, x: Tensor) -> Tensor:
+        return self.run_with_inner_tap(x)[0]
+
+    def run_with_inner_tap(self, x: Tensor) -> tuple[Tensor, Tensor]:
         # The units are called as modules (their hooks fire); inside a recomputed stem they run plainly
         # (routes.recomputing).
-        x = self.stem1(x)
-        return self.stem3(torch.cat([self.pool(x), self.stem2b(self.stem2a(x))], 1))
+        half = self.stem1(x)
+        if self.only_inner_tap:
+            return half, half
+        return self.stem3(torch.cat([self.pool(half), self.stem2b(self.stem2a(half))], 1)), half
 
     def forward(self, x: Tensor) -> Tensor:
         if torch.jit.is_scripting():  # recomputation is eager Python: scripted, the unit runs plainly
             return self.run(x)
         return self._forward_in_memory_mode(x)
 
+    def forward_with_inner_tap(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The stem's output and, second, its map at stride 2 (``stem1``'s output, named by :attr:`inner_tap`):
+        PeleeNet's first feature level, which smp's encoders and FPNs need."""
+        if torch.jit.is_scripting():
+            return self.run_with_inner_tap(x)
+        return self._forward_with_inner_tap_in_memory_mode(x)
+
     @torch.jit.unused
     def _forward_in_memory_mode(self, x: Tensor) -> Tensor:
         return recompute_in_backward(self, self.run, x) if unit_recomputes(self, (x,)) else self.run(x)
+
+    @torch.jit.unused
+    def _forward_with_inner_tap_in_memory_mode(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        if unit_recomputes(self, (x,)):
+            return recompute_in_backward(self, self.run_with_inner_tap, x)
+        return self.run_with_inner_tap(x)

@@ -241,7 +241,15 @@ class DenseBackbone(InputSizeCheck, nn.Module):
         intermediates = []
         level = 0
         for name, module in self.features.named_children():
-            x = module(x)
+            # A level inside a module (PeleeNet's stride-2 map inside its stem block): the module returns it too.
+            inner_tap = getattr(module, "inner_tap", None)
+            if level < len(tap_names) and inner_tap is not None and tap_names[level] == f"{name}.{inner_tap}":
+                x, inner = module.forward_with_inner_tap(x)
+                if level in take_indices:
+                    intermediates.append(inner)
+                level += 1
+            else:
+                x = module(x)
             if level < len(tap_names) and name == tap_names[level]:
                 if level in take_indices:
                     intermediates.append(x)
@@ -260,10 +268,12 @@ class DenseBackbone(InputSizeCheck, nn.Module):
     ) -> list[int]:
         """Drop the layers after the last requested level (and the head); returns the absolute indices kept."""
         take_indices, max_index = feature_take_indices(len(self.feature_info), self.checked_indices(indices))
-        last_tap = self.feature_info[max_index]["module"].split(".", 1)[1]
+        last_tap = self.feature_info[max_index]["module"].split(".")[1:]  # the module of features holding the level
         names = [name for name, _ in self.features.named_children()]
-        for name in names[names.index(last_tap) + 1 :]:
+        for name in names[names.index(last_tap[0]) + 1 :]:
             delattr(self.features, name)
+        if len(last_tap) > 1:  # a level inside a module (its inner_tap): what follows it inside goes too
+            getattr(self.features, last_tap[0]).prune_to_inner_tap()
         # forward_features now ends at that level: a head built later (reset_classifier) takes its width
         self.num_features = self.feature_info[max_index]["num_chs"]
         self.head_hidden_size = self.num_features * self.global_pool.feat_mult()

@@ -408,12 +408,11 @@ class DenseFeatureGetterNet(FeatureGetterNet):
         super().__init__(model, *args, **kwargs)
         features = getattr(model, "features", None)
         taps = set(self.feature_info.module_name())  # of the requested levels, e.g. 'features.denseblock2'
-        # Per module of model.features (after pruning): whether its output is a requested level.
-        self.is_tap = (
-            [f"features.{name}" in taps for name, _ in features.named_children()]
-            if isinstance(features, nn.Sequential)
-            else []
-        )
+        children = list(features.named_children()) if isinstance(features, nn.Sequential) else []
+        # Per module of model.features (after pruning): whether its output is a requested level, and whether a map
+        # inside it is (its ``inner_tap``, returned by its ``forward_with_inner_tap``: PeleeNet's stem block).
+        self.is_tap = [f"features.{name}" in taps for name, _ in children]
+        self.is_inner_tap = [f"features.{name}.{getattr(m, 'inner_tap', '')}" in taps for name, m in children]
 
     def forward(self, x: Tensor) -> list[Tensor]:
         if torch.jit.is_scripting():
@@ -429,7 +428,12 @@ class DenseFeatureGetterNet(FeatureGetterNet):
         maps: list[Tensor] = []
         i = 0
         for module in self.model.features:
-            x = module(x)
+            if hasattr(module, "forward_with_inner_tap"):  # resolved per module when scripted
+                x, inner = module.forward_with_inner_tap(x)
+                if self.is_inner_tap[i]:
+                    maps.append(inner)
+            else:
+                x = module(x)
             if self.is_tap[i]:
                 maps.append(x)
             i += 1

@@ -8,8 +8,10 @@ and Table 1), exact to the official PyTorch code (Robert-JunWang/PeleeNet, ``pel
 * Post-activation units throughout; global average pool, dropout 0.05, linear classifier. 2,802,248 parameters with
   1000 classes (docs/reference.md).
 
-Feature levels (timm's ``feature_info``): the stem (stride 4) and each stage's transition output before its pool
-(strides 4, 8, 16, 32): the Pelee detector's sources are levels 3 (stride 16) and 4 (stride 32).
+Feature levels (timm's ``feature_info``): the stem block's first unit (``stemblock.stem1``, stride 2) and each stage's
+transition output before its pool (strides 4, 8, 16, 32), one level per stride as smp's encoders and FPNs take them
+(the stem block's own output, also at stride 4, is not a level: stage 1's output is the deeper map there). The Pelee
+detector's sources are levels 3 (stride 16) and 4 (stride 32).
 ``transition_ceil=True`` rounds the average pools up, as Caffe does and the Pelee detector needs (19 -> 10 px at 304).
 ``output_stride`` 16 or 8 removes the average pools past that stride (``transitionN_pool`` becomes an Identity) and
 dilates the 3x3 convolutions of the later stages (layers/dilation.py); the stem block keeps its stride 4.
@@ -108,7 +110,7 @@ class PeleeNet(DenseBackbone):
         memory_mode = resolve_memory_mode(memory_efficient, memory_mode)
         unit = dict(norm_layer=norm_layer, act_layer=act_layer)
         features: OrderedDict[str, nn.Module] = OrderedDict(stemblock=StemBlock(in_chans, stem_width, **unit))
-        feature_info = [dict(num_chs=stem_width, reduction=4, module="features.stemblock")]
+        feature_info = [dict(num_chs=stem_width, reduction=2, module="features.stemblock.stem1")]
         chs, plan = stem_width, DilationPlan(output_stride, 4, type(self).__name__)
         path_rates = drop_path_rates(drop_path_rate, block_config)
         for i, (num_layers, k, width) in enumerate(zip(block_config, growth_rates, widths)):

@@ -16,12 +16,12 @@ import densebackbones  # noqa: F401  (registers the backbones with timm, as a us
 TINY = {
     "densenet_bc121_k32": dict(growth_rate=4, block_config=(1, 2, 1, 1), stem_width=8),
     "condensenet74_c4_g4": dict(growth_rate=(4, 4, 4, 4, 4), block_config=(1, 1, 1, 2, 1)),
+    "peleenet": dict(growth_rate=8, block_config=(1, 1, 1, 1), stem_width=8),  # its stem's stride-2 map: level 0
 }
 # Those that are not: smp's TimmUniversalEncoder takes feature strides (2, 4, 8, 16, 32), (4, 8, 16, 32) or
 # (1, 2, 4, 8, 16, 32) only, read from the default ``features_only`` levels before it applies any argument of ours.
 NOT_ENCODERS = {
     "dsod_ds64_192_48_1": [2, 8, 16, 16],  # DSOD: stride 16 at the end, by design (the paper's detector backbone)
-    "peleenet": [4, 4, 8, 16, 32],  # the stem block and the first stage both end at stride 4
     "msdnet_imagenet": [32] * 5,  # features_only: one scale per block (feature_scale=-1, the coarsest)
     "densenet_bc100_k12_cifar": [1, 1, 2, 4],  # CIFAR layouts: stride 4 at the end
 }

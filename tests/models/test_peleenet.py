@@ -41,7 +41,7 @@ def test_feature_maps_at_224_and_at_the_detectors_304():
     with torch.no_grad():
         maps = model(torch.randn(1, 3, 224, 224))
     assert [tuple(m.shape[1:]) for m in maps] == [
-        (32, 56, 56),
+        (32, 112, 112),  # the stem block's first unit: smp's stride-2 level
         (128, 56, 56),
         (256, 28, 28),
         (512, 14, 14),
@@ -53,6 +53,26 @@ def test_feature_maps_at_224_and_at_the_detectors_304():
     assert [tuple(m.shape[1:]) for m in maps] == [(512, 19, 19), (704, 10, 10)]  # the stage-3 pool rounds up
     with pytest.raises(ValueError, match="out_indices"):
         db.create_model("peleenet", features_only=True, out_indices=(5,))
+
+
+@pytest.mark.parametrize("mode", ["buffer", "efficient"])
+def test_stride_2_level_is_the_stem_units_map_in_every_mode(mode):
+    # Level 0 sits inside the stem block (recomputed as a whole in the efficient mode): the map of its first unit,
+    # and a loss on it trains the stem as in the plain mode.
+    kwargs = dict(growth_rate=8, block_config=(1, 1, 1, 1), stem_width=8, features_only=True)
+    torch.manual_seed(0)
+    plain = db.create_model("peleenet", memory_mode="plain", **kwargs).double()
+    other = db.create_model("peleenet", memory_mode=mode, **kwargs).double()
+    other.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    results = []
+    for model in (plain, other):
+        maps = model.train()(x)
+        sum((m * torch.linspace(-1, 1, m.numel(), dtype=m.dtype).view_as(m)).sum() for m in maps).backward()
+        results.append((maps, [p.grad for p in model.parameters()]))
+    torch.testing.assert_close(results[1], results[0])
+    stem = plain.model.features.stemblock if hasattr(plain, "model") else plain.features.stemblock
+    torch.testing.assert_close(results[0][0][0], stem.stem1(x))  # training mode: the same batch statistics
 
 
 # Keys of the official checkpoint (peleenet_acc7208.pth.tar: DataParallel's ``module.`` prefix, ``state_dict``).
