@@ -66,6 +66,9 @@ setup(
             "torchinfo>=1.8",
             "ptflops>=0.7.3",
             "torch-pruning>=1.5",
+            # tests/clients/test_lightning.py and test_transformers.py: other trainers and frameworks as users run them
+            "lightning>=2.4",
+            "transformers>=4.50",
         ],
     },
     classifiers=[
