@@ -6,10 +6,18 @@ ops), which mmpretrain's classifiers do not need. mmsegmentation cannot be teste
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mmpretrain
+import pytest
 import torch
 from mmengine.config import Config
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
+from PIL import Image
 
 from densebackbones.mm import DenseNetBackbone
 
@@ -50,3 +58,55 @@ def test_mmpretrain_image_classifier_from_a_config_file(tmp_path):
     model.eval()
     predictions = model.val_step(data)
     assert len(predictions) == 2 and predictions[0].pred_score.shape == (5,)
+
+
+# mmpretrain's own command lines (shipped in its wheel, under mmpretrain/.mim/tools) on a config with our backbone.
+TOOLS_CONFIG = """
+default_scope = 'mmpretrain'
+custom_imports = dict(imports=['densebackbones'], allow_failed_imports=False)
+model = dict(
+    type='ImageClassifier',
+    backbone=dict(type='densebackbones.DenseNetBackbone', arch='121', out_indices=(4,),
+                  growth_rate=4, block_config=(1, 2, 1, 1), stem_width=8),
+    neck=dict(type='GlobalAveragePooling'),
+    head=dict(type='LinearClsHead', num_classes=2, in_channels=9, loss=dict(type='CrossEntropyLoss')),
+)
+data_preprocessor = dict(num_classes=2, mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], to_rgb=True)
+pipeline = [dict(type='LoadImageFromFile'), dict(type='Resize', scale=32), dict(type='PackInputs')]
+loader = dict(batch_size=4, num_workers=1, sampler=dict(type='DefaultSampler', shuffle=False),
+              dataset=dict(type='CustomDataset', data_root={root!r}, data_prefix='images', pipeline=pipeline))
+train_dataloader = val_dataloader = test_dataloader = loader
+val_evaluator = test_evaluator = dict(type='Accuracy', topk=(1,))
+optim_wrapper = dict(optimizer=dict(type='SGD', lr=0.01, momentum=0.9))
+train_cfg = dict(by_epoch=True, max_epochs=1, val_interval=1)
+val_cfg = test_cfg = dict()
+default_hooks = dict(checkpoint=dict(type='CheckpointHook', interval=1), logger=dict(type='LoggerHook', interval=1))
+env_cfg = dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method='fork'), dist_cfg=dict(backend='gloo'))
+"""
+
+
+@pytest.mark.integration
+def test_mmpretrains_own_train_and_test_tools(tmp_path):
+    tools = Path(mmpretrain.__file__).parent / ".mim" / "tools"
+    for label, value in (("a", 40), ("b", 210)):
+        (tmp_path / "images" / label).mkdir(parents=True)
+        for i in range(4):
+            Image.new("RGB", (32, 32), (value, i * 10, 255 - value)).save(tmp_path / "images" / label / f"{i}.png")
+    config = tmp_path / "densenet_tiny.py"
+    config.write_text(TOOLS_CONFIG.format(root=str(tmp_path)))
+    work = tmp_path / "work"
+
+    def run(tool: str, *args: str, **env: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, str(tools / tool), str(config), *args]
+        return subprocess.run(command, capture_output=True, text=True, env={**os.environ, **env}, timeout=600)
+
+    train = run("train.py", "--work-dir", str(work))
+    assert train.returncode == 0, train.stderr[-3000:]
+    assert "accuracy/top1" in train.stdout + train.stderr
+    # mmpretrain's test.py reads its own checkpoint with torch.load's default, weights_only=True since torch 2.6:
+    # refused for every model (its checkpoints hold mmengine objects); docs/mmengine.md gives the switch.
+    refused = run("test.py", str(work / "epoch_1.pth"))
+    assert refused.returncode != 0 and "weights_only" in refused.stderr
+    tested = run("test.py", str(work / "epoch_1.pth"), TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD="1")
+    assert tested.returncode == 0, tested.stderr[-3000:]
+    assert "accuracy/top1" in tested.stdout + tested.stderr
