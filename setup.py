@@ -34,11 +34,11 @@ setup(
     ],
     extras_require={
         # mmengine registries, config files and the OpenMMLab backbone adapter (mmcv is never needed).
-        "mm": ["mmengine>=0.10.4"],
+        "mm": ["mmengine>=0.10.6"],
         # training engine and tools: progress bars, curve plots, the digits default data set, SVHN's .mat files,
         # joint image/mask augmentation for segmentation, COCO json and COCO metrics for detection.
         "train": [
-            "mmengine>=0.10.4",
+            "mmengine>=0.10.6",
             "tqdm>=4.60",
             "matplotlib>=3.7",
             "scikit-learn>=1.3",

@@ -10,6 +10,7 @@ from . import (
     models,  # noqa: E402  (registers the backbones)
 )
 from .models import DenseNet, cifar_block_config  # noqa: E402
+from .models.published import weights_meta  # noqa: E402
 from .registry import (  # noqa: E402
     MODELS,
     TASKS,
@@ -38,4 +39,5 @@ __all__ = [
     "model_entrypoint",
     "model_task",
     "models",
+    "weights_meta",
 ]

@@ -25,7 +25,7 @@ import cpu_env  # noqa: F401  (first: OpenMP's spin setting before torch loads)
 import torch
 
 import densebackbones as db
-from densebackbones.models import condensenet, densenet, dsod, msdnet, peleenet
+from densebackbones.models import condensenet, densenet, dsod, msdnet, peleenet, published
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs" / "models"
@@ -126,8 +126,18 @@ def _weights(name: str) -> str:
     return f"`{cfg['tag']}`" if has_weights and cfg.get("tag") else ""
 
 
+def _published(name: str) -> str:
+    """The published result of the name and of each weight tag of it, with its source (models/published.py)."""
+    keys = [name] + [tag for tag in published.TORCHVISION_WEIGHTS if tag.split(".")[0] == name]
+    results = [(key, published.published_result(key)) for key in keys]
+    cells = [
+        f"{'`' + key.split('.')[1] + '`: ' if '.' in key else ''}{published.describe(r)}" for key, r in results if r
+    ]
+    return "; ".join(cells) or "none: " + published.NOT_PUBLISHED[name]
+
+
 def classification_table(names: list[str]) -> str:
-    lines = ["| name | paper model | k | layers per block | params | input | weights |", "|---" * 7 + "|"]
+    lines = ["| name | paper model | k | layers per block | params | input | weights | published |", "|---" * 8 + "|"]
     for name in names:
         arch = _arch(name)
         if name.startswith("msdnet"):
@@ -137,7 +147,7 @@ def classification_table(names: list[str]) -> str:
         size = _built(name)[2]["input_size"][-1]
         cells = [f"`{name}`", PAPER_MODELS[name], _dashes(arch["growth_rate"]), _dashes(layout)]
         counted = dict(output="all") if name.startswith("msdnet") else {}  # the paper's count: every exit built
-        cells += [f"{_params(name, **counted):,}", str(size), _weights(name)]
+        cells += [f"{_params(name, **counted):,}", str(size), _weights(name), _published(name)]
         lines.append(("| " + " | ".join(cells) + " |").replace("|  |", "| |"))
     return "\n".join(lines)
 

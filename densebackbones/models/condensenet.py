@@ -45,6 +45,7 @@ from ..layers.routes import is_fx_symbolic_tracing
 from ..registry import register_model
 from . import checks
 from .base import DenseBackbone, build_dense_backbone, checkpoint_filter_fn, default_cfg
+from .published import with_published
 
 __all__ = ["CondenseNet", "convert", "describe_checkpoint_fit", "infer_arch", "MODEL_ARCHS"]
 
@@ -501,11 +502,13 @@ def _condense_cfg(cifar: bool, converted: bool) -> dict[str, Any]:
 
 
 default_cfgs = generate_default_cfgs(
-    {
-        f"{name}{suffix}": _condense_cfg(name.endswith("_cifar"), bool(suffix))
-        for name in MODEL_ARCHS
-        for suffix in ("", "_converted")
-    }
+    with_published(
+        {
+            f"{name}{suffix}": _condense_cfg(name.endswith("_cifar"), bool(suffix))
+            for name in MODEL_ARCHS
+            for suffix in ("", "_converted")
+        }
+    )
 )
 
 

@@ -42,6 +42,7 @@ from ..layers import (
 from ..registry import register_model
 from . import checks
 from .base import DenseBackbone, build_dense_backbone, checkpoint_filter_fn, default_cfg
+from .published import with_published
 
 __all__ = ["DenseNet", "cifar_block_config", "checkpoint_filter_fn", "MODEL_ARCHS"]
 
@@ -279,17 +280,19 @@ def _cifar_cfg(**kwargs) -> dict[str, Any]:
 
 _TV_URL = "https://download.pytorch.org/models/"
 default_cfgs = generate_default_cfgs(
-    {
-        # torchvision's ports of the official Torch weights (ImageNet-1k top-1 74.434 / 75.600 / 76.896 / 77.138).
-        "densenet_bc121_k32.tv_in1k": default_cfg(url=_TV_URL + "densenet121-a639ec97.pth", license="bsd-3-clause"),
-        "densenet_bc169_k32.tv_in1k": default_cfg(url=_TV_URL + "densenet169-b2777c0a.pth", license="bsd-3-clause"),
-        "densenet_bc201_k32.tv_in1k": default_cfg(url=_TV_URL + "densenet201-c1103571.pth", license="bsd-3-clause"),
-        "densenet_bc161_k48.tv_in1k": default_cfg(url=_TV_URL + "densenet161-8d451a50.pth", license="bsd-3-clause"),
-        "densenet_bc264_k32": default_cfg(),
-        "densenet_bc232_k48": default_cfg(),
-        "densenet_bc264_k48": default_cfg(),
-        **{name: _cifar_cfg() for name in MODEL_ARCHS if name.endswith("_cifar")},
-    }
+    with_published(
+        {
+            # torchvision's ports of the official Torch weights (ImageNet-1k top-1 74.434 / 75.600 / 76.896 / 77.138).
+            "densenet_bc121_k32.tv_in1k": default_cfg(url=_TV_URL + "densenet121-a639ec97.pth", license="bsd-3-clause"),
+            "densenet_bc169_k32.tv_in1k": default_cfg(url=_TV_URL + "densenet169-b2777c0a.pth", license="bsd-3-clause"),
+            "densenet_bc201_k32.tv_in1k": default_cfg(url=_TV_URL + "densenet201-c1103571.pth", license="bsd-3-clause"),
+            "densenet_bc161_k48.tv_in1k": default_cfg(url=_TV_URL + "densenet161-8d451a50.pth", license="bsd-3-clause"),
+            "densenet_bc264_k32": default_cfg(),
+            "densenet_bc232_k48": default_cfg(),
+            "densenet_bc264_k48": default_cfg(),
+            **{name: _cifar_cfg() for name in MODEL_ARCHS if name.endswith("_cifar")},
+        }
+    )
 )
 
 

@@ -30,6 +30,7 @@ from ..layers import DenseBlock, DilationPlan, LayerFn, Transition, conv2d, drop
 from ..registry import register_model
 from . import checks
 from .base import DenseBackbone, build_dense_backbone, default_cfg
+from .published import with_published
 
 __all__ = ["DSODNet"]
 
@@ -131,7 +132,7 @@ def _create_dsodnet(variant: str, pretrained: bool = False, **kwargs) -> DSODNet
 
 
 default_cfgs = generate_default_cfgs(
-    {name: default_cfg(paper_ids="arXiv:1708.01241", pool_size=(14, 14)) for name in MODEL_ARCHS}
+    with_published({name: default_cfg(paper_ids="arXiv:1708.01241", pool_size=(14, 14)) for name in MODEL_ARCHS})
 )
 
 

@@ -49,6 +49,7 @@ from .helpers import (
     load_checkpoint_into,
     record_min_input_size,
 )
+from .published import with_published
 
 __all__ = ["MSDNet", "MODEL_ARCHS", "block_steps", "min_input_side", "exit_checkpoint_filter_fn"]
 
@@ -877,7 +878,7 @@ def _msd_cfg(variant: str) -> dict[str, Any]:
     return default_cfg(**kwargs)
 
 
-default_cfgs = generate_default_cfgs({name: _msd_cfg(name) for name in MODEL_ARCHS})
+default_cfgs = generate_default_cfgs(with_published({name: _msd_cfg(name) for name in MODEL_ARCHS}))
 
 
 @register_model(model_cls=MSDNet)

@@ -45,6 +45,7 @@ from ..layers import (
 from ..registry import register_model
 from . import checks
 from .base import DenseBackbone, build_dense_backbone, default_cfg
+from .published import with_published
 
 __all__ = ["PeleeNet"]
 
@@ -150,7 +151,13 @@ def _create_peleenet(variant: str, pretrained: bool = False, **kwargs: Any) -> P
 
 
 default_cfgs = generate_default_cfgs(
-    {"peleenet": default_cfg(paper_ids="arXiv:1804.06882", first_conv="features.stemblock.stem1.conv", crop_pct=0.875)}
+    with_published(
+        {
+            "peleenet": default_cfg(
+                paper_ids="arXiv:1804.06882", first_conv="features.stemblock.stem1.conv", crop_pct=0.875
+            )
+        }
+    )
 )
 
 

@@ -1,0 +1,194 @@
+"""What each registered backbone and weight tag is published to score, and where: the metadata torchvision keeps in
+``weights.meta`` and mmpretrain in its metafiles.
+
+:data:`PUBLISHED` is written down from the papers' tables and the official READMEs (docs/reference.md has them);
+the weights torchvision serves take their metrics from torchvision's own ``weights.meta``. Each family's pretrained
+configs carry the published result in timm's fields (``notes``, ``origin_url``, ``paper_name``), so it travels with
+``pretrained_cfg`` through timm, ``save_for_hf`` and the Hub; :func:`weights_meta` gives all of it as one dict, with
+what is computed from the model (parameters, GFLOPs at the input size with ``torch.utils.flop_counter``) and what is
+known of the file. ``tools/model_tables.py`` prints the published results in the model tables.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, NamedTuple
+
+import torch
+import torchvision
+from timm.data import ImageNetInfo
+from timm.models import split_model_name_tag
+
+from ..flops import count_flops
+from ..registry import create_model
+
+__all__ = [
+    "NOT_PUBLISHED",
+    "PUBLISHED",
+    "Published",
+    "describe",
+    "published_cfg",
+    "published_result",
+    "weights_meta",
+    "with_published",
+]
+
+_DENSENET_README = "https://github.com/liuzhuang13/DenseNet"
+_DENSENET_PAPER = "Huang et al., CVPR 2017, Table 2"
+
+
+class Published(NamedTuple):
+    """A published result: ``metrics`` (name -> value, as the source states it), ``source`` (table or README),
+    ``url`` (where the source and any weights are), ``weights`` (where a weight file is published, or why none is)."""
+
+    metrics: dict[str, float]
+    source: str
+    url: str
+    weights: str
+
+
+def _imagenet_error(error: float, weights: str) -> Published:
+    return Published({"ImageNet-1k top-1 error": error}, "official DenseNet README (Torch models)", _DENSENET_README,
+                     weights)  # fmt: skip
+
+
+def _cifar(c10: float | None, c100: float | None, source: str = _DENSENET_PAPER, url: str = _DENSENET_README):
+    metrics = {k: v for k, v in (("C10+ error", c10), ("C100+ error", c100)) if v is not None}
+    return Published(metrics, source, url, "none published")
+
+
+_T7 = "official release, Lua Torch .t7 (no reader yet)"
+_CONDENSE = "https://github.com/ShichenLiu/CondenseNet"
+_MSD = "https://github.com/kalviny/MSDNet-PyTorch"
+
+# Registered name or name.tag -> its published result. A name without an entry has none (a test names them).
+PUBLISHED: dict[str, Published] = {
+    "densenet_bc121_k32": _imagenet_error(25.0, _T7),
+    "densenet_bc169_k32": _imagenet_error(23.6, _T7),
+    "densenet_bc201_k32": _imagenet_error(22.5, _T7),
+    "densenet_bc161_k48": _imagenet_error(22.2, _T7),
+    "densenet_bc264_k32": _imagenet_error(22.1, _T7),
+    "densenet_bc232_k48": _imagenet_error(21.2, _T7),
+    "densenet_bc264_k48": _imagenet_error(20.4, _T7 + ", trained with a cosine schedule"),
+    "densenet40_k12_cifar": _cifar(5.24, 24.42),
+    "densenet100_k12_cifar": _cifar(4.10, 20.20),
+    "densenet100_k24_cifar": _cifar(3.74, 19.25),
+    "densenet_bc100_k12_cifar": _cifar(4.51, 22.27),
+    "densenet_bc250_k24_cifar": _cifar(3.62, 17.60),
+    "densenet_bc190_k40_cifar": _cifar(3.46, 17.18),
+    "wide_densenet_bc40_k36_cifar": _cifar(4.58, 22.30, "official DenseNet README, Wide-DenseNet-BC"),
+    "wide_densenet_bc40_k48_cifar": _cifar(3.99, 20.29, "official DenseNet README, Wide-DenseNet-BC"),
+    "wide_densenet_bc40_k60_cifar": _cifar(4.01, 19.99, "official DenseNet README, Wide-DenseNet-BC"),
+    "peleenet": Published(
+        {"ImageNet-1k top-1": 72.6},
+        "Wang et al., NeurIPS 2018, Table 3 (official checkpoint: 72.08)",
+        "https://github.com/Robert-JunWang/PeleeNet",
+        "official release, PyTorch peleenet_acc7208.pth.tar",
+    ),  # fmt: skip
+    "condensenet74_c4_g4": Published(
+        {"ImageNet-1k top-1 error": 26.2},
+        "Huang et al., CVPR 2018, Table 5",
+        _CONDENSE,
+        "official release, PyTorch (converted form)",
+    ),  # fmt: skip
+    "condensenet74_c8_g8": Published(
+        {"ImageNet-1k top-1 error": 29.0},
+        "Huang et al., CVPR 2018, Table 5",
+        _CONDENSE,
+        "official release, PyTorch (converted form)",
+    ),  # fmt: skip
+    "condensenet86_cifar": Published(
+        {"C10+ error": 5.06}, "Huang et al., CVPR 2018, Table 4 (official README)", _CONDENSE, "none published"
+    ),  # fmt: skip
+    "condensenet182_cifar": Published(
+        {"C10+ error": 3.76, "C100+ error": 18.47},
+        "Huang et al., CVPR 2018, Table 4 (official README)",
+        _CONDENSE,
+        "none published",
+    ),  # fmt: skip
+}
+for _name in ("condensenet74_c4_g4", "condensenet74_c8_g8", "condensenet86_cifar", "condensenet182_cifar"):
+    PUBLISHED[f"{_name}_converted"] = PUBLISHED[_name]  # the same network, deployed
+# What has no single published number, and why (a test holds every registered backbone to one of the two).
+NOT_PUBLISHED: dict[str, str] = {
+    "dsod_ds64_192_48_1": "a detector backbone: DSOD300 is published on VOC and COCO (docs/models/dsod.md)",
+    "dsod_ds64_256_64_1": "a detector backbone: DSOD300-lite is published on VOC (docs/models/dsod.md)",
+    "msdnet_anytime_cifar": "accuracy per budget (curves, Huang et al., ICLR 2018, Fig. 5 and 7), no single number",
+    "msdnet_budgeted_cifar": "accuracy per budget (curves, Huang et al., ICLR 2018, Fig. 5 and 7), no single number",
+    "msdnet_imagenet": "accuracy per budget (curves, Huang et al., ICLR 2018, Fig. 5 and 7), no single number",
+}
+
+# Tags whose weights torchvision serves: their metrics are torchvision's (weights.meta), read where needed.
+TORCHVISION_WEIGHTS = {
+    "densenet_bc121_k32.tv_in1k": "DenseNet121_Weights.IMAGENET1K_V1",
+    "densenet_bc169_k32.tv_in1k": "DenseNet169_Weights.IMAGENET1K_V1",
+    "densenet_bc201_k32.tv_in1k": "DenseNet201_Weights.IMAGENET1K_V1",
+    "densenet_bc161_k48.tv_in1k": "DenseNet161_Weights.IMAGENET1K_V1",
+}
+
+
+def _torchvision_weights(tag: str) -> torchvision.models.WeightsEnum:
+    enum_name, member = TORCHVISION_WEIGHTS[tag].split(".")
+    return getattr(getattr(torchvision.models, enum_name), member)
+
+
+def published_result(name: str) -> Published | None:
+    """The published result of a registered name or of a ``name.tag`` with weights of its own, if any."""
+    if name in TORCHVISION_WEIGHTS:
+        weights = _torchvision_weights(name)
+        metrics = {f"ImageNet-1k {k}": v for k, v in weights.meta["_metrics"]["ImageNet-1K"].items()}
+        return Published(metrics, f"torchvision {TORCHVISION_WEIGHTS[name]}", weights.url, weights.url)
+    return PUBLISHED.get(name)
+
+
+def describe(result: Published) -> str:
+    """One line: the metrics and their source, e.g. ``ImageNet-1k top-1 error 25.0 (official DenseNet README ...)``."""
+    metrics = ", ".join(f"{k} {v:g}" for k, v in result.metrics.items())
+    return f"{metrics} ({result.source})"
+
+
+def published_cfg(name: str) -> dict[str, Any]:
+    """timm ``pretrained_cfg`` fields that carry ``name``'s published result (``notes``, ``origin_url``), for the
+    families' default configs: empty where nothing is published."""
+    result = published_result(name) or published_result(split_model_name_tag(name)[0])
+    name = split_model_name_tag(name)[0]
+    if result is None:
+        return {"notes": (f"published: none; {NOT_PUBLISHED[name]}",)} if name in NOT_PUBLISHED else {}
+    return {"notes": (f"published: {describe(result)}", f"weights: {result.weights}"), "origin_url": result.url}
+
+
+def with_published(cfgs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """A family's ``{name or name.tag: pretrained config}`` with each one's :func:`published_cfg` fields added."""
+    return {key: {**published_cfg(key), **cfg} for key, cfg in cfgs.items()}
+
+
+@functools.cache
+def weights_meta(name: str) -> dict[str, Any]:
+    """Everything known of a registered model or ``name.tag``, as torchvision's ``weights.meta``: the published
+    metrics and their source, where weights are published, parameters, GFLOPs at the config's input size (one image,
+    ``torch.utils.flop_counter``: 2 per multiply-add), input sizes, license, class names (ImageNet's for 1000-class
+    configs, from timm's ``ImageNetInfo``) and, for a file whose digest is known, its size and sha256 prefix."""
+    with torch.device("meta"):
+        model = create_model(name)
+    cfg = dict(model.pretrained_cfg)
+    base = split_model_name_tag(name)[0]
+    result = published_result(name) or published_result(base)
+    meta: dict[str, Any] = {
+        "name": name,
+        "metrics": dict(result.metrics) if result else {},
+        "source": result.source if result else NOT_PUBLISHED.get(base, ""),
+        "weights": result.weights if result else "none published",
+        "num_params": sum(p.numel() for p in model.parameters()),
+        "gflops": count_flops(model, (1, *cfg["input_size"]), device="meta") / 1e9,  # the papers' "FLOPs" are / 2
+        "input_size": tuple(cfg["input_size"]),
+        "min_input_size": tuple(cfg.get("min_input_size") or ()),
+        "license": cfg.get("license"),
+        "paper_ids": cfg.get("paper_ids"),
+        "categories": ImageNetInfo().label_descriptions() if cfg.get("num_classes") == 1000 else None,
+    }
+    if name in TORCHVISION_WEIGHTS:
+        weights = _torchvision_weights(name)
+        meta["file_size_mb"] = weights.meta["_file_size"]
+        meta["sha256_prefix"] = weights.url.rsplit("-", 1)[1].split(".")[0]  # torchvision names files by it
+        meta["recipe"] = weights.meta["recipe"]
+    return meta

@@ -1,0 +1,54 @@
+"""Weight metadata (models/published.py): every backbone's published result or the reason it has none, in its
+``pretrained_cfg`` and through ``weights_meta``; the tags torchvision serves carry torchvision's own numbers, checked
+against torchvision's ``weights.meta`` (which we did not write), and the computed counts against its counts and the
+papers'."""
+
+from __future__ import annotations
+
+import pytest
+import timm
+import torch
+import torchvision
+
+import densebackbones as db
+from densebackbones.models.published import NOT_PUBLISHED, PUBLISHED, TORCHVISION_WEIGHTS, published_cfg, weights_meta
+
+BACKBONES = db.list_models(task="classification")
+
+
+@pytest.mark.parametrize("name", BACKBONES)
+def test_every_backbone_has_a_published_result_or_says_why_not(name):
+    assert (name in PUBLISHED) != (name in NOT_PUBLISHED), name
+    cfg = timm.models.get_pretrained_cfg(name)  # its default tag's
+    assert cfg.notes and cfg.notes[0].startswith("published: "), name
+    if f"{name}.{cfg.tag}" in TORCHVISION_WEIGHTS:
+        assert TORCHVISION_WEIGHTS[f"{name}.{cfg.tag}"] in cfg.notes[0]
+    elif name in PUBLISHED:
+        assert PUBLISHED[name].source in cfg.notes[0] and PUBLISHED[name].metrics
+
+
+@pytest.mark.parametrize("tag", list(TORCHVISION_WEIGHTS))
+def test_torchvision_tags_carry_torchvisions_numbers(tag):
+    depth = tag.split("_")[1].removeprefix("bc")  # densenet_bc121_k32.tv_in1k: torchvision's densenet121
+    weights = torchvision.models.get_model_weights(f"densenet{depth}").IMAGENET1K_V1
+    meta = weights_meta(tag)
+    assert meta["metrics"]["ImageNet-1k acc@1"] == weights.meta["_metrics"]["ImageNet-1K"]["acc@1"]
+    assert meta["num_params"] == weights.meta["num_params"]
+    assert meta["gflops"] / 2 == pytest.approx(weights.meta["_ops"], rel=0.01)  # torchvision counts multiply-adds
+    assert meta["weights"] == weights.url == timm.models.get_pretrained_cfg(tag).url
+    assert meta["file_size_mb"] == weights.meta["_file_size"] and meta["sha256_prefix"] in weights.url
+    assert len(meta["categories"]) == 1000 and meta["categories"][0].lower().startswith("tench")
+
+
+def test_computed_counts_match_the_papers():
+    assert weights_meta("peleenet")["gflops"] / 2 == pytest.approx(0.508, rel=0.01)  # 508M MACs (README, Table 1)
+    assert weights_meta("densenet_bc100_k12_cifar")["num_params"] == 769162  # docs/reference.md, C10
+    assert weights_meta("msdnet_imagenet")["metrics"] == {} and "curves" in weights_meta("msdnet_imagenet")["source"]
+
+
+def test_the_metadata_travels_with_the_weights_to_the_hub_format(tmp_path):
+    model = timm.create_model("densenet40_k12_cifar", growth_rate=4, block_config=(1, 1, 1))
+    timm.models.save_for_hf(model, tmp_path)
+    again = timm.create_model(f"local-dir:{tmp_path}", pretrained=True)
+    assert tuple(again.pretrained_cfg["notes"]) == published_cfg("densenet40_k12_cifar")["notes"]
+    assert torch.equal(again.classifier.weight, model.classifier.weight)
