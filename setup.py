@@ -68,9 +68,9 @@ setup(
             "torch-pruning>=1.5",
             # tests/clients/test_lightning.py and test_transformers.py: other trainers and frameworks as users run them
             "lightning>=2.4",
-            # below 4.52: mmpretrain 1.2 (above) imports GenerationMixin and BERT helpers from transformers.modeling_utils,
-            # which 4.52 and 4.56 removed (its models then fail to import); 4.50 is the first with TimmWrapper and
-            # AutoBackbone as used here
+            # below 4.52: mmpretrain 1.2 (above) imports GenerationMixin and BERT helpers from
+            # transformers.modeling_utils, which 4.52 and 4.56 removed (its models then fail to import); 4.50 is the
+            # first with TimmWrapper and AutoBackbone as used here
             "transformers>=4.50,<4.52",
         ],
     },
