@@ -34,6 +34,8 @@ import torch
 import torchvision.models._api as torchvision_models_api  # the registry behind get_model
 from torch import nn
 
+from .hub import HUB_PREFIXES, hub_model
+
 try:  # mmengine is optional (extra "mm"): models work without it, configs and the OpenMMLab adapter need it.
     from mmengine.registry import MODELS as MMENGINE_MODELS
     from mmengine.registry import Registry
@@ -323,8 +325,9 @@ def create_model(
     """Create any registered model by name, timm-style: a backbone, a segmentation model or a detector.
 
     Args:
-        model_name: architecture name (``list_models()``), an alias (``densenet121``), or ``arch.tag`` to pick a
-            pretrained config (``densenet_bc121_k32.tv_in1k``).
+        model_name: architecture name (``list_models()``), an alias (``densenet121``), ``arch.tag`` to pick a
+            pretrained config (``densenet_bc121_k32.tv_in1k``), or a Hub folder, ``hf-hub:ORG/NAME`` or
+            ``local-dir:PATH`` (:mod:`densebackbones.hub`; ``pretrained=True`` loads its weights).
         pretrained: load the weights named by the pretrained config; a local file is given with
             ``pretrained_cfg_overlay=dict(file='weights.safetensors')``.
         features_only: (backbones) return a feature extractor whose forward returns the maps in ``feature_info``.
@@ -332,6 +335,17 @@ def create_model(
         **kwargs: model constructor arguments (``num_classes``, ``in_chans``, ``drop_rate``, ``memory_mode``...;
             :func:`model_arg_names`) and timm builder arguments (``pretrained_cfg``, ``pretrained_cfg_overlay``).
     """
+    if model_name.startswith(HUB_PREFIXES):  # a Hub folder: its config.json names the architecture and arguments
+        spec = hub_model(model_name)
+        if not is_model(spec.architecture):
+            raise UnknownModelError(
+                f"{model_name}: its config.json names {spec.architecture!r}, which is not a densebackbones model "
+                f"(timm.create_model({model_name!r}, pretrained=True) loads timm's own)"
+            )
+        kwargs = {**spec.model_args, **kwargs}
+        if pretrained:  # its weights load as a file does: completely, shape-checked
+            kwargs["pretrained_cfg_overlay"] = dict(kwargs.get("pretrained_cfg_overlay") or {}, file=str(spec.weights))
+        return create_model(spec.architecture, pretrained, features_only, out_indices, **kwargs)
     arch, tag = _resolve_name(model_name)
     if out_indices is not None and not features_only and "out_indices" in model_arg_names(arch):
         kwargs["out_indices"], out_indices = out_indices, None  # the model's own argument (DenseSegmentor's levels)

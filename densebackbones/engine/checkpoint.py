@@ -187,6 +187,8 @@ def export_weights(model: nn.Module, path: str | Path, metadata: dict[str, Any] 
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     cfg = dict(getattr(model, "pretrained_cfg", {}) or {})
     cfg.update({"num_classes": getattr(model, "num_classes", None), **(metadata or {})})
+    if getattr(model, "_model_args", None) is not None:  # the arguments that rebuild it (tasks/common.py)
+        cfg["model_args"] = model._model_args
     cfg = {k: v for k, v in cfg.items() if k not in ("file", "state_dict")}
     text = json.dumps(cfg, default=str)
     # safetensors' save_file creates its file 0600 whatever the umask: written as bytes instead, atomically

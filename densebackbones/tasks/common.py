@@ -3,6 +3,7 @@ the data set's classes and optional fine-tuning weights."""
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -71,12 +72,28 @@ def build_config_model(
         overlay = dict(backbone.get("pretrained_cfg_overlay") or {}, file=str(pretrained))
         model_cfg[backbone_arg] = dict(backbone, pretrained=True, pretrained_cfg_overlay=overlay)
         _logger.info("%s holds a classification backbone: it initialises the model's %s", pretrained, backbone_arg)
-        return create_model(name, pretrained=False, **model_cfg)
+        return _with_model_args(create_model(name, pretrained=False, **model_cfg), model_cfg)
     if pretrained and backbone_arg and (model_cfg.get(backbone_arg) or {}).get("pretrained"):
         # the file holds the whole model: the backbone's published weights would be downloaded only to be replaced
         model_cfg[backbone_arg] = {
             k: v for k, v in model_cfg[backbone_arg].items() if k not in ("pretrained", "pretrained_cfg_overlay")
         }
+    arguments = dict(model_cfg)
     if pretrained:
         model_cfg["pretrained_cfg_overlay"] = dict(model_cfg.get("pretrained_cfg_overlay") or {}, file=str(pretrained))
-    return create_model(name, pretrained=bool(pretrained) or published, **model_cfg)
+    return _with_model_args(create_model(name, pretrained=bool(pretrained) or published, **model_cfg), arguments)
+
+
+def _with_model_args(model: nn.Module, arguments: dict[str, Any]) -> nn.Module:
+    """``model`` with the constructor arguments that rebuild it (without any weight loading) as ``_model_args``,
+    where timm keeps them (``timm.models.get_model_args``, ``save_for_hf``): they travel into ``final.json``
+    (engine/checkpoint.py) and a published Hub folder (densebackbones/hub.py)."""
+
+    def rebuild(value: Any) -> Any:
+        if isinstance(value, dict):
+            skip = ("pretrained", "pretrained_cfg", "pretrained_cfg_overlay")
+            return {k: rebuild(v) for k, v in value.items() if k not in skip}
+        return list(value) if isinstance(value, tuple) else value
+
+    model._model_args = json.loads(json.dumps(rebuild(arguments), default=str))
+    return model
