@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import inspect
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -139,6 +140,19 @@ def trained_head_required() -> Iterator[None]:
         _TRAINED_HEAD_REQUIRED.reset(token)
 
 
+def _adapted_input_conv(path: Path, in_chans: int, weight: Tensor) -> Tensor:
+    """timm's ``adapt_input_conv`` of a first convolution trained on ``weight.shape[1]`` channels (3: every timm
+    version; others need timm's ``base_chans``, from timm 1.0.31)."""
+    if weight.shape[1] == 3:
+        return adapt_input_conv(in_chans, weight)
+    if "base_chans" not in inspect.signature(adapt_input_conv).parameters:
+        raise ValueError(
+            f"{path} takes {weight.shape[1]}-channel input: adapting it to {in_chans} channels needs timm >= 1.0.31 "
+            f"(pip install -U timm), or build the model with in_chans={weight.shape[1]}"
+        )
+    return adapt_input_conv(in_chans, weight, base_chans=weight.shape[1])
+
+
 def load_checkpoint_into(
     model: nn.Module,
     checkpoint_path: str | Path,
@@ -164,6 +178,11 @@ def load_checkpoint_into(
         state_dict = load_state_dict(str(path), weights_only=True)
     except Exception as err:  # truncated, garbage, or holding objects weights_only refuses
         reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        if "weights_only" in str(err) or "Weights only load failed" in str(err):  # torch's and timm's wordings
+            reason = (
+                "it holds Python objects, which torch.load(weights_only=True) refuses to unpickle; if you trust "
+                "the file, load it with weights_only=False and save its state_dict"
+            )
         raise ValueError(
             f"{path} is not a readable weights file ({type(err).__name__}: {reason}); pass a torch or safetensors "
             f"checkpoint of the model"
@@ -184,7 +203,7 @@ def load_checkpoint_into(
                         f"the model with in_chans={theirs.shape[1]}",
                         theirs.shape[1],
                     )
-                state_dict[first_conv] = adapt_input_conv(ours.shape[1], theirs, base_chans=theirs.shape[1])
+                state_dict[first_conv] = _adapted_input_conv(path, ours.shape[1], theirs)
                 _logger.info("adapted %s from %d to %d input channels", first_conv, theirs.shape[1], ours.shape[1])
 
     # The classifier: a module (``classifier``), or a container of per-level class layers (detectors' ``head.conf``):

@@ -48,7 +48,7 @@ def test_computed_counts_match_the_papers():
 
 def test_the_metadata_travels_with_the_weights_to_the_hub_format(tmp_path):
     model = timm.create_model("densenet40_k12_cifar", growth_rate=4, block_config=(1, 1, 1))
-    timm.models.save_for_hf(model, tmp_path)
+    timm.models.save_for_hf(model, tmp_path, model_args=dict(growth_rate=4, block_config=(1, 1, 1)))
     again = timm.create_model(f"local-dir:{tmp_path}", pretrained=True)
     assert tuple(again.pretrained_cfg["notes"]) == published_cfg("densenet40_k12_cifar")["notes"]
     assert torch.equal(again.classifier.weight, model.classifier.weight)
