@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 # sets the same default for tools run directly). An environment value wins.
 export GOMP_SPINCOUNT ?= 3000
 
-.PHONY: install timm-tests train test test-fast test-all lint format bench clean gpu-check gpu-check-dry gpu-wheels
+.PHONY: install timm-tests train test test-fast test-all test-lower-bounds lint format bench clean gpu-check gpu-check-dry gpu-wheels
 
 $(STAMP): setup.py pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -92,5 +92,16 @@ format: $(STAMP)
 	$(PY) -m ruff check --fix .
 	$(PY) -m ruff format .
 
+# The declared lower bounds of timm and mmengine (setup.py) beside the torch of `make install`, in their own venv:
+# the unit tests of the models, registry and heads (docs/clients.md, "Lower bounds", has the last result). Not run by
+# CI (a second environment would double its install time); run it after changing what the library calls in timm or
+# mmengine.
+LOWER_VENV ?= .venv-lower
+test-lower-bounds:
+	test -x $(LOWER_VENV)/bin/python || $(PYTHON) -m venv $(LOWER_VENV)
+	$(LOWER_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(LOWER_VENV)/bin/python -m pip install --quiet -e '.[mm,train,dev]' "timm==1.0.20" "mmengine==0.10.6"
+	$(LOWER_VENV)/bin/python -m pytest -n 2 -m 'not slow and not gpu and not integration' tests/registry tests/models tests/heads
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(LOWER_VENV) build *.egg-info .pytest_cache .ruff_cache

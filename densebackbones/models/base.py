@@ -47,6 +47,7 @@ from .helpers import (
     load_checkpoint_into,
     record_min_input_size,
 )
+from .published import check_weights_available
 
 __all__ = ["DenseBackbone", "build_dense_backbone", "checkpoint_filter_fn", "default_cfg"]
 
@@ -340,6 +341,7 @@ def build_dense_backbone(
     gives ``num_levels`` feature levels."""
     overlay = dict(model_args.get("pretrained_cfg_overlay") or {})
     check_weights_overlay(overlay, pretrained)
+    check_weights_available(variant, pretrained, model_args.get("pretrained_cfg"), overlay)
     check_output_stride(model_args.get("output_stride", 32), variant)  # the error names the registered model
     if overlay.get("file") or overlay.get("url"):
         # timm resets custom_load for an overlaid source; every source goes through DenseBackbone.load_pretrained.

@@ -49,7 +49,7 @@ from .helpers import (
     load_checkpoint_into,
     record_min_input_size,
 )
-from .published import with_published
+from .published import check_weights_available, with_published
 
 __all__ = ["MSDNet", "MODEL_ARCHS", "block_steps", "min_input_side", "exit_checkpoint_filter_fn"]
 
@@ -838,6 +838,7 @@ MODEL_ARCHS: dict[str, dict[str, Any]] = {
 def _create(variant: str, pretrained: bool, **kwargs: Any) -> MSDNet:
     overlay = dict(kwargs.get("pretrained_cfg_overlay") or {})
     check_weights_overlay(overlay, pretrained)
+    check_weights_available(variant, pretrained, kwargs.get("pretrained_cfg"), overlay)
     if overlay.get("file") or overlay.get("url"):
         overlay.setdefault("custom_load", True)
         kwargs["pretrained_cfg_overlay"] = overlay

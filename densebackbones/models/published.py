@@ -18,6 +18,7 @@ import torch
 import torchvision
 from timm.data import ImageNetInfo
 from timm.models import split_model_name_tag
+from timm.models._builder import resolve_pretrained_cfg
 
 from ..flops import count_flops
 from ..registry import create_model
@@ -118,6 +119,12 @@ NOT_PUBLISHED: dict[str, str] = {
     "msdnet_imagenet": "accuracy per budget (curves, Huang et al., ICLR 2018, Fig. 5 and 7), no single number",
 }
 
+# Weight releases of models without one published number.
+RELEASES: dict[str, Published] = {
+    name: Published({}, "MSDNet-PyTorch README", _MSD, "official release, PyTorch (MSDNet-PyTorch README)")
+    for name in ("msdnet_anytime_cifar", "msdnet_imagenet")
+}
+
 # Tags whose weights torchvision serves: their metrics are torchvision's (weights.meta), read where needed.
 TORCHVISION_WEIGHTS = {
     "densenet_bc121_k32.tv_in1k": "DenseNet121_Weights.IMAGENET1K_V1",
@@ -155,6 +162,31 @@ def published_cfg(name: str) -> dict[str, Any]:
     if result is None:
         return {"notes": (f"published: none; {NOT_PUBLISHED[name]}",)} if name in NOT_PUBLISHED else {}
     return {"notes": (f"published: {describe(result)}", f"weights: {result.weights}"), "origin_url": result.url}
+
+
+def no_weights_message(name: str) -> str:
+    """What ``pretrained=True`` says for a model or tag that has no file to download: where weights are published,
+    if anywhere, and how to load a file."""
+    base = split_model_name_tag(name)[0]
+    result = published_result(name) or published_result(base) or RELEASES.get(base)
+    if result is not None and result.weights != "none published":
+        where = f"its weights are published as {result.weights} ({result.url})"
+    else:
+        where = "no weights are published for it"
+    return (
+        f"{name} has no weights to download; {where}. Load a file of your own (a safetensors or torch state_dict) "
+        f"with pretrained=True, pretrained_cfg_overlay=dict(file=PATH)"
+    )
+
+
+def check_weights_available(variant: str, pretrained: bool, pretrained_cfg: Any, overlay: dict[str, Any]) -> None:
+    """Refuse ``pretrained=True`` for a config with no source (url, file, Hub id), in :func:`no_weights_message`'s
+    words instead of timm's ("No pretrained weights exist"), which say nothing of where weights are."""
+    if not pretrained:
+        return
+    cfg = resolve_pretrained_cfg(variant, pretrained_cfg, overlay)
+    if not (cfg.url or cfg.file or cfg.hf_hub_id or cfg.state_dict):
+        raise ValueError(no_weights_message(f"{variant}.{cfg.tag}" if cfg.tag else variant))
 
 
 def with_published(cfgs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:

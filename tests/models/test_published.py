@@ -11,6 +11,7 @@ import torch
 import torchvision
 
 import densebackbones as db
+from densebackbones.models import published
 from densebackbones.models.published import NOT_PUBLISHED, PUBLISHED, TORCHVISION_WEIGHTS, published_cfg, weights_meta
 
 BACKBONES = db.list_models(task="classification")
@@ -52,3 +53,17 @@ def test_the_metadata_travels_with_the_weights_to_the_hub_format(tmp_path):
     again = timm.create_model(f"local-dir:{tmp_path}", pretrained=True)
     assert tuple(again.pretrained_cfg["notes"]) == published_cfg("densenet40_k12_cifar")["notes"]
     assert torch.equal(again.classifier.weight, model.classifier.weight)
+
+
+@pytest.mark.parametrize("name", BACKBONES)
+def test_pretrained_without_a_file_says_where_weights_are(name):
+    cfg = timm.models.get_pretrained_cfg(name)
+    if cfg.url or cfg.hf_hub_id:
+        pytest.skip(f"{name} has weights to download (not downloaded in the tests)")
+    for create in (db.create_model, timm.create_model):
+        with pytest.raises(ValueError, match=f"^{name}.* has no weights to download; .*pretrained_cfg_overlay"):
+            create(name, pretrained=True)
+    message = published.no_weights_message(name)
+    release = PUBLISHED.get(name) or published.RELEASES.get(name)
+    if release is not None and release.weights != "none published":
+        assert release.url in message
