@@ -31,6 +31,8 @@ setup(
         "timm>=1.0.20",
         "safetensors>=0.4",
         "numpy>=1.24",
+        # the official DenseNet release's Lua Torch 7 files (models/torch7.py): a small pure-Python reader
+        "torchfile>=0.1",
     ],
     extras_require={
         # mmengine registries, config files and the OpenMMLab backbone adapter (mmcv is never needed).

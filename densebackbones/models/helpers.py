@@ -16,7 +16,9 @@ from timm.models import adapt_input_conv, load_state_dict
 from timm.models._features import FeatureGetterNet
 from torch import Tensor, nn
 
+from ..registry import list_models, model_class
 from . import checks
+from .torch7 import matching_models, t7_state_dict
 
 __all__ = [
     "InputChannelsMismatch",
@@ -153,6 +155,34 @@ def _adapted_input_conv(path: Path, in_chans: int, weight: Tensor) -> Tensor:
     return adapt_input_conv(in_chans, weight, base_chans=weight.shape[1])
 
 
+def _torch_state_dict(path: Path) -> dict[str, Tensor]:
+    """A torch or safetensors file's state_dict (timm's reader, ``weights_only=True``), or one line saying why not."""
+    try:
+        return load_state_dict(str(path), weights_only=True)
+    except Exception as err:  # truncated, garbage, or holding objects weights_only refuses
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        if "weights_only" in str(err) or "Weights only load failed" in str(err):  # torch's and timm's wordings
+            reason = (
+                "it holds Python objects, which torch.load(weights_only=True) refuses to unpickle; if you trust "
+                "the file, load it with weights_only=False and save its state_dict"
+            )
+        raise ValueError(
+            f"{path} is not a readable weights file ({type(err).__name__}: {reason}); pass a torch or safetensors "
+            f"checkpoint of the model"
+        ) from err
+
+
+def _t7_state_dict(path: Path, model: nn.Module) -> dict[str, Tensor]:
+    """An official ``.t7`` DenseNet as ``model``'s state_dict; a misfit names the registered models it fits."""
+    try:
+        return t7_state_dict(path, model)
+    except ValueError as err:
+        candidates = [name for name in list_models() if model_class(name) is type(model)]
+        fits = matching_models(path, candidates) if "not this model" in str(err) else []
+        hint = f"; it fits {', '.join(fits)}" if fits else "; it fits no registered model of this family"
+        raise ValueError(f"{err}{hint if 'not this model' in str(err) else ''}") from None
+
+
 def load_checkpoint_into(
     model: nn.Module,
     checkpoint_path: str | Path,
@@ -174,19 +204,11 @@ def load_checkpoint_into(
     path = Path(checkpoint_path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file {path} does not exist")
-    try:
-        state_dict = load_state_dict(str(path), weights_only=True)
-    except Exception as err:  # truncated, garbage, or holding objects weights_only refuses
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        if "weights_only" in str(err) or "Weights only load failed" in str(err):  # torch's and timm's wordings
-            reason = (
-                "it holds Python objects, which torch.load(weights_only=True) refuses to unpickle; if you trust "
-                "the file, load it with weights_only=False and save its state_dict"
-            )
-        raise ValueError(
-            f"{path} is not a readable weights file ({type(err).__name__}: {reason}); pass a torch or safetensors "
-            f"checkpoint of the model"
-        ) from err
+    if path.suffix == ".t7":  # the official DenseNet release's Lua Torch files: no key names, layers in order
+        state_dict = _t7_state_dict(path, model)
+        filter_fn = None
+    else:
+        state_dict = _torch_state_dict(path)
     if filter_fn is not None:
         state_dict = filter_fn(state_dict, model)
     model_sd = model.state_dict()

@@ -58,7 +58,7 @@ def _cifar(c10: float | None, c100: float | None, source: str = _DENSENET_PAPER,
     return Published(metrics, source, url, "none published")
 
 
-_T7 = "official release, Lua Torch .t7 (no reader yet)"
+_T7 = "official release, Lua Torch .t7 (loads as a file, or tools/convert_t7.py)"
 _CONDENSE = "https://github.com/ShichenLiu/CondenseNet"
 _MSD = "https://github.com/kalviny/MSDNet-PyTorch"
 

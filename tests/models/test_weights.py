@@ -171,7 +171,7 @@ def test_file_without_pretrained_flag_is_an_error(tmp_path):
 
 
 def test_pretrained_without_any_weights_is_an_error():
-    with pytest.raises(ValueError, match="densenet_bc264_k32 has no weights to download; .*Lua Torch .t7"):
+    with pytest.raises(ValueError, match=r"densenet_bc264_k32 has no weights to download; .*Lua Torch .t7 \(loads"):
         db.create_model("densenet_bc264_k32", pretrained=True)
 
 
