@@ -42,11 +42,16 @@ def _hub_files(name: str) -> tuple[Path, Path]:
     try:
         config = huggingface_hub.hf_hub_download(repo_id, "config.json", revision=revision or None)
         weights = huggingface_hub.hf_hub_download(repo_id, WEIGHTS_FILE, revision=revision or None)
-    except (huggingface_hub.errors.LocalEntryNotFoundError, huggingface_hub.errors.EntryNotFoundError) as err:
+    except huggingface_hub.errors.LocalEntryNotFoundError as err:
         raise OSError(
-            f"{name}: {err.__class__.__name__}: the Hub repository's config.json and {WEIGHTS_FILE} are not in the "
-            f"cache and cannot be downloaded (HF_HUB_OFFLINE is set, or no network); download them once with "
-            f"network, or use local-dir:PATH"
+            f"{name}: the Hub repository's config.json and {WEIGHTS_FILE} are not in the cache and cannot be "
+            f"downloaded (HF_HUB_OFFLINE is set, or no network); download them once with network, or use "
+            f"local-dir:PATH"
+        ) from err
+    except huggingface_hub.errors.EntryNotFoundError as err:
+        raise OSError(
+            f"{name}: the repository has no config.json or {WEIGHTS_FILE} (a Hub folder written by tools/publish.py "
+            f"or timm's save_for_hf with safetensors has both)"
         ) from err
     return Path(config), Path(weights)
 
