@@ -13,7 +13,13 @@ import textwrap
 import pytest
 import timm
 import torch
-from transformers import TimmBackbone, TimmBackboneConfig, TimmWrapperConfig, TimmWrapperForImageClassification
+from transformers import (
+    AutoBackbone,
+    TimmBackbone,
+    TimmBackboneConfig,
+    TimmWrapperConfig,
+    TimmWrapperForImageClassification,
+)
 
 import densebackbones as db
 
@@ -58,7 +64,8 @@ def test_a_saved_wrapper_loads_by_auto_class_in_a_fresh_process(tmp_path):
 
 def test_timm_backbone_gives_our_feature_levels():
     config = TimmBackboneConfig(backbone="densenet_bc121_k32", out_indices=(1, 2, 3, 4), use_pretrained_backbone=False)
-    backbone = TimmBackbone(config).eval()
+    backbone = AutoBackbone.from_config(config).eval()  # what transformers' detection and segmentation models call
+    assert isinstance(backbone, TimmBackbone)
     assert backbone.channels == [256, 512, 1024, 1024]
     reference = db.create_model("densenet_bc121_k32", features_only=True, out_indices=(1, 2, 3, 4)).eval()
     assert {f"_backbone.{key}" for key in reference.state_dict()} == set(backbone.state_dict())

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from densebackbones import with_models
+
 REPO = Path(__file__).resolve().parents[2]
 
 # What timm's validate.py and torchvision's reference train.py do with --model, and what `python SCRIPT` gives a script.
@@ -50,14 +52,24 @@ def test_a_script_that_creates_models_by_name(tmp_path):
 
 
 @pytest.mark.integration
-def test_a_module_and_the_errors(tmp_path):
+def test_a_module(tmp_path):
     package = tmp_path / "some_tool"
     package.mkdir()
     (package / "__init__.py").write_text("")
     (package / "__main__.py").write_text("import sys, timm\nprint(type(timm.create_model(sys.argv[1])).__name__)\n")
     run = _run("-m", "some_tool", "peleenet", cwd=tmp_path)
     assert run.returncode == 0 and run.stdout.strip() == "PeleeNet", run.stderr
-    missing = _run("no_such_script.py", cwd=tmp_path)
-    assert missing.returncode == 1 and "no script 'no_such_script.py'" in missing.stderr
-    assert _run(cwd=tmp_path).returncode == 2
-    assert "usage: python -m densebackbones.with_models SCRIPT" in _run("--help", cwd=tmp_path).stdout
+
+
+def test_what_is_not_a_script(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit, match="no script 'no_such_script.py'"):
+        with_models.main(["no_such_script.py"])
+    with pytest.raises(SystemExit, match="-m needs a module name"):
+        with_models.main(["-m"])
+    with pytest.raises(SystemExit) as usage:
+        with_models.main([])
+    assert usage.value.code == 2 and "usage: python -m densebackbones.with_models SCRIPT" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as usage:
+        with_models.main(["--help"])
+    assert usage.value.code == 0 and "usage:" in capsys.readouterr().out

@@ -55,11 +55,19 @@ def test_the_metadata_travels_with_the_weights_to_the_hub_format(tmp_path):
     assert torch.equal(again.classifier.weight, model.classifier.weight)
 
 
-@pytest.mark.parametrize("name", BACKBONES)
+WITHOUT_DOWNLOAD = [
+    name
+    for name in BACKBONES
+    if not (timm.models.get_pretrained_cfg(name).url or timm.models.get_pretrained_cfg(name).hf_hub_id)
+]
+
+
+def test_the_backbones_with_weights_to_download_are_torchvisions():
+    assert sorted(set(BACKBONES) - set(WITHOUT_DOWNLOAD)) == sorted(tag.split(".")[0] for tag in TORCHVISION_WEIGHTS)
+
+
+@pytest.mark.parametrize("name", WITHOUT_DOWNLOAD)
 def test_pretrained_without_a_file_says_where_weights_are(name):
-    cfg = timm.models.get_pretrained_cfg(name)
-    if cfg.url or cfg.hf_hub_id:
-        pytest.skip(f"{name} has weights to download (not downloaded in the tests)")
     for create in (db.create_model, timm.create_model):
         with pytest.raises(ValueError, match=f"^{name}.* has no weights to download; .*pretrained_cfg_overlay"):
             create(name, pretrained=True)
