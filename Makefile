@@ -45,8 +45,8 @@ test: lint timm-tests
 	$(PY) -m pytest -n 2 --durations=10
 
 # The unit tests without training or tool runs (tests marked `integration` left out), for a quick check while
-# working: 2,505 tests in 4 min 9 s (4 min 18 s with make's start; 7m31s user + 36s sys), measured on the idle
-# 2-core machine, 2026-12-05. `make test` stays what CI runs (3,155 tests, about 12.5 minutes, docs/benchmarks.md).
+# working (a few minutes). `make test` stays what CI runs; the measured times of both are in
+# docs/benchmarks.md ("Test suite time ...").
 test-fast: $(STAMP)
 	$(PY) -m pytest -n 2 -m 'not slow and not gpu and not integration' --durations=5
 
