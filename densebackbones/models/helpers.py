@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from ..registry import list_models, model_class
 from . import checks
-from .torch7 import matching_models, t7_state_dict
+from .torch7 import t7_state_dict
 
 __all__ = [
     "InputChannelsMismatch",
@@ -172,17 +172,6 @@ def _torch_state_dict(path: Path) -> dict[str, Tensor]:
         ) from err
 
 
-def _t7_state_dict(path: Path, model: nn.Module) -> dict[str, Tensor]:
-    """An official ``.t7`` DenseNet as ``model``'s state_dict; a misfit names the registered models it fits."""
-    try:
-        return t7_state_dict(path, model)
-    except ValueError as err:
-        candidates = [name for name in list_models() if model_class(name) is type(model)]
-        fits = matching_models(path, candidates) if "not this model" in str(err) else []
-        hint = f"; it fits {', '.join(fits)}" if fits else "; it fits no registered model of this family"
-        raise ValueError(f"{err}{hint if 'not this model' in str(err) else ''}") from None
-
-
 def load_checkpoint_into(
     model: nn.Module,
     checkpoint_path: str | Path,
@@ -205,7 +194,8 @@ def load_checkpoint_into(
     if not path.is_file():
         raise FileNotFoundError(f"weights file {path} does not exist")
     if path.suffix == ".t7":  # the official DenseNet release's Lua Torch files: no key names, layers in order
-        state_dict = _t7_state_dict(path, model)
+        candidates = [name for name in list_models() if model_class(name) is type(model)]  # named if it misfits
+        state_dict = t7_state_dict(path, model, candidates)
         filter_fn = None
     else:
         state_dict = _torch_state_dict(path)

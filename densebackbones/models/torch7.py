@@ -15,6 +15,7 @@ inverse standard deviation) is converted to ``running_var``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from torch import Tensor, nn
 
 from ..registry import create_model
 
-__all__ = ["T7Layer", "matching_models", "read_t7_layers", "t7_state_dict"]
+__all__ = ["T7Layer", "read_t7_layers", "t7_state_dict"]
 
 _CONV = ("SpatialConvolution", "SpatialConvolutionMM")
 _NORM = ("SpatialBatchNormalization", "BatchNormalization")
@@ -130,11 +131,22 @@ def _assign(layer: T7Layer, name: str, module: nn.Module, state: dict[str, Tenso
         state[f"{name}.num_batches_tracked"] = torch.zeros_like(own["num_batches_tracked"])
 
 
-def t7_state_dict(path: str | Path, model: nn.Module) -> dict[str, Tensor]:
-    """``model``'s state_dict with the weights of an official ``.t7`` DenseNet (see the module docstring); a
-    ``ValueError`` naming the first layer that does not fit, and nothing returned, if the file is another model."""
+def t7_state_dict(path: str | Path, model: nn.Module, candidates: Sequence[str] = ()) -> dict[str, Tensor]:
+    """``model``'s state_dict with the weights of an official ``.t7`` DenseNet (see the module docstring). A file of
+    another network: a ``ValueError`` naming the first layer that does not fit and which of the registered
+    ``candidates`` the file fits (built on the meta device), nothing returned."""
     path = Path(path)
-    theirs, ours = read_t7_layers(path), _model_layers(model)
+    theirs = read_t7_layers(path)
+    try:
+        return _assigned(theirs, model, path)
+    except ValueError as err:  # the file was read: another network
+        fits = _fitting(theirs, candidates)
+        hint = f"it fits {', '.join(fits)}" if fits else "it fits no registered model of this family"
+        raise ValueError(f"{err}; {hint}") from None
+
+
+def _assigned(theirs: list[T7Layer], model: nn.Module, path: Path) -> dict[str, Tensor]:
+    ours = _model_layers(model)
     layout = f"{len(theirs)} layers with weights in the file, {len(ours)} in the model"
     state: dict[str, Tensor] = {}
     for i, (layer, (name, module)) in enumerate(zip(theirs, ours)):
@@ -152,9 +164,8 @@ def t7_state_dict(path: str | Path, model: nn.Module) -> dict[str, Tensor]:
     return state
 
 
-def matching_models(path: str | Path, names: list[str]) -> list[str]:
-    """Which of the registered ``names`` an official ``.t7`` file fits (built on the meta device, nothing loaded)."""
-    theirs = read_t7_layers(path)
+def _fitting(theirs: list[T7Layer], names: Sequence[str]) -> list[str]:
+    """Which of the registered ``names`` the file's layers fit, classifier aside (built on the meta device)."""
     signature = [(layer.kind, layer.arrays["weight"].size) for layer in theirs if layer.kind != "linear"]
     fits = []
     for name in names:
