@@ -140,12 +140,13 @@ def _torchvision_weights(tag: str) -> torchvision.models.WeightsEnum:
 
 
 def published_result(name: str) -> Published | None:
-    """The published result of a registered name or of a ``name.tag`` with weights of its own, if any."""
+    """The published result of a registered name, or of a ``name.tag``: the tag's own where its weights have one
+    (torchvision's), else its name's; None if nothing is published."""
     if name in TORCHVISION_WEIGHTS:
         weights = _torchvision_weights(name)
         metrics = {f"ImageNet-1k {k}": v for k, v in weights.meta["_metrics"]["ImageNet-1K"].items()}
         return Published(metrics, f"torchvision {TORCHVISION_WEIGHTS[name]}", weights.url, weights.url)
-    return PUBLISHED.get(name)
+    return PUBLISHED.get(split_model_name_tag(name)[0])
 
 
 def describe(result: Published) -> str:
@@ -157,7 +158,7 @@ def describe(result: Published) -> str:
 def published_cfg(name: str) -> dict[str, Any]:
     """timm ``pretrained_cfg`` fields that carry ``name``'s published result (``notes``, ``origin_url``), for the
     families' default configs: empty where nothing is published."""
-    result = published_result(name) or published_result(split_model_name_tag(name)[0])
+    result = published_result(name)
     name = split_model_name_tag(name)[0]
     if result is None:
         return {"notes": (f"published: none; {NOT_PUBLISHED[name]}",)} if name in NOT_PUBLISHED else {}
@@ -168,7 +169,7 @@ def no_weights_message(name: str) -> str:
     """What ``pretrained=True`` says for a model or tag that has no file to download: where weights are published,
     if anywhere, and how to load a file."""
     base = split_model_name_tag(name)[0]
-    result = published_result(name) or published_result(base) or RELEASES.get(base)
+    result = published_result(name) or RELEASES.get(base)
     if result is not None and result.weights != "none published":
         where = f"its weights are published as {result.weights} ({result.url})"
     else:
@@ -204,7 +205,7 @@ def weights_meta(name: str) -> dict[str, Any]:
         model = create_model(name)
     cfg = dict(model.pretrained_cfg)
     base = split_model_name_tag(name)[0]
-    result = published_result(name) or published_result(base)
+    result = published_result(name)
     meta: dict[str, Any] = {
         "name": name,
         "metrics": dict(result.metrics) if result else {},
