@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
-from typing import NamedTuple, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import torch
 import torch.nn as nn
@@ -259,13 +259,13 @@ def _running_stats_on_copies(module: nn.Module) -> Iterator[None]:
             m._buffers[name] = buf
 
 
-def recompute_in_backward(unit: nn.Module, fn: Callable[..., Tensor], *inputs: Tensor) -> Tensor:
-    """``fn(*inputs)`` keeping only ``inputs`` for backward and running ``fn`` again there (``torch.utils.checkpoint``,
-    non-reentrant), with the running statistics of ``unit``'s norm layers updated once per step as the dense blocks'
-    efficient mode does, and the same dropout masks if ``unit`` draws any. Units inside ``fn`` run plainly
-    (``routes.recomputing``). Call it where ``routes.unit_recomputes`` says so."""
+def recompute_in_backward(unit: nn.Module, fn: Callable[..., Any], *inputs: Tensor) -> Any:
+    """``fn(*inputs)`` (a tensor or a tuple of them) keeping only ``inputs`` for backward and running ``fn`` again
+    there (``torch.utils.checkpoint``, non-reentrant), with the running statistics of ``unit``'s norm layers updated
+    once per step as the dense blocks' efficient mode does, and the same dropout masks if ``unit`` draws any. Units
+    inside ``fn`` run plainly (``routes.recomputing``). Call it where ``routes.unit_recomputes`` says so."""
 
-    def run(*args: Tensor) -> Tensor:
+    def run(*args: Tensor) -> Any:
         with recomputing():
             return fn(*args)
 

@@ -172,10 +172,8 @@ class StemBlock(nn.Module):
         self.pool = self.stem2a = self.stem2b = self.stem3 = nn.Identity()
         self.only_inner_tap = True
 
-    def run(self, x: Tensor) -> Tensor:
-        return self.run_with_inner_tap(x)[0]
-
-    def run_with_inner_tap(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def run(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The stem's output and its stride-2 map (``stem1``'s output)."""
         # The units are called as modules (their hooks fire); inside a recomputed stem they run plainly
         # (routes.recomputing).
         half = self.stem1(x)
@@ -184,23 +182,15 @@ class StemBlock(nn.Module):
         return self.stem3(torch.cat([self.pool(half), self.stem2b(self.stem2a(half))], 1)), half
 
     def forward(self, x: Tensor) -> Tensor:
-        if torch.jit.is_scripting():  # recomputation is eager Python: scripted, the unit runs plainly
-            return self.run(x)
-        return self._forward_in_memory_mode(x)
+        return self.forward_with_inner_tap(x)[0]
 
     def forward_with_inner_tap(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """The stem's output and, second, its map at stride 2 (``stem1``'s output, named by :attr:`inner_tap`):
         PeleeNet's first feature level, which smp's encoders and FPNs need."""
-        if torch.jit.is_scripting():
-            return self.run_with_inner_tap(x)
-        return self._forward_with_inner_tap_in_memory_mode(x)
+        if torch.jit.is_scripting():  # recomputation is eager Python: scripted, the unit runs plainly
+            return self.run(x)
+        return self._forward_in_memory_mode(x)
 
     @torch.jit.unused
-    def _forward_in_memory_mode(self, x: Tensor) -> Tensor:
+    def _forward_in_memory_mode(self, x: Tensor) -> tuple[Tensor, Tensor]:
         return recompute_in_backward(self, self.run, x) if unit_recomputes(self, (x,)) else self.run(x)
-
-    @torch.jit.unused
-    def _forward_with_inner_tap_in_memory_mode(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        if unit_recomputes(self, (x,)):
-            return recompute_in_backward(self, self.run_with_inner_tap, x)
-        return self.run_with_inner_tap(x)
