@@ -9,6 +9,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import lightning as L
 import pytest
@@ -19,6 +20,7 @@ import densebackbones as db
 from densebackbones.layers import MEMORY_MODES
 from densebackbones.models.condensenet import convert
 
+TESTS = Path(__file__).resolve().parents[1]  # the DDP script imports this module from there
 STEPS = 16  # condensation over the first half: stages rise at steps 2, 4 and 6 (C = 4)
 TINY = dict(block_config=(2, 2, 2), growth_rate=(4, 4, 8), num_classes=3, proj_drop_rate=0.1)
 
@@ -119,7 +121,7 @@ torch.save(model.state_dict(), f"{{sys.argv[1]}}/rank{{trainer.global_rank}}.pt"
 @pytest.mark.integration
 def test_ddp_on_two_cpu_processes(tmp_path):
     script = tmp_path / "train_ddp.py"
-    script.write_text(textwrap.dedent(DDP_SCRIPT.format(tests=str(REPO_TESTS))))
+    script.write_text(textwrap.dedent(DDP_SCRIPT.format(tests=str(TESTS))))
     run = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
@@ -130,6 +132,3 @@ def test_ddp_on_two_cpu_processes(tmp_path):
     model = condensenet(condense_steps=STEPS)
     model.load_state_dict(rank0)
     assert all(conv.condensed for conv in model.learned_convs()) and int(model.condense_forwards) == STEPS
-
-
-REPO_TESTS = __import__("pathlib").Path(__file__).resolve().parents[1]
