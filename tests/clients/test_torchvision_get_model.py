@@ -4,7 +4,10 @@ there after ``import densebackbones``, with torchvision's builder signature."""
 
 from __future__ import annotations
 
+import urllib.error
+
 import pytest
+import timm.models._builder
 import torch
 import torchvision
 
@@ -39,10 +42,6 @@ def test_torchvisions_own_densenets_stay_torchvisions():
 
 
 def test_pretrained_weights_without_a_network_say_what_to_do(monkeypatch):
-    import urllib.error
-
-    import timm.models._builder
-
     def no_network(url, *args, **kwargs):
         raise urllib.error.URLError("[Errno -2] Name or service not known")
 
