@@ -57,11 +57,17 @@ def _hub_files(name: str) -> tuple[Path, Path]:
 
 
 class HubModel(NamedTuple):
-    """What a Hub folder holds: the architecture, the arguments that rebuild it and the weights file."""
+    """What a Hub folder holds: the architecture, the arguments that rebuild it, the weights file, and the inputs the
+    weights expect (``preprocessing``: its ``pretrained_cfg``'s input size, mean, std, crop and interpolation)."""
 
     architecture: str
     model_args: dict[str, Any]
     weights: Path
+    preprocessing: dict[str, Any]
+
+
+# The pretrained_cfg fields of a Hub folder that describe the weights' inputs (timm's resolve_data_config reads them).
+PREPROCESSING = ("input_size", "mean", "std", "crop_pct", "crop_mode", "interpolation")
 
 
 def hub_model(name: str) -> HubModel:
@@ -74,7 +80,9 @@ def hub_model(name: str) -> HubModel:
     model_args = dict(config.get("model_args") or {})
     if config.get("num_classes") is not None:
         model_args.setdefault("num_classes", config["num_classes"])
-    return HubModel(config["architecture"], model_args, weights_path)
+    cfg = config.get("pretrained_cfg") or {}
+    preprocessing = {key: cfg[key] for key in PREPROCESSING if key in cfg}
+    return HubModel(config["architecture"], model_args, weights_path, preprocessing)
 
 
 def push_hub_folder(out_dir: str | Path, repo_id: str, private: bool = False, api: Any = None) -> str:

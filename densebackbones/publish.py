@@ -110,7 +110,10 @@ def write_hub_folder(work_dir: str | Path, out_dir: str | Path, repo_id: str | N
     if not arch or not is_model(arch):
         raise ValueError(f"{work_dir}/final.json names architecture {arch!r}, which is not a densebackbones model")
     weights, model_args = work_dir / "final.safetensors", _run_model_args(work_dir, final)
-    model = create_model(arch, pretrained=True, pretrained_cfg_overlay=dict(file=str(weights)), **model_args)
+    # The run's preprocessing (what its task recorded), not the architecture's default, goes into the Hub config.
+    preprocessing = {key: final[key] for key in ("mean", "std", "input_size") if key in final}
+    overlay = dict(file=str(weights), **preprocessing)
+    model = create_model(arch, pretrained=True, pretrained_cfg_overlay=overlay, **model_args)
     known = {"config.json", WEIGHTS_FILE, "README.md"}
     if out_dir.exists() and any(p.name not in known for p in out_dir.iterdir()):
         raise FileExistsError(f"{out_dir} holds other files: give a new or empty folder for the Hub files")

@@ -343,8 +343,10 @@ def create_model(
                 f"(timm.create_model({model_name!r}, pretrained=True) loads timm's own)"
             )
         kwargs = {**spec.model_args, **kwargs}
+        overlay = {**spec.preprocessing, **(kwargs.get("pretrained_cfg_overlay") or {})}  # the weights' own inputs
         if pretrained:  # its weights load as a file does: completely, shape-checked
-            kwargs["pretrained_cfg_overlay"] = dict(kwargs.get("pretrained_cfg_overlay") or {}, file=str(spec.weights))
+            overlay["file"] = str(spec.weights)
+        kwargs["pretrained_cfg_overlay"] = overlay
         return create_model(spec.architecture, pretrained, features_only, out_indices, **kwargs)
     arch, tag = _resolve_name(model_name)
     if out_indices is not None and not features_only and "out_indices" in model_arg_names(arch):

@@ -368,6 +368,11 @@ class ClassificationTask:
         extra = self.run_meta(trainer.cfg)
         if extra:
             extra = {"label_names": extra["classes"], "multi_label": extra["multi_label"]}  # timm's field name
+        # The inputs the run's weights expect (timm's pretrained_cfg fields, which resolve_data_config reads): the data
+        # set's size and normalisation, not the family's defaults.
+        mean, std = normalization(trainer.cfg)
+        size, in_chans = image_size(trainer.cfg), getattr(trainer.eval_model, "in_chans", len(mean))
+        extra.update(mean=list(mean), std=list(std), input_size=[in_chans, size, size])
         path = trainer.work_dir / "final.safetensors"
         weights = export_weights(trainer.eval_model, path, {"eval": metrics, **extra})
         print(f"weights: {weights}", flush=True)

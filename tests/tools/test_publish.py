@@ -14,10 +14,12 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import timm
 import torch
 from safetensors.torch import load_file
 
 import densebackbones as db
+from densebackbones.data.classification import DATASETS
 from densebackbones.engine.checkpoint import export_weights
 from densebackbones.hub import push_hub_folder
 from densebackbones.publish import write_hub_folder
@@ -80,6 +82,12 @@ def test_a_finished_run_publishes_and_reloads_offline(tmp_path):
     weights = load_file(work / "final.safetensors")
     model = db.create_model(f"local-dir:{out}", pretrained=True)
     assert all(torch.equal(model.state_dict()[k], v) for k, v in weights.items())
+    # the inputs the run trained on (digits: 8 px, one channel, its own normalisation), not the CIFAR defaults
+    digits = DATASETS["digits"]
+    expected = dict(input_size=(1, digits.image_size, digits.image_size), mean=digits.mean, std=digits.std)
+    for published in (config["pretrained_cfg"], timm.data.resolve_data_config({}, model=model)):
+        for key, value in expected.items():
+            assert tuple(published[key]) == pytest.approx(value), key
 
     home = tmp_path / "hf"
     _hf_cache(out, home, REPO_ID)
