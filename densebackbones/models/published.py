@@ -197,14 +197,17 @@ def with_published(cfgs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]
 
 @functools.cache
 def weights_meta(name: str) -> dict[str, Any]:
-    """Everything known of a registered model or ``name.tag``, as torchvision's ``weights.meta``: the published
+    """Everything known of a registered model (its default tag) or ``name.tag``, as torchvision's ``weights.meta``,
+    under the resolved ``name.tag`` (aliases too): the published
     metrics and their source, where weights are published, parameters, GFLOPs at the config's input size (one image,
     ``torch.utils.flop_counter``: 2 per multiply-add), input sizes, license, class names (ImageNet's for 1000-class
     configs, from timm's ``ImageNetInfo``) and, for a file whose digest is known, its size and sha256 prefix."""
     with torch.device("meta"):
         model = create_model(name)
     cfg = dict(model.pretrained_cfg)
-    base = split_model_name_tag(name)[0]
+    # what create_model(name, pretrained=True) loads: an alias resolved, a bare name's default tag
+    name = f"{cfg['architecture']}.{cfg['tag']}" if cfg.get("tag") else cfg["architecture"]
+    base = cfg["architecture"]
     result = published_result(name)
     meta: dict[str, Any] = {
         "name": name,

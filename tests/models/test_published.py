@@ -75,3 +75,11 @@ def test_pretrained_without_a_file_says_where_weights_are(name):
     release = PUBLISHED.get(name) or published.RELEASES.get(name)
     if release is not None and release.weights != "none published":
         assert release.url in message
+
+
+def test_weights_meta_describes_what_pretrained_loads():
+    # an alias and a bare name resolve to the default tag, whose weights pretrained=True would load
+    tagged = weights_meta("densenet_bc121_k32.tv_in1k")
+    for name in ("densenet121", "densenet_bc121_k32"):
+        meta = weights_meta(name)
+        assert meta["name"] == "densenet_bc121_k32.tv_in1k" and meta["metrics"] == tagged["metrics"]
