@@ -33,6 +33,8 @@ setup(
         "numpy>=1.24",
         # the official DenseNet release's Lua Torch 7 files (models/torch7.py): a small pure-Python reader
         "torchfile>=0.1",
+        # the official Caffe releases (models/caffe.py): Caffe's messages built with protobuf, no Caffe install
+        "protobuf>=4.21",
     ],
     extras_require={
         # mmengine registries, config files and the OpenMMLab backbone adapter (mmcv is never needed).

@@ -8,7 +8,8 @@
   max-pooled (2x2/2, ceil) and compressed by BN-ReLU-1x1 n. The second scale (19 px) learns from block 4
   (BN-ReLU-1x1 256) and re-uses First. Widths 800 @38, 512 @19, 512 @10, 256 @5, 256 @3, 256 @2.
 * Prediction: L2Norm with a learnable per-channel scale (init 20) on every source, then 3x3 conv localisation and
-  confidence layers over SSD's default boxes (``heads/ssd.py``).
+  confidence layers over SSD's default boxes (``heads/ssd.py``), each followed by a batch norm as in the official
+  code (``use_batchnorm=True``; the paper is silent on it, the released Caffe models have it).
 
 :class:`DSODHead` needs only the channels of two maps (a "First" map and a deeper map at half its resolution), so
 it also sits on any registered dense backbone (``DSOD(backbone='densenet_bc121_k32')`` takes its last two levels).
@@ -47,6 +48,16 @@ def _norm_act_conv(in_chs: int, out_chs: int, kernel: int, stride: int, norm_lay
     )
 
 
+def _prediction(in_chs: int, out_chs: int, norm_layer: LayerFn) -> nn.Sequential:
+    """A localisation or confidence layer as the official DSOD300 has it: a 3x3 conv without bias, then a batch
+    norm with its affine scale and shift (eps 0.001) -- ``CreateMultiBoxHead(use_batchnorm=True)`` of
+    DSOD300_pascal.py and DSOD300_coco.py (model_libs.py ``ConvBNLayer``); the paper does not describe it."""
+    norm = norm_layer(out_chs)
+    if hasattr(norm, "eps"):
+        norm.eps = 1e-3
+    return nn.Sequential(OrderedDict(conv=conv2d(in_chs, out_chs, 3, padding=1, bias=False), norm=norm))
+
+
 def concat_top_left(a: Tensor, b: Tensor) -> Tensor:
     """The channel concatenation of the top-left part ``a`` and ``b`` have in common."""
     h, w = min(a.shape[-2], b.shape[-2]), min(a.shape[-1], b.shape[-1])
@@ -60,6 +71,8 @@ torch.fx.wrap("concat_top_left")
 class L2Norm(nn.Module):
     """Channel-wise L2 normalisation with a learnable per-channel scale (ParseNet; SSD and DSOD init it to 20)."""
 
+    caffe_type = "l2norm"  # SSD Caffe's Normalize layer (densebackbones/models/caffe.py reads its scale)
+
     def __init__(self, channels: int, scale: float = 20.0) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.full((channels,), scale))
@@ -69,8 +82,8 @@ class L2Norm(nn.Module):
 
 
 class _DensePredictionScale(nn.Module):
-    """One further scale: learning half (BN-ReLU-1x1 n, BN-ReLU-3x3/2 n) + re-using half (2x2/2 max-pool (ceil),
-    BN-ReLU-1x1 n), concatenated to 2n channels."""
+    """One further scale: re-using half (2x2/2 max-pool (ceil), BN-ReLU-1x1 n) + learning half (BN-ReLU-1x1 n,
+    BN-ReLU-3x3/2 n), concatenated to 2n channels in that order (the official code's)."""
 
     def __init__(self, in_chs: int, half: int, norm_layer: LayerFn, act_layer: LayerFn) -> None:
         super().__init__()
@@ -82,7 +95,10 @@ class _DensePredictionScale(nn.Module):
         self.reuse = _norm_act_conv(in_chs, half, 1, 1, norm_layer, act_layer)
 
     def forward(self, x: Tensor) -> Tensor:
-        return torch.cat([self.learn(x), self.reuse(self.pool(x))], 1)
+        # The re-used half first, in the channels and in the computing order: the official add_bl_layer2
+        # (model_libs.py) concatenates (pooled, learned), and its Caffe files list the layers in that order.
+        reused = self.reuse(self.pool(x))
+        return torch.cat([reused, self.learn(x)], 1)
 
 
 class DSODHead(nn.Module):
@@ -133,8 +149,8 @@ class DSODHead(nn.Module):
             chs.append(2 * half)
         self.source_channels = chs
         self.norms = nn.ModuleList(L2Norm(c) for c in chs)
-        self.loc = nn.ModuleList(nn.Conv2d(c, n * 4, 3, padding=1) for c, n in zip(chs, boxes))
-        self.conf = nn.ModuleList(nn.Conv2d(c, n * num_classes, 3, padding=1) for c, n in zip(chs, boxes))
+        self.loc = nn.ModuleList(_prediction(c, n * 4, norm_layer) for c, n in zip(chs, boxes))
+        self.conf = nn.ModuleList(_prediction(c, n * num_classes, norm_layer) for c, n in zip(chs, boxes))
 
     def sources(self, first: Tensor, deep: Tensor) -> list[Tensor]:
         learned, reused = self.second_learn(deep), self.second_reuse(self.second_pool(first))

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from ..registry import list_models, model_class
 from . import checks
+from .caffe import caffe_state_dict
 from .torch7 import t7_state_dict
 
 __all__ = [
@@ -172,6 +173,9 @@ def _torch_state_dict(path: Path) -> dict[str, Tensor]:
         ) from err
 
 
+_CLASS_LAYER_ENTRIES = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+
+
 def load_checkpoint_into(
     model: nn.Module,
     checkpoint_path: str | Path,
@@ -193,9 +197,10 @@ def load_checkpoint_into(
     path = Path(checkpoint_path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file {path} does not exist")
-    if path.suffix == ".t7":  # the official DenseNet release's Lua Torch files: no key names, layers in order
+    if path.suffix in (".t7", ".caffemodel"):  # official releases without our key names: layers in order
         candidates = [name for name in list_models() if model_class(name) is type(model)]  # named if it misfits
-        state_dict = t7_state_dict(path, model, candidates)
+        read = t7_state_dict if path.suffix == ".t7" else caffe_state_dict
+        state_dict = read(path, model, candidates=candidates)
         filter_fn = None
     else:
         state_dict = _torch_state_dict(path)
@@ -219,10 +224,11 @@ def load_checkpoint_into(
                 _logger.info("adapted %s from %d to %d input channels", first_conv, theirs.shape[1], ours.shape[1])
 
     # The classifier: a module (``classifier``), or a container of per-level class layers (detectors' ``head.conf``):
-    # every weight and bias below that name, in the model and in the checkpoint.
+    # every weight, bias and batch-norm statistic below that name (DSOD's class layers end in a batch norm), in the
+    # model and in the checkpoint.
     prefix = f"{cfg.get('classifier')}."
-    in_model = [k for k in model_sd if k.startswith(prefix) and k.rsplit(".", 1)[-1] in ("weight", "bias")]
-    in_checkpoint = [k for k in state_dict if k.startswith(prefix) and k.rsplit(".", 1)[-1] in ("weight", "bias")]
+    in_model = [k for k in model_sd if k.startswith(prefix) and k.rsplit(".", 1)[-1] in _CLASS_LAYER_ENTRIES]
+    in_checkpoint = [k for k in state_dict if k.startswith(prefix) and k.rsplit(".", 1)[-1] in _CLASS_LAYER_ENTRIES]
     fits = sorted(in_checkpoint) == sorted(in_model) and all(state_dict[k].shape == model_sd[k].shape for k in in_model)
     weights = [k for k in in_model if k.endswith(".weight") and k in state_dict]
     other_width = any(

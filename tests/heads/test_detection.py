@@ -223,7 +223,7 @@ def test_a_checkpoint_of_other_classes_starts_a_fine_tune_and_is_refused_for_eva
     assert "classifier has 21 classes and the model num_classes=5" in caplog.text
     theirs = voc.state_dict()
     for key, value in five.state_dict().items():
-        if key.startswith("head.conf."):
+        if key.startswith("head.conf.") and value.ndim:  # (DSOD's class layers end in a batch norm)
             assert value.shape[0] * 21 == theirs[key].shape[0] * 5, key
         else:
             torch.testing.assert_close(value, theirs[key], msg=key)
