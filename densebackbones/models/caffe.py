@@ -21,6 +21,7 @@ images (``input_order='bgr'``, OpenCV's order, which the official data layers us
 
 from __future__ import annotations
 
+import copy
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -290,25 +291,23 @@ def _kind(module: nn.Module) -> str | None:
 
 def execution_order(model: nn.Module, input_size: Sequence[int]) -> list[tuple[str, nn.Module]]:
     """The model's convolutions, batch norms, L2 norms and linear layers in the order it calls them on one image of
-    ``input_size`` (C, H, W) (forward hooks, eval mode, no gradient); each once, at its first call."""
-    order: dict[str, nn.Module] = {}
-    names = {module: name for name, module in model.named_modules()}
+    ``input_size`` (C, H, W); each once, at its first call. Recorded with forward hooks on a copy of the model on the
+    meta device (eval mode: no memory, no computation, the memory modes' plain route)."""
+    shadow = copy.deepcopy(model).to("meta").eval()
+    shadow_names = {module: name for name, module in shadow.named_modules()}
+    order: list[str] = []
 
     def record(module: nn.Module, args: Any, output: Any) -> None:
-        order.setdefault(names[module], module)
+        if shadow_names[module] not in order:
+            order.append(shadow_names[module])
 
-    handles = [m.register_forward_hook(record) for m in model.modules() if _kind(m)]
-    training = model.training
-    try:
-        model.eval()
-        param = next(model.parameters())
-        with torch.no_grad():
-            model(torch.zeros(1, *input_size, dtype=param.dtype, device=param.device))
-    finally:
-        model.train(training)
-        for handle in handles:
-            handle.remove()
-    return list(order.items())
+    for module in shadow.modules():
+        if _kind(module):
+            module.register_forward_hook(record)
+    with torch.no_grad():
+        shadow(torch.zeros(1, *input_size, device="meta", dtype=next(shadow.parameters()).dtype))
+    modules = dict(model.named_modules())
+    return [(name, modules[name]) for name in order]
 
 
 def _tensor(array: np.ndarray, like: Tensor, what: str) -> Tensor:
