@@ -6,7 +6,7 @@ dense backbone. Their models are registered in the one registry (``densebackbone
 package, so every model is registered from the start.
 
 * Semantic segmentation (``fc_densenet.py``): FC-DenseNet56/67/103 and the FC-DenseNet decoder on registered
-  backbones (``fc_densenet_bc121_k32``...).
+  backbones (``fc_densenet_bc121_k32``...); DenseASPP-121/161/169/201 on the DenseNets (``dense_aspp.py``).
 * Detection: DSOD300, DSOD300-lite and the DSOD head on registered backbones (``dsod.py``); Pelee and its head on
   registered backbones (``pelee.py``); both single-shot detectors share SSD's default boxes, box coding, matching,
   multibox loss, post-processing and detector base class (``ssd.py``), and are trained and evaluated on VOC, COCO
@@ -15,6 +15,7 @@ package, so every model is registered from the start.
 
 from __future__ import annotations
 
+from .dense_aspp import DenseASPP, DenseASPPHead, dense_aspp121, dense_aspp161, dense_aspp169, dense_aspp201
 from .dsod import DSOD, DSODHead, L2Norm, dsod300, dsod300_lite, dsod_bc121_k32
 from .fc_densenet import (
     DenseSegmentor,
@@ -33,6 +34,8 @@ from .ssd import SingleShotDetector
 
 __all__ = [
     "DSOD",
+    "DenseASPP",
+    "DenseASPPHead",
     "DSODHead",
     "DenseSegmentor",
     "FCDenseNet",
@@ -44,6 +47,10 @@ __all__ = [
     "ResBlock",
     "SingleShotDetector",
     "TransitionUp",
+    "dense_aspp121",
+    "dense_aspp161",
+    "dense_aspp169",
+    "dense_aspp201",
     "dsod300",
     "dsod300_lite",
     "dsod_bc121_k32",

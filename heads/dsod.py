@@ -30,6 +30,7 @@ from torch import Tensor
 from densebackbones.layers import LayerFn, conv2d
 from densebackbones.models import checks
 from densebackbones.models.helpers import build_task_model
+from densebackbones.models.published import with_published
 from densebackbones.registry import register_model
 
 from .ssd import VOC_PRIORS, PriorConfig, SingleShotDetector, voc_detector_cfg
@@ -217,7 +218,9 @@ class DSOD(SingleShotDetector):
 # ------------------------------------------------------------------------------------------------ registered models
 # Pascal VOC as DSOD300 trains on it: 20 classes + background, 300x300 inputs.
 default_cfgs = generate_default_cfgs(
-    {name: voc_detector_cfg(300, "arXiv:1708.01241") for name in ("dsod300", "dsod300_lite", "dsod_bc121_k32")}
+    with_published(
+        {name: voc_detector_cfg(300, "arXiv:1708.01241") for name in ("dsod300", "dsod300_lite", "dsod_bc121_k32")}
+    )
 )
 
 

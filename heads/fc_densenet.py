@@ -40,6 +40,7 @@ from densebackbones.layers import (
 )
 from densebackbones.models import checks
 from densebackbones.models.helpers import InputSizeCheck, build_task_model
+from densebackbones.models.published import with_published
 from densebackbones.registry import create_model, register_model
 
 __all__ = ["TransitionUp", "FCDenseNetEncoder", "FCDenseNetDecoder", "FCDenseNet", "DenseSegmentor", "match_size"]
@@ -517,13 +518,15 @@ def _cfg(**kwargs) -> dict[str, Any]:
 
 
 default_cfgs = generate_default_cfgs(
-    {
-        "fc_densenet56": _cfg(),
-        "fc_densenet67": _cfg(),
-        "fc_densenet103": _cfg(),
-        "fc_densenet_bc121_k32": _cfg(),
-        "fc_densenet_bc169_k32": _cfg(),
-    }
+    with_published(
+        {
+            "fc_densenet56": _cfg(),
+            "fc_densenet67": _cfg(),
+            "fc_densenet103": _cfg(),
+            "fc_densenet_bc121_k32": _cfg(),
+            "fc_densenet_bc169_k32": _cfg(),
+        }
+    )
 )
 
 

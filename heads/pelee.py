@@ -29,6 +29,7 @@ from torch import Tensor
 from densebackbones.layers import ConvNormAct, LayerFn, conv2d
 from densebackbones.models import checks
 from densebackbones.models.helpers import build_task_model
+from densebackbones.models.published import with_published
 from densebackbones.registry import register_model
 
 from .ssd import PELEE_COCO_PRIORS, PELEE_VOC_PRIORS, PriorConfig, SingleShotDetector, voc_detector_cfg
@@ -236,7 +237,7 @@ class Pelee(SingleShotDetector):
 # Pascal VOC as Pelee trains on it: 20 classes + background, 304x304 inputs. The official Caffe input is BGR minus
 # (103.94, 116.78, 123.68) times 0.017, i.e. ImageNet's mean and a std of about 58.8 (0.23 of 255).
 default_cfgs = generate_default_cfgs(
-    {name: voc_detector_cfg(304, "arXiv:1804.06882") for name in ("pelee", "pelee_bc121_k32")}
+    with_published({name: voc_detector_cfg(304, "arXiv:1804.06882") for name in ("pelee", "pelee_bc121_k32")})
 )
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -82,6 +83,12 @@ SEGMENTATION_ROWS = [
     Row("fc_densenet_bc121_k32", "FC-DenseNet103's up path on DenseNet-121 features"),
     Row("fc_densenet_bc169_k32", "FC-DenseNet103's up path on DenseNet-169 features"),
 ]
+DENSE_ASPP_ROWS = [
+    Row("dense_aspp121", "DenseASPP on DenseNet-121 (branch widths 128, 64), 19 classes"),
+    Row("dense_aspp161", "DenseASPP on DenseNet-161 (512, 128)"),
+    Row("dense_aspp169", "DenseASPP on DenseNet-169 (336, 168)"),
+    Row("dense_aspp201", "DenseASPP on DenseNet-201 (480, 240)"),
+]
 DSOD_DETECTION_ROWS = [
     Row("dsod300", "DSOD300, VOC (21 classes)", "14.8M (docs/reference.md: 14.72M trainable)"),
     Row("dsod300_lite", "DSOD300-lite, VOC (its backbone's layers per block reconstructed)", "10.4M"),
@@ -126,14 +133,27 @@ def _weights(name: str) -> str:
     return f"`{cfg['tag']}`" if has_weights and cfg.get("tag") else ""
 
 
+def _official_tags(name: str) -> list[str]:
+    """The tags of the name's weights: torchvision's and the official releases' (models/published.py)."""
+    tags = list(published.TORCHVISION_WEIGHTS) + list(published.OFFICIAL)
+    return [tag for tag in tags if tag.split(".")[0] == name]
+
+
+def _tag_cell(tag: str) -> str:
+    result = published.published_result(tag)
+    what = published.describe(result) if result else f"no score ({published.OFFICIAL[tag].source})"
+    return f"`{tag.split('.')[1]}`: {what}"
+
+
 def _published(name: str) -> str:
     """The published result of the name and of each weight tag of it, with its source (models/published.py)."""
-    keys = [name] + [tag for tag in published.TORCHVISION_WEIGHTS if tag.split(".")[0] == name]
-    results = [(key, published.published_result(key)) for key in keys]
-    cells = [
-        f"{'`' + key.split('.')[1] + '`: ' if '.' in key else ''}{published.describe(r)}" for key, r in results if r
-    ]
+    result = published.published_result(name)
+    cells = ([published.describe(result)] if result else []) + [_tag_cell(tag) for tag in _official_tags(name)]
     return "; ".join(cells) or "none: " + published.NOT_PUBLISHED[name]
+
+
+def _task_tags(name: str) -> str:
+    return "; ".join(_tag_cell(tag) for tag in _official_tags(name))
 
 
 def classification_table(names: list[str]) -> str:
@@ -153,17 +173,20 @@ def classification_table(names: list[str]) -> str:
 
 
 def segmentation_table(rows: list[Row]) -> str:
-    lines = ["| name | model | trainable params |", "|---|---|---|"]
-    lines += [f"| `{r.name}` | {r.what} | {_params(r.name, trainable=True, **r.kwargs):,} |" for r in rows]
+    lines = ["| name | model | trainable params | official weights (tags) |", "|---|---|---|---|"]
+    for r in rows:
+        count = _params(r.name, trainable=True, **r.kwargs)
+        lines.append(re.sub(r"\|  (?=\|)", "| ", f"| `{r.name}` | {r.what} | {count:,} | {_task_tags(r.name)} |"))
     return "\n".join(lines)
 
 
 def detection_table(rows: list[Row]) -> str:
-    lines = ["| model | what | trainable parameters | paper |", "|---|---|---|---|"]
+    lines = ["| model | what | trainable parameters | paper | official weights (tags) |", "|---|---|---|---|---|"]
     for r in rows:
         args = "".join(f" with `{k}={v}`" for k, v in r.kwargs.items())
         count = _params(r.name, trainable=True, **r.kwargs)
-        lines.append(f"| `{r.name}`{args} | {r.what} | {count:,} | {r.paper} |".replace("|  |", "| |"))
+        tags = "" if r.kwargs else _task_tags(r.name)
+        lines.append(re.sub(r"\|  (?=\|)", "| ", f"| `{r.name}`{args} | {r.what} | {count:,} | {r.paper} | {tags} |"))
     return "\n".join(lines)
 
 
@@ -182,12 +205,14 @@ TABLES: dict[str, tuple[str, Callable[[], str]]] = {
     "condensenet": ("condensenet.md", lambda: classification_table(_matching("condensenet")())),
     "msdnet": ("msdnet.md", lambda: classification_table(_matching("msdnet")())),
     "fc_densenet": ("fc_densenet.md", lambda: segmentation_table(SEGMENTATION_ROWS)),
+    "dense_aspp": ("dense_aspp.md", lambda: segmentation_table(DENSE_ASPP_ROWS)),
 }
 
 
 def check_coverage() -> None:
     """Every registered model is in a table, and every name in a table is registered."""
-    tabled = set(PAPER_MODELS) | {r.name for r in SEGMENTATION_ROWS + DSOD_DETECTION_ROWS + PELEE_DETECTION_ROWS}
+    rows = SEGMENTATION_ROWS + DENSE_ASPP_ROWS + DSOD_DETECTION_ROWS + PELEE_DETECTION_ROWS
+    tabled = set(PAPER_MODELS) | {r.name for r in rows}
     registered = set(db.list_models())
     if tabled != registered:
         raise SystemExit(

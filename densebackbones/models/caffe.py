@@ -9,7 +9,7 @@ fillers, learning rates, data layers -- are skipped).
 
 The official nets are written by pycaffe's ``NetSpec``, which names most layers automatically (DSOD's
 ``Convolution12``), so layers are matched by the order in which data flows, not by name: the file lists its layers
-in the order they compute, and :func:`execution_order` records the order in which the model calls its
+in the order they compute, and :func:`~.layer_order.execution_order` records the order in which the model calls its
 convolutions, batch norms, L2 norms and linear layers on an image of the model's input size. A Caffe ``BatchNorm``
 and the ``Scale`` on its output are one batch norm; every kernel size, stride, padding, group count and shape is
 checked. Caffe's conventions are converted: the statistics are stored times a scale factor (``blobs[2]``), a batch
@@ -21,7 +21,6 @@ images (``input_order='bgr'``, OpenCV's order, which the official data layers us
 
 from __future__ import annotations
 
-import copy
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -35,8 +34,10 @@ from google.protobuf.message import DecodeError, Message
 from torch import Tensor, nn
 
 from ..registry import create_model
+from .layer_order import execution_order
+from .layer_order import layer_kind as _kind
 
-__all__ = ["CaffeUnit", "caffe_messages", "caffe_state_dict", "execution_order", "read_net", "weight_units"]
+__all__ = ["CaffeUnit", "caffe_messages", "caffe_state_dict", "read_net", "weight_units"]
 
 _F = descriptor_pb2.FieldDescriptorProto
 # (message, [(field, number, type, label, message type name or None, packed)]) as in caffe.proto
@@ -277,37 +278,6 @@ def weight_units(net: Message) -> list[CaffeUnit]:
         elif layer.type in ("Scale", "Bias", "Deconvolution", "PReLU", "Embed"):
             raise ValueError(f"layer {layer.name!r}: a {layer.type} layer with weights that no registered model has")
     return units
-
-
-def _kind(module: nn.Module) -> str | None:
-    if isinstance(module, nn.Conv2d):
-        return "conv"
-    if isinstance(module, nn.modules.batchnorm._BatchNorm):
-        return "norm"
-    if isinstance(module, nn.Linear):
-        return "linear"
-    return getattr(module, "caffe_type", None)  # heads/dsod.py's L2Norm: 'l2norm' (SSD's Normalize layer)
-
-
-def execution_order(model: nn.Module, input_size: Sequence[int]) -> list[tuple[str, nn.Module]]:
-    """The model's convolutions, batch norms, L2 norms and linear layers in the order it calls them on one image of
-    ``input_size`` (C, H, W); each once, at its first call. Recorded with forward hooks on a copy of the model on the
-    meta device (eval mode: no memory, no computation, the memory modes' plain route)."""
-    shadow = copy.deepcopy(model).to("meta").eval()
-    shadow_names = {module: name for name, module in shadow.named_modules()}
-    order: list[str] = []
-
-    def record(module: nn.Module, args: Any, output: Any) -> None:
-        if shadow_names[module] not in order:
-            order.append(shadow_names[module])
-
-    for module in shadow.modules():
-        if _kind(module):
-            module.register_forward_hook(record)
-    with torch.no_grad():
-        shadow(torch.zeros(1, *input_size, device="meta", dtype=next(shadow.parameters()).dtype))
-    modules = dict(model.named_modules())
-    return [(name, modules[name]) for name in order]
 
 
 def _tensor(array: np.ndarray, like: Tensor, what: str) -> Tensor:

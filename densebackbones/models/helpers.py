@@ -19,6 +19,8 @@ from torch import Tensor, nn
 from ..registry import list_models, model_class
 from . import checks
 from .caffe import caffe_state_dict
+from .lasagne import lasagne_state_dict
+from .published import no_weights_message
 from .torch7 import t7_state_dict
 
 __all__ = [
@@ -202,6 +204,9 @@ def load_checkpoint_into(
         read = t7_state_dict if path.suffix == ".t7" else caffe_state_dict
         state_dict = read(path, model, candidates=candidates)
         filter_fn = None
+    elif path.suffix == ".npz":  # FC-DenseNet's official Lasagne parameters, in computing order
+        classifier = (getattr(model, "pretrained_cfg", None) or {}).get("classifier")
+        state_dict, filter_fn = lasagne_state_dict(path, model, classifier=classifier), None
     else:
         state_dict = _torch_state_dict(path)
     if filter_fn is not None:
@@ -309,6 +314,7 @@ def build_task_model(
     """
     check_weights_overlay(pretrained_cfg_overlay, pretrained)
     entry = default_cfgs[variant]
+    tag = ""
     if isinstance(pretrained_cfg, dict):
         cfg = dict(pretrained_cfg)
     else:
@@ -318,19 +324,19 @@ def build_task_model(
         cfg = entry.cfgs[tag].to_dict()
     cfg.update(pretrained_cfg_overlay or {})
     cfg["architecture"] = variant
+    if tag:
+        cfg["tag"] = tag
     model = model_cls(**kwargs)
     model.pretrained_cfg = model.default_cfg = cfg
     record_min_input_size(model)
     if pretrained:
         source = cfg.get("file") or cfg.get("url")
         if not source:
-            raise ValueError(
-                f"{variant} has no published weights; load a checkpoint of your own with "
-                f"pretrained=True, pretrained_cfg_overlay=dict(file='weights.pth')"
-            )
+            raise ValueError(no_weights_message(f"{variant}.{tag}" if tag else variant))
         if not cfg.get("file"):
             raise ValueError(f"{variant}: only local files load here; download {source} and pass it as file=...")
-        load_checkpoint_into(model, cfg["file"])
+        loader = getattr(model, "load_pretrained", None)  # a model's own key mapping (DenseASPP's official names)
+        loader(cfg["file"]) if loader is not None else load_checkpoint_into(model, cfg["file"])
     return model
 
 

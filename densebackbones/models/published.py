@@ -12,6 +12,7 @@ known of the file. ``tools/model_tables.py`` prints the published results in the
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
@@ -25,6 +26,7 @@ from ..registry import create_model
 
 __all__ = [
     "NOT_PUBLISHED",
+    "OFFICIAL",
     "PUBLISHED",
     "Published",
     "describe",
@@ -40,12 +42,16 @@ _DENSENET_PAPER = "Huang et al., CVPR 2017, Table 2"
 
 class Published(NamedTuple):
     """A published result: ``metrics`` (name -> value, as the source states it), ``source`` (table or README),
-    ``url`` (where the source and any weights are), ``weights`` (where a weight file is published, or why none is)."""
+    ``url`` (where the source and any weights are), ``weights`` (where a weight file is published, or why none is);
+    for an official file, its size as the release states it (``file_size_mb``) and the pretrained-config fields its
+    weights need (``cfg``: the preprocessing they were trained with, classes)."""
 
     metrics: dict[str, float]
     source: str
     url: str
     weights: str
+    file_size_mb: float | None = None
+    cfg: dict[str, Any] | None = None
 
 
 def _imagenet_error(error: float, weights: str) -> Published:
@@ -58,7 +64,7 @@ def _cifar(c10: float | None, c100: float | None, source: str = _DENSENET_PAPER,
     return Published(metrics, source, url, "none published")
 
 
-_T7 = "official release, Lua Torch .t7 (loads as a file, or tools/convert_t7.py)"
+_T7 = "official release, Lua Torch .t7 (loads as a file, or tools/convert_weights.py)"
 _CONDENSE = "https://github.com/ShichenLiu/CondenseNet"
 _MSD = "https://github.com/kalviny/MSDNet-PyTorch"
 
@@ -119,10 +125,150 @@ NOT_PUBLISHED: dict[str, str] = {
     "msdnet_imagenet": "accuracy per budget (curves, Huang et al., ICLR 2018, Fig. 5 and 7), no single number",
 }
 
-# Weight releases of models without one published number.
+# Weight releases of models without one published number (MSDNet-PyTorch releases its ImageNet models only).
 RELEASES: dict[str, Published] = {
-    name: Published({}, "MSDNet-PyTorch README", _MSD, "official release, PyTorch (MSDNet-PyTorch README)")
-    for name in ("msdnet_anytime_cifar", "msdnet_imagenet")
+    "msdnet_imagenet": Published({}, "MSDNet-PyTorch README", _MSD, "official release, PyTorch (MSDNet-PyTorch README)")
+}
+
+# The official weight files, each under a tag (``name.tag``), that no URL serves to a program (Google Drive,
+# Dropbox, or withdrawn links): ``create_model(name.tag, pretrained=True)`` says where the file is; it loads with
+# ``pretrained_cfg_overlay=dict(file=...)`` (``.t7`` and ``.caffemodel`` files too) and the tag's config carries the
+# preprocessing the weights were trained with. Sizes are the READMEs'.
+_DSOD = "https://github.com/szq0214/DSOD"
+_PELEE = "https://github.com/Robert-JunWang/Pelee"
+_PELEENET = "https://github.com/Robert-JunWang/PeleeNet"
+_T7_WITHDRAWN = "official release, Lua Torch .t7 (the README's download links are withdrawn: 'deprecated')"
+# Caffe's data layers: BGR images in 0-255 minus a mean (times a scale); the first convolution is turned to RGB on
+# loading (models/caffe.py), so these are RGB fractions of 1.
+_DSOD_INPUT = dict(mean=(123 / 255, 117 / 255, 104 / 255), std=(1 / 255,) * 3)
+_PELEE_INPUT = dict(mean=(123.68 / 255, 116.78 / 255, 103.94 / 255), std=(1 / (0.017 * 255),) * 3)
+_COCO = dict(num_classes=81)  # create the model with num_classes=81, priors=COCO_PRIORS (heads/ssd.py)
+
+
+def _t7(error: float, size_mb: float, cosine: bool = False) -> Published:
+    source = "official DenseNet README (Torch models" + (", DenseNet-cosine)" if cosine else ")")
+    return Published({"ImageNet-1k top-1 error": error}, source, _DENSENET_README, _T7_WITHDRAWN, size_mb)
+
+
+def _caffe(metrics: dict[str, float], source: str, url: str, file: str, size_mb: float | None, **cfg) -> Published:
+    return Published(metrics, source, url, f"official release, Caffe {file} (Google Drive link in the README)",
+                     size_mb, cfg)  # fmt: skip
+
+
+OFFICIAL: dict[str, Published] = {
+    "densenet_bc121_k32.t7_in1k": _t7(25.0, 64.5),
+    "densenet_bc169_k32.t7_in1k": _t7(23.6, 114.4),
+    "densenet_bc201_k32.t7_in1k": _t7(22.5, 161.8),
+    "densenet_bc161_k48.t7_in1k": _t7(22.2, 230.8),
+    "densenet_bc264_k32.t7_in1k": _t7(22.1, 256),
+    "densenet_bc264_k32.t7_cosine_in1k": _t7(21.6, 256, cosine=True),
+    "densenet_bc232_k48.t7_in1k": _t7(21.2, 426),
+    "densenet_bc264_k48.t7_cosine_in1k": _t7(20.4, 557, cosine=True),
+    "peleenet.official_in1k": Published(
+        {"ImageNet-1k top-1": 72.08},
+        "PeleeNet README and checkpoint name",
+        _PELEENET,
+        "official release, PyTorch weights/peleenet_acc7208.pth.tar in the repository (official key names load)",
+    ),  # fmt: skip
+    "peleenet.caffe_in1k": Published(
+        {},
+        "PeleeNet repository (no score published for the Caffe file; its input channel order is not stated)",
+        _PELEENET,
+        "official release, Caffe caffe/peleenet.caffemodel in the repository (tools/convert_weights.py "
+        "--input-order bgr or rgb: check top-1 with tools/eval_cls.py)",
+    ),  # fmt: skip
+    "condensenet74_c4_g4_converted.official_in1k": Published(
+        {"ImageNet-1k top-1 error": 26.2},
+        "CondenseNet README",
+        _CONDENSE,
+        "official release, PyTorch converted_condensenet_4.pth.tar (Dropbox link in the README)",
+        18.69,
+    ),  # fmt: skip
+    "condensenet74_c8_g8_converted.official_in1k": Published(
+        {"ImageNet-1k top-1 error": 29.0},
+        "CondenseNet README",
+        _CONDENSE,
+        "official release, PyTorch converted_condensenet_8.pth.tar (Dropbox link in the README)",
+        11.68,
+    ),  # fmt: skip
+    "msdnet_imagenet.official_in1k": Published(
+        {},
+        "MSDNet-PyTorch README (accuracy per budget: curves, Huang et al., ICLR 2018, Fig. 7)",
+        _MSD,
+        "official release, PyTorch (Dropbox folder in the README; official key names load)",
+    ),  # fmt: skip
+    "dsod300.caffe_voc0712": _caffe(
+        {"VOC2007 test mAP": 77.7}, "DSOD README (07+12)", _DSOD, "DSOD300 VOC07+12", 59.2, **_DSOD_INPUT
+    ),  # fmt: skip
+    "dsod300.caffe_voc0712_bs12": _caffe(
+        {"VOC2007 test mAP": 78.9},
+        "DSOD README (07+12, batch 12 per GPU)",
+        _DSOD,
+        "DSOD300 VOC07+12 bs=12",
+        59.2,
+        **_DSOD_INPUT,
+    ),  # fmt: skip
+    "dsod300.caffe_voc0712_coco": _caffe(
+        {"VOC2007 test mAP": 81.7}, "DSOD README (07+12+COCO)", _DSOD, "DSOD300 VOC07+12+COCO", 59.2, **_DSOD_INPUT
+    ),  # fmt: skip
+    "dsod300.caffe_voc0712plus": _caffe(
+        {"VOC2012 test mAP": 76.3}, "DSOD README (07++12)", _DSOD, "DSOD300 VOC07++12", 59.2, **_DSOD_INPUT
+    ),  # fmt: skip
+    "dsod300.caffe_voc0712plus_coco": _caffe(
+        {"VOC2012 test mAP": 79.3}, "DSOD README (07++12+COCO)", _DSOD, "DSOD300 VOC07++12+COCO", 59.2, **_DSOD_INPUT
+    ),  # fmt: skip
+    "dsod300.caffe_coco": _caffe(
+        {"COCO test-dev AP": 29.3},
+        "DSOD README (COCO trainval)",
+        _DSOD,
+        "DSOD300 COCO; build it with num_classes=81, priors=COCO_PRIORS",
+        87.2,
+        **_DSOD_INPUT,
+        **_COCO,
+    ),  # fmt: skip
+    "dsod300_lite.caffe_voc0712": _caffe(
+        {"VOC2007 test mAP": 76.7}, "DSOD README (07+12)", _DSOD, "DSOD300_lite VOC07+12", 41.8, **_DSOD_INPUT
+    ),  # fmt: skip
+    "pelee.caffe_voc0712": _caffe(
+        {"VOC2007 test mAP": 70.9}, "Pelee README (07+12)", _PELEE, "Pelee VOC07+12", 20.3, **_PELEE_INPUT
+    ),  # fmt: skip
+    "pelee.caffe_voc0712_coco": _caffe(
+        {"VOC2007 test mAP": 76.4},
+        "Pelee README (07+12+COCO)",
+        _PELEE,
+        "Pelee VOC07+12+COCO, also as 'Model Merged BN with Conv', which loads too; build it with "
+        "priors=PELEE_COCO_PRIORS, its default boxes",
+        20.3,
+        **_PELEE_INPUT,
+    ),  # fmt: skip
+    "pelee.caffe_coco": _caffe(
+        {"COCO test-dev AP": 22.4, "COCO test-dev AP50": 38.3},
+        "Pelee README (COCO)",
+        _PELEE,
+        "Pelee COCO; build it with num_classes=81, priors=PELEE_COCO_PRIORS",
+        21.0,
+        **_PELEE_INPUT,
+        **_COCO,
+    ),  # fmt: skip
+    "dense_aspp161.official_cityscapes": Published(
+        {
+            "Cityscapes val mIoU": 79.9,
+            "Cityscapes val mIoU, multi-scale": 80.6,
+            "Cityscapes test mIoU, multi-scale": 79.5,
+        },
+        "DenseASPP README (checkpoint table)",
+        "https://github.com/DeepMotionAIResearch/DenseASPP",
+        "official release, PyTorch DenseASPP161 checkpoint (Google Drive link in the README; official key names load)",
+        142.7,
+    ),
+    "fc_densenet103.lasagne_camvid": Published(
+        {"CamVid test mIoU": 66.9, "CamVid test global accuracy": 91.5},
+        "Jegou et al., CVPRW 2017, Table 2 (the FC-DenseNet README: its test.py reproduces them)",
+        "https://github.com/SimJeg/FC-DenseNet",
+        "official release, Lasagne weights/FC-DenseNet103_weights.npz in the repository, "
+        "https://github.com/SimJeg/FC-DenseNet/raw/master/weights/FC-DenseNet103_weights.npz (loads as a file)",
+        cfg=dict(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)),  # [0, 1] pixels: the data pipeline is not released
+    ),
 }
 
 # Tags whose weights torchvision serves: their metrics are torchvision's (weights.meta), read where needed.
@@ -146,6 +292,8 @@ def published_result(name: str) -> Published | None:
         weights = _torchvision_weights(name)
         metrics = {f"ImageNet-1k {k}": v for k, v in weights.meta["_metrics"]["ImageNet-1K"].items()}
         return Published(metrics, f"torchvision {TORCHVISION_WEIGHTS[name]}", weights.url, weights.url)
+    if name in OFFICIAL:
+        return OFFICIAL[name] if OFFICIAL[name].metrics else None
     return PUBLISHED.get(split_model_name_tag(name)[0])
 
 
@@ -159,6 +307,12 @@ def published_cfg(name: str) -> dict[str, Any]:
     """timm ``pretrained_cfg`` fields that carry ``name``'s published result (``notes``, ``origin_url``), for the
     families' default configs: empty where nothing is published."""
     result = published_result(name)
+    release = OFFICIAL.get(name)
+    if result is None and release is not None:  # an official file without a published number
+        return {
+            "notes": (f"published: none; {release.source}", f"weights: {release.weights}"),
+            "origin_url": release.url,
+        }
     name = split_model_name_tag(name)[0]
     if result is None:
         return {"notes": (f"published: none; {NOT_PUBLISHED[name]}",)} if name in NOT_PUBLISHED else {}
@@ -169,14 +323,17 @@ def no_weights_message(name: str) -> str:
     """What ``pretrained=True`` says for a model or tag that has no file to download: where weights are published,
     if anywhere, and how to load a file."""
     base = split_model_name_tag(name)[0]
-    result = published_result(name) or RELEASES.get(base)
+    result = OFFICIAL.get(name) or published_result(name) or RELEASES.get(base)
     if result is not None and result.weights != "none published":
         where = f"its weights are published as {result.weights} ({result.url})"
     else:
-        where = "no weights are published for it"
+        tags = [tag for tag in OFFICIAL if split_model_name_tag(tag)[0] == base]
+        where = (
+            f"the official weights are under its tags {', '.join(tags)}" if tags else "no weights are published for it"
+        )
     return (
-        f"{name} has no weights to download; {where}. Load a file of your own (a safetensors or torch state_dict) "
-        f"with pretrained=True, pretrained_cfg_overlay=dict(file=PATH)"
+        f"{name} has no weights to download; {where}. Load that file or one of your own (safetensors, torch, or an "
+        f"official .t7 or .caffemodel) with pretrained=True, pretrained_cfg_overlay=dict(file=PATH)"
     )
 
 
@@ -191,8 +348,28 @@ def check_weights_available(variant: str, pretrained: bool, pretrained_cfg: Any,
 
 
 def with_published(cfgs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """A family's ``{name or name.tag: pretrained config}`` with each one's :func:`published_cfg` fields added."""
+    """A family's ``{name or name.tag: pretrained config}`` with each one's :func:`published_cfg` fields added, and
+    a config for each :data:`OFFICIAL` tag of its names (the name's config with the file's preprocessing)."""
+    cfgs = dict(cfgs)
+    for tag, release in OFFICIAL.items():
+        base = split_model_name_tag(tag)[0]
+        of_base = [cfg for key, cfg in cfgs.items() if split_model_name_tag(key)[0] == base]
+        if of_base:  # the name's (first) config without its file and licence: the release's are its own
+            own = {k: v for k, v in of_base[0].items() if k not in ("url", "file", "hf_hub_id", "license")}
+            cfgs[tag] = {**own, **(release.cfg or {})}
     return {key: {**published_cfg(key), **cfg} for key, cfg in cfgs.items()}
+
+
+_CONFIGS = Path(__file__).resolve().parents[2] / "configs"  # a checkout's; an installed package has none
+
+
+def recipes(name: str) -> list[str]:
+    """The training configs of a registered model in the repository's ``configs/`` (paths relative to the
+    repository; a converted CondenseNet's are its training form's): those whose ``model`` is of that type."""
+    base = split_model_name_tag(name)[0].removesuffix("_converted")
+    marker = f'model = dict(type="{base}"'
+    found = [p for p in sorted(_CONFIGS.glob("*/*.py")) if marker in p.read_text(encoding="utf-8")]
+    return [str(p.relative_to(_CONFIGS.parent)) for p in found]
 
 
 @functools.cache
@@ -201,7 +378,8 @@ def weights_meta(name: str) -> dict[str, Any]:
     under the resolved ``name.tag`` (aliases too): the published
     metrics and their source, where weights are published, parameters, GFLOPs at the config's input size (one image,
     ``torch.utils.flop_counter``: 2 per multiply-add), input sizes, license, class names (ImageNet's for 1000-class
-    configs, from timm's ``ImageNetInfo``) and, for a file whose digest is known, its size and sha256 prefix."""
+    configs, from timm's ``ImageNetInfo``), the training configs (:func:`recipes`) and, for a file, its size as
+    published and, where its digest is known (torchvision's), its sha256 prefix."""
     with torch.device("meta"):
         model = create_model(name)
     cfg = dict(model.pretrained_cfg)
@@ -221,7 +399,11 @@ def weights_meta(name: str) -> dict[str, Any]:
         "license": cfg.get("license"),
         "paper_ids": cfg.get("paper_ids"),
         "categories": ImageNetInfo().label_descriptions() if cfg.get("num_classes") == 1000 else None,
+        "recipes": recipes(name),
     }
+    if name in OFFICIAL:
+        meta["weights"] = OFFICIAL[name].weights
+        meta["file_size_mb"] = OFFICIAL[name].file_size_mb
     if name in TORCHVISION_WEIGHTS:
         weights = _torchvision_weights(name)
         meta["file_size_mb"] = weights.meta["_file_size"]

@@ -64,6 +64,8 @@ def tiny_kwargs(name: str) -> dict:
     if name.startswith("fc_densenet_bc"):
         blocks = (1, 1, 1, 1)
         return dict(encoder_kwargs=dict(TINY_DENSE, block_config=blocks), growth_rate=4, layers_per_block=1)
+    if name.startswith("dense_aspp"):
+        return dict(backbone_kwargs=dict(TINY_DENSE, block_config=(1, 1, 1, 1)), d_feature0=8, d_feature1=4)
     if name.startswith("dsod"):
         backbone = TINY_DSOD_BACKBONE if name.startswith("dsod300") else dict(TINY_DENSE, block_config=(1, 1, 1, 1))
         return dict(backbone_kwargs=backbone, head_kwargs=TINY_DSOD_HEAD)
@@ -85,6 +87,7 @@ FAMILIES = {
     "msdnet": "msdnet_anytime_cifar",
     "fc_densenet": "fc_densenet56",
     "fc_densenet_bc": "fc_densenet_bc121_k32",
+    "dense_aspp": "dense_aspp121",
     "dsod": "dsod300",
     "dsod_bc": "dsod_bc121_k32",
     "pelee": "pelee",
@@ -97,6 +100,7 @@ def family_of(name: str) -> str:
         ("msdnet", "msdnet"),
         ("fc_densenet_bc", "fc_densenet_bc"),
         ("fc_densenet", "fc_densenet"),
+        ("dense_aspp", "dense_aspp"),
         ("dsod_ds", "dsod_backbone"),
         ("dsod_bc", "dsod_bc"),
         ("dsod", "dsod"),
@@ -143,7 +147,7 @@ def flat_outputs(output) -> list[torch.Tensor]:
 def without_dropout(model: nn.Module) -> nn.Module:
     """Dropout off, so that a training step draws nothing and routes can be compared value for value."""
     for module in model.modules():
-        if isinstance(module, nn.Dropout):
+        if isinstance(module, nn.modules.dropout._DropoutNd):  # Dropout, Dropout2d (DenseASPP's)
             module.p = 0.0
     return model
 

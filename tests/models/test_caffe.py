@@ -1,7 +1,7 @@
 """The official Caffe releases (issue 35): ``.caffemodel`` files written here in Caffe's binary protobuf format, from
 the official prototxts (tests/fixtures/caffe, copied from Robert-JunWang/PeleeNet and Robert-JunWang/Pelee) and from
 DSOD300 as its official ``NetSpec`` script builds it (tests/helpers/caffe.py), load into the registered models
-through ``pretrained_cfg_overlay=dict(file=...)`` and tools/convert_caffe.py, and compute what the Caffe network
+through ``pretrained_cfg_overlay=dict(file=...)`` and tools/convert_weights.py, and compute what the Caffe network
 computes (an independent float64 forward of the file's layers by Caffe's semantics)."""
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def test_dsod300_as_its_official_script_builds_it_and_the_tool(tmp_path):
     output = tmp_path / "dsod300.safetensors"
     kwargs = json.dumps(TINY_DSOD)
     run = subprocess.run(
-        [sys.executable, "tools/convert_caffe.py", str(path), "dsod300", str(output), "--model-kwargs", kwargs],
+        [sys.executable, "tools/convert_weights.py", str(path), "dsod300", str(output), "--model-kwargs", kwargs],
         capture_output=True, text=True, cwd=REPO, timeout=300,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr

@@ -5,6 +5,9 @@ papers'."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 import timm
 import torch
@@ -12,8 +15,16 @@ import torchvision
 
 import densebackbones as db
 from densebackbones.models import published
-from densebackbones.models.published import NOT_PUBLISHED, PUBLISHED, TORCHVISION_WEIGHTS, published_cfg, weights_meta
+from densebackbones.models.published import (
+    NOT_PUBLISHED,
+    OFFICIAL,
+    PUBLISHED,
+    TORCHVISION_WEIGHTS,
+    published_cfg,
+    weights_meta,
+)
 
+REPO = Path(__file__).resolve().parents[2]
 BACKBONES = db.list_models(task="classification")
 
 
@@ -83,3 +94,40 @@ def test_weights_meta_describes_what_pretrained_loads():
     for name in ("densenet121", "densenet_bc121_k32"):
         meta = weights_meta(name)
         assert meta["name"] == "densenet_bc121_k32.tv_in1k" and meta["metrics"] == tagged["metrics"]
+
+
+NO_RECIPE_YET = {"dense_aspp161.official_cityscapes"}  # Cityscapes is issue 37's next step
+
+
+@pytest.mark.parametrize("tag", list(OFFICIAL))
+def test_every_official_release_is_a_tag_that_says_where_its_file_is(tag):
+    release = OFFICIAL[tag]
+    with torch.device("meta"):
+        cfg = db.create_model(tag).pretrained_cfg  # registered, with its release's fields
+        with pytest.raises(ValueError, match=f"^{re.escape(tag)} has no weights to download; .*pretrained_cfg_overlay"):
+            db.create_model(tag, pretrained=True)
+    assert cfg["origin_url"] == release.url and any(release.weights in note for note in cfg["notes"])
+    assert release.weights in published.no_weights_message(tag) and release.url in published.no_weights_message(tag)
+    meta = weights_meta(tag)
+    assert meta["name"] == tag and meta["metrics"] == release.metrics and meta["weights"] == release.weights
+    assert meta["file_size_mb"] == release.file_size_mb
+    assert meta["recipes"] or tag in NO_RECIPE_YET
+    assert all((REPO / recipe).is_file() for recipe in meta["recipes"])
+    assert {k: cfg[k] for k in release.cfg or {}} == (release.cfg or {})
+
+
+def test_the_caffe_tags_normalise_as_the_official_data_layers_do():
+    # Caffe: (BGR pixel in 0-255 - mean) * scale; the tag's RGB (x - mean) / std must give the same on any pixel.
+    rgb = torch.tensor([0.1, 0.5, 0.9])
+    for tag, caffe_mean_bgr, scale in (("dsod300.caffe_voc0712", (104, 117, 123), 1.0),
+                                       ("pelee.caffe_coco", (103.94, 116.78, 123.68), 0.017)):  # fmt: skip
+        with torch.device("meta"):
+            cfg = db.create_model(tag).pretrained_cfg
+        ours = (rgb - torch.tensor(cfg["mean"])) / torch.tensor(cfg["std"])
+        caffe = (rgb.flip(0) * 255 - torch.tensor(caffe_mean_bgr, dtype=torch.float32)) * scale
+        torch.testing.assert_close(ours, caffe.flip(0))
+    assert weights_meta("pelee.caffe_coco")["metrics"]["COCO test-dev AP"] == 22.4
+
+
+def test_a_bare_name_points_at_its_official_tags():
+    assert "dsod300.caffe_voc0712" in published.no_weights_message("dsod300")

@@ -41,6 +41,11 @@ CASES = [
 # Pelee's detectors take 144 px images, the costliest cases here by far: two images a batch (their 1x1 maps' batch
 # statistics over two values are as exact in float64 in both routes).
 LARGE_INPUTS = ("pelee", "pelee_bc121_k32")
+# At their smallest size DenseASPP (two dense blocks and seven batch norms at output stride 8) and DSOD's head on
+# DenseNet-121 (batch norms after its prediction layers) normalise 1x1 maps, where the second derivatives of batch
+# statistics over four values amplify float64 rounding past the tolerance (1e-4, or 0.17 on values of 1e6): compared
+# at twice the size.
+TWICE_THE_SMALLEST = ("dense_aspp", "dsod_bc")
 # Submodules drawn per kind and case: two in the default suite (every family x fast mode x kind is already ~700
 # cases); TECHNIQUE_EXAMPLES=50 explores further.
 DRAWN = settings(
@@ -100,6 +105,8 @@ def outcome(kind, model: nn.Module, x: torch.Tensor, *args):
 def assert_same(kind, name: str, mode: str, *args, train: bool = True, atol: float = 1e-7) -> None:
     plain, fast = pair(name, mode, train)
     x = smallest_input(plain, torch.float64, batch=2 if name in LARGE_INPUTS else 4)
+    if name.startswith(TWICE_THE_SMALLEST):
+        x = torch.randn(*x.shape[:2], 2 * x.shape[-2], 2 * x.shape[-1], dtype=x.dtype)
     expected, got = outcome(kind, plain, x, *args), outcome(kind, fast, x, *args)
     if isinstance(expected, str) or isinstance(got, str):
         assert got == expected, f"plain: {expected}, {mode}: {got}"

@@ -1,7 +1,8 @@
 """The official DenseNet release's Lua Torch 7 files (issue 35): ``.t7`` files written here in torch7's binary format
 with the module tree of ``models/densenet.lua`` (tests/helpers/torch7.py; read back by the ``torchfile`` package, which
 we did not write) load into the registered models, through ``pretrained_cfg_overlay=dict(file=...)`` and
-tools/convert_t7.py, and compute what the Lua network computes (an independent float64 forward of the file's tree)."""
+tools/convert_weights.py, and compute what the Lua network computes (an independent float64 forward of the
+file's tree)."""
 
 from __future__ import annotations
 
@@ -56,7 +57,7 @@ def test_cifar_layout_with_old_torchs_running_std_and_the_tool(tmp_path):
     path, output = tmp_path / "densenet-40.t7", tmp_path / "densenet40.safetensors"
     write_t7(path, tree)
     run = subprocess.run(
-        [sys.executable, "tools/convert_t7.py", str(path), "densenet40_k12_cifar", str(output)],
+        [sys.executable, "tools/convert_weights.py", str(path), "densenet40_k12_cifar", str(output)],
         capture_output=True, text=True, cwd=REPO, timeout=300,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]

@@ -43,6 +43,7 @@ FLOAT_RANGES = {
     "drop_rate": (0.0, 1.0, False, True),
     "proj_drop_rate": (0.0, 1.0, False, True),
     "drop_path_rate": (0.0, 1.0, False, True),
+    "classifier_drop_rate": (0.0, 1.0, False, True),
     "compression": (0.0, 1.0, True, False),
     "reduction": (0.0, 1.0, False, False),
     "group_lasso_lambda": (0.0, math.inf, False, True),

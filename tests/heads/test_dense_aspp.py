@@ -1,0 +1,54 @@
+"""DenseASPP (issue 37, item 1) against the official code (DeepMotionAIResearch/DenseASPP): parameter counts of every
+depth equal the official model's, a checkpoint in the official format (keys, DataParallel prefix, PyTorch 0.3.1's
+batch norms) loads and computes what the official network computes (tests/helpers/dense_aspp.py, float64), and the
+memory modes agree."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers import tiny_kwargs
+from helpers.dense_aspp import OFFICIAL_CFGS, official_forward, official_parameter_count, official_state_dict
+
+import densebackbones as db
+
+TINY_OFFICIAL = dict(growth_rate=4, num_init_features=8, block_config=(1, 2, 1, 2), d_feature0=8, d_feature1=4)
+TINY = dict(backbone_kwargs=dict(growth_rate=4, block_config=(1, 2, 1, 2), stem_width=8), d_feature0=8, d_feature1=4)
+
+
+@pytest.mark.parametrize("depth", sorted(OFFICIAL_CFGS))
+def test_parameter_counts_equal_the_official_models(depth):
+    with torch.device("meta"):
+        model = db.create_model(f"dense_aspp{depth}")
+    assert sum(p.numel() for p in model.parameters()) == official_parameter_count(OFFICIAL_CFGS[depth])
+
+
+def test_an_official_checkpoint_loads_and_computes_what_the_official_network_does(tmp_path):
+    state = official_state_dict(TINY_OFFICIAL, 5)
+    torch.save(state, tmp_path / "denseASPP161.pkl")
+    model = db.create_model("dense_aspp121", num_classes=5, pretrained=True,
+                            pretrained_cfg_overlay=dict(file=str(tmp_path / "denseASPP161.pkl")), **TINY)  # fmt: skip
+    x = torch.randn(2, 3, 64, 96, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval().double()(x), official_forward(state, TINY_OFFICIAL, x))
+
+
+def test_memory_modes_agree_and_the_output_has_the_input_size():
+    torch.manual_seed(0)
+    model = db.create_model("dense_aspp169", **tiny_kwargs("dense_aspp169")).double().eval()
+    x = torch.randn(1, 3, 37, 50, dtype=torch.float64)
+    outputs = []
+    for mode in ("plain", "buffer", "efficient"):
+        model.set_memory_mode(mode)
+        with torch.no_grad():
+            outputs.append(model(x))
+    assert outputs[0].shape == (1, 19, 37, 50)
+    for out in outputs[1:]:
+        torch.testing.assert_close(out, outputs[0])
+
+
+def test_bad_arguments_name_the_problem():
+    with pytest.raises(ValueError, match="DenseASPP is built on the DenseNets"):
+        db.create_model("dense_aspp121", backbone="peleenet")
+    with pytest.raises(ValueError, match="output_stride is DenseASPP's to set"):
+        db.create_model("dense_aspp121", backbone_kwargs=dict(output_stride=16))
