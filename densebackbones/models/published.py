@@ -140,14 +140,15 @@ _PELEENET = "https://github.com/Robert-JunWang/PeleeNet"
 _T7_WITHDRAWN = "official release, Lua Torch .t7 (the README's download links are withdrawn: 'deprecated')"
 # Caffe's data layers: BGR images in 0-255 minus a mean (times a scale); the first convolution is turned to RGB on
 # loading (models/caffe.py), so these are RGB fractions of 1.
-_DSOD_INPUT = dict(mean=(123 / 255, 117 / 255, 104 / 255), std=(1 / 255,) * 3)
-_PELEE_INPUT = dict(mean=(123.68 / 255, 116.78 / 255, 103.94 / 255), std=(1 / (0.017 * 255),) * 3)
+_DSOD_INPUT = dict(mean=(123 / 255, 117 / 255, 104 / 255), std=(1 / 255,) * 3, license="bsd-2-clause")
+_PELEE_INPUT = dict(mean=(123.68 / 255, 116.78 / 255, 103.94 / 255), std=(1 / (0.017 * 255),) * 3, license="apache-2.0")
 _COCO = dict(num_classes=81)  # create the model with num_classes=81, priors=COCO_PRIORS (heads/ssd.py)
 
 
 def _t7(error: float, size_mb: float, cosine: bool = False) -> Published:
     source = "official DenseNet README (Torch models" + (", DenseNet-cosine)" if cosine else ")")
-    return Published({"ImageNet-1k top-1 error": error}, source, _DENSENET_README, _T7_WITHDRAWN, size_mb)
+    return Published({"ImageNet-1k top-1 error": error}, source, _DENSENET_README, _T7_WITHDRAWN, size_mb,
+                     dict(license="bsd-3-clause"))  # fmt: skip
 
 
 def _caffe(metrics: dict[str, float], source: str, url: str, file: str, size_mb: float | None, **cfg) -> Published:
@@ -169,6 +170,7 @@ OFFICIAL: dict[str, Published] = {
         "PeleeNet README and checkpoint name",
         _PELEENET,
         "official release, PyTorch weights/peleenet_acc7208.pth.tar in the repository (official key names load)",
+        cfg=dict(license="apache-2.0"),
     ),  # fmt: skip
     "peleenet.caffe_in1k": Published(
         {},
@@ -176,6 +178,7 @@ OFFICIAL: dict[str, Published] = {
         _PELEENET,
         "official release, Caffe caffe/peleenet.caffemodel in the repository (tools/convert_weights.py "
         "--input-order bgr or rgb: check top-1 with tools/eval_cls.py)",
+        cfg=dict(license="apache-2.0"),
     ),  # fmt: skip
     "condensenet74_c4_g4_converted.official_in1k": Published(
         {"ImageNet-1k top-1 error": 26.2},
@@ -183,6 +186,7 @@ OFFICIAL: dict[str, Published] = {
         _CONDENSE,
         "official release, PyTorch converted_condensenet_4.pth.tar (Dropbox link in the README)",
         18.69,
+        dict(license="mit"),
     ),  # fmt: skip
     "condensenet74_c8_g8_converted.official_in1k": Published(
         {"ImageNet-1k top-1 error": 29.0},
@@ -190,12 +194,14 @@ OFFICIAL: dict[str, Published] = {
         _CONDENSE,
         "official release, PyTorch converted_condensenet_8.pth.tar (Dropbox link in the README)",
         11.68,
+        dict(license="mit"),
     ),  # fmt: skip
     "msdnet_imagenet.official_in1k": Published(
         {},
         "MSDNet-PyTorch README (accuracy per budget: curves, Huang et al., ICLR 2018, Fig. 7)",
         _MSD,
         "official release, PyTorch (Dropbox folder in the README; official key names load)",
+        cfg=dict(license="mit"),
     ),  # fmt: skip
     "dsod300.caffe_voc0712": _caffe(
         {"VOC2007 test mAP": 77.7}, "DSOD README (07+12)", _DSOD, "DSOD300 VOC07+12", 59.2, **_DSOD_INPUT
@@ -396,6 +402,7 @@ def weights_meta(name: str) -> dict[str, Any]:
         "gflops": count_flops(model, (1, *cfg["input_size"]), device="meta") / 1e9,  # the papers' "FLOPs" are / 2
         "input_size": tuple(cfg["input_size"]),
         "min_input_size": tuple(cfg.get("min_input_size") or ()),
+        "test_input_size": tuple(cfg.get("test_input_size") or cfg["input_size"]),
         "license": cfg.get("license"),
         "paper_ids": cfg.get("paper_ids"),
         "categories": ImageNetInfo().label_descriptions() if cfg.get("num_classes") == 1000 else None,

@@ -131,3 +131,12 @@ def test_the_caffe_tags_normalise_as_the_official_data_layers_do():
 
 def test_a_bare_name_points_at_its_official_tags():
     assert "dsod300.caffe_voc0712" in published.no_weights_message("dsod300")
+
+
+def test_official_tags_carry_their_repositorys_license():
+    licenses = {tag: weights_meta(tag)["license"] for tag in OFFICIAL}
+    assert licenses["densenet_bc264_k32.t7_in1k"] == "bsd-3-clause" and licenses["dsod300.caffe_coco"] == "bsd-2-clause"
+    assert licenses["pelee.caffe_voc0712"] == licenses["peleenet.official_in1k"] == "apache-2.0"
+    assert licenses["condensenet74_c8_g8_converted.official_in1k"] == licenses["msdnet_imagenet.official_in1k"] == "mit"
+    # none stated in their repositories: not invented
+    assert licenses["fc_densenet103.lasagne_camvid"] is None and licenses["dense_aspp161.official_cityscapes"] is None
