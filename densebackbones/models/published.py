@@ -388,6 +388,9 @@ def weights_meta(name: str) -> dict[str, Any]:
     published and, where its digest is known (torchvision's), its sha256 prefix."""
     with torch.device("meta"):
         model = create_model(name)
+        classes = model.pretrained_cfg.get("num_classes")
+        if classes and getattr(model, "num_classes", classes) != classes:  # a task tag of other classes (COCO's)
+            model = create_model(name, num_classes=classes)
     cfg = dict(model.pretrained_cfg)
     # what create_model(name, pretrained=True) loads: an alias resolved, a bare name's default tag
     name = f"{cfg['architecture']}.{cfg['tag']}" if cfg.get("tag") else cfg["architecture"]

@@ -140,3 +140,9 @@ def test_official_tags_carry_their_repositorys_license():
     assert licenses["condensenet74_c8_g8_converted.official_in1k"] == licenses["msdnet_imagenet.official_in1k"] == "mit"
     # none stated in their repositories: not invented
     assert licenses["fc_densenet103.lasagne_camvid"] is None and licenses["dense_aspp161.official_cityscapes"] is None
+
+
+def test_a_tag_of_other_classes_counts_its_own_model():
+    with torch.device("meta"):
+        coco = db.create_model("pelee", num_classes=81)
+    assert weights_meta("pelee.caffe_coco")["num_params"] == sum(p.numel() for p in coco.parameters()) == 5_981_012
