@@ -3,6 +3,12 @@ prediction PNGs and overlays with a legend naming the classes they show.
 
 python tools/predict_seg.py CONFIG CHECKPOINT --split test --eval
 python tools/predict_seg.py CONFIG CHECKPOINT --split test --out predictions/ [--limit 20]
+python tools/predict_seg.py CONFIG CHECKPOINT --split val --eval --mode slide --crop 1024 --stride 768 \
+    --scales 0.75 1.0 1.25 --flip
+
+``--mode``, ``--crop``, ``--stride``, ``--scales`` and ``--flip`` set the config's ``data.test_*``
+(densebackbones/tasks/seg_inference.py): whole image (default) or sliding windows, multi-scale and flip testing, for
+the evaluation and the written predictions.
 """
 
 from __future__ import annotations
@@ -33,15 +39,34 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--eval", action="store_true", help="report per-class IoU, mIoU and global accuracy")
     parser.add_argument("--out", help="write <name>_pred.png (colours) and <name>_overlay.png here")
     parser.add_argument("--limit", type=int, help="at most this many images for --out")
+    parser.add_argument("--mode", choices=["whole", "slide"], help="data.test_mode: whole image or sliding windows")
+    parser.add_argument("--crop", type=int, nargs="+", metavar="PX", help="data.test_crop: window size (or H W)")
+    parser.add_argument("--stride", type=int, nargs="+", metavar="PX", help="data.test_stride: window step (or H W)")
+    parser.add_argument("--scales", type=float, nargs="+", help="data.test_scales, e.g. 0.75 1.0 1.25")
+    parser.add_argument("--flip", action="store_true", default=None, help="data.test_flip: add mirrored images")
     parser.add_argument("--cfg-options", nargs="+", metavar="KEY=VALUE")
     return parser
+
+
+def _inference_options(args: argparse.Namespace) -> list[str]:
+    """The inference flags as ``--cfg-options`` entries (the config's ``data.test_*``)."""
+    values = dict(test_mode=args.mode, test_crop=args.crop, test_stride=args.stride, test_scales=args.scales,
+                  test_flip=args.flip)  # fmt: skip
+    pairs = []
+    for key, value in values.items():
+        if value is not None:
+            value = value[0] if isinstance(value, list) and len(value) == 1 and key != "test_scales" else value
+            pairs.append(f"data.{key}={tuple(value) if isinstance(value, list) else value!r}")
+    return pairs
 
 
 def main(args: argparse.Namespace) -> dict[str, float]:
     if not args.eval and not args.out:
         raise SystemExit("nothing to do: pass --eval, --out DIR, or both")
     task = SegmentationTask()
+    args.cfg_options = [*(args.cfg_options or []), *_inference_options(args)]
     cfg = resolve_config(args, task)
+    eval_forward = task.eval_forward_for(cfg)
     device = init_distributed(cfg["train"]["device"]).device
     with trained_head_required():  # numbers from the checkpoint's own classifier only
         model = task.build_model(cfg, pretrained=args.checkpoint).to(device).eval()
@@ -50,7 +75,7 @@ def main(args: argparse.Namespace) -> dict[str, float]:
     metrics: dict[str, float] = {}
     if args.eval:
         loader = DataLoader(dataset, batch_size=1, num_workers=cfg["data"]["num_workers"])
-        metrics = evaluate(model, loader, task.loss_fn(cfg), task.metric(cfg), device, eval_forward=task.eval_forward)
+        metrics = evaluate(model, loader, task.loss_fn(cfg), task.metric(cfg), device, eval_forward=eval_forward)
         print(format_iou_table(metrics))
         print(json.dumps({"split": args.split, "mIoU": metrics["mIoU"], "global_acc": metrics["global_acc"]}))
     if args.out:
@@ -60,7 +85,7 @@ def main(args: argparse.Namespace) -> dict[str, float]:
         with torch.no_grad():
             for index in range(count):
                 image, _ = dataset[index]
-                pred = model(image[None].to(device)).argmax(1)[0].cpu().numpy().astype(np.uint8)
+                pred = eval_forward(model, image[None].to(device)).argmax(1)[0].cpu().numpy().astype(np.uint8)
                 raw, _ = dataset.load(index)
                 colours = colorize(pred, info)
                 stem = dataset.pairs[index][0].stem

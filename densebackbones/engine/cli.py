@@ -42,8 +42,9 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 class Task(Protocol):
     """A task for the shared trainer; ``densebackbones.tasks`` holds the classification, segmentation and detection
-    adapters. Optional: ``collate_fn``, and ``run_meta(cfg) -> dict`` whose entries (e.g. class names) join
-    ``meta.json`` and every checkpoint's ``meta``."""
+    adapters. Optional: ``collate_fn``, ``run_meta(cfg) -> dict`` whose entries (e.g. class names) join
+    ``meta.json`` and every checkpoint's ``meta``, and ``eval_forward_for(cfg)``, an ``eval_forward`` that follows the
+    config (segmentation's sliding-window and multi-scale inference)."""
 
     data_defaults: dict[str, Any]
     best_key: str
@@ -152,7 +153,7 @@ def _train(
         dist=dist,
         best_key=task.best_key,
         best_mode=task.best_mode,
-        eval_forward=task.eval_forward,
+        eval_forward=task.eval_forward_for(resolved) if hasattr(task, "eval_forward_for") else task.eval_forward,
         collate_fn=getattr(task, "collate_fn", None),
         extra_meta=task.run_meta(resolved) if hasattr(task, "run_meta") else None,
     )

@@ -6,6 +6,8 @@ normalised with the encoder's pretrained statistics."""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ from ..engine.checkpoint import export_weights
 from ..registry import model_arg_names
 from .common import build_config_model, config_model_args
 from .metrics import SegmentationMetric
+from .seg_inference import SegInference, segment
 
 __all__ = ["SEG_DATA", "SegmentationLoss", "SegmentationTask", "dataset_info"]
 
@@ -40,6 +43,12 @@ SEG_DATA: dict[str, Any] = {
     "num_workers": 4,
     "class_weights": None,  # per-class loss weights (e.g. median-frequency balancing)
     "classes": None,  # folder: filled from classes.txt (a contradicting list is an error)
+    # test-time inference (tasks/seg_inference.py): whole image or sliding windows, scales, flip
+    "test_mode": "whole",  # or "slide" (test_crop and test_stride: an int or (height, width))
+    "test_crop": None,
+    "test_stride": None,
+    "test_scales": None,  # e.g. (0.75, 1.0, 1.25); None: the image's own size only
+    "test_flip": False,
 }
 
 
@@ -115,7 +124,7 @@ class SegmentationTask:
     """FC-DenseNet training (Jegou et al. 2017): cross-entropy with void ignored, mIoU selects the best model."""
 
     data_defaults = SEG_DATA
-    data_choices = {"dataset": (*SEGMENTATION_DATASETS, "folder")}  # folder: one's own images and masks
+    data_choices = {"dataset": (*SEGMENTATION_DATASETS, "folder"), "test_mode": ("whole", "slide")}
     best_key, best_mode = "mIoU", "max"
 
     def model_arg_names(self, raw_cfg: dict[str, Any]) -> list[str]:
@@ -161,6 +170,12 @@ class SegmentationTask:
     def eval_forward(self, model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
         return model(inputs)
 
+    def eval_forward_for(self, cfg: dict[str, Any]) -> Callable[[nn.Module, torch.Tensor], torch.Tensor]:
+        """The config's test-time inference (``data.test_mode``, ``test_crop``, ``test_stride``, ``test_scales``,
+        ``test_flip``) as an ``eval_forward``; a bad combination is refused here, before anything runs."""
+        inference = SegInference.from_data_cfg(cfg["data"])
+        return functools.partial(_segment_with, inference)
+
     def run_meta(self, cfg: dict[str, Any]) -> dict[str, Any]:
         """What ``meta.json`` and checkpoints record besides the engine's fields: the class names."""
         return {"classes": list(dataset_info(cfg).classes)}
@@ -173,6 +188,10 @@ class SegmentationTask:
         )
         print(f"weights: {weights}", flush=True)
         print(format_iou_table(metrics), flush=True)
+
+
+def _segment_with(inference: SegInference, model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+    return segment(model, inputs, inference)
 
 
 def format_iou_table(metrics: dict[str, float]) -> str:

@@ -138,7 +138,12 @@ def test_batch_statistics_at_test_time():
 
 
 def test_registry_and_mmengine():
-    assert db.list_models(task="segmentation")[:3] == ["fc_densenet103", "fc_densenet56", "fc_densenet67"]
+    assert db.list_models(task="segmentation", filter="fc_*")[:3] == [
+        "fc_densenet103",
+        "fc_densenet56",
+        "fc_densenet67",
+    ]
+    assert db.list_models(task="segmentation", filter="dense_aspp*") == [f"dense_aspp{d}" for d in (121, 161, 169, 201)]
     with pytest.raises(ValueError, match="Closest registered names: fc_densenet103"):
         db.create_model("fc_densenet13")
     model = db.MODELS.build(dict(type="densebackbones.fc_densenet56", num_classes=4, growth_rate=4, layers_per_block=1))
