@@ -49,6 +49,8 @@ setup(
             "scipy>=1.10",
             "albumentations>=1.4",
             "pycocotools>=2.0.7",
+            # Cityscapes: the official label table (labelIds -> trainIds) and pixel-level evaluation
+            "cityscapesscripts>=2.2",
         ],
         # inference export: ONNX files through the torch.export-based exporter, checked with onnxruntime.
         "export": ["onnx>=1.16", "onnxscript>=0.3", "onnxruntime>=1.18"],

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from ..data.cityscapes import CITYSCAPES, CityscapesFolder
 from ..data.classification import IMAGENET_MEAN, IMAGENET_STD
 from ..data.own import IGNORE_INDEX, ImageMaskFolder, label_palette, read_classes_txt
 from ..data.segmentation import (
@@ -33,7 +34,8 @@ __all__ = ["SEG_DATA", "SegmentationLoss", "SegmentationTask", "dataset_info"]
 
 # The data section of a segmentation config.
 SEG_DATA: dict[str, Any] = {
-    "dataset": None,  # camvid, shapes; own data: folder ({train,val}/images, {train,val}/masks, classes.txt)
+    # camvid, cityscapes, shapes; own data: folder ({train,val}/images, {train,val}/masks, classes.txt)
+    "dataset": None,
     "root": None,
     "crop_size": 224,  # random training crops (FC-DenseNet: 224); None trains on full images
     "hflip": True,
@@ -88,8 +90,12 @@ def dataset_info(cfg: dict[str, Any]) -> SegmentationInfo:
         cfg["data"]["classes"] = classes
         colors = (*label_palette(len(classes)), (255, 255, 255))
         return SegmentationInfo(tuple(classes), colors, IGNORE_INDEX, *_encoder_stats(cfg))
+    if name == "cityscapes":
+        return CITYSCAPES
     if name not in SEGMENTATION_DATASETS:
-        raise ValueError(f"unknown data.dataset {name!r}; use one of {sorted(SEGMENTATION_DATASETS)} or 'folder'")
+        raise ValueError(
+            f"unknown data.dataset {name!r}; use one of {sorted(SEGMENTATION_DATASETS)}, 'cityscapes' or 'folder'"
+        )
     return SEGMENTATION_DATASETS[name]
 
 
@@ -98,7 +104,8 @@ def split_dataset(cfg: dict[str, Any], split: str, transform=None) -> Segmentati
     info = dataset_info(cfg)
     if cfg["data"]["root"] is None:
         raise ValueError("data.root (or --data-root) must name the data set folder")
-    folder = ImageMaskFolder if cfg["data"]["dataset"] == "folder" else SegmentationFolder
+    layouts = {"folder": ImageMaskFolder, "cityscapes": CityscapesFolder}
+    folder = layouts.get(cfg["data"]["dataset"], SegmentationFolder)
     return folder(Path(cfg["data"]["root"]).expanduser(), split, info, transform)
 
 
@@ -124,7 +131,7 @@ class SegmentationTask:
     """FC-DenseNet training (Jegou et al. 2017): cross-entropy with void ignored, mIoU selects the best model."""
 
     data_defaults = SEG_DATA
-    data_choices = {"dataset": (*SEGMENTATION_DATASETS, "folder"), "test_mode": ("whole", "slide")}
+    data_choices = {"dataset": (*SEGMENTATION_DATASETS, "cityscapes", "folder"), "test_mode": ("whole", "slide")}
     best_key, best_mode = "mIoU", "max"
 
     def model_arg_names(self, raw_cfg: dict[str, Any]) -> list[str]:
