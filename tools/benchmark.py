@@ -29,6 +29,13 @@ model built with ``output_stride=8``; ``--output-stride 32 16 8`` measures each 
 
     python tools/benchmark.py --models densenet_bc121_k32 --batch-size 2 --img-size 512 --output-stride 32 16 8
 
+Test-time inference of segmentation models (eval): ``--seg-inference whole slide:1024:768`` measures each
+implementation with each inference (``tasks/seg_inference.py``: whole image, or sliding windows of CROP every STRIDE,
+an int or HxW), ratios to the first; ``--img-size`` takes height and width:
+
+    python tools/benchmark.py --models dense_aspp121 --modes eval --batch-size 1 --img-size 1024 2048 \
+        --seg-inference whole slide:1024:768
+
 Timing: all implementations of a comparison run in one process, in interleaved rounds (one step of each per round,
 after warm-up). The table gives each one's median step and its speed relative to the first implementation as the
 median of the per-round ratios, with their range: a shared or throttled machine slows whole rounds, which moves
@@ -66,6 +73,7 @@ from torchvision.models import DenseNet as TorchvisionDenseNet
 
 import densebackbones as db
 from densebackbones.engine.distributed import amp_dtype, resolve_device
+from densebackbones.tasks.seg_inference import SegInference, segment
 
 IMPLS = (
     "ours:plain",
@@ -85,14 +93,34 @@ IMPLS = (
 _CPU_MMAP_THRESHOLD = "131072"
 
 
+def seg_inference(spec: str) -> SegInference:
+    """``whole`` or ``slide:CROP:STRIDE`` (each an int or HxW): a segmentation model's test-time inference."""
+    kind, *sizes = spec.split(":")
+    try:
+        pairs = [tuple(int(v) for v in size.split("x")) for size in sizes]
+        crop, stride = ((p[0] if len(p) == 1 else p) for p in pairs) if kind == "slide" else (None, None)
+        if kind not in ("whole", "slide") or (kind == "whole" and sizes) or (kind == "slide" and len(sizes) != 2):
+            raise ValueError
+        return SegInference(kind, crop, stride)
+    except ValueError as err:
+        reason = f": {err}" if str(err) else ""
+        raise argparse.ArgumentTypeError(
+            f"{spec!r}: 'whole' or 'slide:CROP:STRIDE' (e.g. slide:1024:768){reason}"
+        ) from None
+
+
 def impl_spec(spec: str) -> str:
-    """An implementation name of ``IMPLS``, optionally with ``@osN`` (ours only: built with ``output_stride=N``)."""
+    """An implementation name of ``IMPLS``, optionally with ``@osN`` (ours only: built with ``output_stride=N``) and
+    ``#INFERENCE`` (a segmentation model's test-time inference, :func:`seg_inference`)."""
+    spec, hash_, inference = spec.partition("#")
+    if hash_:
+        seg_inference(inference)
     name, at, stride = spec.partition("@")
     if name not in IMPLS:
         raise argparse.ArgumentTypeError(f"unknown implementation {name!r}; choose from {', '.join(IMPLS)}")
     if at and not (name.startswith("ours:") and stride.startswith("os") and stride[2:].isdigit()):
         raise argparse.ArgumentTypeError(f"{spec!r}: '@osN' (output stride N) applies to ours:<mode> only")
-    return spec
+    return f"{spec}{hash_}{inference}"
 
 
 def _status_mb(field: str) -> float:
@@ -149,7 +177,9 @@ def build(args: argparse.Namespace, impl: str | None):
     """The model to measure and how to run one step of it: (model, step function)."""
     device = torch.device(args.device)
     torch.manual_seed(0)
-    spec, _, stride = (impl or f"ours:{args.memory_mode}").partition("@")
+    spec, _, inference = (impl or f"ours:{args.memory_mode}").partition("#")
+    spec, _, stride = spec.partition("@")
+    height, width = _hw(args)
     library, _, option = spec.partition(":")
     mode, _, variant = option.partition(":")
     reference = library != "ours"
@@ -160,10 +190,10 @@ def build(args: argparse.Namespace, impl: str | None):
         target_shape = (args.batch_size,)
     elif task == "segmentation":  # dense prediction: per-pixel targets
         model = db.create_model(args.model)
-        target_shape = (args.batch_size, args.img_size, args.img_size)
+        target_shape = (args.batch_size, height, width)
     elif detection:  # multibox loss on one box per image; inference includes post-processing (NMS)
         model = db.create_model(args.model)
-        multibox = MultiBoxLoss(model.priors_for(args.img_size, args.img_size).to(device))  # boxes of that size
+        multibox = MultiBoxLoss(model.priors_for(height, width).to(device))  # boxes of that size
         gt_boxes = [torch.tensor([[0.2, 0.2, 0.6, 0.7]], device=device)] * args.batch_size
         gt_labels = [torch.tensor([1], device=device)] * args.batch_size
         target_shape = (args.batch_size,)
@@ -178,7 +208,10 @@ def build(args: argparse.Namespace, impl: str | None):
     channels_last = args.channels_last or option == "channels_last"
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(device, memory_format=memory_format)
-    inputs = torch.randn(args.batch_size, getattr(model, "in_chans", 3), args.img_size, args.img_size, device=device)
+    inputs = torch.randn(args.batch_size, getattr(model, "in_chans", 3), height, width, device=device)
+    if inference and (task != "segmentation" or args.mode != "eval"):
+        raise SystemExit(f"{impl}: '#<inference>' applies to segmentation models in eval mode")
+    test_time = seg_inference(inference) if inference else None
     inputs = inputs.contiguous(memory_format=memory_format)
     targets = torch.randint(0, model.num_classes, target_shape, device=device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
@@ -200,13 +233,21 @@ def build(args: argparse.Namespace, impl: str | None):
                 model.detect(inputs)  # forward and post-processing
             else:
                 with torch.no_grad():
-                    runner(inputs)
+                    segment(runner, inputs, test_time) if test_time else runner(inputs)
         if args.mode == "train":
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
 
     return model, step
+
+
+def _hw(args: argparse.Namespace) -> tuple[int, int]:
+    """(height, width) of the inputs: ``--img-size`` is one side or height and width."""
+    sizes = args.img_size if isinstance(args.img_size, list) else [args.img_size]
+    if len(sizes) not in (1, 2):
+        raise SystemExit(f"--img-size takes a side or height and width, got {sizes}")
+    return (sizes[0], sizes[-1])
 
 
 def _device_name(device) -> str:
@@ -281,8 +322,9 @@ def measure_time(args: argparse.Namespace, impls: list[str | None]) -> list[list
 def _child_command(args: argparse.Namespace, task: str, model: str, mode: str, impls: list[str]):
     """(command, environment) of a measuring child process."""
     command = [sys.executable, __file__, "--child", task, "--model", model, "--mode", mode]
-    for flag in ("batch_size", "img_size", "device", "warmup", "iters", "memory_iters", "memory_mode"):
+    for flag in ("batch_size", "device", "warmup", "iters", "memory_iters", "memory_mode"):
         command += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+    command += ["--img-size", *map(str, _hw(args))]
     command += ["--amp", args.amp] if args.amp else []
     command += [f"--{f.replace('_', '-')}" for f in ("channels_last", "compile") if getattr(args, f)]
     command += ["--impls", *impls] if impls else []
@@ -363,8 +405,10 @@ def _command(args: argparse.Namespace) -> str:
     parts = ["python tools/benchmark.py", "--models", *args.models, "--modes", *args.modes]
     parts += ["--impls", *args.impls] if args.impls else ["--memory-mode", args.memory_mode]
     parts += ["--output-stride", *map(str, args.output_stride)] if args.output_stride else []
-    for flag in ("batch_size", "img_size", "device", "warmup", "iters", "memory_iters"):
+    for flag in ("batch_size", "device", "warmup", "iters", "memory_iters"):
         parts += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+    parts += ["--img-size", *map(str, sorted(set(_hw(args)), key=_hw(args).index))]
+    parts += ["--seg-inference", *args.seg_inference] if args.seg_inference else []
     parts += [f"--model-kwargs '{args.model_kwargs}'"] if args.model_kwargs else []
     parts += [f"--{f.replace('_', '-')}" for f in ("skip_timing",) if getattr(args, f)]
     parts += ["--amp", args.amp] if args.amp else []
@@ -391,7 +435,14 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="measure each implementation (default ours:<--memory-mode>) at these output strides (8, 16, 32)",
     )
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--img-size", type=int, default=32)
+    parser.add_argument("--img-size", type=int, nargs="+", default=[32], metavar="PX", help="side, or height width")
+    parser.add_argument(
+        "--seg-inference",
+        nargs="+",
+        metavar="SPEC",
+        help="measure each implementation with these test-time inferences of a segmentation model (eval): whole, "
+        "slide:CROP:STRIDE (e.g. slide:1024:768; sizes an int or HxW)",
+    )
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     parser.add_argument("--amp", choices=["bf16", "fp16"])
     parser.add_argument("--channels-last", action="store_true")
@@ -440,6 +491,12 @@ def main(args: argparse.Namespace) -> list[dict]:
         if any("@" in impl or not impl.startswith("ours:") for impl in compared):
             raise SystemExit("--output-stride takes our implementations without @osN (ours:<mode>)")
         compared = [f"{impl}@os{s}" for impl in compared or [f"ours:{args.memory_mode}"] for s in args.output_stride]
+    if args.seg_inference:
+        for spec in args.seg_inference:
+            seg_inference(spec)  # refused here, in one line, before any child runs
+        compared = [
+            f"{impl}#{spec}" for impl in compared or [f"ours:{args.memory_mode}"] for spec in args.seg_inference
+        ]
     if any("@" in impl for impl in compared):
         tasks = {model: db.model_task(model) for model in args.models}
         if any(task != "classification" for task in tasks.values()):
@@ -462,7 +519,7 @@ def main(args: argparse.Namespace) -> list[dict]:
                     row["memory"] = row["peak_mb"] / base["peak_mb"] if base["peak_mb"] > 0 else float("nan")
     device_name = _device_name(torch.device(args.device))
     settings = (
-        f"{device_name}, batch {args.batch_size}, {args.img_size}px, {args.amp or 'fp32'}"
+        f"{device_name}, batch {args.batch_size}, {'x'.join(map(str, _hw(args)))}px, {args.amp or 'fp32'}"
         + (", channels_last" if args.channels_last else "")
         + (", compile" if args.compile else "")
     )

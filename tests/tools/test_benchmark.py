@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -151,3 +152,16 @@ def test_compile_variants_compile_their_model_only(monkeypatch, impl, compiled):
     assert compiled_models == ([model] if compiled else [])
     if impl.startswith("ours"):
         assert model.features.denseblock1.memory_mode == impl.split(":")[1]
+
+
+def test_segmentation_inference_specs_and_a_whole_against_slide_comparison(capsys):
+    assert benchmark.seg_inference("slide:64x80:32").crop == (64, 80)
+    assert benchmark.seg_inference("whole").mode == "whole"
+    for bad in ("slide:64", "tiles", "whole:64", "slide:32:64", "slide:a:b"):
+        with pytest.raises(argparse.ArgumentTypeError, match="'whole' or 'slide:CROP:STRIDE'"):
+            benchmark.seg_inference(bad)
+    argv = "--models fc_densenet56 --modes eval --batch-size 1 --img-size 64 96 --seg-inference whole slide:64:32"
+    argv = [*argv.split(), "--iters", "1", "--warmup", "0", "--memory-iters", "1"]
+    rows = benchmark.main(benchmark.get_args_parser().parse_args(argv))
+    assert [r["impl"] for r in rows] == ["ours:buffer#whole", "ours:buffer#slide:64:32"]
+    assert rows[0]["speed"] == 1.0 and rows[1]["sec"] > 0 and "64x96px" in capsys.readouterr().out
