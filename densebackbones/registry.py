@@ -353,8 +353,8 @@ def create_model(
         kwargs["out_indices"], out_indices = out_indices, None  # the model's own argument (DenseSegmentor's levels)
     if (features_only or out_indices is not None) and _model_tasks[arch] != "classification":
         raise ValueError(
-            f"features_only/out_indices apply to backbones; {arch!r} is a {_model_tasks[arch]} model "
-            f"(its backbone: model.backbone or model.encoder)"
+            f"features_only/out_indices apply to backbones; {arch!r} is a {_model_tasks[arch]} model: create its "
+            f"backbone by name with features_only=True (the backbone its builder names in backbone=/encoder=)"
         )
     if out_indices is not None and not features_only:
         raise ValueError(

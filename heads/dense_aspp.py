@@ -36,7 +36,7 @@ from densebackbones.models import checks
 from densebackbones.models.densenet import DenseNet
 from densebackbones.models.helpers import InputSizeCheck, build_task_model, load_checkpoint_into
 from densebackbones.models.published import with_published
-from densebackbones.registry import create_model, register_model
+from densebackbones.registry import create_model, model_class, register_model
 
 from .fc_densenet import _MemoryModes
 
@@ -173,12 +173,12 @@ class DenseASPP(_MemoryModes, InputSizeCheck, nn.Module):
         for key in ("output_stride", "num_classes", "features_only"):
             if key in kwargs:
                 raise ValueError(f"backbone_kwargs: {key} is DenseASPP's to set (output stride 8, no classifier)")
-        net = create_model(backbone, output_stride=8, num_classes=0, **kwargs)
-        if not isinstance(net, DenseNet):
+        if not issubclass(model_class(backbone), DenseNet):
             raise ValueError(
-                f"backbone={backbone!r} is a {type(net).__name__}; DenseASPP is built on the DenseNets "
+                f"backbone={backbone!r} is a {model_class(backbone).__name__}; DenseASPP is built on the DenseNets "
                 f"(densenet_bc121_k32, densenet_bc161_k48, densenet_bc169_k32, densenet_bc201_k32...)"
             )
+        net = create_model(backbone, output_stride=8, num_classes=0, **kwargs)
         # The official network: the DenseNet's layers up to its last dense block (names kept); the head brings the
         # extra transition and norm in place of DenseNet's final norm.
         last = [name for name in net.features._modules if name.startswith("denseblock")][-1]
@@ -222,6 +222,8 @@ def _cfg() -> dict[str, Any]:
         "url": "",
         "num_classes": 19,
         "input_size": (3, 1024, 2048),
+        "crop_pct": 1.0,  # whole images, resized as the task's data pipeline does (not a classifier's centre crop)
+        "interpolation": "bilinear",
         "mean": (0.485, 0.456, 0.406),
         "std": (0.229, 0.224, 0.225),
         "classifier": "head.classifier",

@@ -508,6 +508,8 @@ def _cfg(**kwargs) -> dict[str, Any]:
         "url": "",
         "num_classes": 11,
         "input_size": (3, 360, 480),
+        "crop_pct": 1.0,  # whole images, resized as the task's data pipeline does (not a classifier's centre crop)
+        "interpolation": "bilinear",
         "mean": (0.4112, 0.4252, 0.4329),
         "std": (0.3070, 0.3118, 0.3057),
         "classifier": "decoder.classifier",

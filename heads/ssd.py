@@ -34,6 +34,7 @@ __all__ = [
     "voc_detector_cfg",
     "script_prior_sizes",
     "make_priors",
+    "NAMED_PRIORS",
     "check_prediction_count",
     "encode",
     "decode",
@@ -111,6 +112,11 @@ def _step(config: PriorConfig, k: int, length: int, cells: int) -> float:
     if length == config.image_size and cells == config.feature_sizes[k]:
         return config.steps[k] / config.image_size
     return 1.0 / cells
+
+
+# The default boxes by name (``priors="coco"``), for configs, JSON (tools/convert_weights.py --model-kwargs) and the
+# official weight tags (models/published.py).
+NAMED_PRIORS = {"voc": VOC_PRIORS, "coco": COCO_PRIORS, "pelee_voc": PELEE_VOC_PRIORS, "pelee_coco": PELEE_COCO_PRIORS}
 
 
 def make_priors(
@@ -318,6 +324,8 @@ def voc_detector_cfg(image_size: int, paper_ids: str) -> dict[str, Any]:
         "url": "",
         "num_classes": 21,
         "input_size": (3, image_size, image_size),
+        "crop_pct": 1.0,  # whole images, resized as the task's data pipeline does (not a classifier's centre crop)
+        "interpolation": "bilinear",
         "mean": (0.485, 0.456, 0.406),
         "std": (0.229, 0.224, 0.225),
         # the per-level class layers: replaced when a checkpoint has other classes (fine-tuning), refused by the
@@ -371,10 +379,12 @@ class SingleShotDetector(InputSizeCheck, nn.Module):
         checks.check_backbone_name("backbone", backbone)
         checks.check_ints("backbone_indices", backbone_indices, -100, 2, "the two feature levels the head reads", "map")
         kwargs = dict(checks.check_optional_dict("backbone_kwargs", backbone_kwargs))
+        if isinstance(priors, str) and priors in NAMED_PRIORS:  # a name: what configs and JSON can hold
+            priors = NAMED_PRIORS[priors]
         if not isinstance(priors, PriorConfig):
             raise TypeError(
                 f"priors must be a PriorConfig (e.g. heads.ssd.VOC_PRIORS or dataclasses.replace(VOC_PRIORS, "
-                f"image_size=...)), got {priors!r} ({type(priors).__name__})"
+                f"image_size=...)) or one of the names {sorted(NAMED_PRIORS)}, got {priors!r} ({type(priors).__name__})"
             )
         checks.check_optional_dict("head_kwargs", head_kwargs)
         self.backbone = create_model(backbone, features_only=True, out_indices=tuple(backbone_indices), **kwargs)

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import safetensors.torch
 import torch
 from timm.models import adapt_input_conv, load_state_dict
 from timm.models._features import FeatureGetterNet
@@ -20,7 +21,7 @@ from ..registry import list_models, model_class
 from . import checks
 from .caffe import caffe_state_dict
 from .lasagne import lasagne_state_dict
-from .published import no_weights_message
+from .published import OFFICIAL, no_weights_message
 from .torch7 import t7_state_dict
 
 __all__ = [
@@ -118,7 +119,13 @@ def check_state_dict_fits(
         lines.append(
             f"Registered models with that architecture: {', '.join(matches)}."
             if matches
-            else "No registered model has that architecture; build the model with those arguments."
+            else "No registered model of this family has that architecture; build the model with those arguments."
+        )
+    if "classifier.weight" in state_dict and "classifier.weight" not in model_sd:  # a backbone's into a task model
+        lines.append(
+            "It looks like a classification backbone's checkpoint: load it into the model's backbone with "
+            "backbone_kwargs=dict(pretrained=True, pretrained_cfg_overlay=dict(file=...)) (FC-DenseNet decoders: "
+            "encoder_kwargs)."
         )
     if mismatched:
         shapes = [f"{k} {tuple(state_dict[k].shape)} vs model {tuple(model_sd[k].shape)}" for k in mismatched]
@@ -158,17 +165,34 @@ def _adapted_input_conv(path: Path, in_chans: int, weight: Tensor) -> Tensor:
     return adapt_input_conv(in_chans, weight, base_chans=weight.shape[1])
 
 
+def _is_safetensors(path: Path) -> bool:
+    """Whether the file is a safetensors file whatever its name (an 8-byte header length, then a JSON header)."""
+    with open(path, "rb") as handle:
+        head = handle.read(9)
+    return len(head) == 9 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") < path.stat().st_size
+
+
 def _torch_state_dict(path: Path) -> dict[str, Tensor]:
-    """A torch or safetensors file's state_dict (timm's reader, ``weights_only=True``), or one line saying why not."""
+    """A torch or safetensors file's state_dict (timm's reader, ``weights_only=True``; a safetensors file under
+    another name too), or one line saying why not."""
     try:
+        if path.suffix != ".safetensors" and _is_safetensors(path):
+            return safetensors.torch.load_file(str(path))
         return load_state_dict(str(path), weights_only=True)
     except Exception as err:  # truncated, garbage, or holding objects weights_only refuses
         reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        if "weights_only" in str(err) or "Weights only load failed" in str(err):  # torch's and timm's wordings
+        with open(path, "rb") as handle:
+            magic = handle.read(4)
+        serialized = magic[:2] == b"PK" or magic[:1] == b"\x80"  # torch's zip format or a legacy pickle
+        if serialized and ("weights_only" in str(err) or "Weights only load failed" in str(err)):
             reason = (
                 "it holds Python objects, which torch.load(weights_only=True) refuses to unpickle; if you trust "
                 "the file, load it with weights_only=False and save its state_dict"
             )
+        elif path.suffix in (".prototxt", ".pbtxt"):
+            reason = "a Caffe prototxt describes a network; its weights are the .caffemodel, which loads"
+        elif not serialized and path.suffix != ".safetensors":
+            reason = "it is neither a torch file (zip or pickle) nor a safetensors file"
         raise ValueError(
             f"{path} is not a readable weights file ({type(err).__name__}: {reason}); pass a torch or safetensors "
             f"checkpoint of the model"
@@ -267,7 +291,10 @@ def load_checkpoint_into(
                 model.num_classes,
                 checkpoint_classes,
             )
-    check_state_dict_fits(state_dict, model, find_matching_archs)
+    try:
+        check_state_dict_fits(state_dict, model, find_matching_archs)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
     not_float = [
         f"{key} ({value.dtype})".replace("torch.", "")
         for key, value in state_dict.items()
@@ -323,6 +350,9 @@ def build_task_model(
             raise ValueError(f"{variant} has no pretrained config {tag!r}; it has {sorted(entry.cfgs)}")
         cfg = entry.cfgs[tag].to_dict()
     cfg.update(pretrained_cfg_overlay or {})
+    release = OFFICIAL.get(f"{variant}.{tag}") if tag else None
+    if release is not None and release.model_args:  # the file's classes and boxes, unless the caller sets them
+        kwargs = {**release.model_args, **kwargs}
     cfg["architecture"] = variant
     if tag:
         cfg["tag"] = tag

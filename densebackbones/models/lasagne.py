@@ -47,6 +47,8 @@ def read_npz_params(path: str | Path) -> list[np.ndarray]:
     except (OSError, zipfile.BadZipFile, EOFError) as err:
         raise ValueError(f"{path} is not a readable .npz file ({type(err).__name__}: {err})") from None
     except ValueError as err:
+        if "pickle" in str(err):  # numpy's allow_pickle refusal: garbage or object arrays, not np.savez of arrays
+            err = ValueError("it is not an np.savez archive of numeric arrays")
         raise ValueError(f"{path} is not a Lasagne parameter file: {err}") from None
 
 

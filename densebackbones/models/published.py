@@ -52,6 +52,7 @@ class Published(NamedTuple):
     weights: str
     file_size_mb: float | None = None
     cfg: dict[str, Any] | None = None
+    model_args: dict[str, Any] | None = None  # what create_model(name.tag) builds by default: the file's classes, boxes
 
 
 def _imagenet_error(error: float, weights: str) -> Published:
@@ -142,7 +143,7 @@ _T7_WITHDRAWN = "official release, Lua Torch .t7 (the README's download links ar
 # loading (models/caffe.py), so these are RGB fractions of 1.
 _DSOD_INPUT = dict(mean=(123 / 255, 117 / 255, 104 / 255), std=(1 / 255,) * 3, license="bsd-2-clause")
 _PELEE_INPUT = dict(mean=(123.68 / 255, 116.78 / 255, 103.94 / 255), std=(1 / (0.017 * 255),) * 3, license="apache-2.0")
-_COCO = dict(num_classes=81)  # create the model with num_classes=81, priors=COCO_PRIORS (heads/ssd.py)
+_COCO = dict(num_classes=81)  # the tag's config; its model_args build the model with them (heads/ssd.py's boxes)
 
 
 def _t7(error: float, size_mb: float, cosine: bool = False) -> Published:
@@ -151,9 +152,10 @@ def _t7(error: float, size_mb: float, cosine: bool = False) -> Published:
                      dict(license="bsd-3-clause"))  # fmt: skip
 
 
-def _caffe(metrics: dict[str, float], source: str, url: str, file: str, size_mb: float | None, **cfg) -> Published:
+def _caffe(metrics: dict[str, float], source: str, url: str, file: str, size_mb: float | None,
+           model_args: dict[str, Any] | None = None, **cfg) -> Published:  # fmt: skip
     return Published(metrics, source, url, f"official release, Caffe {file} (Google Drive link in the README)",
-                     size_mb, cfg)  # fmt: skip
+                     size_mb, cfg, model_args)  # fmt: skip
 
 
 OFFICIAL: dict[str, Published] = {
@@ -227,8 +229,9 @@ OFFICIAL: dict[str, Published] = {
         {"COCO test-dev AP": 29.3},
         "DSOD README (COCO trainval)",
         _DSOD,
-        "DSOD300 COCO; build it with num_classes=81, priors=COCO_PRIORS",
+        "DSOD300 COCO (the tag builds 81 classes, COCO's boxes)",
         87.2,
+        dict(num_classes=81, priors="coco"),
         **_DSOD_INPUT,
         **_COCO,
     ),  # fmt: skip
@@ -242,17 +245,19 @@ OFFICIAL: dict[str, Published] = {
         {"VOC2007 test mAP": 76.4},
         "Pelee README (07+12+COCO)",
         _PELEE,
-        "Pelee VOC07+12+COCO, also as 'Model Merged BN with Conv', which loads too; build it with "
-        "priors=PELEE_COCO_PRIORS, its default boxes",
+        "Pelee VOC07+12+COCO, also as 'Model Merged BN with Conv', which loads too (the tag builds the COCO "
+        "script's boxes, which it was trained with)",
         20.3,
+        dict(priors="pelee_coco"),
         **_PELEE_INPUT,
     ),  # fmt: skip
     "pelee.caffe_coco": _caffe(
         {"COCO test-dev AP": 22.4, "COCO test-dev AP50": 38.3},
         "Pelee README (COCO)",
         _PELEE,
-        "Pelee COCO; build it with num_classes=81, priors=PELEE_COCO_PRIORS",
+        "Pelee COCO (the tag builds 81 classes, the COCO script's boxes)",
         21.0,
+        dict(num_classes=81, priors="pelee_coco"),
         **_PELEE_INPUT,
         **_COCO,
     ),  # fmt: skip
@@ -338,8 +343,8 @@ def no_weights_message(name: str) -> str:
             f"the official weights are under its tags {', '.join(tags)}" if tags else "no weights are published for it"
         )
     return (
-        f"{name} has no weights to download; {where}. Load that file or one of your own (safetensors, torch, or an "
-        f"official .t7 or .caffemodel) with pretrained=True, pretrained_cfg_overlay=dict(file=PATH)"
+        f"{name} has no weights to download; {where}. Load a downloaded file or one of your own (safetensors, torch, "
+        f"or an official .t7, .caffemodel or .npz) with pretrained=True, pretrained_cfg_overlay=dict(file=PATH)"
     )
 
 
@@ -410,6 +415,7 @@ def weights_meta(name: str) -> dict[str, Any]:
         "paper_ids": cfg.get("paper_ids"),
         "categories": ImageNetInfo().label_descriptions() if cfg.get("num_classes") == 1000 else None,
         "recipes": recipes(name),
+        "official_tags": [tag for tag in OFFICIAL if split_model_name_tag(tag)[0] == base],
     }
     if name in OFFICIAL:
         meta["weights"] = OFFICIAL[name].weights

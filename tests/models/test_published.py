@@ -146,3 +146,19 @@ def test_a_tag_of_other_classes_counts_its_own_model():
     with torch.device("meta"):
         coco = db.create_model("pelee", num_classes=81)
     assert weights_meta("pelee.caffe_coco")["num_params"] == sum(p.numel() for p in coco.parameters()) == 5_981_012
+
+
+def test_a_coco_tag_builds_the_files_classes_and_boxes_and_a_bare_name_lists_its_tags():
+    from densebackbones.heads.ssd import COCO_PRIORS, NAMED_PRIORS, PELEE_COCO_PRIORS
+
+    with torch.device("meta"):
+        pelee, dsod = db.create_model("pelee.caffe_coco"), db.create_model("dsod300.caffe_coco")
+        voc_trained_on_coco_boxes = db.create_model("pelee.caffe_voc0712_coco")
+        chosen = db.create_model("pelee.caffe_coco", num_classes=21, priors="voc")  # the caller's arguments win
+    # (the boxes' sizes: a model fits its steps and feature sizes to its own maps)
+    assert (pelee.num_classes, pelee.prior_config.min_sizes) == (81, PELEE_COCO_PRIORS.min_sizes)
+    assert (dsod.num_classes, dsod.prior_config.min_sizes) == (81, COCO_PRIORS.min_sizes)
+    voc_coco = voc_trained_on_coco_boxes
+    assert (voc_coco.num_classes, voc_coco.prior_config.min_sizes) == (21, PELEE_COCO_PRIORS.min_sizes)
+    assert (chosen.num_classes, chosen.prior_config.min_sizes) == (21, NAMED_PRIORS["voc"].min_sizes)
+    assert "dsod300.caffe_coco" in weights_meta("dsod300")["official_tags"]

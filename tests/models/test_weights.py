@@ -200,3 +200,29 @@ TINY = dict(growth_rate=4, block_config=(1, 1, 1, 1))
 
 def _tiny():
     return db.create_model("densenet_bc121_k32", **TINY)
+
+
+def test_files_are_diagnosed_by_their_content_not_their_name(tmp_path):
+    from safetensors.torch import save_file
+
+    kwargs = dict(growth_rate=4, block_config=(1, 1, 1))
+    source = db.create_model("densenet40_k12_cifar", **kwargs)
+    save_file(source.state_dict(), tmp_path / "converted.pth")  # a safetensors file under a .pth name loads
+    loaded = db.create_model("densenet40_k12_cifar", pretrained=True,
+                             pretrained_cfg_overlay=dict(file=str(tmp_path / "converted.pth")), **kwargs)  # fmt: skip
+    torch.testing.assert_close(loaded.classifier.weight, source.classifier.weight)
+    (tmp_path / "garbage.pth").write_bytes(bytes(range(7, 107)))
+    (tmp_path / "net.prototxt").write_text('name: "net"\nlayer { name: "conv" type: "Convolution" }\n')
+    for name, reason in (("garbage.pth", "neither a torch file"), ("net.prototxt", "its weights are the .caffemodel")):
+        with pytest.raises(ValueError, match=f"{name} is not a readable weights file .*{reason}"):
+            db.create_model(
+                "densenet40_k12_cifar", pretrained=True, pretrained_cfg_overlay=dict(file=str(tmp_path / name))
+            )
+
+
+def test_a_backbones_checkpoint_into_a_task_model_is_pointed_at_the_backbone(tmp_path):
+    tiny = dict(growth_rate=4, block_config=(1, 1, 1, 1))
+    torch.save(db.create_model("densenet_bc121_k32", **tiny).state_dict(), tmp_path / "densenet.pth")
+    overlay = dict(file=str(tmp_path / "densenet.pth"))
+    with pytest.raises(ValueError, match=r"densenet\.pth: the checkpoint does not fit .*backbone_kwargs=dict\(pretr"):
+        db.create_model("dense_aspp121", backbone_kwargs=tiny, pretrained=True, pretrained_cfg_overlay=overlay)

@@ -138,7 +138,7 @@ def _bad_values(name: str, arg: str, kind: str) -> st.SearchStrategy:
     if kind == "dict":
         return st.one_of(wrong_type, st.just(("growth_rate", 4)))
     if kind == "priors":
-        return st.sampled_from([300, dict(image_size=300), "voc"])
+        return st.sampled_from([300, dict(image_size=300), "vocc", "VOC"])  # names of NAMED_PRIORS are allowed
     if kind == "layer":
         return st.sampled_from(["BatchNorm2d", 3, nn.BatchNorm2d(3)])
     raise AssertionError(kind)
@@ -380,7 +380,9 @@ def test_converted_condensenet_checkpoints_name_the_arguments_that_fit(tmp_path,
     with pytest.raises(ValueError, match="does not fit") as err:
         _load("condensenet86_cifar_converted", path)
     assert expected in str(err.value)
-    assert "No registered model has that architecture; build the model with those arguments." in str(err.value)
+    assert "No registered model of this family has that architecture; build the model with those arguments." in str(
+        err.value
+    )
     fitting = dict(made_with)
     _load("condensenet86_cifar_converted", path, **fitting)
 
