@@ -12,12 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 from cityscapesscripts.helpers.labels import labels as CITYSCAPES_LABELS
-from torch.utils.data import Dataset
 
-from .files import read_image
-from .segmentation import SegmentationInfo
+from .segmentation import SegmentationFolder, SegmentationInfo
 
 __all__ = ["CITYSCAPES", "CityscapesFolder", "TRAIN_ID_TO_LABEL_ID", "label_ids_to_train_ids"]
 
@@ -53,7 +50,7 @@ def label_ids_to_train_ids(label_ids: np.ndarray, path: Path | str = "label map"
     return _LOOKUP[label_ids]
 
 
-class CityscapesFolder(Dataset):
+class CityscapesFolder(SegmentationFolder):
     """One split of Cityscapes in its layout (see the module docstring); items as :class:`SegmentationFolder`'s:
     ``(image float tensor (3, H, W), train-id mask int64 (H, W))``."""
 
@@ -83,25 +80,6 @@ class CityscapesFolder(Dataset):
             raise FileNotFoundError(f"{extra} has no image in {image_dir} ({len(labels)} label maps without one)")
         self.info, self.transform = info, transform
 
-    def __len__(self) -> int:
-        return len(self.pairs)
-
-    def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """The raw image (H, W, 3) uint8 and its train-id map (H, W) uint8, checked."""
-        image_path, label_path = self.pairs[index]
-        image = read_image(image_path)
-        label = read_image(label_path, f"the label map of {image_path.name}", mode=None)
-        if label.ndim != 2:
-            raise ValueError(f"{label_path} must be a single-channel label-id map, got {label.shape}")
-        if image.shape[:2] != label.shape:
-            raise ValueError(f"image {image_path} is {image.shape[:2]} but its labels {label_path} are {label.shape}")
-        return image, label_ids_to_train_ids(label, label_path)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image, label = self.load(index)
-        if self.transform is not None:
-            out = self.transform(image=image, mask=label)
-            image, label = out["image"], out["mask"]
-        else:
-            image = torch.from_numpy(image).permute(2, 0, 1).float() / 255
-        return image, torch.as_tensor(np.asarray(label), dtype=torch.int64)
+    def class_indices(self, label: np.ndarray, label_path: Path) -> np.ndarray:
+        """The label-id map as train ids (255: not evaluated), through the official table."""
+        return label_ids_to_train_ids(label, label_path)

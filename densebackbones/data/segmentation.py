@@ -131,6 +131,10 @@ class SegmentationFolder(Dataset):
             raise ValueError(f"{label_path} must be a single-channel label map of class indices, got {label.shape}")
         if image.shape[:2] != label.shape:
             raise ValueError(f"image {image_path} is {image.shape[:2]} but its labels {label_path} are {label.shape}")
+        return image, self.class_indices(label, label_path)
+
+    def class_indices(self, label: np.ndarray, label_path: Path) -> np.ndarray:
+        """The label map as class indices (void: ``info.ignore_index``), checked: here the file holds them."""
         values = np.unique(label)
         bad = [int(v) for v in values if v >= self.info.num_classes and v != self.info.ignore_index]
         if bad:
@@ -138,7 +142,7 @@ class SegmentationFolder(Dataset):
                 f"{label_path} has label values {bad} outside 0..{self.info.num_classes - 1} and the void index "
                 f"{self.info.ignore_index}"
             )
-        return image, label
+        return label
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         image, label = self.load(index)

@@ -34,7 +34,7 @@ from google.protobuf.message import DecodeError, Message
 from torch import Tensor, nn
 
 from ..registry import create_model
-from .layer_order import execution_order
+from .layer_order import as_entry, assign_fields, execution_order
 from .layer_order import layer_kind as _kind
 
 __all__ = ["CaffeUnit", "caffe_messages", "caffe_state_dict", "read_net", "weight_units"]
@@ -280,12 +280,6 @@ def weight_units(net: Message) -> list[CaffeUnit]:
     return units
 
 
-def _tensor(array: np.ndarray, like: Tensor, what: str) -> Tensor:
-    if array.size != like.numel():
-        raise ValueError(f"{what}: {tuple(array.shape)} in the file, {tuple(like.shape)} in the model")
-    return torch.from_numpy(np.ascontiguousarray(array)).reshape(like.shape).to(like.dtype)
-
-
 def _check_geometry(unit: CaffeUnit, name: str, conv: nn.Conv2d) -> None:
     ours = dict(kernel_size=conv.kernel_size, stride=conv.stride, padding=conv.padding, groups=conv.groups,
                 dilation=conv.dilation, out_channels=conv.out_channels)  # fmt: skip
@@ -301,17 +295,11 @@ def _assign(unit: CaffeUnit, name: str, module: nn.Module, state: dict[str, Tens
         state[f"{name}.weight"] = torch.from_numpy(weight.reshape(weight.shape[0], -1)).float()
         state[f"{name}.bias"] = torch.from_numpy(unit.arrays["bias"].reshape(-1)).float()
         return
-    for key in ("weight", "bias", "running_mean", "running_var"):
-        if key in own:
-            if key not in unit.arrays:
-                raise ValueError(f"{name}.{key}: the file's {unit.describe()} has no {key}")
-            state[f"{name}.{key}"] = _tensor(unit.arrays[key], own[key], f"{name}.{key}")
-        elif key in unit.arrays and np.any(unit.arrays[key]):
-            raise ValueError(f"{name}: the file's {unit.describe()} has a {key}, the model's layer none")
+    assign_fields(unit.arrays, own, name, unit.describe(), state, ("weight", "bias", "running_mean", "running_var"))
     if unit.kind == "norm":
         # the file's eps folded into the variance: (var + eps_file) = (var' + eps_model)
         var = unit.arrays["running_var"] + unit.eps - module.eps
-        state[f"{name}.running_var"] = _tensor(np.maximum(var, 0.0), own["running_var"], name)
+        state[f"{name}.running_var"] = as_entry(np.maximum(var, 0.0), own["running_var"], name)
         state[f"{name}.num_batches_tracked"] = torch.zeros_like(own["num_batches_tracked"])
 
 
@@ -319,7 +307,7 @@ def _identity_norm(bias: np.ndarray, name: str, module: nn.Module, state: dict[s
     """A batch norm that adds ``bias``: the place of a merged file's convolution bias."""
     own = module.state_dict()
     state[f"{name}.weight"] = torch.ones_like(own["weight"])
-    state[f"{name}.bias"] = _tensor(bias, own["bias"], f"{name}.bias")
+    state[f"{name}.bias"] = as_entry(bias, own["bias"], f"{name}.bias")
     state[f"{name}.running_mean"] = torch.zeros_like(own["running_mean"])
     state[f"{name}.running_var"] = torch.full_like(own["running_var"], 1.0 - module.eps)
     state[f"{name}.num_batches_tracked"] = torch.zeros_like(own["num_batches_tracked"])

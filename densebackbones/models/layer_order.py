@@ -1,5 +1,6 @@
-"""The order in which a model calls its layers that hold weights: how files without our key names (the official
-Caffe and Lasagne releases, which list their layers in computing order) are matched to a model."""
+"""The order in which a model calls its layers that hold weights, and the assignment of a file's arrays to them: how
+files without our key names (the official Lua Torch, Caffe and Lasagne releases, which list their layers in computing
+order) are matched to a model."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ import copy
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 
-__all__ = ["execution_order", "layer_kind"]
+__all__ = ["as_entry", "assign_fields", "execution_order", "layer_kind"]
 
 
 def layer_kind(module: nn.Module) -> str | None:
@@ -46,3 +48,25 @@ def execution_order(model: nn.Module, input_size: Sequence[int]) -> list[tuple[s
         shadow(torch.zeros(1, *input_size, device="meta", dtype=next(shadow.parameters()).dtype))
     modules = dict(model.named_modules())
     return [(name, modules[name]) for name in order]
+
+
+def as_entry(array: np.ndarray, like: Tensor, what: str) -> Tensor:
+    """``array`` as a state_dict entry shaped and typed as ``like``; a size that differs: one line naming ``what``."""
+    if array.size != like.numel():
+        raise ValueError(f"{what}: {tuple(array.shape)} in the file, {tuple(like.shape)} in the model")
+    return torch.from_numpy(np.ascontiguousarray(array)).reshape(like.shape).to(like.dtype)
+
+
+def assign_fields(
+    arrays: dict[str, np.ndarray], own: dict[str, Tensor], name: str, what: str, state: dict[str, Tensor],
+    fields: Sequence[str],
+) -> None:  # fmt: skip
+    """``state[name.field] = arrays[field]`` for each of ``fields`` the module ``name`` has (its ``own`` state);
+    a field the module has and the file's layer (``what``) lacks, or a non-zero one the module lacks: an error."""
+    for field in fields:
+        if field in own:
+            if field not in arrays:
+                raise ValueError(f"{name}.{field}: the file's {what} has no {field}")
+            state[f"{name}.{field}"] = as_entry(arrays[field], own[field], f"{name}.{field}")
+        elif field in arrays and np.any(arrays[field]):
+            raise ValueError(f"{name}: the file's {what} has a {field}, the model's layer none")

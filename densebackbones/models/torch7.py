@@ -25,6 +25,7 @@ import torchfile
 from torch import Tensor, nn
 
 from ..registry import create_model
+from .layer_order import as_entry, assign_fields
 
 __all__ = ["T7Layer", "read_t7_layers", "t7_state_dict"]
 
@@ -102,32 +103,20 @@ def _kind(module: nn.Module) -> str:
     return "conv" if isinstance(module, nn.Conv2d) else "norm" if isinstance(module, nn.BatchNorm2d) else "linear"
 
 
-def _tensor(array: np.ndarray, like: Tensor, what: str) -> Tensor:
-    if array.size != like.numel():
-        raise ValueError(f"{what}: {tuple(array.shape)} in the file, {tuple(like.shape)} in the model")
-    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).reshape(like.shape).to(like.dtype)
-
-
 def _assign(layer: T7Layer, name: str, module: nn.Module, state: dict[str, Tensor]) -> None:
     own = module.state_dict()
     if layer.kind == "linear":  # the classifier as the file has it: a size of its own is replaced by the loader
         state[f"{name}.weight"] = torch.from_numpy(np.ascontiguousarray(layer.arrays["weight"], dtype=np.float32))
         state[f"{name}.bias"] = torch.from_numpy(np.ascontiguousarray(layer.arrays["bias"], dtype=np.float32))
         return
-    for field in ("weight", "bias"):
-        if field in own:
-            if field not in layer.arrays:
-                raise ValueError(f"{name}.{field}: the file's {layer.typename} has no {field}")
-            state[f"{name}.{field}"] = _tensor(layer.arrays[field], own[field], f"{name}.{field}")
-        elif field in layer.arrays and np.any(layer.arrays[field]):
-            raise ValueError(f"{name}: the file's {layer.typename} has a {field}, the model's layer none")
+    assign_fields(layer.arrays, own, name, layer.typename, state, ("weight", "bias"))
     if layer.kind == "norm":
-        state[f"{name}.running_mean"] = _tensor(layer.arrays["running_mean"], own["running_mean"], name)
+        state[f"{name}.running_mean"] = as_entry(layer.arrays["running_mean"], own["running_mean"], name)
         if "running_var" in layer.arrays:
             var = layer.arrays["running_var"]
         else:  # old Torch kept the inverse standard deviation: 1 / sqrt(var + eps)
             var = 1.0 / np.square(layer.arrays["running_std"].astype(np.float64)) - (layer.eps or module.eps)
-        state[f"{name}.running_var"] = _tensor(var, own["running_var"], name)
+        state[f"{name}.running_var"] = as_entry(var, own["running_var"], name)
         state[f"{name}.num_batches_tracked"] = torch.zeros_like(own["num_batches_tracked"])
 
 
