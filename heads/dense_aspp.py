@@ -143,7 +143,7 @@ class DenseASPP(_MemoryModes, InputSizeCheck, nn.Module):
         memory_mode: ``'plain'``, ``'buffer'`` or ``'efficient'`` for the backbone's dense blocks.
 
     Shape:
-        Input: (N, 3, H, W), H and W at least 8. Output: (N, num_classes, H, W) logits.
+        Input: (N, 3, H, W), H and W at least 16. Output: (N, num_classes, H, W) logits.
     """
 
     pretrained_cfg = {"classifier": "head.classifier", "first_conv": "features.conv0"}
@@ -192,8 +192,10 @@ class DenseASPP(_MemoryModes, InputSizeCheck, nn.Module):
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_uniform_(m.weight)
         self.num_classes = num_classes
-        self.in_chans, self.min_input_size = net.in_chans, 8
-        self.input_size_reason = "three stride-2 layers before the dilated blocks"
+        # 16 px: the features (stride 8) have two pixels, between which the aligned-corner upsampling interpolates
+        # (on one pixel it degenerates to a copy, a case torch.export guards against with dynamic sizes)
+        self.in_chans, self.min_input_size = net.in_chans, 16
+        self.input_size_reason = "two pixels at output stride 8 for the aligned-corner upsampling"
         if memory_mode is not None:
             set_memory_mode(self, memory_mode)
 

@@ -52,3 +52,16 @@ def test_bad_arguments_name_the_problem():
         db.create_model("dense_aspp121", backbone="peleenet")
     with pytest.raises(ValueError, match="output_stride is DenseASPP's to set"):
         db.create_model("dense_aspp121", backbone_kwargs=dict(output_stride=16))
+
+
+def test_exports_with_dynamic_sizes_from_its_stated_minimum():
+    model = db.create_model("dense_aspp121", **tiny_kwargs("dense_aspp121")).eval()
+    side = torch.export.Dim("side", min=model.min_input_size, max=1024)
+    width = torch.export.Dim("width", min=model.min_input_size, max=1024)
+    program = torch.export.export(model, (torch.randn(1, 3, 64, 80),), dynamic_shapes={"x": {2: side, 3: width}})
+    for size in ((16, 16), (45, 67)):
+        x = torch.randn(1, 3, *size)
+        with torch.no_grad():
+            torch.testing.assert_close(program.module()(x), model(x))
+    with pytest.raises(ValueError, match="two pixels at output stride 8"):
+        model(torch.randn(1, 3, 15, 32))
