@@ -34,7 +34,7 @@ from torch import Tensor
 from densebackbones.layers import set_memory_mode
 from densebackbones.models import checks
 from densebackbones.models.densenet import DenseNet
-from densebackbones.models.helpers import InputSizeCheck, build_task_model, load_checkpoint_into
+from densebackbones.models.helpers import InputSizeCheck, build_task_model, load_checkpoint_into, task_cfg
 from densebackbones.models.published import with_published
 from densebackbones.registry import create_model, model_class, register_model
 
@@ -220,18 +220,7 @@ ARCHS = {
 
 
 def _cfg() -> dict[str, Any]:
-    return {
-        "url": "",
-        "num_classes": 19,
-        "input_size": (3, 1024, 2048),
-        "crop_pct": 1.0,  # whole images, resized as the task's data pipeline does (not a classifier's centre crop)
-        "interpolation": "bilinear",
-        "mean": (0.485, 0.456, 0.406),
-        "std": (0.229, 0.224, 0.225),
-        "classifier": "head.classifier",
-        "first_conv": "features.conv0",
-        "paper_ids": "CVPR 2018 (Yang et al., DenseASPP)",
-    }
+    return task_cfg(19, (3, 1024, 2048), "head.classifier", "CVPR 2018 (Yang et al.)", first_conv="features.conv0")
 
 
 default_cfgs = generate_default_cfgs(with_published({name: _cfg() for name in ARCHS}))

@@ -39,7 +39,7 @@ from densebackbones.layers import (
     set_memory_mode,
 )
 from densebackbones.models import checks
-from densebackbones.models.helpers import InputSizeCheck, build_task_model
+from densebackbones.models.helpers import InputSizeCheck, build_task_model, task_cfg
 from densebackbones.models.published import with_published
 from densebackbones.registry import create_model, register_model
 
@@ -501,22 +501,11 @@ class DenseSegmentor(_MemoryModes, InputSizeCheck, _BatchStatsAtTest, nn.Module)
 
 
 # ------------------------------------------------------------------------------------------------ registered models
-def _cfg(**kwargs) -> dict[str, Any]:
+def _cfg() -> dict[str, Any]:
     # CamVid as FC-DenseNet trains on it: 11 classes (void ignored), 360x480 images, its per-channel statistics
     # (densebackbones.data.segmentation).
-    return {
-        "url": "",
-        "num_classes": 11,
-        "input_size": (3, 360, 480),
-        "crop_pct": 1.0,  # whole images, resized as the task's data pipeline does (not a classifier's centre crop)
-        "interpolation": "bilinear",
-        "mean": (0.4112, 0.4252, 0.4329),
-        "std": (0.3070, 0.3118, 0.3057),
-        "classifier": "decoder.classifier",
-        "first_conv": None,
-        "paper_ids": "arXiv:1611.09326",
-        **kwargs,
-    }
+    camvid = dict(mean=(0.4112, 0.4252, 0.4329), std=(0.3070, 0.3118, 0.3057))
+    return task_cfg(11, (3, 360, 480), "decoder.classifier", "arXiv:1611.09326", **camvid)
 
 
 default_cfgs = generate_default_cfgs(

@@ -21,7 +21,7 @@ from torch import Tensor
 from torchvision.ops import batched_nms, box_iou
 
 from densebackbones.models import checks
-from densebackbones.models.helpers import InputSizeCheck
+from densebackbones.models.helpers import InputSizeCheck, task_cfg
 from densebackbones.registry import create_model
 
 __all__ = [
@@ -319,21 +319,9 @@ def postprocess(
 
 def voc_detector_cfg(image_size: int, paper_ids: str) -> dict[str, Any]:
     """timm-style default config of a detector as its paper trains it on Pascal VOC: 20 classes + background,
-    square ``image_size`` inputs, ImageNet normalisation, no weights."""
-    return {
-        "url": "",
-        "num_classes": 21,
-        "input_size": (3, image_size, image_size),
-        "crop_pct": 1.0,  # whole images, resized as the task's data pipeline does (not a classifier's centre crop)
-        "interpolation": "bilinear",
-        "mean": (0.485, 0.456, 0.406),
-        "std": (0.229, 0.224, 0.225),
-        # the per-level class layers: replaced when a checkpoint has other classes (fine-tuning), refused by the
-        # evaluation and prediction tools
-        "classifier": "head.conf",
-        "first_conv": None,
-        "paper_ids": paper_ids,
-    }
+    square ``image_size`` inputs, ImageNet normalisation, no weights; the per-level class layers (``head.conf``) are
+    replaced when a checkpoint has other classes (fine-tuning) and refused by the evaluation and prediction tools."""
+    return task_cfg(21, (3, image_size, image_size), "head.conf", paper_ids)
 
 
 class SingleShotDetector(InputSizeCheck, nn.Module):

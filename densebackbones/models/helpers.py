@@ -13,6 +13,7 @@ from typing import Any
 
 import safetensors.torch
 import torch
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import adapt_input_conv, load_state_dict
 from timm.models._features import FeatureGetterNet
 from torch import Tensor, nn
@@ -34,6 +35,7 @@ __all__ = [
     "check_out_indices",
     "check_state_dict_fits",
     "load_checkpoint_into",
+    "task_cfg",
 ]
 
 
@@ -317,6 +319,32 @@ def check_weights_overlay(overlay: dict[str, Any] | None, pretrained: bool) -> N
             f"pretrained_cfg_overlay names the file {overlay['file']!r} but pretrained=False, so it would not be "
             "loaded; pass pretrained=True"
         )
+
+
+def task_cfg(
+    num_classes: int,
+    input_size: tuple[int, int, int],
+    classifier: str,
+    paper_ids: str,
+    mean: tuple[float, ...] = IMAGENET_DEFAULT_MEAN,
+    std: tuple[float, ...] = IMAGENET_DEFAULT_STD,
+    first_conv: str | None = None,
+) -> dict[str, Any]:
+    """timm-style default config of a segmentation or detection model: no weights, whole images (``crop_pct`` 1, as
+    the task's data pipeline resizes them, not a classifier's centre crop), bilinear resizing, and where checkpoint
+    loading finds the class layers (``classifier``: replaced when a checkpoint has other classes)."""
+    return {
+        "url": "",
+        "num_classes": num_classes,
+        "input_size": input_size,
+        "crop_pct": 1.0,
+        "interpolation": "bilinear",
+        "mean": mean,
+        "std": std,
+        "classifier": classifier,
+        "first_conv": first_conv,
+        "paper_ids": paper_ids,
+    }
 
 
 def build_task_model(
