@@ -185,7 +185,7 @@ def _torch_state_dict(path: Path) -> dict[str, Tensor]:
         reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
         with open(path, "rb") as handle:
             magic = handle.read(4)
-        serialized = magic[:2] == b"PK" or magic[:1] == b"\x80"  # torch's zip format or a legacy pickle
+        serialized = magic[:2] in (b"PK", b"\x80\x02")  # torch's zip format or its legacy pickle (protocol 2)
         if serialized and ("weights_only" in str(err) or "Weights only load failed" in str(err)):
             reason = (
                 "it holds Python objects, which torch.load(weights_only=True) refuses to unpickle; if you trust "
