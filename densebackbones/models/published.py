@@ -282,6 +282,39 @@ OFFICIAL: dict[str, Published] = {
     ),
 }
 
+# Where each official file is, as its README links it (Google Drive and Dropbox pages: no program downloads them).
+_DRIVE = "https://drive.google.com/open?id="
+_LINKS = {
+    "dsod300.caffe_voc0712": _DRIVE + "0B4cvsEOB5eUCaGU3MkRkOENRWWc",
+    "dsod300.caffe_voc0712_bs12": _DRIVE + "1_ur6TYiLPUGsHoZQM1yxAZ2AXgSe-Qxm",
+    "dsod300.caffe_voc0712_coco": _DRIVE + "0B4cvsEOB5eUCa3lDWTNIa1BfMUU",
+    "dsod300.caffe_voc0712plus": _DRIVE + "0B4cvsEOB5eUCV2cyeU9qZVlhSEk",
+    "dsod300.caffe_voc0712plus_coco": _DRIVE + "0B4cvsEOB5eUCLXhGdlUtT3B2cDQ",
+    "dsod300.caffe_coco": _DRIVE + "0B4cvsEOB5eUCYXoxcGRCbVFMNms",
+    "dsod300_lite.caffe_voc0712": _DRIVE + "0B4cvsEOB5eUCQVozLVhONS1EX2s",
+    "pelee.caffe_voc0712": _DRIVE + "1KJHKYQ2nChZXlxroZRpg-tRsksTXUhe9",
+    "pelee.caffe_voc0712_coco": _DRIVE
+    + "1ZKAP9d7Hzxi9Jc09ApL2BH1SgXXZPJk4 (merged form: "
+    + _DRIVE
+    + "1AH46csPPufZl3NYwk6xcHDmnYVwmN05e)",
+    "pelee.caffe_coco": _DRIVE + "1NXfmytr_55Njg8h6MXVflo3-tvhxYdm8",
+    "condensenet74_c4_g4_converted.official_in1k": "https://www.dropbox.com/s/sj26rm4so3uhdmg/converted_condensenet_4.pth.tar",
+    "condensenet74_c8_g8_converted.official_in1k": "https://www.dropbox.com/s/aj1xpd6zcnclous/converted_condensenet_8.pth.tar",
+    "msdnet_imagenet.official_in1k": "https://www.dropbox.com/sh/7p758wfcq4wm6lf/AACU4hFtV1_4UQavexrsSs1Ba",
+    "dense_aspp161.official_cityscapes": "https://drive.google.com/file/d/1sCr-OkMUayaHAijdQrzndKk2WW78MVZG/view",
+}
+_README_LINK = (
+    " (Google Drive link in the README)",
+    " (Dropbox link in the README)",
+    "Google Drive link in the README; ",
+    "Dropbox folder in the README; ",
+)
+for _tag, _link in _LINKS.items():
+    _where = OFFICIAL[_tag].weights
+    for _phrase in _README_LINK:
+        _where = _where.replace(_phrase, "")
+    OFFICIAL[_tag] = OFFICIAL[_tag]._replace(weights=f"{_where}, at {_link}")
+
 # Tags whose weights torchvision serves: their metrics are torchvision's (weights.meta), read where needed.
 TORCHVISION_WEIGHTS = {
     "densenet_bc121_k32.tv_in1k": "DenseNet121_Weights.IMAGENET1K_V1",
