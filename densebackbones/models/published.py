@@ -154,7 +154,7 @@ def _t7(error: float, size_mb: float, cosine: bool = False) -> Published:
 
 def _caffe(metrics: dict[str, float], source: str, url: str, file: str, size_mb: float | None,
            model_args: dict[str, Any] | None = None, **cfg) -> Published:  # fmt: skip
-    return Published(metrics, source, url, f"official release, Caffe {file} (Google Drive link in the README)",
+    return Published(metrics, source, url, f"official release, Caffe {file}",
                      size_mb, cfg, model_args)  # fmt: skip
 
 
@@ -186,7 +186,7 @@ OFFICIAL: dict[str, Published] = {
         {"ImageNet-1k top-1 error": 26.2},
         "CondenseNet README",
         _CONDENSE,
-        "official release, PyTorch converted_condensenet_4.pth.tar (Dropbox link in the README)",
+        "official release, PyTorch converted_condensenet_4.pth.tar",
         18.69,
         dict(license="mit"),
     ),  # fmt: skip
@@ -194,7 +194,7 @@ OFFICIAL: dict[str, Published] = {
         {"ImageNet-1k top-1 error": 29.0},
         "CondenseNet README",
         _CONDENSE,
-        "official release, PyTorch converted_condensenet_8.pth.tar (Dropbox link in the README)",
+        "official release, PyTorch converted_condensenet_8.pth.tar",
         11.68,
         dict(license="mit"),
     ),  # fmt: skip
@@ -202,7 +202,7 @@ OFFICIAL: dict[str, Published] = {
         {},
         "MSDNet-PyTorch README (accuracy per budget: curves, Huang et al., ICLR 2018, Fig. 7)",
         _MSD,
-        "official release, PyTorch (Dropbox folder in the README; official key names load)",
+        "official release, PyTorch (official key names load)",
         cfg=dict(license="mit"),
     ),  # fmt: skip
     "dsod300.caffe_voc0712": _caffe(
@@ -269,7 +269,7 @@ OFFICIAL: dict[str, Published] = {
         },
         "DenseASPP README (checkpoint table)",
         "https://github.com/DeepMotionAIResearch/DenseASPP",
-        "official release, PyTorch DenseASPP161 checkpoint (Google Drive link in the README; official key names load)",
+        "official release, PyTorch DenseASPP161 checkpoint (official key names load)",
         142.7,
     ),
     "fc_densenet103.lasagne_camvid": Published(
@@ -303,17 +303,8 @@ _LINKS = {
     "msdnet_imagenet.official_in1k": "https://www.dropbox.com/sh/7p758wfcq4wm6lf/AACU4hFtV1_4UQavexrsSs1Ba",
     "dense_aspp161.official_cityscapes": "https://drive.google.com/file/d/1sCr-OkMUayaHAijdQrzndKk2WW78MVZG/view",
 }
-_README_LINK = (
-    " (Google Drive link in the README)",
-    " (Dropbox link in the README)",
-    "Google Drive link in the README; ",
-    "Dropbox folder in the README; ",
-)
-for _tag, _link in _LINKS.items():
-    _where = OFFICIAL[_tag].weights
-    for _phrase in _README_LINK:
-        _where = _where.replace(_phrase, "")
-    OFFICIAL[_tag] = OFFICIAL[_tag]._replace(weights=f"{_where}, at {_link}")
+for _tag, _link in _LINKS.items():  # the address each entry's file has, as its README links it
+    OFFICIAL[_tag] = OFFICIAL[_tag]._replace(weights=f"{OFFICIAL[_tag].weights}, at {_link}")
 
 # Tags whose weights torchvision serves: their metrics are torchvision's (weights.meta), read where needed.
 TORCHVISION_WEIGHTS = {
