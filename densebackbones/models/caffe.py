@@ -252,7 +252,6 @@ def weight_units(net: Message) -> list[CaffeUnit]:
                 groups=p.group if p.HasField("group") else 1,
                 dilation=_pair(p.dilation, 0, 0, 1),
                 out_channels=p.num_output,
-                bias=p.bias_term if p.HasField("bias_term") else True,
             )
             arrays = dict(zip(("weight", "bias"), blobs))
             units.append(CaffeUnit("conv", (layer.name,), arrays, geometry))
@@ -270,7 +269,6 @@ def weight_units(net: Message) -> list[CaffeUnit]:
             unit = open_norm.pop(layer.bottom[0])
             unit.names += (layer.name,)
             unit.arrays.update(zip(("weight", "bias"), blobs))
-            unit.geometry["affine"] = True
         elif layer.type == "Normalize":
             units.append(CaffeUnit("l2norm", (layer.name,), dict(zip(("weight",), blobs))))
         elif layer.type == "InnerProduct":
