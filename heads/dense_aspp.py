@@ -14,8 +14,10 @@ the official code (DeepMotionAIResearch/DenseASPP, ``models/DenseASPP.py`` and `
   169 (336, 168), 201 (480, 240).
 
 :class:`DenseASPP` takes any registered DenseNet by name (its layers up to the last dense block, module names and
-memory modes kept); the official checkpoint (``ASPP_3.conv.1``, ``features.transition4``, ``classification.1``,
-legacy ``norm.1`` keys, DataParallel's ``module.``) loads through ``pretrained_cfg_overlay=dict(file=...)``.
+memory modes kept), or any other registered pyramid backbone (its deepest ``features_only`` level at output stride 8,
+followed by the same transition, norm and branches; MSDNet, whose scales start at the stem, has no output stride 8).
+The official checkpoint (``ASPP_3.conv.1``, ``features.transition4``, ``classification.1``, legacy ``norm.1`` keys,
+DataParallel's ``module.``) loads through ``pretrained_cfg_overlay=dict(file=...)``.
 """
 
 from __future__ import annotations
@@ -132,12 +134,25 @@ def dense_aspp_filter_fn(state_dict: dict[str, Tensor], model: nn.Module) -> dic
     return state
 
 
+class DeepestLevel(nn.Module):
+    """A backbone's feature extractor (``features_only``, one level) returning that level's map."""
+
+    def __init__(self, extractor: nn.Module) -> None:
+        super().__init__()
+        self.extractor = extractor
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.extractor(x)[-1]
+
+
 class DenseASPP(_MemoryModes, InputSizeCheck, nn.Module):
-    """DenseASPP on a registered DenseNet at output stride 8 (see the module docstring).
+    """DenseASPP on a registered backbone at output stride 8 (see the module docstring).
 
     Args:
         num_classes: output classes (Cityscapes: 19).
-        backbone: a registered DenseNet (``'densenet_bc161_k48'``...).
+        backbone: a registered DenseNet (``'densenet_bc161_k48'``...: the official network), or any other registered
+            pyramid backbone (``'peleenet'``, ``'condensenet74_c4_g4'``...), whose deepest level at output stride 8
+            the head reads.
         backbone_kwargs: passed to ``create_model`` (``pretrained=True``, ``memory_mode``, ``drop_path_rate``...).
         d_feature0, d_feature1, dilations, drop_rate, classifier_drop_rate: of :class:`DenseASPPHead`.
         memory_mode: ``'plain'``, ``'buffer'`` or ``'efficient'`` for the backbone's dense blocks.
@@ -173,20 +188,22 @@ class DenseASPP(_MemoryModes, InputSizeCheck, nn.Module):
         for key in ("output_stride", "num_classes", "features_only"):
             if key in kwargs:
                 raise ValueError(f"backbone_kwargs: {key} is DenseASPP's to set (output stride 8, no classifier)")
-        if not issubclass(model_class(backbone), DenseNet):
-            raise ValueError(
-                f"backbone={backbone!r} is a {model_class(backbone).__name__}; DenseASPP is built on the DenseNets "
-                f"(densenet_bc121_k32, densenet_bc161_k48, densenet_bc169_k32, densenet_bc201_k32...)"
+        if issubclass(model_class(backbone), DenseNet):
+            net = create_model(backbone, output_stride=8, num_classes=0, **kwargs)
+            # The official network: the DenseNet's layers up to its last dense block (names kept); the head brings
+            # the extra transition and norm in place of DenseNet's final norm.
+            last = [name for name in net.features._modules if name.startswith("denseblock")][-1]
+            names = list(net.features._modules)
+            self.features = nn.Sequential(
+                OrderedDict((n, net.features._modules[n]) for n in names[: names.index(last) + 1])
             )
-        net = create_model(backbone, output_stride=8, num_classes=0, **kwargs)
-        # The official network: the DenseNet's layers up to its last dense block (names kept); the head brings the
-        # extra transition and norm in place of DenseNet's final norm.
-        last = [name for name in net.features._modules if name.startswith("denseblock")][-1]
-        names = list(net.features._modules)
-        self.features = nn.Sequential(
-            OrderedDict((n, net.features._modules[n]) for n in names[: names.index(last) + 1])
-        )
-        chs = net.features._modules[last].out_chs
+            chs, smallest = net.features._modules[last].out_chs, net.min_input_size
+        else:
+            # Any other pyramid backbone (PeleeNet, CondenseNet, DSOD's stems...): its deepest level at output stride
+            # 8 through its feature extractor; the head's transition and norm follow as on a DenseNet.
+            extractor = create_model(backbone, features_only=True, out_indices=(-1,), output_stride=8, **kwargs)
+            self.features = DeepestLevel(extractor)
+            net, chs, smallest = extractor, extractor.feature_info.channels()[-1], extractor.model.min_input_size
         self.head = DenseASPPHead(chs, num_classes, d_feature0, d_feature1, dilations, drop_rate, classifier_drop_rate)
         for m in self.head.modules():  # the official initialisation of the new layers
             if isinstance(m, nn.Conv2d):
@@ -194,7 +211,7 @@ class DenseASPP(_MemoryModes, InputSizeCheck, nn.Module):
         self.num_classes = num_classes
         # 16 px: the features (stride 8) have two pixels, between which the aligned-corner upsampling interpolates
         # (on one pixel it degenerates to a copy, a case torch.export guards against with dynamic sizes)
-        self.in_chans, self.min_input_size = net.in_chans, 16
+        self.in_chans, self.min_input_size = net.in_chans, max(16, smallest)
         self.input_size_reason = "two pixels at output stride 8 for the aligned-corner upsampling"
         if memory_mode is not None:
             set_memory_mode(self, memory_mode)

@@ -89,6 +89,7 @@ DENSE_ASPP_ROWS = [
     Row("dense_aspp169", "DenseASPP on DenseNet-169 (336, 168)"),
     Row("dense_aspp201", "DenseASPP on DenseNet-201 (480, 240)"),
 ]
+DEEPLAB_ROWS = [Row("deeplabv3_densenet121", "DeepLabV3 (torchvision's head) on DenseNet-121 at output stride 8")]
 DSOD_DETECTION_ROWS = [
     Row("dsod300", "DSOD300, VOC (21 classes)", "14.8M (docs/reference.md: 14.72M trainable)"),
     Row("dsod300_lite", "DSOD300-lite, VOC (its backbone's layers per block reconstructed)", "10.4M"),
@@ -206,12 +207,13 @@ TABLES: dict[str, tuple[str, Callable[[], str]]] = {
     "msdnet": ("msdnet.md", lambda: classification_table(_matching("msdnet")())),
     "fc_densenet": ("fc_densenet.md", lambda: segmentation_table(SEGMENTATION_ROWS)),
     "dense_aspp": ("dense_aspp.md", lambda: segmentation_table(DENSE_ASPP_ROWS)),
+    "deeplab": ("dense_aspp.md", lambda: segmentation_table(DEEPLAB_ROWS)),
 }
 
 
 def check_coverage() -> None:
     """Every registered model is in a table, and every name in a table is registered."""
-    rows = SEGMENTATION_ROWS + DENSE_ASPP_ROWS + DSOD_DETECTION_ROWS + PELEE_DETECTION_ROWS
+    rows = SEGMENTATION_ROWS + DENSE_ASPP_ROWS + DEEPLAB_ROWS + DSOD_DETECTION_ROWS + PELEE_DETECTION_ROWS
     tabled = set(PAPER_MODELS) | {r.name for r in rows}
     registered = set(db.list_models())
     if tabled != registered:

@@ -47,9 +47,33 @@ def test_memory_modes_agree_and_the_output_has_the_input_size():
         torch.testing.assert_close(out, outputs[0])
 
 
+@pytest.mark.parametrize("backbone", ["peleenet", "condensenet74_c4_g4", "dsod_ds64_192_48_1"])
+def test_sits_on_any_pyramid_backbone_at_output_stride_8(backbone):
+    # The head reads the backbone's deepest level at stride 8 (its own extractor at output_stride=8), and the whole
+    # model follows the backbone's memory modes with equal results.
+    torch.manual_seed(0)
+    model = db.create_model("dense_aspp121", backbone=backbone, backbone_kwargs=tiny_kwargs(backbone), num_classes=3)
+    tiny = tiny_kwargs(backbone)
+    reference = db.create_model(backbone, features_only=True, out_indices=(-1,), output_stride=8, **tiny)
+    reference.load_state_dict(model.features.extractor.state_dict())
+    model, reference = model.double().eval(), reference.double().eval()
+    x = torch.randn(1, 3, 40, 56, dtype=torch.float64)
+    with torch.no_grad():
+        deepest = reference(x)[-1]
+        assert deepest.shape[-2:] == (5, 7)  # stride 8
+        torch.testing.assert_close(model.head(deepest), model.head(model.features(x)))
+        outputs = []
+        for mode in ("plain", "buffer", "efficient"):
+            model.set_memory_mode(mode)
+            outputs.append(model(x))
+    assert outputs[0].shape == (1, 3, 40, 56)
+    for out in outputs[1:]:
+        torch.testing.assert_close(out, outputs[0])
+
+
 def test_bad_arguments_name_the_problem():
-    with pytest.raises(ValueError, match="DenseASPP is built on the DenseNets"):
-        db.create_model("dense_aspp121", backbone="peleenet")
+    with pytest.raises(ValueError, match="msdnet_imagenet takes output_stride=32 only"):
+        db.create_model("dense_aspp121", backbone="msdnet_imagenet")
     with pytest.raises(ValueError, match="output_stride is DenseASPP's to set"):
         db.create_model("dense_aspp121", backbone_kwargs=dict(output_stride=16))
 

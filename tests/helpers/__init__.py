@@ -66,6 +66,8 @@ def tiny_kwargs(name: str) -> dict:
         return dict(encoder_kwargs=dict(TINY_DENSE, block_config=blocks), growth_rate=4, layers_per_block=1)
     if name.startswith("dense_aspp"):
         return dict(backbone_kwargs=dict(TINY_DENSE, block_config=(1, 1, 1, 1)), d_feature0=8, d_feature1=4)
+    if name.startswith("deeplabv3"):
+        return dict(backbone_kwargs=dict(TINY_DENSE, block_config=(1, 1, 1, 1)))
     if name.startswith("dsod"):
         backbone = TINY_DSOD_BACKBONE if name.startswith("dsod300") else dict(TINY_DENSE, block_config=(1, 1, 1, 1))
         return dict(backbone_kwargs=backbone, head_kwargs=TINY_DSOD_HEAD)
@@ -88,6 +90,7 @@ FAMILIES = {
     "fc_densenet": "fc_densenet56",
     "fc_densenet_bc": "fc_densenet_bc121_k32",
     "dense_aspp": "dense_aspp121",
+    "deeplabv3": "deeplabv3_densenet121",
     "dsod": "dsod300",
     "dsod_bc": "dsod_bc121_k32",
     "pelee": "pelee",
@@ -101,6 +104,7 @@ def family_of(name: str) -> str:
         ("fc_densenet_bc", "fc_densenet_bc"),
         ("fc_densenet", "fc_densenet"),
         ("dense_aspp", "dense_aspp"),
+        ("deeplabv3", "deeplabv3"),
         ("dsod_ds", "dsod_backbone"),
         ("dsod_bc", "dsod_bc"),
         ("dsod", "dsod"),

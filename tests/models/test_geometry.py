@@ -48,6 +48,7 @@ EXPECTED_MIN = {
     "fc_densenet_bc121_k32": 32,
     "fc_densenet_bc169_k32": 32,
     **{name: 16 for name in NAMES if name.startswith("dense_aspp")},  # output stride 8: two pixels to interpolate
+    "deeplabv3_densenet121": 8,  # DenseNet-121 at output stride 8: one pixel at the deepest level
 }
 EXPECTED_MIN.update({name: 32 for name in NAMES if name not in EXPECTED_MIN})
 

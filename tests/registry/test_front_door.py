@@ -74,7 +74,7 @@ def test_a_config_naming_another_tasks_model_is_refused():
     raw = dict(model=dict(type="densenet_bc121_k32"), data=dict(dataset="shapes"))
     with pytest.raises(ValueError, match="'densenet_bc121_k32' is a classification model; this tool trains segm"):
         SegmentationTask().model_arg_names(raw)
-    missing = "model.type is missing; name a registered segmentation model: dense_aspp121, .*fc_densenet103"
+    missing = "model.type is missing; name a registered segmentation model: deeplabv3_densenet121, .*fc_densenet103"
     with pytest.raises(KeyError, match=missing):
         SegmentationTask().model_arg_names(dict(model=dict()))
 
