@@ -155,11 +155,21 @@ class SegmentationFolder(Dataset):
 
 
 def build_segmentation_transform(
-    info: SegmentationInfo, train: bool, crop_size: int | None = None, hflip: bool = True, color_jitter: float = 0.0
+    info: SegmentationInfo,
+    train: bool,
+    crop_size: int | tuple[int, int] | None = None,
+    hflip: bool = True,
+    color_jitter: float = 0.0,
+    scale_range: tuple[float, float] | None = None,
+    brightness_shift: float = 0.0,
 ):
-    """Albumentations pipeline: (pad and) random crop, horizontal flip, optional colour jitter, normalise.
+    """Albumentations pipeline: random rescaling, (pad and) random crop, horizontal flip, colour jitter or a
+    brightness shift, normalise.
 
-    Evaluation uses the full image (no crop). Padding uses zeros for the image and void for the labels.
+    ``scale_range=(0.5, 2.0)`` rescales each training image and its labels (nearest) by a factor drawn uniformly from
+    the range before cropping (DenseASPP's and DeepLab's augmentation); ``brightness_shift=10`` adds one value drawn
+    from [-10, 10] grey levels to every pixel (DenseASPP). Evaluation uses the full image (no crop). Padding uses
+    zeros for the image and void for the labels.
     """
     import albumentations as A
     import cv2
@@ -167,17 +177,22 @@ def build_segmentation_transform(
 
     ops = []
     if train:
+        if scale_range is not None:
+            low, high = scale_range  # albumentations draws 1 + U(limit): a factor in [low, high]
+            ops.append(A.RandomScale(scale_limit=(low - 1.0, high - 1.0), interpolation=cv2.INTER_LINEAR, p=1.0))
         if crop_size:
+            height, width = (crop_size, crop_size) if isinstance(crop_size, int) else crop_size
             ops += [
-                A.PadIfNeeded(
-                    crop_size, crop_size, border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=info.ignore_index
-                ),
-                A.RandomCrop(crop_size, crop_size),
+                A.PadIfNeeded(height, width, border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=info.ignore_index),
+                A.RandomCrop(height, width),
             ]
         if hflip:
             ops.append(A.HorizontalFlip(p=0.5))
         if color_jitter:
             ops.append(A.ColorJitter(brightness=color_jitter, contrast=color_jitter, saturation=color_jitter, hue=0.0))
+        if brightness_shift:
+            shift = brightness_shift / 255  # albumentations shifts by a fraction of the largest value, 255
+            ops.append(A.RandomBrightnessContrast(brightness_limit=(-shift, shift), contrast_limit=0.0, p=1.0))
     ops += [A.Normalize(mean=info.mean, std=info.std, max_pixel_value=255.0), ToTensorV2()]
     return TorchSeeded(A.Compose(ops)) if train else A.Compose(ops)  # evaluation draws nothing
 

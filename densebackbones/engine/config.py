@@ -44,8 +44,9 @@ _NULLABLE_TYPES: dict[str, tuple[type, ...]] = {
     "early_stop_patience": (int,),
     "eval_batch_size": (int,),
     "image_size": (int,),
-    "crop_size": (int,),
+    "crop_size": (int, list, tuple),
     "class_weights": _SEQUENCE,
+    "scale_range": _SEQUENCE,
     "classes": _SEQUENCE,
 }
 # Counts: whole numbers only, whatever their default looks like.
@@ -94,20 +95,22 @@ def _check_type(section: str, key: str, value: Any, default: Any) -> None:
 DEFAULTS: dict[str, dict[str, Any]] = {
     "model": {"type": None},  # registered model name; other keys are model constructor arguments
     "optimizer": {
-        "type": "SGD",  # SGD or RMSprop
+        "type": "SGD",  # SGD, RMSprop, Adam or AdamW
         "lr": 0.1,  # learning rate per base_batch_size images; scaled linearly to data.batch_size
         "base_batch_size": 64,
         "momentum": 0.9,
         "nesterov": True,
         "weight_decay": 1e-4,
         "alpha": 0.99,  # RMSprop
-        "eps": 1e-8,  # RMSprop
+        "eps": 1e-8,  # RMSprop, Adam, AdamW
+        "betas": (0.9, 0.999),  # Adam, AdamW
     },
     "schedule": {
-        "type": "multistep",  # multistep, cosine, exponential, constant
+        "type": "multistep",  # multistep, cosine, poly, exponential, constant
         "epochs": 300,
         "milestones": (150, 225),  # multistep: epochs where lr *= gamma (paper: 50% and 75% of training)
         "gamma": 0.1,  # multistep factor, or exponential per-epoch factor
+        "power": 0.9,  # poly: lr0 * (1 - t / T) ** power
         "warmup_epochs": 0,
         "max_iters": None,  # train this many optimiser steps (milestones then in iterations), e.g. DSOD's 100k
     },
@@ -192,7 +195,7 @@ _MINIMUM: dict[str, tuple[int, str]] = {
     "data.eval_batch_size": (1, "the evaluation batch, or None for data.batch_size"),
     "data.num_workers": (0, "data loader processes; 0 loads in the main process"),
     "data.image_size": (1, "the side of the images the model sees, or None for the data set's"),
-    "data.crop_size": (1, "the side of the training crops, or None for full images"),
+    "data.crop_size": (1, "the side of the training crops, (height, width), or None for full images"),
     "data.holdout": (0, "training images held out; 0 for none"),
     "data.shapes_train": (1, "images in the generated training split"),
     "data.shapes_val": (1, "images in the generated validation split"),
@@ -203,18 +206,20 @@ _RANGES: dict[str, tuple[float, float, bool, bool, str]] = {
     "optimizer.momentum": (0.0, 1.0, False, True, "SGD/RMSprop momentum, e.g. 0.9"),
     "optimizer.weight_decay": (0.0, math.inf, False, True, "L2 weight decay, e.g. 1e-4"),
     "optimizer.alpha": (0.0, 1.0, True, False, "RMSprop's smoothing constant, e.g. 0.99"),
-    "optimizer.eps": (0.0, math.inf, True, True, "RMSprop's epsilon, e.g. 1e-8"),
+    "optimizer.eps": (0.0, math.inf, True, True, "RMSprop's or Adam's epsilon, e.g. 1e-8"),
     "schedule.gamma": (0.0, math.inf, True, True, "the learning-rate factor, e.g. 0.1"),
+    "schedule.power": (0.0, math.inf, True, True, "the poly schedule's exponent, e.g. 0.9"),
     "schedule.warmup_epochs": (0.0, math.inf, False, True, "epochs of linear warm-up; 0 for none"),
     "train.clip_grad": (0.0, math.inf, True, True, "the largest gradient norm, or None"),
     "train.ema_decay": (0.0, 1.0, True, True, "the EMA decay, e.g. 0.9998, or None"),
     "train.label_smoothing": (0.0, 1.0, False, True, "0 for none, e.g. 0.1"),
     "data.max_expand": (1.0, math.inf, False, True, "SSD's zoom-out factor; 1 turns it off"),
     "data.color_jitter": (0.0, math.inf, False, True, "colour jitter strength; 0 for none"),
+    "data.brightness_shift": (0.0, 255.0, False, False, "the largest brightness shift in grey levels; 0 for none"),
 }
 _CHOICES: dict[str, tuple[Any, ...]] = {
-    "optimizer.type": ("SGD", "RMSprop"),
-    "schedule.type": ("multistep", "cosine", "exponential", "constant"),
+    "optimizer.type": ("SGD", "RMSprop", "Adam", "AdamW"),
+    "schedule.type": ("multistep", "cosine", "poly", "exponential", "constant"),
     "train.amp": (None, "bf16", "fp16"),
 }
 
@@ -254,8 +259,8 @@ def check_values(cfg: dict[str, Any], data_choices: dict[str, Sequence[Any]] | N
     for dotted, (minimum, meaning) in _MINIMUM.items():
         section, key = dotted.split(".")
         value = (cfg.get(section) or {}).get(key)
-        if key not in (cfg.get(section) or {}) or value is None or isinstance(value, float):
-            continue  # absent from this task, None where allowed (types are checked before), or a float range below
+        if key not in (cfg.get(section) or {}) or value is None or isinstance(value, (float, *_SEQUENCE)):
+            continue  # absent, None where allowed (types are checked before), a float range or a pair: below
         if value < minimum:
             raise _bad(dotted, value, f"must be at least {minimum} ({meaning})", f"e.g. --cfg-options {dotted}=...")
     for dotted, (low, high, low_open, high_open, meaning) in _RANGES.items():
@@ -286,6 +291,21 @@ def check_values(cfg: dict[str, Any], data_choices: dict[str, Sequence[Any]] | N
             f"the warm-up must end before the schedule does (schedule.epochs={schedule['epochs']})",
             f"pass schedule.warmup_epochs below {schedule['epochs']} or raise schedule.epochs",
         )
+    crop = (cfg.get("data") or {}).get("crop_size")
+    if isinstance(crop, _SEQUENCE) and (
+        len(crop) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in crop)
+    ):
+        raise _bad("data.crop_size", crop, "must be a side or (height, width) in whole pixels", "e.g. (512, 1024)")
+    scales = (cfg.get("data") or {}).get("scale_range")
+    if scales is not None and (
+        len(scales) != 2
+        or not all(isinstance(v, _NUMBER) and not isinstance(v, bool) and math.isfinite(v) for v in scales)
+        or not 0 < scales[0] <= scales[1]
+    ):
+        raise _bad("data.scale_range", scales, "must be (low, high) factors with 0 < low <= high", "e.g. (0.5, 2.0)")
+    betas = optim["betas"]
+    if len(betas) != 2 or not all(isinstance(b, _NUMBER) and not isinstance(b, bool) and 0 <= b < 1 for b in betas):
+        raise _bad("optimizer.betas", betas, "must be two numbers in [0, 1) (Adam's averaging)", "e.g. (0.9, 0.999)")
     if optim["type"] == "SGD" and optim["nesterov"] and optim["momentum"] == 0:
         raise _bad(
             "optimizer.nesterov",

@@ -1,7 +1,8 @@
 """Optimiser and learning-rate schedule from the config, on torch's optimisers and ``lr_scheduler`` classes.
 
 Schedules step once per optimiser update, so a decay "at epoch 150" happens at iteration 150 * iters_per_epoch,
-and a cosine schedule is per-iteration (DenseNet-cosine: lr = 0.5 lr0 (1 + cos(pi t / T)), no warm-up).
+a cosine schedule is per-iteration (DenseNet-cosine: lr = 0.5 lr0 (1 + cos(pi t / T)), no warm-up), and so is
+"poly" (DeepLab's and DenseASPP's lr = lr0 (1 - t / T) ** power, ``torch``'s ``PolynomialLR``).
 """
 
 from __future__ import annotations
@@ -42,14 +43,19 @@ def build_optimizer(model: torch.nn.Module, optim_cfg: dict[str, Any], global_ba
             momentum=optim_cfg["momentum"],
             weight_decay=optim_cfg["weight_decay"],
         )
-    raise ValueError(f"unknown optimizer type {kind!r}; use 'SGD' or 'RMSprop'")
+    if kind in ("Adam", "AdamW"):  # DenseASPP trains with Adam (L2 decay); AdamW decouples the decay
+        optimizer = torch.optim.Adam if kind == "Adam" else torch.optim.AdamW
+        return optimizer(
+            params, lr=lr, betas=tuple(optim_cfg["betas"]), eps=optim_cfg["eps"], weight_decay=optim_cfg["weight_decay"]
+        )
+    raise ValueError(f"unknown optimizer type {kind!r}; use 'SGD', 'RMSprop', 'Adam' or 'AdamW'")
 
 
 def build_scheduler(
     optimizer: torch.optim.Optimizer, sched_cfg: dict[str, Any], iters_per_epoch: int
 ) -> lr_scheduler.LRScheduler:
     """Per-iteration schedule: multistep (milestones in epochs, or in iterations when ``max_iters`` is set),
-    cosine, exponential (per epoch), constant."""
+    cosine, poly (``power``), exponential (per epoch), constant."""
     by_iteration = bool(sched_cfg.get("max_iters"))
     total = sched_cfg["max_iters"] if by_iteration else sched_cfg["epochs"] * iters_per_epoch
     unit = 1 if by_iteration else iters_per_epoch  # milestones in iterations with max_iters, else in epochs
@@ -64,12 +70,14 @@ def build_scheduler(
         main = lr_scheduler.MultiStepLR(optimizer, [m * unit - warmup for m in milestones], gamma=sched_cfg["gamma"])
     elif kind == "cosine":
         main = lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total - warmup, 1), eta_min=0.0)
+    elif kind == "poly":
+        main = lr_scheduler.PolynomialLR(optimizer, total_iters=max(total - warmup, 1), power=sched_cfg["power"])
     elif kind == "exponential":
         main = lr_scheduler.StepLR(optimizer, step_size=iters_per_epoch, gamma=sched_cfg["gamma"])
     elif kind == "constant":
         main = lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
     else:
-        raise ValueError(f"unknown schedule type {kind!r}; use multistep, cosine, exponential or constant")
+        raise ValueError(f"unknown schedule type {kind!r}; use multistep, cosine, poly, exponential or constant")
     if warmup <= 0:
         return main
     ramp = lr_scheduler.LinearLR(optimizer, start_factor=1e-3, end_factor=1.0, total_iters=warmup)

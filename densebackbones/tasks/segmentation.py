@@ -1,4 +1,5 @@
-"""Semantic segmentation task for the shared trainer: FC-DenseNet models, CamVid-layout data, mIoU.
+"""Semantic segmentation task for the shared trainer: FC-DenseNet, DenseASPP and DeepLabV3 models, CamVid-layout and
+Cityscapes data, mIoU.
 
 ``data.dataset='folder'`` fine-tunes on one's own image/mask folders (``densebackbones.data.own.ImageMaskFolder``):
 classes from ``classes.txt`` (stored as ``data.classes``, so they travel with every checkpoint), 255 ignored, inputs
@@ -37,9 +38,11 @@ SEG_DATA: dict[str, Any] = {
     # camvid, cityscapes, shapes; own data: folder ({train,val}/images, {train,val}/masks, classes.txt)
     "dataset": None,
     "root": None,
-    "crop_size": 224,  # random training crops (FC-DenseNet: 224); None trains on full images
+    "crop_size": 224,  # random training crops, a side or (height, width) (FC-DenseNet: 224); None: full images
     "hflip": True,
     "color_jitter": 0.0,
+    "scale_range": None,  # e.g. (0.5, 2.0): random rescaling before the crop (DenseASPP, DeepLab)
+    "brightness_shift": 0.0,  # e.g. 10: one shift in [-10, 10] grey levels per image (DenseASPP)
     "batch_size": 3,  # global batch per optimiser step
     "eval_batch_size": 1,
     "num_workers": 4,
@@ -140,15 +143,16 @@ class SegmentationTask:
     def build_model(self, cfg: dict[str, Any], pretrained: str | None = None) -> nn.Module:
         """The registered model with the data set's classes; ``pretrained`` loads a checkpoint of it completely
         (a classifier of another size is replaced by a fresh one, with a warning). For a decoder on a registered
-        backbone (``encoder_kwargs``), a classification checkpoint (torchvision's DenseNet-121...) initialises the
-        encoder and the decoder starts fresh."""
+        backbone (``encoder_kwargs``, ``backbone_kwargs``), a classification checkpoint (torchvision's DenseNet-121...)
+        initialises the backbone and the decoder starts fresh."""
         info = dataset_info(cfg)
         if cfg["data"]["dataset"] == "folder" and cfg["model"].get("num_classes") not in (None, info.num_classes):
             raise ValueError(
                 f"model.num_classes={cfg['model']['num_classes']} contradicts the {info.num_classes} classes of "
                 f"classes.txt; leave model.num_classes unset"
             )
-        backbone = "encoder_kwargs" if "encoder_kwargs" in model_arg_names(cfg["model"]["type"]) else None
+        names = model_arg_names(cfg["model"]["type"])
+        backbone = next((arg for arg in ("encoder_kwargs", "backbone_kwargs") if arg in names), None)
         return build_config_model(cfg, "segmentation", pretrained, backbone, num_classes=info.num_classes)
 
     def build_datasets(self, cfg: dict[str, Any]):
@@ -158,7 +162,15 @@ class SegmentationTask:
         root = Path(data["root"])
         if data["dataset"] == "shapes" and not root.exists():
             write_shapes_dataset(root)  # generated, not downloaded
-        train_tf = build_segmentation_transform(info, True, data["crop_size"], data["hflip"], data["color_jitter"])
+        train_tf = build_segmentation_transform(
+            info,
+            True,
+            data["crop_size"],
+            data["hflip"],
+            data["color_jitter"],
+            data["scale_range"],
+            data["brightness_shift"],
+        )
         eval_tf = build_segmentation_transform(info, False)
         return split_dataset(cfg, "train", train_tf), split_dataset(cfg, "val", eval_tf)
 

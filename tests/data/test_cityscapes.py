@@ -5,18 +5,27 @@ predictions, including an image without any evaluated pixel and classes absent f
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from cityscapesscripts.evaluation import evalPixelLevelSemanticLabeling as official
 from cityscapesscripts.helpers.labels import labels as LABELS
+from helpers import run_training_tool
 from PIL import Image
 
 from densebackbones.data.cityscapes import CITYSCAPES, TRAIN_ID_TO_LABEL_ID, CityscapesFolder
+from densebackbones.data.segmentation import SegmentationInfo, build_segmentation_transform
+from densebackbones.engine import load_checkpoint
 from densebackbones.tasks.metrics import SegmentationMetric
 from densebackbones.tasks.segmentation import SegmentationTask, split_dataset
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tools"))
+import train_seg  # noqa: E402
 
 IDS = [label.id for label in LABELS if label.id >= 0]
 
@@ -103,3 +112,58 @@ def test_files_that_do_not_pair_or_hold_other_ids(tmp_path):
         CityscapesFolder(tmp_path, "val")[0]
     with pytest.raises(FileNotFoundError, match="Expected Cityscapes' layout"):
         CityscapesFolder(tmp_path, "train")
+
+
+def test_the_training_augmentation_rescales_crops_and_shifts_images_and_labels_together():
+    # DenseASPP's augmentation: scale in [0.5, 2], crop, flip, one brightness shift in [-10, 10] grey levels per
+    # image. An image whose colour encodes its label shows that every transform moves pixels and labels together.
+    info = SegmentationInfo(("a", "b"), ((0, 0, 0), (1, 1, 1), (2, 2, 2)), 255, (0.0,) * 3, (1 / 255,) * 3)
+    rng = np.random.default_rng(0)
+    label = np.repeat(np.repeat(rng.integers(0, 2, (8, 12), dtype=np.uint8), 8, 0), 8, 1)  # 64x96, 8-px cells
+    image = np.repeat((100 + 50 * label)[..., None], 3, 2).astype(np.uint8)
+    rescale = build_segmentation_transform(info, True, None, True, scale_range=(0.5, 2.0), brightness_shift=10)
+    sides = []
+    torch.manual_seed(0)
+    for _ in range(40):
+        out = rescale(image=image, mask=label)
+        pixels, labels = out["image"], torch.as_tensor(out["mask"])
+        sides.append(labels.shape[0])
+        shift = pixels[0, 0, 0] - (100 + 50 * labels[0, 0])  # normalised with std 1/255: grey levels
+        assert -10 <= shift <= 10
+        assert set(labels.unique().tolist()) <= {0, 1}  # nearest-neighbour labels
+        cells = labels[None].float()  # pixels two or more from a cell border (bilinear blends nearer)
+        inside = (F.max_pool2d(cells, 5, 1, 2) == -F.max_pool2d(-cells, 5, 1, 2))[0]
+        torch.testing.assert_close(pixels[0][inside], (100 + 50 * labels[inside]).float() + shift)
+    assert 32 <= min(sides) < 40 and 100 < max(sides) <= 128  # 64 px scaled by 0.5-2
+    crop = build_segmentation_transform(info, True, (48, 80), True, scale_range=(0.5, 2.0))
+    torch.manual_seed(1)
+    first = crop(image=image, mask=label)
+    torch.manual_seed(1)
+    again = crop(image=image, mask=label)
+    assert first["image"].shape == (3, 48, 80) and torch.equal(first["image"], again["image"])  # seeded by torch
+
+
+TINY_BACKBONE = ("model.backbone_kwargs.pretrained=False", "model.backbone_kwargs.growth_rate=4",
+                 "model.backbone_kwargs.block_config=(1,1,1,1)")  # fmt: skip
+EPOCH = ("schedule.epochs=1", "train.max_iters_per_epoch=2")
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("config", "tiny"),
+    [
+        ("dense_aspp121_cityscapes.py", (*EPOCH, *TINY_BACKBONE, "model.d_feature0=8", "model.d_feature1=4")),
+        ("deeplabv3_densenet121_cityscapes.py", ("schedule.max_iters=2", "data.crop_size=(32,48)", *TINY_BACKBONE)),
+        ("fc_densenet103_cityscapes.py", (*EPOCH, "model.growth_rate=4", "model.layers_per_block=1",
+                                          "data.test_crop=32", "data.test_stride=24")),
+    ],
+)  # fmt: skip
+def test_the_cityscapes_configs_train_and_evaluate_on_files_in_the_released_layout(tmp_path, config, tiny):
+    write_cityscapes(tmp_path / "cityscapes", "train")
+    write_cityscapes(tmp_path / "cityscapes", "val", seed=1)
+    options = ("data.batch_size=2", "data.num_workers=0", "data.crop_size=32", "train.eval_interval=1", *tiny)
+    metrics = run_training_tool(train_seg, str(REPO / "configs" / "seg" / config), tmp_path / "run", *options,
+                                data_root=tmp_path / "cityscapes")  # fmt: skip
+    state = load_checkpoint(tmp_path / "run" / "last.pth")
+    assert state["step"] == 2 and 0 <= metrics["mIoU"] <= 100 and "IoU_road" in metrics
+    assert state["optimizer"]["param_groups"][0]["lr"] < state["config"]["optimizer"]["lr"]  # poly or decay stepped

@@ -300,7 +300,7 @@ def test_every_segmentation_config_is_valid():
     from densebackbones.tasks.segmentation import SEG_DATA, SegmentationTask
 
     configs = sorted((REPO / "configs" / "seg").glob("*.py"))
-    assert len(configs) == 7  # six recipes and finetune_folder.py
+    assert len(configs) == 11  # ten recipes and finetune_folder.py
     for path in configs:
         raw = load_config(path).to_dict()
         check_config(raw, SegmentationTask().model_arg_names(raw), SEG_DATA)

@@ -96,9 +96,6 @@ def test_weights_meta_describes_what_pretrained_loads():
         assert meta["name"] == "densenet_bc121_k32.tv_in1k" and meta["metrics"] == tagged["metrics"]
 
 
-NO_RECIPE_YET = {"dense_aspp161.official_cityscapes"}  # Cityscapes is issue 37's next step
-
-
 @pytest.mark.parametrize("tag", list(OFFICIAL))
 def test_every_official_release_is_a_tag_that_says_where_its_file_is(tag):
     release = OFFICIAL[tag]
@@ -111,7 +108,7 @@ def test_every_official_release_is_a_tag_that_says_where_its_file_is(tag):
     meta = weights_meta(tag)
     assert meta["name"] == tag and meta["metrics"] == release.metrics and meta["weights"] == release.weights
     assert meta["file_size_mb"] == release.file_size_mb
-    assert meta["recipes"] or tag in NO_RECIPE_YET
+    assert meta["recipes"]
     assert all((REPO / recipe).is_file() for recipe in meta["recipes"])
     assert {k: cfg[k] for k in release.cfg or {}} == (release.cfg or {})
 

@@ -63,6 +63,7 @@ NONE_DEFAULT_KINDS = {
     "encoder_kwargs": "dict",
     "head_kwargs": "dict",
     "out_indices": "ints",
+    "atrous_rates": "ints",
 }
 
 
@@ -451,7 +452,9 @@ BAD_CONFIG_VALUES = {
     "optimizer.base_batch_size": st.integers(max_value=0),
     "optimizer.eps": st.floats(max_value=0.0),
     "optimizer.alpha": st.one_of(st.floats(max_value=0.0), st.floats(min_value=1.001)),
-    "optimizer.type": st.sampled_from(["Adam", "sgd", "AdamW"]),
+    "optimizer.type": st.sampled_from(["LAMB", "sgd", "adam"]),
+    "optimizer.betas": st.sampled_from([(0.9,), (0.9, 1.0), (-0.1, 0.999)]),
+    "schedule.power": st.floats(max_value=0.0),
     "train.accum_steps": st.integers(max_value=0),
     "train.seed": st.integers(max_value=-1),
     "train.log_interval": st.integers(max_value=0),
