@@ -39,14 +39,15 @@ def config_model_args(raw_cfg: dict[str, Any], task: str, exclude: tuple[str, ..
 
 def is_backbone_checkpoint(path: str | Path) -> bool:
     """Whether a weights file holds a classification backbone (torchvision's, timm's or ours: ``features.*`` keys
-    at the top level) rather than a whole segmentation or detection model."""
+    at the top level, beside at most a classifier) rather than a whole segmentation or detection model (DenseASPP's
+    and DeepLabV3's have ``features.*`` keys too, and a ``head``)."""
     from timm.models import load_state_dict
 
     try:
         keys = list(load_state_dict(str(path), weights_only=True))
     except Exception:  # unreadable: the model's own loader names the problem
         return False
-    return any(k.startswith("features.") for k in keys)
+    return any(k.startswith("features.") for k in keys) and not any(k.startswith(("head.", "decoder.")) for k in keys)
 
 
 def build_config_model(

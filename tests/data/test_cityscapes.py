@@ -25,6 +25,7 @@ from densebackbones.tasks.segmentation import SegmentationTask, split_dataset
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tools"))
+import eval_seg  # noqa: E402
 import train_seg  # noqa: E402
 
 IDS = [label.id for label in LABELS if label.id >= 0]
@@ -167,3 +168,8 @@ def test_the_cityscapes_configs_train_and_evaluate_on_files_in_the_released_layo
     state = load_checkpoint(tmp_path / "run" / "last.pth")
     assert state["step"] == 2 and 0 <= metrics["mIoU"] <= 100 and "IoU_road" in metrics
     assert state["optimizer"]["param_groups"][0]["lr"] < state["config"]["optimizer"]["lr"]  # poly or decay stepped
+    # the evaluation tool scores the same weights with the same inference as the trainer's last evaluation
+    argv = [str(REPO / "configs" / "seg" / config), str(tmp_path / "run" / "last.pth"), "--data-root",
+            str(tmp_path / "cityscapes"), "--cfg-options", *options]  # fmt: skip
+    evaluated = eval_seg.main(eval_seg.get_args_parser().parse_args(argv))
+    assert evaluated["mIoU"] == pytest.approx(metrics["mIoU"], abs=1e-9)
