@@ -36,6 +36,15 @@ an int or HxW), ratios to the first; ``--img-size`` takes height and width:
     python tools/benchmark.py --models dense_aspp121 --modes eval --batch-size 1 --img-size 1024 2048 \
         --seg-inference whole slide:1024:768
 
+The training input pipeline (issue 36): ``--input-pipeline N`` writes N JPEG images (an ImageFolder tree) and measures
+images per second through this library's training loader (``engine.trainer.build_train_loader``: the resumable
+sampler, per-sample seeds, the classification task's transforms and mixup collate) against timm's own
+(``timm.data.create_loader`` with the same transform settings, ``timm.data.Mixup`` applied to each batch as timm's
+``train.py`` does without its prefetcher), alternating epochs, ``--workers`` loader processes each:
+
+    python tools/benchmark.py --input-pipeline 512 --workers 1 --batch-size 32 --img-size 224 \
+        --auto-augment rand-m9-mstd0.5-inc1 --mixup 0.8 --cutmix 1.0
+
 Timing: all implementations of a comparison run in one process, in interleaved rounds (one step of each per round,
 after warm-up). The table gives each one's median step and its speed relative to the first implementation as the
 median of the per-round ratios, with their range: a shared or throttled machine slows whole rounds, which moves
@@ -60,19 +69,26 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import cpu_env  # noqa: F401  (first: OpenMP's spin setting before torch loads)
+import numpy as np
 import torch
 import torch.nn as nn
 from densebackbones.heads.ssd import MultiBoxLoss
+from PIL import Image
+from timm.data import Mixup, create_dataset, create_loader
 from timm.models.densenet import DenseNet as TimmDenseNet
 from torch.profiler import ProfilerActivity, profile
 from torchvision.models import DenseNet as TorchvisionDenseNet
 
 import densebackbones as db
-from densebackbones.engine.distributed import amp_dtype, resolve_device
+from densebackbones.data import ImageFolderDataset, build_train_transform
+from densebackbones.engine.distributed import DistInfo, amp_dtype, resolve_device
+from densebackbones.engine.trainer import build_train_loader
+from densebackbones.tasks.classification import ClassificationTask, augment_options, mixup_collate
 from densebackbones.tasks.seg_inference import SegInference, segment
 
 IMPLS = (
@@ -463,13 +479,79 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--profile", action="store_true", help="print torch.profiler's top operators per step")
     parser.add_argument("--profile-rows", type=int, default=12, help="operators listed per profile table")
     parser.add_argument("--append", help="append the table, command and date to this markdown file")
+    parser.add_argument("--input-pipeline", type=int, metavar="N", help="time the training loaders on N JPEGs")
+    parser.add_argument("--workers", type=int, default=1, help="--input-pipeline: loader processes")
+    parser.add_argument("--auto-augment", default="rand-m9-mstd0.5-inc1", help="--input-pipeline: timm's policy")
+    parser.add_argument("--mixup", type=float, default=0.8, help="--input-pipeline: mixup alpha")
+    parser.add_argument("--cutmix", type=float, default=1.0, help="--input-pipeline: CutMix alpha")
     parser.add_argument("--child", choices=["memory", "time"], help=argparse.SUPPRESS)  # internal
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--mode", help=argparse.SUPPRESS)
     return parser
 
 
+def input_pipeline(args: argparse.Namespace) -> list[dict]:
+    """Images per second of our training loader and timm's at equal settings (module docstring), median of
+    ``--iters`` epochs each after one warm-up epoch, alternating."""
+    side = _hw(args)[0]
+    data = dict(ClassificationTask.data_defaults, dataset="folder", augment="timm", auto_augment=args.auto_augment,
+                re_prob=0.25, mixup_alpha=args.mixup, cutmix_alpha=args.cutmix)  # fmt: skip
+    cfg = {"data": data, "train": {"label_smoothing": 0.1}, "model": {"type": "densenet_bc121_k32"}}
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(args.input_pipeline):  # photo-sized JPEGs with structure (smooth noise), 4 classes
+            folder = Path(tmp) / "train" / f"class{i % 4}"
+            folder.mkdir(parents=True, exist_ok=True)
+            small = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
+            Image.fromarray(small).resize((400, 300), Image.BICUBIC).save(folder / f"{i}.jpg", quality=90)
+        mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+        transform = build_train_transform("timm", side, mean, std, options=augment_options(cfg))
+        ours_set = ImageFolderDataset(Path(tmp) / "train", transform)
+        dist = DistInfo()  # one process on the CPU
+        ours, _ = build_train_loader(ours_set, args.batch_size, dist, 0, args.workers, mixup_collate(cfg, 4))
+        timm_set = create_dataset("", root=str(Path(tmp) / "train"))
+        theirs = create_loader(
+            timm_set, input_size=(3, side, side), batch_size=args.batch_size, is_training=True, use_prefetcher=False,
+            auto_augment=args.auto_augment, re_prob=0.25, re_mode="pixel", interpolation="bilinear", mean=mean,
+            std=std, num_workers=args.workers, persistent_workers=args.workers > 0,
+        )  # fmt: skip
+        timm_mixup = Mixup(mixup_alpha=args.mixup, cutmix_alpha=args.cutmix, label_smoothing=0.1, num_classes=4)
+
+        def epoch(loader, mix) -> float:
+            start, count = time.perf_counter(), 0
+            for inputs, targets in loader:
+                if mix is not None:
+                    inputs, targets = mix(inputs, targets)
+                count += len(inputs)
+            return count / (time.perf_counter() - start)
+
+        rates: dict[str, list[float]] = {"ours": [], "timm": []}
+        for round_ in range(args.iters + 1):
+            for name, loader, mix in (("ours", ours, None), ("timm", theirs, timm_mixup)):
+                rate = epoch(loader, mix)
+                if round_:  # the first epoch starts the workers
+                    rates[name].append(rate)
+    cores = max(args.workers, 1)
+    rows = [dict(loader=name, img_s=statistics.median(r), per_core=statistics.median(r) / cores) for name, r in
+            rates.items()]  # fmt: skip
+    ratio = rows[0]["img_s"] / rows[1]["img_s"]
+    lines = [
+        f"Settings: {args.input_pipeline} JPEGs 400x300 -> {side}px, batch {args.batch_size}, {args.workers} worker(s),"
+        f" RandAugment {args.auto_augment}, random erasing 0.25, mixup {args.mixup}, CutMix {args.cutmix}",
+        "",
+        "| loader | img/s | img/s per worker |",
+        "|---|---|---|",
+        *(f"| {r['loader']} | {r['img_s']:.1f} | {r['per_core']:.1f} |" for r in rows),
+        "",
+        f"ours / timm: {ratio:.2f}x (median of {args.iters} epochs each, alternating, after a warm-up epoch)",
+    ]
+    print("\n".join(lines))
+    return rows
+
+
 def main(args: argparse.Namespace) -> list[dict]:
+    if args.input_pipeline:
+        return input_pipeline(args)
     if args.child == "memory":
         print(json.dumps(measure_memory(args, args.impls[0] if args.impls else None)))
         return []

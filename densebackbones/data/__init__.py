@@ -8,10 +8,18 @@ from .classification import (
     build_classification_dataset,
     read_idx,
 )
-from .transforms import AUGMENTATIONS, Lighting, TenCropStack, build_eval_transform, build_train_transform
+from .transforms import (
+    AUGMENTATIONS,
+    AugmentOptions,
+    Lighting,
+    TenCropStack,
+    build_eval_transform,
+    build_train_transform,
+)
 
 __all__ = [
     "AUGMENTATIONS",
+    "AugmentOptions",
     "DATASETS",
     "ArrayDataset",
     "DatasetInfo",

@@ -42,7 +42,8 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 class Task(Protocol):
     """A task for the shared trainer; ``densebackbones.tasks`` holds the classification, segmentation and detection
-    adapters. Optional: ``collate_fn``, ``run_meta(cfg) -> dict`` whose entries (e.g. class names) join
+    adapters. Optional: ``collate_fn``, ``train_collate_fn(cfg)`` (the training loader's, e.g. mixup),
+    ``run_meta(cfg) -> dict`` whose entries (e.g. class names) join
     ``meta.json`` and every checkpoint's ``meta``, and ``eval_forward_for(cfg)``, an ``eval_forward`` that follows the
     config (segmentation's sliding-window and multi-scale inference)."""
 
@@ -156,6 +157,7 @@ def _train(
         eval_forward=task.eval_forward_for(resolved) if hasattr(task, "eval_forward_for") else task.eval_forward,
         collate_fn=getattr(task, "collate_fn", None),
         extra_meta=task.run_meta(resolved) if hasattr(task, "run_meta") else None,
+        train_collate_fn=task.train_collate_fn(resolved) if hasattr(task, "train_collate_fn") else None,
     )
     _resume(trainer, work_dir, resume, dist)
     # After the resume: a refused one leaves the run's config as it was, and so does a finished run that is only

@@ -20,6 +20,7 @@ __all__ = [
     "check_config",
     "check_values",
     "config_changes",
+    "declare_data_keys",
     "load_config",
     "merge_defaults",
 ]
@@ -47,12 +48,16 @@ _NULLABLE_TYPES: dict[str, tuple[type, ...]] = {
     "crop_size": (int, list, tuple),
     "class_weights": _SEQUENCE,
     "scale_range": _SEQUENCE,
+    "auto_augment": (str,),
+    "test_image_size": (int,),
+    "test_crop_pct": _NUMBER,
     "classes": _SEQUENCE,
 }
 # Counts: whole numbers only, whatever their default looks like.
 _INTEGER_KEYS = {
     "batch_size", "base_batch_size", "epochs", "seed", "accum_steps", "log_interval", "eval_interval",
     "save_interval", "checkpoint_interval_steps", "num_workers", "shapes_train", "shapes_val", "warmup_epochs",
+    "repeated_aug", "cutout", "re_count",
 }  # fmt: skip
 
 
@@ -95,7 +100,7 @@ def _check_type(section: str, key: str, value: Any, default: Any) -> None:
 DEFAULTS: dict[str, dict[str, Any]] = {
     "model": {"type": None},  # registered model name; other keys are model constructor arguments
     "optimizer": {
-        "type": "SGD",  # SGD, RMSprop, Adam or AdamW
+        "type": "SGD",  # SGD, RMSprop, Adam, AdamW; timm's RMSpropTF, LAMB
         "lr": 0.1,  # learning rate per base_batch_size images; scaled linearly to data.batch_size
         "base_batch_size": 64,
         "momentum": 0.9,
@@ -103,14 +108,16 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "weight_decay": 1e-4,
         "alpha": 0.99,  # RMSprop
         "eps": 1e-8,  # RMSprop, Adam, AdamW
-        "betas": (0.9, 0.999),  # Adam, AdamW
+        "betas": (0.9, 0.999),  # Adam, AdamW, LAMB
+        "decay_norm_and_bias": True,  # False: no weight decay on biases and norm weights (timm's recipes)
     },
     "schedule": {
-        "type": "multistep",  # multistep, cosine, poly, exponential, constant
+        "type": "multistep",  # multistep, cosine, poly, exponential, step, constant
         "epochs": 300,
         "milestones": (150, 225),  # multistep: epochs where lr *= gamma (paper: 50% and 75% of training)
         "gamma": 0.1,  # multistep factor, or exponential per-epoch factor
         "power": 0.9,  # poly: lr0 * (1 - t / T) ** power
+        "decay_epochs": 2.4,  # step: lr *= gamma every decay_epochs (timm's RandAugment recipes: 2.4, gamma 0.97)
         "warmup_epochs": 0,
         "max_iters": None,  # train this many optimiser steps (milestones then in iterations), e.g. DSOD's 100k
     },
@@ -125,6 +132,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "ema_decay": None,  # e.g. 0.9998 (timm ModelEmaV3)
         "sync_bn": False,
         "label_smoothing": 0.0,
+        "repeated_aug": 1,  # each image this many times in a row per epoch (repeated augmentation, DeiT); 1: off
         "log_interval": 50,  # iterations between progress/CSV rows
         "eval_interval": 1,  # epochs
         "save_interval": 0,  # also keep epoch_N.pth every N epochs (0: only last and best)
@@ -134,6 +142,18 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "early_stop_patience": None,  # stop after this many evaluations without a better best metric
     },
 }
+
+
+# data key -> the tasks whose data section has it (declare_data_keys), for a key given to another task
+_DATA_KEY_TASKS: dict[str, list[str]] = {}
+
+
+def declare_data_keys(task: str, keys: Sequence[str]) -> None:
+    """Record ``task``'s data keys, so that another task's config naming one (``data.mixup_alpha`` in a
+    segmentation config) is refused with what the key belongs to."""
+    for key in keys:
+        if task not in _DATA_KEY_TASKS.setdefault(key, []):
+            _DATA_KEY_TASKS[key].append(task)
 
 
 def _closest(key: str, valid: list[str]) -> str:
@@ -172,6 +192,12 @@ def check_config(
             if section == "model" and model_arg_names is None:
                 continue
             if key not in valid:
+                owner = _DATA_KEY_TASKS.get(key) if section == "data" and key not in data_defaults else None
+                if owner:
+                    raise KeyError(
+                        f"config key data.{key} is not used: it is a {' and '.join(owner)} option, and this task "
+                        f"takes no such key; remove it.{_closest(key, valid)}"
+                    )
                 raise KeyError(f"config key {section}.{key} is not used.{_closest(key, valid)}")
             if section != "model":
                 _check_type(section, key, values[key], defaults[key])
@@ -186,6 +212,7 @@ _MINIMUM: dict[str, tuple[int, str]] = {
     "schedule.warmup_epochs": (0, "epochs of linear warm-up; 0 for none"),
     "train.seed": (0, "the random seed"),
     "train.accum_steps": (1, "micro-batches per optimiser step"),
+    "train.repeated_aug": (1, "copies of each drawn image per epoch; 1 for none"),
     "train.log_interval": (1, "iterations between log rows"),
     "train.eval_interval": (1, "epochs between evaluations"),
     "train.save_interval": (0, "epochs between kept epoch_N.pth; 0 keeps only last and best"),
@@ -195,6 +222,9 @@ _MINIMUM: dict[str, tuple[int, str]] = {
     "data.eval_batch_size": (1, "the evaluation batch, or None for data.batch_size"),
     "data.num_workers": (0, "data loader processes; 0 loads in the main process"),
     "data.image_size": (1, "the side of the images the model sees, or None for the data set's"),
+    "data.cutout": (0, "the side of Cutout's square in pixels; 0 for none"),
+    "data.re_count": (1, "random erasing's largest count of boxes"),
+    "data.test_image_size": (1, "the evaluation side in pixels, or None for data.image_size"),
     "data.crop_size": (1, "the side of the training crops, (height, width), or None for full images"),
     "data.holdout": (0, "training images held out; 0 for none"),
     "data.shapes_train": (1, "images in the generated training split"),
@@ -209,17 +239,24 @@ _RANGES: dict[str, tuple[float, float, bool, bool, str]] = {
     "optimizer.eps": (0.0, math.inf, True, True, "RMSprop's or Adam's epsilon, e.g. 1e-8"),
     "schedule.gamma": (0.0, math.inf, True, True, "the learning-rate factor, e.g. 0.1"),
     "schedule.power": (0.0, math.inf, True, True, "the poly schedule's exponent, e.g. 0.9"),
+    "schedule.decay_epochs": (0.0, math.inf, True, True, "epochs between the step schedule's decays, e.g. 2.4"),
     "schedule.warmup_epochs": (0.0, math.inf, False, True, "epochs of linear warm-up; 0 for none"),
     "train.clip_grad": (0.0, math.inf, True, True, "the largest gradient norm, or None"),
     "train.ema_decay": (0.0, 1.0, True, True, "the EMA decay, e.g. 0.9998, or None"),
     "train.label_smoothing": (0.0, 1.0, False, True, "0 for none, e.g. 0.1"),
     "data.max_expand": (1.0, math.inf, False, True, "SSD's zoom-out factor; 1 turns it off"),
     "data.color_jitter": (0.0, math.inf, False, True, "colour jitter strength; 0 for none"),
+    "data.re_prob": (0.0, 1.0, False, False, "random erasing's probability; 0 for none"),
+    "data.mixup_alpha": (0.0, math.inf, False, True, "mixup's Beta parameter, e.g. 0.2; 0 for none"),
+    "data.cutmix_alpha": (0.0, math.inf, False, True, "CutMix's Beta parameter, e.g. 1.0; 0 for none"),
+    "data.mixup_prob": (0.0, 1.0, False, False, "the probability of mixing a batch"),
+    "data.mixup_switch_prob": (0.0, 1.0, False, False, "the probability of CutMix instead of mixup"),
+    "data.test_crop_pct": (0.0, 1.0, True, False, "the centre crop's fraction of the resized image, e.g. 0.95"),
     "data.brightness_shift": (0.0, 255.0, False, False, "the largest brightness shift in grey levels; 0 for none"),
 }
 _CHOICES: dict[str, tuple[Any, ...]] = {
-    "optimizer.type": ("SGD", "RMSprop", "Adam", "AdamW"),
-    "schedule.type": ("multistep", "cosine", "poly", "exponential", "constant"),
+    "optimizer.type": ("SGD", "RMSprop", "Adam", "AdamW", "RMSpropTF", "LAMB"),
+    "schedule.type": ("multistep", "cosine", "poly", "exponential", "step", "constant"),
     "train.amp": (None, "bf16", "fp16"),
 }
 

@@ -71,11 +71,13 @@ def restart_count() -> int:
 
 
 # ------------------------------------------------------------------------------------------------ data position
-def sample_seed(seed: int, epoch: int, index: int) -> int:
+def sample_seed(seed: int, epoch: int, index: int, copy: int = 0) -> int:
     """The seed of sample ``index``'s augmentation in ``epoch`` of a run with ``train.seed=seed``: a hash of the
     three (BLAKE2b), so that no two (epoch, index) pairs share a seed by arithmetic. A linear formula did: its low
-    32 bits, which seed NumPy, repeated sample i's numbers of epoch e for sample i + 2 in epoch e + 2."""
-    digest = hashlib.blake2b(f"{seed}/{epoch}/{index}".encode(), digest_size=8).digest()
+    32 bits, which seed NumPy, repeated sample i's numbers of epoch e for sample i + 2 in epoch e + 2. ``copy``:
+    which of a repeated sample's copies (repeated augmentation), each augmented differently."""
+    key = f"{seed}/{epoch}/{index}" + (f"/{copy}" if copy else "")
+    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") % (2**63)
 
 
@@ -87,11 +89,19 @@ class ResumableDistributedSampler(DistributedSampler):
     (B the micro-batch, W the world size), so optimiser step s consumes the permutation's ``[s * G, (s + 1) * G)``
     whatever the split of the global batch G over processes and accumulation: skipping ``s * G / W`` samples on
     every rank continues the epoch exactly, also with another number of processes.
+
+    With ``repeats`` > 1 (repeated augmentation, Hoffer et al. 2020; DeiT's and timm's ``RepeatAugSampler``) an
+    epoch holds ``len(dataset)`` samples as before, drawn as ``len(dataset) / repeats`` images each ``repeats``
+    times in a row (so on several processes and in one batch), each copy with its own augmentation seed.
     """
 
-    def __init__(self, dataset: Any, num_replicas: int, rank: int, seed: int = 0, drop_last: bool = True) -> None:
+    def __init__(
+        self, dataset: Any, num_replicas: int, rank: int, seed: int = 0, drop_last: bool = True, repeats: int = 1
+    ) -> None:
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=drop_last)
-        self.start = 0
+        if repeats < 1:
+            raise ValueError(f"train.repeated_aug={repeats} must be at least 1 (1: no repeated augmentation)")
+        self.start, self.repeats = 0, repeats
 
     def set_start(self, start: int) -> None:
         """Skip the first ``start`` samples of this rank's shard in the next ``__iter__`` only."""
@@ -101,14 +111,44 @@ class ResumableDistributedSampler(DistributedSampler):
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         start, self.start = self.start, 0  # read when the loader's iterator asks for the first batch
-        indices = list(super().__iter__())[start:]
-        return iter([(index, sample_seed(self.seed, self.epoch, index)) for index in indices])
+        if self.repeats == 1:
+            indices = list(super().__iter__())[start:]
+            return iter([(index, sample_seed(self.seed, self.epoch, index)) for index in indices])
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)  # DistributedSampler's permutation
+        order = torch.randperm(len(self.dataset), generator=generator).tolist()
+        copies = [(index, copy) for index in order for copy in range(self.repeats)][: len(self.dataset)]
+        copies = copies[: self.total_size] if self.drop_last else (copies * -(-self.total_size // len(copies)))
+        shard = copies[: self.total_size][self.rank : self.total_size : self.num_replicas][start:]
+        return iter([(index, sample_seed(self.seed, self.epoch, index, copy)) for index, copy in shard])
 
 
 def _seed_generators(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.default_generator.manual_seed(seed)  # the CPU generator only: CUDA's belongs to the model
+
+
+# The seed of the sample SampleSeeded served last in this process (a loader worker, or the main process): a batch's
+# collate function (mixup) seeds its own draws from it, so that they follow the batch, not the process it runs in.
+_LAST_SAMPLE_SEED: list[int | None] = [None]
+
+
+def last_sample_seed() -> int | None:
+    """The augmentation seed of the last sample :class:`SampleSeeded` served in this process (None: none yet)."""
+    return _LAST_SAMPLE_SEED[0]
+
+
+@contextlib.contextmanager
+def seeded_generators(seed: int) -> Iterator[None]:
+    """Python's, NumPy's and torch's CPU generators seeded from ``seed`` inside the block, restored after it."""
+    saved = random.getstate(), np.random.get_state(), torch.default_generator.get_state()
+    try:
+        _seed_generators(seed)
+        yield
+    finally:
+        random.setstate(saved[0])
+        np.random.set_state(saved[1])
+        torch.default_generator.set_state(saved[2])
 
 
 class SampleSeeded(Dataset):
@@ -123,17 +163,12 @@ class SampleSeeded(Dataset):
 
     def __getitem__(self, item: tuple[int, int]) -> Any:
         index, seed = item
+        _LAST_SAMPLE_SEED[0] = seed
         if get_worker_info() is not None:  # a loader worker: its generators serve the data only
             _seed_generators(seed)
             return self.dataset[index]
-        saved = random.getstate(), np.random.get_state(), torch.default_generator.get_state()
-        try:
-            _seed_generators(seed)
+        with seeded_generators(seed):
             return self.dataset[index]
-        finally:
-            random.setstate(saved[0])
-            np.random.set_state(saved[1])
-            torch.default_generator.set_state(saved[2])
 
 
 def worker_ignores_sigterm(worker_id: int) -> None:

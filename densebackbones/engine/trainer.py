@@ -120,6 +120,43 @@ def evaluate(
     return metric.compute(device)
 
 
+def loader_options(workers: int, device: torch.device, collate_fn: Callable | None) -> dict[str, Any]:
+    """The ``DataLoader`` options both of the trainer's loaders share."""
+    return dict(
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=workers > 0,
+        prefetch_factor=4 if workers > 0 else None,
+        collate_fn=collate_fn,
+        worker_init_fn=worker_ignores_sigterm,
+    )
+
+
+def build_train_loader(
+    train_set: Dataset,
+    micro_batch: int,
+    dist: DistInfo,
+    seed: int,
+    workers: int,
+    collate_fn: Callable | None = None,
+    repeats: int = 1,
+) -> tuple[DataLoader, ResumableDistributedSampler]:
+    """The training loader and its sampler: DistributedSampler's permutation and shards, able to start mid-epoch,
+    each sample's augmentation seeded from (seed, epoch, index), so that a resumed or re-split run reads exactly the
+    same batches (elastic.py); the loader draws its workers' base seeds from its own generator, not from the model's
+    random stream. ``repeats``: repeated augmentation."""
+    sampler = ResumableDistributedSampler(train_set, dist.world_size, dist.rank, seed=seed, repeats=repeats)
+    loader = DataLoader(
+        SampleSeeded(train_set),
+        batch_size=micro_batch,
+        sampler=sampler,
+        drop_last=True,
+        generator=torch.Generator().manual_seed(seed),
+        **loader_options(workers, dist.device, collate_fn),
+    )
+    return loader, sampler
+
+
 class Trainer:
     """Train ``model`` on ``train_set`` and evaluate on ``eval_set`` as the resolved config ``cfg`` says.
 
@@ -133,7 +170,8 @@ class Trainer:
         dist: process placement from ``distributed.init_distributed``.
         best_key: metric that selects ``best.pth``; ``best_mode`` is ``'max'`` or ``'min'``.
         eval_forward: optional ``eval_forward(model, inputs) -> outputs`` (e.g. ten-crop averaging).
-        collate_fn: optional collate function for both loaders.
+        collate_fn: optional collate function for both loaders; ``train_collate_fn`` replaces it for the training
+            loader (mixup and CutMix mix the training batches only).
         extra_meta: what the task adds to ``meta.json`` and every checkpoint's ``meta`` (e.g. class names).
     """
 
@@ -152,6 +190,7 @@ class Trainer:
         eval_forward: Callable[[nn.Module, Any], Any] | None = None,
         collate_fn: Callable | None = None,
         extra_meta: dict[str, Any] | None = None,
+        train_collate_fn: Callable | None = None,
     ) -> None:
         self.cfg = cfg
         self.extra_meta = dict(extra_meta or {})
@@ -176,27 +215,12 @@ class Trainer:
         self.accum_steps = accum
         self.micro_batch = global_batch // (dist.world_size * accum)
         seed = self.train_cfg["seed"]
-        # DistributedSampler's permutation and shards, able to start mid-epoch; each sample's augmentation is seeded
-        # from (seed, epoch, index), so a resumed or re-split run reads exactly the same batches (elastic.py).
-        self.train_sampler = ResumableDistributedSampler(train_set, dist.world_size, dist.rank, seed=seed)
         workers = data_cfg["num_workers"]
-        loader_kwargs = dict(
-            num_workers=workers,
-            pin_memory=self.device.type == "cuda",
-            persistent_workers=workers > 0,
-            prefetch_factor=4 if workers > 0 else None,
-            collate_fn=collate_fn,
-            worker_init_fn=worker_ignores_sigterm,
-        )
-        # The loaders draw their workers' base seeds from their own generators, not from the model's random stream.
-        self.train_loader = DataLoader(
-            SampleSeeded(train_set),
-            batch_size=self.micro_batch,
-            sampler=self.train_sampler,
-            drop_last=True,
-            generator=torch.Generator().manual_seed(seed),
-            **loader_kwargs,
-        )
+        loader_kwargs = loader_options(workers, self.device, collate_fn)
+        self.train_loader, self.train_sampler = build_train_loader(
+            train_set, self.micro_batch, dist, seed, workers, train_collate_fn or collate_fn,
+            self.train_cfg["repeated_aug"],
+        )  # fmt: skip
         if len(self.train_loader) < accum:
             raise ValueError(
                 f"the training set ({len(train_set)} samples) gives fewer than one optimiser step of "
@@ -441,12 +465,13 @@ class Trainer:
                 f"cannot resume {path} with schedule.epochs={self.epochs}: it has trained {done} epochs already; pass "
                 f"schedule.epochs={done} or more (evaluate it with the eval tool instead)"
             )
-        if "optimizer.type" in changes:
-            old, new = changes["optimizer.type"]
-            raise ValueError(
-                f"cannot resume {path} with optimizer.type={new!r}: its optimiser state is that of {old!r}. Resume "
-                f"with --cfg-options optimizer.type={old!r}, or start a new run from its weights: --pretrained {path}"
-            )
+        for key in ("optimizer.type", "optimizer.decay_norm_and_bias"):  # the state's kind, or its parameter groups
+            if key in changes and not (key.endswith("bias") and changes[key][0] is None and changes[key][1]):
+                old, new = changes[key]
+                raise ValueError(
+                    f"cannot resume {path} with {key}={new!r}: its optimiser state is that of {old!r}. Resume with "
+                    f"--cfg-options {key}={old!r}, or start a new run from its weights: --pretrained {path}"
+                )
         theirs = (state.get("meta") or {}).get("classes")
         ours = self.extra_meta.get("classes")
         if theirs is not None and ours is not None and list(theirs) != list(ours):

@@ -16,11 +16,12 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils.data import Subset
+from torch.utils.data import Subset, default_collate
 
 from ..data import (
     AUGMENTATIONS,
     DATASETS,
+    AugmentOptions,
     ImageFolderDataset,
     build_classification_dataset,
     build_eval_transform,
@@ -29,6 +30,8 @@ from ..data import (
 from ..data.classification import IMAGENET_MEAN, IMAGENET_STD
 from ..data.own import MultiLabelCSVDataset, folder_classes, read_multilabel_csv, stratified_holdout
 from ..engine.checkpoint import export_weights
+from ..engine.config import declare_data_keys
+from ..engine.elastic import last_sample_seed, seeded_generators
 from .common import build_config_model, config_model_args
 from .metrics import MultiLabelMetric, TopKAccuracy
 
@@ -50,8 +53,22 @@ CLS_DATA: dict[str, Any] = {
     "dataset": None,  # digits, cifar10, cifar100, svhn, fashion_mnist, imagenet; own data: folder, multilabel_csv
     "root": None,
     "download": False,  # fetch the official files if missing (never by default)
-    "augment": "plus",  # plus (CIFAR "+"), none, imagenet, shift
+    "augment": "plus",  # plus (CIFAR "+"), none, imagenet, imagenet_crop_flip, shift, resize_flip, timm
     "image_size": None,  # default: the data set's
+    # modern recipes (data/transforms.py): auto-augmentation, cutout, random erasing, mixup/CutMix, BCE, test size
+    "auto_augment": None,  # timm's 'rand-m9-mstd0.5-inc1', 'original', 'augmix-m5-w4-d2'; 'cifar10', 'ta_wide'
+    "cutout": 0,  # side of the zeroed square (CIFAR: 16)
+    "re_prob": 0.0,  # timm's RandomErasing probability
+    "re_mode": "pixel",  # const, rand or pixel
+    "re_count": 1,
+    "interpolation": "bilinear",  # or bicubic (timm's recipes)
+    "mixup_alpha": 0.0,  # timm's Mixup: Beta(alpha, alpha) mixing of image pairs; 0 off
+    "cutmix_alpha": 0.0,  # CutMix's alpha; 0 off
+    "mixup_prob": 1.0,  # probability of mixing a batch
+    "mixup_switch_prob": 0.5,  # probability of CutMix instead of mixup when both are on
+    "loss": "ce",  # ce (soft targets taken), or bce (timm's BinaryCrossEntropy, per class)
+    "test_image_size": None,  # evaluation side (timm's test_input_size), None: image_size
+    "test_crop_pct": None,  # ImageNet recipes: centre-crop fraction at evaluation (None: 224/256)
     "batch_size": 64,  # global batch per optimiser step, over all GPUs and accumulation steps
     "eval_batch_size": None,  # default: batch_size
     "num_workers": 4,
@@ -66,6 +83,7 @@ CLS_DATA: dict[str, Any] = {
     "label_separator": "|",
     "pos_weight": None,  # multilabel_csv: BCE pos_weight, a list per class or 'balanced' (negatives / positives)
 }
+declare_data_keys("classification", CLS_DATA)
 OWN_DATASETS = ("folder", "multilabel_csv")
 
 
@@ -147,7 +165,13 @@ def build_model(cfg: dict[str, Any], pretrained: str | Path | None = None) -> nn
 
 
 # The names a classification config's data keys take (engine.config.check_values).
-CLS_DATA_CHOICES = {"dataset": (*DATASETS, *OWN_DATASETS), "augment": tuple(AUGMENTATIONS)}
+CLS_DATA_CHOICES = {
+    "dataset": (*DATASETS, *OWN_DATASETS),
+    "augment": tuple(AUGMENTATIONS),
+    "re_mode": ("const", "rand", "pixel"),
+    "interpolation": ("bilinear", "bicubic"),
+    "loss": ("ce", "bce"),
+}
 
 
 def _weights_cfg(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -203,8 +227,9 @@ def build_datasets(cfg: dict[str, Any], ten_crop: bool | None = None, holdout_sp
     ten_crop = data["ten_crop"] if ten_crop is None else ten_crop
     if ten_crop and name == "multilabel_csv":
         raise ValueError("ten-crop evaluation averages softmax outputs; multi-label runs evaluate single crops")
-    train_tf = build_train_transform(data["augment"], size, mean, std, native_size=native)
-    eval_tf = build_eval_transform(data["augment"], size, mean, std, ten_crop=ten_crop, native_size=native)
+    options = augment_options(cfg)
+    train_tf = build_train_transform(data["augment"], size, mean, std, native_size=native, options=options)
+    eval_tf = build_eval_transform(data["augment"], size, mean, std, ten_crop, native, options)
     if name in OWN_DATASETS:
         train_set, eval_set = _own_datasets(cfg, eval_tf if holdout_split else train_tf, eval_tf)
     else:
@@ -218,6 +243,67 @@ def build_datasets(cfg: dict[str, Any], ten_crop: bool | None = None, holdout_sp
     elif data["holdout"]:
         train_set = Subset(train_set, train_indices)
     return train_set, eval_set
+
+
+def augment_options(cfg: dict[str, Any]) -> AugmentOptions:
+    """The config's modern recipe options (``data.auto_augment``, ``cutout``, ``re_*``, ``interpolation``,
+    ``test_image_size``, ``test_crop_pct``); an unknown auto-augmentation is refused naming the key."""
+    data = cfg["data"]
+    try:
+        return AugmentOptions(
+            auto_augment=data["auto_augment"], re_prob=data["re_prob"], re_mode=data["re_mode"],
+            re_count=data["re_count"], cutout=data["cutout"], interpolation=data["interpolation"],
+            test_size=data["test_image_size"], test_crop_pct=data["test_crop_pct"],
+        )  # fmt: skip
+    except ValueError as err:
+        raise ValueError(f"config key data.{err}") from None
+
+
+class MixupCollate:
+    """The training loader's collate function for mixup and CutMix (timm's ``Mixup``, Zhang et al. 2018; Yun et al.
+    2019): the default collate, then each micro-batch is mixed with its own reverse and the targets become label
+    distributions (rows summing to one, ``label_smoothing`` applied by ``Mixup``), which the soft-target
+    cross-entropy and BCE take. ``Mixup`` draws from NumPy's generator, seeded here from the batch's last sample's
+    augmentation seed (engine/elastic.py): a batch is mixed alike in a loader worker and in the main process, and
+    in a resumed run as in the uninterrupted one."""
+
+    def __init__(self, mixup) -> None:
+        self.mixup = mixup
+
+    def __call__(self, samples: list) -> tuple[torch.Tensor, torch.Tensor]:
+        inputs, targets = default_collate(samples)
+        if len(inputs) % 2:
+            raise ValueError(
+                f"mixup and CutMix mix a micro-batch with its reverse and need an even one, got {len(inputs)} images: "
+                f"make data.batch_size / (processes x train.accum_steps) even"
+            )
+        seed = last_sample_seed()
+        if seed is None:  # a loader without SampleSeeded: the process's own generators
+            return self.mixup(inputs, targets)
+        with seeded_generators(seed ^ 0x6D697875):  # another stream than the sample's own augmentation
+            return self.mixup(inputs, targets)
+
+
+def mixup_collate(cfg: dict[str, Any], num_classes: int) -> MixupCollate | None:
+    """The training collate of a config with mixup or CutMix (``data.mixup_alpha``, ``cutmix_alpha``), label
+    smoothing moved into the mixed targets; None without them. Multi-label data is refused (its targets are not
+    one class per image)."""
+    data = cfg["data"]
+    if not (data["mixup_alpha"] or data["cutmix_alpha"]):
+        return None
+    if data["dataset"] == "multilabel_csv":
+        raise ValueError(
+            "data.mixup_alpha/cutmix_alpha mix one-class targets; multilabel_csv's images have several labels: set "
+            "them to 0"
+        )
+    from timm.data import Mixup
+
+    mixup = Mixup(
+        mixup_alpha=data["mixup_alpha"], cutmix_alpha=data["cutmix_alpha"], prob=data["mixup_prob"],
+        switch_prob=data["mixup_switch_prob"], label_smoothing=cfg["train"]["label_smoothing"],
+        num_classes=num_classes,
+    )  # fmt: skip
+    return MixupCollate(mixup)
 
 
 def _own_datasets(cfg: dict[str, Any], train_tf, eval_tf):
@@ -266,22 +352,35 @@ def ten_crop_forward(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor | l
 
 
 class ExitsCrossEntropy(nn.Module):
-    """Cross-entropy of a classifier's logits, or for a model with several exits (MSDNet: a list of logits) the
-    weighted sum of every exit's cross-entropy (MSDNet, Sec. 4: unweighted by default)."""
+    """Cross-entropy of a classifier's logits against class indices or soft targets (mixup's label distributions),
+    or for a model with several exits (MSDNet: a list of logits) the weighted sum of every exit's (MSDNet, Sec. 4:
+    unweighted by default). ``bce=True`` takes timm's ``BinaryCrossEntropy`` per class instead (ResNet Strikes Back's
+    loss), with the same smoothing."""
 
-    def __init__(self, exit_weights: tuple[float, ...] | None = None, label_smoothing: float = 0.0) -> None:
+    def __init__(
+        self, exit_weights: tuple[float, ...] | None = None, label_smoothing: float = 0.0, bce: bool = False
+    ) -> None:
         super().__init__()
         self.exit_weights = exit_weights
         self.label_smoothing = label_smoothing
+        self.bce = None
+        if bce:
+            from timm.loss import BinaryCrossEntropy
+
+            self.bce = BinaryCrossEntropy(smoothing=label_smoothing)
+
+    def _one(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        if self.bce is not None:
+            return self.bce(logits, targets)
+        return F.cross_entropy(logits, targets, label_smoothing=self.label_smoothing)
 
     def forward(self, outputs: torch.Tensor | list[torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
         if isinstance(outputs, torch.Tensor):
-            return F.cross_entropy(outputs, targets, label_smoothing=self.label_smoothing)
+            return self._one(outputs, targets)
         weights = self.exit_weights or (1.0,) * len(outputs)
         if len(weights) != len(outputs):
             raise ValueError(f"{len(weights)} exit weights for a model with {len(outputs)} exits")
-        losses = [F.cross_entropy(o, targets, label_smoothing=self.label_smoothing) for o in outputs]
-        return sum(w * loss for w, loss in zip(weights, losses))
+        return sum(w * self._one(o, targets) for w, o in zip(weights, outputs))
 
 
 class MultiLabelBCE(nn.Module):
@@ -337,6 +436,8 @@ class ClassificationTask:
         return self.datasets
 
     def loss_fn(self, cfg: dict[str, Any]) -> nn.Module:
+        if cfg["data"]["loss"] == "bce" and cfg["data"]["dataset"] == "multilabel_csv":
+            raise ValueError("multilabel_csv trains with BCE-with-logits already; leave data.loss='ce'")
         if cfg["data"]["dataset"] == "multilabel_csv":
             classes = dataset_classes(cfg)
             train_set = getattr(self, "datasets", (None,))[0]
@@ -344,7 +445,15 @@ class ClassificationTask:
                 train_set = build_datasets(cfg)[0]
             return MultiLabelBCE(pos_weight(cfg["data"]["pos_weight"], classes, train_set))
         exit_weights = getattr(getattr(self, "model", None), "exit_weights", None)
-        return ExitsCrossEntropy(exit_weights, label_smoothing=cfg["train"]["label_smoothing"])
+        mixed = bool(cfg["data"]["mixup_alpha"] or cfg["data"]["cutmix_alpha"])
+        smoothing = 0.0 if mixed else cfg["train"]["label_smoothing"]  # mixup's targets carry the smoothing
+        return ExitsCrossEntropy(exit_weights, label_smoothing=smoothing, bce=cfg["data"]["loss"] == "bce")
+
+    def train_collate_fn(self, cfg: dict[str, Any]) -> MixupCollate | None:
+        """Mixup and CutMix's collate (``data.mixup_alpha``, ``cutmix_alpha``), or None."""
+        classes = dataset_classes(cfg)
+        count = len(classes) if classes is not None else cfg["model"].get("num_classes")
+        return mixup_collate(cfg, count or DATASETS[cfg["data"]["dataset"]].num_classes)
 
     def metric(self, cfg: dict[str, Any]) -> TopKAccuracy | MultiLabelMetric:
         classes = dataset_classes(cfg)

@@ -19,6 +19,7 @@ from ..data.detection import (
     write_shapes_coco,
 )
 from ..engine.checkpoint import export_weights
+from ..engine.config import declare_data_keys
 from ..engine.distributed import all_gather_objects
 from ..heads.ssd import MultiBoxLoss, PriorConfig, SingleShotDetector, postprocess
 from ..registry import model_arg_names, model_class
@@ -45,6 +46,7 @@ DET_DATA: dict[str, Any] = {
     "shapes_train": 64,  # images in the generated shapes splits
     "shapes_val": 16,
 }
+declare_data_keys("detection", DET_DATA)
 
 SHAPES_CLASSES = ("square", "disc")
 

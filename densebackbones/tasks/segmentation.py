@@ -26,6 +26,7 @@ from ..data.segmentation import (
     write_shapes_dataset,
 )
 from ..engine.checkpoint import export_weights
+from ..engine.config import declare_data_keys
 from ..registry import model_arg_names
 from .common import build_config_model, config_model_args
 from .metrics import SegmentationMetric
@@ -55,6 +56,7 @@ SEG_DATA: dict[str, Any] = {
     "test_scales": None,  # e.g. (0.75, 1.0, 1.25); None: the image's own size only
     "test_flip": False,
 }
+declare_data_keys("segmentation", SEG_DATA)
 
 
 def _encoder_stats(cfg: dict[str, Any]) -> tuple[tuple[float, ...], tuple[float, ...]]:
