@@ -50,7 +50,7 @@ def test_poly_schedule_follows_its_formula_per_step(warmup_epochs):
     [
         ("optimizer", "betas", (0.9,), r"optimizer.betas=\(0.9,\): must be two numbers in \[0, 1\)"),
         ("optimizer", "betas", (0.9, 1.0), r"must be two numbers in \[0, 1\)"),
-        ("optimizer", "type", "Lion", "optimizer.type='Lion': is not one of 'SGD', 'RMSprop', 'Adam', 'AdamW', 'RMSpropTF'"),
+        ("optimizer", "type", "Lion", "optimizer.type='Lion': is not one of 'SGD', 'RMSprop', 'Adam', 'AdamW'"),
         ("schedule", "power", 0.0, r"schedule.power=0.0: must be in \(0.0, inf\)"),
         ("schedule", "type", "polynomial", "is not one of 'multistep', 'cosine', 'poly'"),
         ("data", "scale_range", (2.0, 0.5), "data.scale_range=.*0 < low <= high"),
