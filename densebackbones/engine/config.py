@@ -140,6 +140,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "max_iters_per_epoch": None,  # cap on iterations per epoch (quick tests and smoke runs)
         "plot": True,  # write curves.png at each epoch end
         "early_stop_patience": None,  # stop after this many evaluations without a better best metric
+        "hooks": (),  # step events of one's own, 'package.module:ClassName' (engine/events.py)
     },
 }
 

@@ -15,12 +15,6 @@
   they end with their main process.
 * **Restarts.** torchrun sets ``TORCHELASTIC_RESTART_COUNT`` (> 0 from the first restart on): the tools then resume
   from the work dir by themselves (:func:`restart_count`, ``engine/cli.py``).
-* **Fault injection, for tests only.** ``DENSEBACKBONES_TEST_FAULT="kill@STEP[:RANK]"`` (or ``term@``, ``int@``)
-  makes the process of that rank (every rank without one) send itself SIGKILL (SIGTERM, SIGINT) right after
-  optimiser step STEP; ``kill@saveSTEP`` during the checkpoint write after that step (rank 0: its temporary file is
-  complete and not yet renamed; other ranks: while rank 0 writes); ``fill@STEP`` fills the work dir's file system
-  (refused on one over 512 MiB: a test's tmpfs only). Only in the first attempt of a run (not after a
-  resume or torchrun restart). Nothing else reads it; never set it for real runs.
 """
 
 from __future__ import annotations
@@ -29,11 +23,9 @@ import contextlib
 import hashlib
 import os
 import random
-import shutil
 import signal
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -41,12 +33,10 @@ import torch
 from torch.utils.data import Dataset, DistributedSampler, get_worker_info
 
 __all__ = [
-    "FAULT_ENV",
     "PREEMPTED_EXIT_CODE",
     "ResumableDistributedSampler",
     "SampleSeeded",
     "TrainingPreempted",
-    "inject_fault",
     "preemption_handler",
     "process_exits_on_stop",
     "restart_count",
@@ -55,7 +45,6 @@ __all__ = [
 ]
 
 PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM: what a shell reports for a process that SIGTERM ended
-FAULT_ENV = "DENSEBACKBONES_TEST_FAULT"  # fault injection for tests (module docstring)
 
 
 class TrainingPreempted(Exception):
@@ -226,51 +215,3 @@ def process_exits_on_stop() -> Iterator[None]:
         yield
     finally:
         _STOP["process_exits"] = False
-
-
-# ------------------------------------------------------------------------------------------------ fault injection
-def inject_fault(step: int, rank: int, resumed: bool, moment: str = "", work_dir: str | Path | None = None) -> None:
-    """Test-only fault injection (``DENSEBACKBONES_TEST_FAULT``, module docstring); a no-op unless it is set.
-    ``moment``: ``""`` right after optimiser step ``step``, ``"save"`` during the checkpoint write that follows it;
-    ``work_dir``: the file system that ``fill`` fills."""
-    spec = os.environ.get(FAULT_ENV)
-    if not spec or resumed or restart_count() > 0:
-        return
-    kind, _, where = spec.partition("@")
-    at, _, on_rank = where.partition(":")
-    at_moment = at.rstrip("0123456789")
-    if kind not in _FAULTS or at_moment not in ("", "save") or not at[len(at_moment) :].isdigit():
-        raise ValueError(f"{FAULT_ENV}={spec!r}: expected KIND@[save]STEP[:RANK], KIND one of {', '.join(_FAULTS)}")
-    if at_moment != moment or step != int(at[len(at_moment) :]) or (on_rank and int(on_rank) != rank):
-        return
-    when = f"after step {step}" if not moment else f"while the checkpoint of step {step} is written"
-    if kind == "fill":
-        print(f"{FAULT_ENV}: rank {rank} fills the file system of {work_dir} {when}", flush=True)
-        _fill_file_system(Path(work_dir if work_dir is not None else "."))
-        return
-    print(f"{FAULT_ENV}: rank {rank} sends itself SIG{kind.upper()} {when}", flush=True)
-    os.kill(os.getpid(), _FAULTS[kind])  # Python runs a SIGINT/SIGTERM handler before the next bytecode
-
-
-_FAULTS = {"kill": signal.SIGKILL, "term": signal.SIGTERM, "int": signal.SIGINT, "fill": None}
-FAULT_BALLAST = ".fault_ballast"  # the file that ``fill`` writes into the work dir (a test removes it: space returns)
-
-
-def _fill_file_system(folder: Path) -> None:
-    """Write ``folder/.fault_ballast`` until the disk is full; only on a small file system (a test's tmpfs)."""
-    total = shutil.disk_usage(folder).total
-    if total > 512 * 2**20:
-        raise ValueError(
-            f"{FAULT_ENV}=fill@...: {folder} is on a {total / 2**30:.1f} GiB file system; fill only a test's"
-        )
-    fd = os.open(folder / FAULT_BALLAST, os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o644)
-    try:
-        for size in (2**20, 2**12, 1):
-            chunk = b"\0" * size
-            try:
-                while os.write(fd, chunk):
-                    pass
-            except OSError:  # ENOSPC: the next, smaller chunk fills what is left
-                continue
-    finally:
-        os.close(fd)

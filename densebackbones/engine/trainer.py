@@ -49,11 +49,11 @@ from .elastic import (
     SampleSeeded,
     TrainingPreempted,
     handler_installed,
-    inject_fault,
     stop_requested,
     worker_ignores_sigterm,
 )
-from .hooks import EmaCopiesBuffers, RegularizedModel, TrainingProgressAware
+from .events import EpochLoop, default_events, load_events
+from .hooks import EmaCopiesBuffers, RegularizedModel
 from .logs import CSVLogger, plot_run
 from .optim import build_optimizer, build_scheduler
 
@@ -276,6 +276,7 @@ class Trainer:
         self.step = 0  # optimiser steps completed
         self.epoch_step = 0  # optimiser steps completed in the current epoch (a step checkpoint's data position)
         self.checkpoint_interval = self.train_cfg.get("checkpoint_interval_steps") or 0
+        self.events = default_events(load_events(self.train_cfg.get("hooks") or ()))  # engine/events.py
         self._resumed_loop: dict[str, Any] | None = None  # the epoch's running sums from a step checkpoint
         self._resumed = False
         self.last_step_checkpoint_s: float | None = None  # how long the latest step checkpoint took (all ranks)
@@ -347,9 +348,9 @@ class Trainer:
         state = self.state_dict()  # collective (RNG gather)
         self._refuse_non_finite(state)
         if not self.dist.is_main:
-            self._fault_while_saving()  # tests only: while rank 0 writes
+            self._while_saving()  # while rank 0 writes
         if self.dist.is_main:
-            atomic_save(state, self.work_dir / "last.pth", self._fault_while_saving)
+            atomic_save(state, self.work_dir / "last.pth", self._while_saving)
             if better:
                 atomic_save(state, self.work_dir / "best.pth")
             every = self.train_cfg["save_interval"]
@@ -363,15 +364,16 @@ class Trainer:
         state = self.state_dict(loop)  # collective
         self._refuse_non_finite(state)
         if self.dist.is_main:
-            atomic_save(state, self.work_dir / "last.pth", self._fault_while_saving)
+            atomic_save(state, self.work_dir / "last.pth", self._while_saving)
         else:
-            self._fault_while_saving()  # tests only: while rank 0 writes
+            self._while_saving()  # while rank 0 writes
         self._barrier()
         self.last_step_checkpoint_s = time.perf_counter() - start
 
-    def _fault_while_saving(self) -> None:
-        """Tests only (DENSEBACKBONES_TEST_FAULT=KIND@saveSTEP): rank 0's temporary file is complete, not renamed."""
-        inject_fault(self.step, self.dist.rank, self._resumed, "save", self.work_dir)
+    def _while_saving(self) -> None:
+        """The events' ``while_saving``: rank 0's temporary file is complete and not renamed, or rank 0 writes."""
+        for event in self.events:
+            event.while_saving(self)
 
     def _refuse_non_finite(self, state: dict[str, Any]) -> None:
         """Never write a checkpoint with NaN or inf weights, EMA or optimiser state: a step with a finite loss can
@@ -602,129 +604,53 @@ class Trainer:
     def total_steps(self) -> int:
         return self.max_iters or self.epochs * self.iters_per_epoch
 
-    def _report_progress(self) -> None:
-        if isinstance(self.model, TrainingProgressAware):
-            self.model.set_training_progress(self.step / self.total_steps)
-
     def _with_regularization(self, loss: torch.Tensor) -> torch.Tensor:
         extra = self.model.regularization_loss() if isinstance(self.model, RegularizedModel) else None
         return loss if extra is None else loss + extra.to(loss.dtype)
 
     def train_one_epoch(self) -> dict[str, float]:
+        """One epoch: per optimiser step, ``accum_steps`` micro-batches of forward, loss and backward, the step and
+        the schedule, then the step events (engine/events.py: EMA, log window, step checkpoint, preemption)."""
         self.ddp_model.train()
-        start_it = self.epoch_step  # > 0: resumed from a step checkpoint of this epoch
-        self.train_sampler.set_epoch(self.epoch)
-        self.train_sampler.set_start(start_it * self.micro_batch * self.accum_steps)
-        log_interval = self.train_cfg["log_interval"]
-        clip = self.train_cfg["clip_grad"]
-        loop = self._resumed_loop or {}
-        self._resumed_loop = None
-
-        def tensor(key: str) -> torch.Tensor:
-            return torch.tensor(loop.get(key, 0.0), dtype=torch.float32, device=self.device)
-
-        loss_sum = tensor("loss_sum")
-        window_loss, window_count = tensor("window_loss"), loop.get("window_count", 0)
-        window_start = time.perf_counter()
-        window_grad_norm = tensor("window_grad_norm")  # largest clipped-gradient norm of the window
-        epoch_start, images_seen = time.perf_counter(), loop.get("images_seen", 0)
-
-        def running_sums() -> dict[str, float]:  # what a step checkpoint keeps of this epoch (exact float32 values)
-            return {
-                "loss_sum": loss_sum.item(),
-                "window_loss": window_loss.item(),
-                "window_grad_norm": window_grad_norm.item(),
-                "window_count": window_count,
-                "images_seen": images_seen,
-            }
-
-        iterations = self.iters_per_epoch
-        if self.max_iters:
-            iterations = min(iterations, self.max_iters - (self.step - start_it))
-        # A context manager: an error that stops the epoch also ends the bar's line, so messages start on their own.
-        with tqdm(
-            total=self.iters_per_epoch,
-            initial=start_it,
-            desc=f"epoch {self.epoch + 1}/{self.epochs}",
-            disable=not self.dist.is_main,
-            dynamic_ncols=True,
-            mininterval=2.0,
-        ) as progress:
+        loop = EpochLoop.begin(self)  # the sampler's position, the running sums and the progress bar
+        with loop.progress:
             batches = iter(self.train_loader)
-            for it in range(start_it, iterations):
-                self._report_progress()
+            for iteration in range(loop.start, loop.iterations):
+                loop.it = iteration
+                self._call_events("before_step", loop)
                 for micro in range(self.accum_steps):
                     inputs, targets = self._to_device(next(batches))
                     last_micro = micro == self.accum_steps - 1
-                    sync = self.ddp_model.no_sync() if self.dist.enabled and not last_micro else nullcontext()
-                    with sync:
+                    with self.ddp_model.no_sync() if self.dist.enabled and not last_micro else nullcontext():
                         with self._autocast():
                             loss = self.loss_fn(self.forward_model(inputs), targets)
                         loss = self._with_regularization(loss)
                         self.scaler.scale(loss / self.accum_steps).backward()
-                    loss_sum += loss.detach() / self.accum_steps
-                    window_loss += loss.detach() / self.accum_steps
-                    images_seen += len(targets) if hasattr(targets, "__len__") else self.micro_batch
-                if clip:
-                    self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
-                    grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), clip)
-                    if not self.scaler.is_enabled():  # fp16's scaler skips such steps itself
-                        # A non-finite norm makes clipping write NaN into every gradient and the step into every
-                        # weight while this step's loss was finite: checked with the loss, without a sync per step.
-                        window_grad_norm = torch.maximum(window_grad_norm, grad_norm.detach().nan_to_num(float("inf")))
+                    loop.add(loss.detach() / self.accum_steps, targets, self.micro_batch)
+                loop.observe_grad_norm(self._clip_gradients())
                 self.scaler.step(self.optimizer)  # exactly one optimiser step per update
                 self.scaler.update()
                 self.optimizer.zero_grad(set_to_none=True)
                 self.scheduler.step()
-                self.step += 1
-                self.epoch_step = it + 1
-                window_count += 1
-                if self.ema is not None:
-                    self.ema.update(self.model, step=self.step)
-                if window_count == log_interval or it == iterations - 1:
-                    # Summed over ranks, so that every rank stops together (a lone raise would hang DDP).
-                    window_loss = all_reduce_sum(window_loss) / self.dist.world_size
-                    # Gradients first: non-finite ones of one step make the next step's loss NaN.
-                    self._check_finite_grads(window_grad_norm, f"epoch {self.epoch + 1}, iteration {it + 1}")
-                    self._check_finite(window_loss, f"epoch {self.epoch + 1}, iteration {it + 1}")
-                    elapsed = time.perf_counter() - window_start
-                    row = {
-                        "epoch": self.epoch + 1,
-                        "step": self.step,
-                        "epoch_float": self.epoch + (it + 1) / self.iters_per_epoch,
-                        "lr": self.optimizer.param_groups[0]["lr"],
-                        "loss": window_loss.item() / window_count,
-                        "img_per_s": window_count
-                        * self.micro_batch
-                        * self.accum_steps
-                        * self.dist.world_size
-                        / elapsed,
-                    }
-                    if self.dist.is_main:
-                        self.train_log.log(row)
-                    progress.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.3g}")
-                    window_loss = torch.zeros((), device=self.device)
-                    window_grad_norm = torch.zeros((), device=self.device)
-                    window_count, window_start = 0, time.perf_counter()
-                progress.update(1)
-                if it == iterations - 1:
-                    # tests only: DENSEBACKBONES_TEST_FAULT
-                    inject_fault(self.step, self.dist.rank, self._resumed, work_dir=self.work_dir)
-                    break  # the epoch's own checkpoint follows its evaluation (fit), also for a preemption notice
-                saved = False
-                if self.checkpoint_interval and self.step % self.checkpoint_interval == 0:
-                    self.save_step(running_sums())
-                    saved = True
-                inject_fault(self.step, self.dist.rank, self._resumed, work_dir=self.work_dir)
-                if self._agree_to_stop():
-                    if not saved:
-                        self.save_step(running_sums())
-                    raise TrainingPreempted(self._preempted_message())
-        return {
-            "loss": all_reduce_sum(loss_sum).item() / self.dist.world_size / max(iterations, 1),
-            "epoch_time_s": time.perf_counter() - epoch_start,
-            "images": images_seen * self.dist.world_size,
-        }
+                self.step, self.epoch_step = self.step + 1, iteration + 1
+                loop.progress.update(1)
+                self._call_events("after_step", loop)
+        return loop.summary(self)
+
+    def _clip_gradients(self) -> torch.Tensor | None:
+        """``train.clip_grad``: clip the true (unscaled) gradients; the norm, for the log window's finiteness check
+        (None when not clipping, or under fp16, whose scaler skips non-finite steps itself). A non-finite norm makes
+        clipping write NaN into every gradient and the step into every weight while the step's loss was finite."""
+        clip = self.train_cfg["clip_grad"]
+        if not clip:
+            return None
+        self.scaler.unscale_(self.optimizer)
+        grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        return None if self.scaler.is_enabled() else grad_norm
+
+    def _call_events(self, moment: str, loop: EpochLoop) -> None:
+        for event in self.events:
+            getattr(event, moment)(self, loop)
 
     def _preempted_message(self) -> str:
         return (

@@ -14,11 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 from helpers import run_training_tool
+from helpers.faults import FAULT_ENV, FAULT_HOOK
 
 from densebackbones.engine import load_checkpoint, read_csv
-from densebackbones.engine import trainer as trainer_module
 from densebackbones.engine.elastic import (
-    FAULT_ENV,
     PREEMPTED_EXIT_CODE,
     ResumableDistributedSampler,
     TrainingPreempted,
@@ -43,6 +42,7 @@ OPTIONS = [
     "train.log_interval=3",
     "train.ema_decay=0.9",
     "train.plot=False",
+    FAULT_HOOK,  # tests/helpers/faults.py: nothing unless DENSEBACKBONES_TEST_FAULT is set
 ]
 LOG_COLUMNS = {
     "train.csv": ("epoch", "step", "epoch_float", "lr", "loss"),
@@ -128,15 +128,10 @@ def test_step_checkpoint_resumes_mid_epoch_bit_for_bit(straight, tmp_path, monke
     state = load_checkpoint(straight / "last.pth")
     assert state["epoch_step"] == 0 and state["step"] == 10
 
-    def stop_at_step_7(
-        step, rank, resumed, *moment, **where
-    ):  # Ctrl-C after step 7: the last step checkpoint is step 6's
-        if step == 7 and not resumed:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(trainer_module, "inject_fault", stop_at_step_7)
+    monkeypatch.setenv(FAULT_ENV, "int@7")  # Ctrl-C after step 7: the last step checkpoint is step 6's
     with pytest.raises(KeyboardInterrupt):
         run(tmp_path / "run", "data.num_workers=2")
+    monkeypatch.delenv(FAULT_ENV)
     mid = load_checkpoint(tmp_path / "run" / "last.pth")
     assert (mid["step"], mid["epoch"], mid["epoch_step"]) == (6, 1, 1)
     assert mid["data"]["consumed_per_rank"] == 64 and len(mid["rng"]) == len(mid["loop"]) == 1
@@ -176,7 +171,7 @@ def torchrun(work_dir: Path, *launch: str, fault: str | None = None, timeout=240
     """tools/train_cls.py under torchrun with two CPU processes in all (BatchNorm: every run splits the global batch
     of 64 over two ranks, so that runs compare bit for bit)."""
     env = {k: v for k, v in os.environ.items() if k != FAULT_ENV}
-    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(REPO), **({FAULT_ENV: fault} if fault else {}))
+    env.update(OMP_NUM_THREADS="1", PYTHONPATH=f"{REPO}:{REPO / 'tests'}", **({FAULT_ENV: fault} if fault else {}))
     command = [sys.executable, "-m", "torch.distributed.run", *launch, str(REPO / "tools" / "train_cls.py")]
     command += [DIGITS_CFG, "--work-dir", str(work_dir), "--resume", "auto", "--cfg-options", *OPTIONS]
     command += ["train.device=cpu", "data.num_workers=0"]

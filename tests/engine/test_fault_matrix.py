@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers.faults import FAULT_BALLAST, FAULT_ENV, FAULT_HOOK  # noqa: E402
 
 from densebackbones.engine import load_checkpoint, read_csv
-from densebackbones.engine.elastic import FAULT_BALLAST, FAULT_ENV
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -36,6 +36,7 @@ COMMON = [
     "train.ema_decay=0.9",
     "train.plot=False",
     "data.num_workers=0",
+    FAULT_HOOK,
 ]
 TOOLS = {
     "cls": ("train_cls.py", "configs/cls/densenet_bc_digits.py", None, [
@@ -74,7 +75,7 @@ def command(tool: str, work_dir: Path, data: Path, *extra: str) -> list[str]:
 
 def environment(fault: str | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != FAULT_ENV}
-    env.update(PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    env.update(PYTHONPATH=f"{REPO}:{REPO / 'tests'}", OMP_NUM_THREADS="1")
     if fault:
         env[FAULT_ENV] = fault
     return env
