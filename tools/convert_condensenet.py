@@ -11,14 +11,13 @@ model.type=<model.type>_converted``. ``--eval`` evaluates both forms on the conf
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
 import cpu_env  # noqa: F401  (first: OpenMP's spin setting before torch loads)
-import torch
-from torch.utils.data import DataLoader
 
-from densebackbones.engine import cli, evaluate
+from densebackbones.engine import DistInfo, cli, evaluate_record
 from densebackbones.engine.checkpoint import export_weights
 from densebackbones.engine.cli import resolve_config
 from densebackbones.flops import count_macs
@@ -41,7 +40,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> dict[str, object]:
     task = ClassificationTask()
     cfg = resolve_config(args, task)
-    model = task.build_model(cfg, pretrained=args.checkpoint).eval()
+    record = task.build(cfg, pretrained=args.checkpoint, training=False)
+    model = record.model.eval()
     if not isinstance(model, CondenseNet):
         raise ValueError(f"model.type={cfg['model']['type']!r} is not a CondenseNet; nothing to convert")
     converted = convert(model, force=args.force).eval()
@@ -55,12 +55,10 @@ def main(args: argparse.Namespace) -> dict[str, object]:
         "macs": count_macs(model, size),
         "macs_converted": count_macs(converted, size),
     }
-    if args.eval:
-        _, eval_set = task.build_datasets(cfg)
-        loader = DataLoader(eval_set, batch_size=cfg["data"]["eval_batch_size"] or cfg["data"]["batch_size"])
+    if args.eval:  # both networks evaluated as the trainer evaluates
+        dist = DistInfo()
         for key, net in (("eval", model), ("eval_converted", converted)):
-            cpu = torch.device("cpu")
-            report[key] = evaluate(net, loader, task.loss_fn(cfg), task.metric(cfg), cpu, show_progress=False)
+            report[key] = evaluate_record(dataclasses.replace(record, model=net), cfg, dist, show_progress=False)
     print(json.dumps(report, indent=2))
     return report
 

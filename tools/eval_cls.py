@@ -12,14 +12,11 @@ import argparse
 import json
 
 import cpu_env  # noqa: F401  (first: OpenMP's spin setting before torch loads)
-import torch
-from torch.utils.data import DataLoader
 
-from densebackbones.engine import cli, distributed_session, evaluate
+from densebackbones.engine import cli, distributed_session, evaluate_record
 from densebackbones.engine.cli import resolve_config
-from densebackbones.engine.distributed import ShardSampler
 from densebackbones.models.helpers import trained_head_required
-from densebackbones.tasks.classification import ClassificationTask, ten_crop_forward
+from densebackbones.tasks.classification import ClassificationTask
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -36,29 +33,11 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> dict[str, float]:
     task = ClassificationTask()
     cfg = resolve_config(args, task)
+    cfg["data"]["ten_crop"] = args.ten_crop
     with distributed_session(cfg["train"]["device"]) as dist:
         with trained_head_required():  # numbers from the checkpoint's own classifier only
-            model = task.build_model(cfg, pretrained=args.checkpoint).to(dist.device)
-        _, eval_set = task.build_datasets(cfg, ten_crop=args.ten_crop)
-        batch = args.batch_size or cfg["data"]["eval_batch_size"] or cfg["data"]["batch_size"]
-        loader = DataLoader(
-            eval_set,
-            batch_size=batch,
-            sampler=ShardSampler(len(eval_set), dist.rank, dist.world_size),
-            num_workers=cfg["data"]["num_workers"],
-            pin_memory=dist.device.type == "cuda",
-        )
-        amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg["train"]["amp"])
-        metrics = evaluate(
-            model,
-            loader,
-            task.loss_fn(cfg),
-            task.metric(cfg),
-            dist.device,
-            amp,
-            ten_crop_forward,
-            show_progress=dist.is_main,
-        )
+            record = task.build(cfg, pretrained=args.checkpoint, training=False)
+        metrics = evaluate_record(record, cfg, dist, batch_size=args.batch_size)  # as the trainer evaluates
         if dist.is_main:
             print(json.dumps({"checkpoint": args.checkpoint, "ten_crop": args.ten_crop, **metrics}, indent=2))
     return metrics

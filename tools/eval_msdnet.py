@@ -19,10 +19,9 @@ import json
 from pathlib import Path
 
 import cpu_env  # noqa: F401  (first: OpenMP's spin setting before torch loads)
-import torch
 from torch.utils.data import DataLoader
 
-from densebackbones.engine import cli, evaluate
+from densebackbones.engine import DistInfo, cli, evaluate_record
 from densebackbones.engine.cli import resolve_config
 from densebackbones.flops import count_macs
 from densebackbones.models import MSDNet
@@ -52,10 +51,9 @@ def _compare_point(spec: str, task: ClassificationTask, data_root: str | None, b
         raise ValueError(f"--compare {spec!r}: give CONFIG=CHECKPOINT")
     cfg = resolve_config(argparse.Namespace(config=config, cfg_options=None, data_root=data_root), task)
     with trained_head_required():  # numbers from the checkpoint's own classifier only
-        model = task.build_model(cfg, pretrained=checkpoint).eval()
-    _, eval_set = task.build_datasets(cfg)
-    loader = DataLoader(eval_set, batch_size=batch)
-    metrics = evaluate(model, loader, task.loss_fn(cfg), task.metric(cfg), torch.device("cpu"), show_progress=False)
+        record = task.build(cfg, pretrained=checkpoint, training=False)
+    model = record.model.eval()
+    metrics = evaluate_record(record, cfg, DistInfo(), batch_size=batch, show_progress=False)
     size = image_size(cfg)
     macs = count_macs(model, (1, model.in_chans, size, size))
     return dict(name=cfg["model"]["type"], checkpoint=checkpoint, accuracy=metrics["top1"], macs=macs)

@@ -14,9 +14,8 @@ import cpu_env  # noqa: F401  (first: OpenMP's spin setting before torch loads)
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
-from torch.utils.data import DataLoader
 
-from densebackbones.engine import cli, evaluate, init_distributed
+from densebackbones.engine import cli, evaluate_record, init_distributed
 from densebackbones.models.helpers import trained_head_required
 from densebackbones.tasks.detection import DetectionTask, class_names
 
@@ -39,14 +38,13 @@ def main(args: argparse.Namespace) -> dict[str, float]:
         raise SystemExit("nothing to do: pass --eval, --out DIR, or both")
     task = DetectionTask()
     cfg = cli.resolve_config(args, task)
-    device = init_distributed(cfg["train"]["device"]).device
+    dist = init_distributed(cfg["train"]["device"])
     with trained_head_required():  # numbers from the checkpoint's own classifier only
-        model = task.build_model(cfg, pretrained=args.checkpoint).to(device).eval()
-    _, dataset = task.build_datasets(cfg)
+        record = task.build(cfg, pretrained=args.checkpoint, training=False)
+    model, dataset, device = record.model.to(dist.device).eval(), record.eval_set, dist.device
     metrics: dict[str, float] = {}
     if args.eval:
-        loader = DataLoader(dataset, batch_size=cfg["data"]["eval_batch_size"], collate_fn=task.collate_fn)
-        metrics = evaluate(model, loader, task.loss_fn(cfg), task.metric(cfg), device, eval_forward=task.eval_forward)
+        metrics = evaluate_record(record, cfg, dist)  # as the trainer evaluates
         print(json.dumps(metrics, indent=2))
     if args.out:
         out = Path(args.out)

@@ -14,6 +14,7 @@ the evaluation and the written predictions.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -21,10 +22,9 @@ import cpu_env  # noqa: F401  (first: OpenMP's spin setting before torch loads)
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
-from torch.utils.data import DataLoader
 
 from densebackbones.data.segmentation import build_segmentation_transform, colorize
-from densebackbones.engine import cli, evaluate, init_distributed
+from densebackbones.engine import cli, evaluate_record, init_distributed
 from densebackbones.engine.cli import resolve_config
 from densebackbones.models.helpers import trained_head_required
 from densebackbones.tasks.segmentation import SegmentationTask, dataset_info, format_iou_table, split_dataset
@@ -66,16 +66,15 @@ def main(args: argparse.Namespace) -> dict[str, float]:
     task = SegmentationTask()
     args.cfg_options = [*(args.cfg_options or []), *_inference_options(args)]
     cfg = resolve_config(args, task)
-    eval_forward = task.eval_forward_for(cfg)
-    device = init_distributed(cfg["train"]["device"]).device
+    dist = init_distributed(cfg["train"]["device"])
     with trained_head_required():  # numbers from the checkpoint's own classifier only
-        model = task.build_model(cfg, pretrained=args.checkpoint).to(device).eval()
+        record = task.build(cfg, pretrained=args.checkpoint, training=False)
+    model, eval_forward, device = record.model.to(dist.device).eval(), record.eval_forward, dist.device
     info = dataset_info(cfg)
     dataset = split_dataset(cfg, args.split, build_segmentation_transform(info, False))
     metrics: dict[str, float] = {}
-    if args.eval:
-        loader = DataLoader(dataset, batch_size=1, num_workers=cfg["data"]["num_workers"])
-        metrics = evaluate(model, loader, task.loss_fn(cfg), task.metric(cfg), device, eval_forward=eval_forward)
+    if args.eval:  # the split asked for, evaluated as the trainer evaluates (one image a batch: sizes differ)
+        metrics = evaluate_record(dataclasses.replace(record, eval_set=dataset), cfg, dist, batch_size=1)
         print(format_iou_table(metrics))
         print(json.dumps({"split": args.split, "mIoU": metrics["mIoU"], "global_acc": metrics["global_acc"]}))
     if args.out:

@@ -7,7 +7,8 @@ from .distributed import DistInfo, ShardSampler, distributed_session, init_distr
 from .hooks import EmaCopiesBuffers, RegularizedModel, TrainingProgressAware
 from .logs import CSVLogger, plot_run, read_csv
 from .optim import build_optimizer, build_scheduler, scaled_lr
-from .trainer import NonFiniteLossError, Trainer, evaluate
+from .task import TaskRecord
+from .trainer import NonFiniteLossError, Trainer, evaluate, evaluate_record
 
 __all__ = [
     "DEFAULTS",
@@ -17,12 +18,14 @@ __all__ = [
     "NonFiniteLossError",
     "RegularizedModel",
     "ShardSampler",
+    "TaskRecord",
     "Trainer",
     "TrainingProgressAware",
     "atomic_save",
     "build_optimizer",
     "build_scheduler",
     "evaluate",
+    "evaluate_record",
     "export_weights",
     "check_config",
     "get_rng_state",

@@ -28,6 +28,7 @@ from .elastic import (
     restart_count,
 )
 from .run_dir import RunDirectory
+from .task import TaskRecord
 from .trainer import NonFiniteLossError, Trainer
 
 __all__ = ["Task", "TrainingInterrupted", "get_args_parser", "parse_cfg_options", "resolve_config", "run_main", "train"]
@@ -42,21 +43,15 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 class Task(Protocol):
     """A task for the shared trainer; ``densebackbones.tasks`` holds the classification, segmentation and detection
-    adapters. Optional: ``collate_fn``, ``train_collate_fn(cfg)`` (the training loader's, e.g. mixup),
-    ``run_meta(cfg) -> dict`` whose entries (e.g. class names) join
-    ``meta.json`` and every checkpoint's ``meta``, and ``eval_forward_for(cfg)``, an ``eval_forward`` that follows the
-    config (segmentation's sliding-window and multi-scale inference)."""
+    adapters. ``build`` makes the run's :class:`~densebackbones.engine.task.TaskRecord` once (model, splits, loss,
+    metric, the metric that decides ``best.pth``, evaluation forward, collates, meta data); the engine reads that
+    record and nothing else of the task but its config schema and ``finish``."""
 
     data_defaults: dict[str, Any]
-    best_key: str
-    best_mode: str
+    data_choices: dict[str, Any]
 
     def model_arg_names(self, raw_cfg: dict[str, Any]) -> list[str]: ...
-    def build_model(self, cfg: dict[str, Any], pretrained: str | None = None) -> torch.nn.Module: ...
-    def build_datasets(self, cfg: dict[str, Any]) -> tuple[Any, Any]: ...
-    def loss_fn(self, cfg: dict[str, Any]) -> torch.nn.Module: ...
-    def metric(self, cfg: dict[str, Any]) -> Any: ...
-    def eval_forward(self, model: torch.nn.Module, inputs: torch.Tensor) -> torch.Tensor: ...
+    def build(self, cfg: dict[str, Any], pretrained: str | None = None, training: bool = True) -> TaskRecord: ...
     def finish(self, trainer: Trainer, metrics: dict[str, float], datasets: tuple[Any, Any]) -> None: ...
 
 
@@ -102,7 +97,7 @@ def resolve_config(args: argparse.Namespace, task: Task) -> dict[str, Any]:
             f"schedule.max_iters={raw['schedule']['max_iters']}, which fixes the length in steps; change "
             f"schedule.max_iters, or pass schedule.max_iters=None to count epochs"
         )
-    check_config(raw, task.model_arg_names(raw), task.data_defaults, getattr(task, "data_choices", None))
+    check_config(raw, task.model_arg_names(raw), task.data_defaults, task.data_choices)
     resolved = merge_defaults(raw, task.data_defaults)
     if getattr(args, "data_root", None):
         resolved["data"]["root"] = args.data_root
@@ -142,23 +137,8 @@ def _train(
     args: argparse.Namespace, task: Task, resolved: dict[str, Any], dist: DistInfo, work_dir: Path, resume: str | None
 ) -> dict[str, float]:
     torch.manual_seed(resolved["train"]["seed"] + dist.rank)
-    model = task.build_model(resolved, pretrained=args.pretrained)
-    datasets = task.build_datasets(resolved)
-    trainer = Trainer(
-        resolved,
-        model,
-        *datasets,
-        loss_fn=task.loss_fn(resolved),
-        metric=task.metric(resolved),
-        work_dir=work_dir,
-        dist=dist,
-        best_key=task.best_key,
-        best_mode=task.best_mode,
-        eval_forward=task.eval_forward_for(resolved) if hasattr(task, "eval_forward_for") else task.eval_forward,
-        collate_fn=getattr(task, "collate_fn", None),
-        extra_meta=task.run_meta(resolved) if hasattr(task, "run_meta") else None,
-        train_collate_fn=task.train_collate_fn(resolved) if hasattr(task, "train_collate_fn") else None,
-    )
+    record = task.build(resolved, pretrained=args.pretrained)
+    trainer = Trainer.from_record(resolved, record, work_dir, dist)
     _resume(trainer, work_dir, resume, dist)
     # After the resume: a refused one leaves the run's config as it was, and so does a finished run that is only
     # evaluated (its weights were trained with the config it has).
@@ -173,9 +153,8 @@ def _train(
         where = f"the last checkpoint is {last} (continue with --resume auto)" if last.exists() else "no checkpoint yet"
         raise TrainingInterrupted(f"interrupted; {where}") from None
     if dist.is_main:
-        task.finish(trainer, metrics, datasets)
-        shown = {k: round(v, 4) for k, v in metrics.items() if not k.startswith("IoU_")}
-        print(f"final metrics: {shown}", flush=True)
+        task.finish(trainer, metrics, (record.train_set, record.eval_set))
+        print(f"final metrics: {record.shown(metrics)}", flush=True)
         print(f"checkpoints: {work_dir / 'last.pth'}, {work_dir / 'best.pth'}", flush=True)
         curves = work_dir / "curves.png"
         plotted = f"; curves: {curves}" if curves.exists() else ""  # train.plot=False (or no matplotlib) writes none

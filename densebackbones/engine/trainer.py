@@ -56,8 +56,9 @@ from .events import EpochLoop, default_events, load_events
 from .hooks import EmaCopiesBuffers, RegularizedModel
 from .logs import CSVLogger, plot_run
 from .optim import build_optimizer, build_scheduler
+from .task import TaskRecord
 
-__all__ = ["Trainer", "NonFiniteLossError", "TrainingPreempted", "evaluate"]
+__all__ = ["Trainer", "NonFiniteLossError", "TrainingPreempted", "evaluate", "evaluate_record", "evaluation_loader"]
 
 _logger = logging.getLogger(__name__)
 
@@ -118,6 +119,37 @@ def evaluate(
             outputs = outputs.float() if torch.is_tensor(outputs) else tuple(o.float() for o in outputs)
             metric.update(outputs, targets, loss.float() * len(targets))
     return metric.compute(device)
+
+
+def evaluation_loader(
+    eval_set: Dataset, batch_size: int, dist: DistInfo, workers: int, collate_fn: Callable | None = None, seed: int = 0
+) -> DataLoader:
+    """The evaluation loader of the trainer and the evaluation tools alike: this process's shard of the split
+    (``ShardSampler``: every image once over all processes), in order."""
+    return DataLoader(
+        eval_set,
+        batch_size=batch_size,
+        sampler=ShardSampler(len(eval_set), dist.rank, dist.world_size),
+        generator=torch.Generator().manual_seed(seed),
+        **loader_options(workers, dist.device, collate_fn),
+    )
+
+
+def evaluate_record(
+    record: TaskRecord, cfg: dict[str, Any], dist: DistInfo, batch_size: int | None = None, show_progress: bool = True
+) -> dict[str, float]:
+    """The one evaluation path of ``eval_*`` and ``predict_*`` tools, as the trainer evaluates: the record's model
+    over its evaluation split with its loss, metric and ``eval_forward``, the config's precision and memory format,
+    metrics summed over all processes. ``batch_size``: per process (default: ``data.eval_batch_size``, else the
+    training batch's share)."""
+    data, train = cfg["data"], cfg["train"]
+    batch = batch_size or data.get("eval_batch_size") or max(data["batch_size"] // dist.world_size, 1)
+    loader = evaluation_loader(record.eval_set, batch, dist, data["num_workers"], record.collate_fn)
+    memory_format = torch.channels_last if train["channels_last"] else torch.contiguous_format
+    model = record.model.to(dist.device, memory_format=memory_format)
+    precision = amp_dtype(train["amp"], dist.device)
+    return evaluate(model, loader, record.loss_fn, record.metric, dist.device, precision, record.eval_forward,
+                    show_progress=show_progress and dist.is_main, memory_format=memory_format)  # fmt: skip
 
 
 def loader_options(workers: int, device: torch.device, collate_fn: Callable | None) -> dict[str, Any]:
@@ -216,7 +248,6 @@ class Trainer:
         self.micro_batch = global_batch // (dist.world_size * accum)
         seed = self.train_cfg["seed"]
         workers = data_cfg["num_workers"]
-        loader_kwargs = loader_options(workers, self.device, collate_fn)
         self.train_loader, self.train_sampler = build_train_loader(
             train_set, self.micro_batch, dist, seed, workers, train_collate_fn or collate_fn,
             self.train_cfg["repeated_aug"],
@@ -229,13 +260,7 @@ class Trainer:
         self.eval_loader = None
         if eval_set is not None:
             eval_batch = data_cfg["eval_batch_size"] or max(global_batch // dist.world_size, 1)
-            self.eval_loader = DataLoader(
-                eval_set,
-                batch_size=eval_batch,
-                sampler=ShardSampler(len(eval_set), dist.rank, dist.world_size),
-                generator=torch.Generator().manual_seed(seed),
-                **loader_kwargs,
-            )
+            self.eval_loader = evaluation_loader(eval_set, eval_batch, dist, workers, collate_fn, seed)
         self.iters_per_epoch = len(self.train_loader) // accum
         if self.train_cfg["max_iters_per_epoch"]:
             self.iters_per_epoch = min(self.iters_per_epoch, self.train_cfg["max_iters_per_epoch"])
@@ -291,6 +316,15 @@ class Trainer:
             self.work_dir.mkdir(parents=True, exist_ok=True)
             self.train_log = CSVLogger(self.work_dir / "train.csv")
             self.eval_log = CSVLogger(self.work_dir / "eval.csv")
+
+    @classmethod
+    def from_record(cls, cfg: dict[str, Any], record: TaskRecord, work_dir: str | Path, dist: DistInfo) -> Trainer:
+        """The trainer of a task's record (engine/task.py), as the training tools build it."""
+        return cls(
+            cfg, record.model, record.train_set, record.eval_set, record.loss_fn, record.metric, work_dir, dist,
+            best_key=record.best_key, best_mode=record.best_mode, eval_forward=record.eval_forward,
+            collate_fn=record.collate_fn, extra_meta=dict(record.meta), train_collate_fn=record.train_collate_fn,
+        )  # fmt: skip
 
     # ---------------------------------------------------------------------------------------------- checkpoints
     def state_dict(self, loop: dict[str, float] | None = None) -> dict[str, Any]:

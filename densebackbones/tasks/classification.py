@@ -32,6 +32,7 @@ from ..data.own import MultiLabelCSVDataset, folder_classes, read_multilabel_csv
 from ..engine.checkpoint import export_weights
 from ..engine.config import declare_data_keys
 from ..engine.elastic import last_sample_seed, seeded_generators
+from ..engine.task import TaskRecord
 from .common import build_config_model, config_model_args
 from .metrics import MultiLabelMetric, TopKAccuracy
 
@@ -421,30 +422,45 @@ class ClassificationTask:
 
     data_defaults = CLS_DATA
     data_choices = CLS_DATA_CHOICES
-    best_key, best_mode = "top1", "max"
 
     def model_arg_names(self, raw_cfg: dict[str, Any]) -> list[str]:
         return config_model_args(raw_cfg, "classification")
 
+    def build(self, cfg: dict[str, Any], pretrained: str | None = None, training: bool = True) -> TaskRecord:
+        """The run's record (engine/task.py): model, splits (``training=False``: the evaluation split only), loss,
+        metric, the metric that decides ``best.pth`` (mean AUROC for multi-label data, top-1 otherwise),
+        ten-crop evaluation, mixup's collate, the class names."""
+        model = build_model(cfg, pretrained)
+        train_set, eval_set = build_datasets(cfg)
+        return TaskRecord(
+            model=model,
+            train_set=train_set if training else None,
+            eval_set=eval_set,
+            loss_fn=self.loss_fn(cfg, model, train_set),
+            metric=self.metric(cfg),
+            best_key="auroc" if cfg["data"]["dataset"] == "multilabel_csv" else "top1",
+            eval_forward=ten_crop_forward,
+            train_collate_fn=self.train_collate_fn(cfg) if training else None,
+            meta=self.run_meta(cfg),
+        )
+
     def build_model(self, cfg: dict[str, Any], pretrained: str | None = None) -> nn.Module:
-        self.model = build_model(cfg, pretrained)
-        self.best_key = "auroc" if cfg["data"]["dataset"] == "multilabel_csv" else "top1"
-        return self.model
+        return build_model(cfg, pretrained)
 
     def build_datasets(self, cfg: dict[str, Any], ten_crop: bool | None = None, holdout_split: bool = False):
-        self.datasets = build_datasets(cfg, ten_crop, holdout_split)
-        return self.datasets
+        return build_datasets(cfg, ten_crop, holdout_split)
 
-    def loss_fn(self, cfg: dict[str, Any]) -> nn.Module:
+    def loss_fn(self, cfg: dict[str, Any], model: nn.Module | None = None, train_set=None) -> nn.Module:
+        """The loss: BCE-with-logits for multi-label data (``data.pos_weight='balanced'`` counts ``train_set``'s
+        labels, built if not given), else cross-entropy (or BCE, ``data.loss``) over ``model``'s exits."""
         if cfg["data"]["loss"] == "bce" and cfg["data"]["dataset"] == "multilabel_csv":
             raise ValueError("multilabel_csv trains with BCE-with-logits already; leave data.loss='ce'")
         if cfg["data"]["dataset"] == "multilabel_csv":
             classes = dataset_classes(cfg)
-            train_set = getattr(self, "datasets", (None,))[0]
             if cfg["data"]["pos_weight"] == "balanced" and train_set is None:
                 train_set = build_datasets(cfg)[0]
             return MultiLabelBCE(pos_weight(cfg["data"]["pos_weight"], classes, train_set))
-        exit_weights = getattr(getattr(self, "model", None), "exit_weights", None)
+        exit_weights = getattr(model, "exit_weights", None)  # MSDNet's per-exit weights, None for one classifier
         mixed = bool(cfg["data"]["mixup_alpha"] or cfg["data"]["cutmix_alpha"])
         smoothing = 0.0 if mixed else cfg["train"]["label_smoothing"]  # mixup's targets carry the smoothing
         return ExitsCrossEntropy(exit_weights, label_smoothing=smoothing, bce=cfg["data"]["loss"] == "bce")
@@ -462,9 +478,6 @@ class ClassificationTask:
         if classes is not None and len(classes) <= 5:
             return TopKAccuracy((1,))  # top-5 of five classes or fewer is always 100
         return TopKAccuracy((1, 5))
-
-    def eval_forward(self, model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
-        return ten_crop_forward(model, inputs)
 
     def run_meta(self, cfg: dict[str, Any]) -> dict[str, Any]:
         """What ``meta.json`` and checkpoints record besides the engine's fields: own data's class names."""

@@ -21,6 +21,7 @@ from ..data.detection import (
 from ..engine.checkpoint import export_weights
 from ..engine.config import declare_data_keys
 from ..engine.distributed import all_gather_objects
+from ..engine.task import TaskRecord
 from ..heads.ssd import MultiBoxLoss, PriorConfig, SingleShotDetector, postprocess
 from ..registry import model_arg_names, model_class
 from .common import build_config_model, config_model_args
@@ -176,8 +177,23 @@ class DetectionTask:
 
     data_defaults = DET_DATA
     data_choices = {"dataset": ("voc", "coco", "shapes")}
-    best_key, best_mode = "AP50", "max"
-    collate_fn = staticmethod(detection_collate)
+
+    def build(self, cfg: dict[str, Any], pretrained: str | None = None, training: bool = True) -> TaskRecord:
+        """The run's record (engine/task.py): the detector (its default boxes follow ``data.image_size``), splits
+        (``training=False``: the evaluation split only), the multibox loss, COCO AP and VOC mAP (AP50 decides
+        ``best.pth``), the detection collate, the class names."""
+        model = self.build_model(cfg, pretrained)
+        train_set, eval_set = self.build_datasets(cfg)
+        return TaskRecord(
+            model=model,
+            train_set=train_set if training else None,
+            eval_set=eval_set,
+            loss_fn=self.loss_fn(cfg, model),
+            metric=self.metric(cfg, model, eval_set),
+            best_key="AP50",
+            collate_fn=detection_collate,
+            meta=self.run_meta(cfg),
+        )
 
     def model_arg_names(self, raw_cfg: dict[str, Any]) -> list[str]:
         return config_model_args(raw_cfg, "detection", exclude=("priors",))  # priors follow data.image_size
@@ -192,7 +208,6 @@ class DetectionTask:
             cfg, "detection", pretrained, backbone, num_classes=num_classes, priors=prior_config(cfg)
         )
         model.set_output("loc_conf_priors")  # the loss and metric take the default boxes of each batch's input size
-        self.model = model
         return model
 
     def _coco(self, cfg: dict[str, Any], train: bool, transform=None) -> COCODetection:
@@ -218,30 +233,26 @@ class DetectionTask:
             for split, count, seed in (("train", data["shapes_train"], 0), ("val", data["shapes_val"], 1)):
                 if not (root / f"{split}.json").exists():
                     write_shapes_coco(root, count, seed=seed, split=split)  # generated, not downloaded
-            self._eval_set = COCODetection(root / "val.json", root / "val", eval_tf)
-            return COCODetection(root / "train.json", root / "train", train_tf), self._eval_set
+            return COCODetection(root / "train.json", root / "train", train_tf), COCODetection(
+                root / "val.json", root / "val", eval_tf
+            )
         if data["dataset"] == "coco":
-            self._eval_set = self._coco(cfg, False, eval_tf)
-            return self._coco(cfg, True, train_tf), self._eval_set
+            return self._coco(cfg, True, train_tf), self._coco(cfg, False, eval_tf)
         raise ValueError(f"unknown data.dataset {data['dataset']!r}; use 'voc', 'coco' or 'shapes'")
 
-    def loss_fn(self, cfg: dict[str, Any]) -> nn.Module:
-        return DetectionLoss(self.model.priors, self.model.prior_config.variances)
+    def loss_fn(self, cfg: dict[str, Any], model: nn.Module) -> nn.Module:
+        return DetectionLoss(model.priors, model.prior_config.variances)
 
-    def metric(self, cfg: dict[str, Any]) -> DetectionMetric:
+    def metric(self, cfg: dict[str, Any], model: nn.Module, eval_set=None) -> DetectionMetric:
         """COCO and shapes data are scored against the validation annotation file itself (its pycocotools
-        ``COCO``, the one the validation set reads); VOC against the evaluation targets."""
+        ``COCO``, the one ``eval_set`` reads; built if not given); VOC against the evaluation targets."""
         coco_gt = cat_ids = None
         if cfg["data"]["dataset"] in ("coco", "shapes"):
-            val = getattr(self, "_eval_set", None)
-            val = self.build_datasets(cfg)[1] if val is None else val
+            val = self.build_datasets(cfg)[1] if eval_set is None else eval_set
             coco_gt, cat_ids = val.coco, val.cat_ids
         return DetectionMetric(
-            self.model.priors, self.model.prior_config.variances, class_names(cfg), coco_gt=coco_gt, cat_ids=cat_ids
+            model.priors, model.prior_config.variances, class_names(cfg), coco_gt=coco_gt, cat_ids=cat_ids
         )
-
-    def eval_forward(self, model: nn.Module, inputs: torch.Tensor):
-        return model(inputs)
 
     def run_meta(self, cfg: dict[str, Any]) -> dict[str, Any]:
         """What ``meta.json`` and checkpoints record besides the engine's fields: the class names (1-based labels)."""

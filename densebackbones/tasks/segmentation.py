@@ -27,6 +27,7 @@ from ..data.segmentation import (
 )
 from ..engine.checkpoint import export_weights
 from ..engine.config import declare_data_keys
+from ..engine.task import TaskRecord
 from ..registry import model_arg_names
 from .common import build_config_model, config_model_args
 from .metrics import SegmentationMetric
@@ -137,7 +138,24 @@ class SegmentationTask:
 
     data_defaults = SEG_DATA
     data_choices = {"dataset": (*SEGMENTATION_DATASETS, "cityscapes", "folder"), "test_mode": ("whole", "slide")}
-    best_key, best_mode = "mIoU", "max"
+
+    def build(self, cfg: dict[str, Any], pretrained: str | None = None, training: bool = True) -> TaskRecord:
+        """The run's record (engine/task.py): model, splits (``training=False``: the evaluation split only), the
+        void-ignoring loss, the confusion-matrix metric (mIoU decides ``best.pth``), the config's test-time
+        inference, the class names; the final line shows mIoU, global accuracy and loss (per-class IoU: the logs)."""
+        model = self.build_model(cfg, pretrained)
+        train_set, eval_set = self.build_datasets(cfg)
+        return TaskRecord(
+            model=model,
+            train_set=train_set if training else None,
+            eval_set=eval_set,
+            loss_fn=self.loss_fn(cfg),
+            metric=self.metric(cfg),
+            best_key="mIoU",
+            eval_forward=self.eval_forward_for(cfg),
+            meta=self.run_meta(cfg),
+            headline=("mIoU", "global_acc", "loss"),
+        )
 
     def model_arg_names(self, raw_cfg: dict[str, Any]) -> list[str]:
         return config_model_args(raw_cfg, "segmentation")
@@ -187,9 +205,6 @@ class SegmentationTask:
     def metric(self, cfg: dict[str, Any]) -> SegmentationMetric:
         info = dataset_info(cfg)
         return SegmentationMetric(info.num_classes, info.ignore_index, info.classes)
-
-    def eval_forward(self, model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
-        return model(inputs)
 
     def eval_forward_for(self, cfg: dict[str, Any]) -> Callable[[nn.Module, torch.Tensor], torch.Tensor]:
         """The config's test-time inference (``data.test_mode``, ``test_crop``, ``test_stride``, ``test_scales``,

@@ -133,12 +133,12 @@ def test_tool_steps_in_bf16_and_fp16_are_finite_and_close_to_float32(task_cls, c
     cfg["data"]["shapes_train"], cfg["data"]["shapes_val"] = 8, 2  # detection demos: a few generated images
     for seed in SEEDS:
         torch.manual_seed(seed)
-        model = task.build_model(cfg).to(memory_format=torch.channels_last).train()
-        train_set, _ = task.build_datasets(cfg)
-        loader = DataLoader(train_set, batch_size=4, shuffle=True, collate_fn=getattr(task, "collate_fn", None))
+        record = task.build(cfg)
+        model = record.model.to(memory_format=torch.channels_last).train()
+        loader = DataLoader(record.train_set, batch_size=4, shuffle=True, collate_fn=record.collate_fn)
         inputs, targets = next(iter(loader))
         inputs = inputs.contiguous(memory_format=torch.channels_last)
-        loss_fn = task.loss_fn(cfg)
+        loss_fn = record.loss_fn
         reference_loss, reference_grad = _step(model, loss_fn, inputs, targets, None)
         assert torch.isfinite(reference_loss) and torch.isfinite(reference_grad).all()
         for dtype, tolerance in LOSS_TOLERANCE.items():
@@ -159,8 +159,8 @@ def test_non_finite_gradients_stop_training_although_the_loss_is_finite(tmp_path
     """A step whose loss is finite but whose gradients are not (what the CPU bf16 kernel did) used to write NaN
     into every weight through gradient clipping and fail one step later as a "NaN loss"; it is now named."""
 
-    def loss_with_infinite_gradient(self, cfg):
-        cross_entropy = ClassificationTask.loss_fn.__wrapped__(self, cfg)
+    def loss_with_infinite_gradient(self, cfg, *args):
+        cross_entropy = ClassificationTask.loss_fn.__wrapped__(self, cfg, *args)
         # sqrt(|x - x|) is 0 with an infinite derivative: the value stays finite, the gradient becomes NaN.
         return lambda outputs, targets: (
             cross_entropy(outputs, targets) + (outputs - outputs.detach()).abs().sqrt().sum()

@@ -325,10 +325,9 @@ def test_detection_task_metric_uses_the_validation_annotation_file(tmp_path):
 
     from densebackbones.tasks.detection import DET_DATA, DetectionTask
 
-    task = DetectionTask()
-    task.model = SimpleNamespace(priors=torch.zeros(1, 4), prior_config=SimpleNamespace(variances=(0.1, 0.2)))
+    model = SimpleNamespace(priors=torch.zeros(1, 4), prior_config=SimpleNamespace(variances=(0.1, 0.2)))
     cfg = {"data": dict(DET_DATA, dataset="shapes", root=str(tmp_path), shapes_train=2, shapes_val=2, image_size=64)}
-    metric = task.metric(cfg)
+    metric = DetectionTask().metric(cfg, model)
     assert metric.coco_gt is not None and metric.cat_ids == [1, 2]
     assert sorted(metric.coco_gt.imgs) == [1, 2]
 
