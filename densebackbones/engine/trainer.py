@@ -20,7 +20,6 @@ import platform
 import subprocess
 import sys
 import time
-import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
@@ -34,15 +33,11 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from .checkpoint import (
-    CheckpointError,
     atomic_save,
     atomic_write_text,
     get_rng_state,
-    load_checkpoint,
     non_finite_tensors,
-    set_rng_state,
 )
-from .config import config_changes
 from .distributed import DistInfo, ShardSampler, all_gather_objects, all_reduce_sum, amp_dtype
 from .elastic import (
     ResumableDistributedSampler,
@@ -56,15 +51,12 @@ from .events import EpochLoop, default_events, load_events
 from .hooks import EmaCopiesBuffers, RegularizedModel
 from .logs import CSVLogger, plot_run
 from .optim import build_optimizer, build_scheduler
+from .resume import resume as resume_run
 from .task import TaskRecord
 
 __all__ = ["Trainer", "NonFiniteLossError", "TrainingPreempted", "evaluate", "evaluate_record", "evaluation_loader"]
 
 _logger = logging.getLogger(__name__)
-
-
-# What a resumed run reads from a checkpoint (Trainer.state_dict writes them all).
-_RESUME_KEYS = ("model", "optimizer", "scheduler", "scaler", "model_ema", "epoch", "step", "best_metric", "rng")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -435,173 +427,10 @@ class Trainer:
         return bool(flag.item())
 
     def resume(self, path: str | Path, state: dict[str, Any] | None = None) -> None:
-        """Continue exactly where the checkpoint was written (model, optimiser, schedule, scaler, EMA, RNG, and for a
-        step checkpoint the position in the epoch and its running sums). ``state``: the file's content if loaded.
-
-        A config that differs from the checkpoint's (:func:`~densebackbones.engine.config.config_changes`) is applied
-        or refused key by key, before anything is loaded (:meth:`_refuse_config_changes`): optimiser settings, the
-        schedule, the epochs and the batch size take effect with the learning-rate schedule recomputed at the current
-        position, everything else as it is read when the run is built; each change is printed."""
-        state = load_checkpoint(path, map_location=self.device) if state is None else state
-        if not isinstance(state, dict) or not {"model", "optimizer", "step"} <= set(state):
-            raise CheckpointError(f"{path} is not a training checkpoint (weights only?); start from it: --pretrained")
-        missing = [key for key in _RESUME_KEYS if key not in state]
-        if missing:
-            raise CheckpointError(
-                f"{path} lacks {', '.join(missing)}, which resuming needs (written by another tool or an older "
-                f"version?); start a new run from its weights with --pretrained {path}"
-            )
-        changes = config_changes(state["config"], self.cfg) if isinstance(state.get("config"), dict) else {}
-        self._refuse_config_changes(changes, state, path)
-        self._load_model_state(state, path, changes)
-        self.optimizer.load_state_dict(state["optimizer"])
-        saved_iters = (state.get("data") or {}).get("iters_per_epoch")
-        steps_changed = saved_iters not in (None, self.iters_per_epoch)
-        reschedule = steps_changed or any(key.startswith(("optimizer.", "schedule.")) for key in changes)
-        if not reschedule:  # else rebuilt below (its state may be another kind of schedule's)
-            self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
-        if self.ema is not None:
-            # train.ema_decay set on resume: the average starts from the checkpoint's weights
-            self.ema.module.load_state_dict(state["model_ema"] if state["model_ema"] is not None else state["model"])
-        self.epoch, self.step, self.best_metric = state["epoch"], state["step"], state["best_metric"]
-        self.evals_since_best = state.get("evals_since_best", 0)
-        self.epoch_step = state.get("epoch_step", 0)
-        if self.epoch_step:
-            self._resume_position(state, path)
-        rng = state["rng"]
-        set_rng_state(rng[self.dist.rank] if self.dist.rank < len(rng) else rng[0])
-        self._resumed = True
-        saved_step = self.step
-        rescheduled = self._reschedule(saved_iters if steps_changed else None) if reschedule else ""
-        if self.dist.is_main:
-            dropped = self.train_log.drop_rows_after(saved_step) + self.eval_log.drop_rows_after(saved_step)
-            extra = f"; dropped {dropped} log row(s) written after that step" if dropped else ""
-            where = f" ({self.epoch_step} steps into epoch {self.epoch + 1})" if self.epoch_step else ""
-            print(f"resumed from {path}: epoch {self.epoch}, step {saved_step}{where}{extra}", flush=True)
-            if changes:
-                shown = "; ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in changes.items())
-                if self.epoch >= self.epochs:  # only evaluated: the changes touch nothing trained
-                    print(f"config changes since that checkpoint (the run is complete; nothing trains): {shown}")
-                else:
-                    print(f"config changes since that checkpoint take effect: {shown}{rescheduled}", flush=True)
-
-    def _refuse_config_changes(self, changes: dict[str, tuple[Any, Any]], state: dict[str, Any], path) -> None:
-        """One error naming the key for a change a resumed run cannot honour: fewer epochs or steps than trained,
-        another optimiser (its state is another's) or other classes (compared by name: a renamed or reordered class
-        folder would train row 0 of the classifier as another class)."""
-        done, steps_done = state["epoch"], state["step"]
-        if self.max_iters and self.max_iters < steps_done:
-            raise ValueError(
-                f"cannot resume {path} with schedule.max_iters={self.max_iters}: it has trained {steps_done} steps "
-                f"already; pass schedule.max_iters={steps_done} or more (evaluate it with the eval tool instead)"
-            )
-        if not self.max_iters and self.epochs < done:
-            raise ValueError(
-                f"cannot resume {path} with schedule.epochs={self.epochs}: it has trained {done} epochs already; pass "
-                f"schedule.epochs={done} or more (evaluate it with the eval tool instead)"
-            )
-        for key in ("optimizer.type", "optimizer.decay_norm_and_bias"):  # the state's kind, or its parameter groups
-            if key in changes and not (key.endswith("bias") and changes[key][0] is None and changes[key][1]):
-                old, new = changes[key]
-                raise ValueError(
-                    f"cannot resume {path} with {key}={new!r}: its optimiser state is that of {old!r}. Resume with "
-                    f"--cfg-options {key}={old!r}, or start a new run from its weights: --pretrained {path}"
-                )
-        theirs = (state.get("meta") or {}).get("classes")
-        ours = self.extra_meta.get("classes")
-        if theirs is not None and ours is not None and list(theirs) != list(ours):
-            gone = [c for c in theirs if c not in ours]
-            new = [c for c in ours if c not in theirs]
-            if gone or new:
-                what = f"{gone} are gone" if gone else ""
-                what += (" and " if gone and new else "") + (f"{new} are new" if new else "")
-            else:
-                moved = next(i for i, (a, b) in enumerate(zip(theirs, ours)) if a != b)
-                what = f"the same names in another order (class {moved} was {theirs[moved]!r}, is {ours[moved]!r})"
-            raise ValueError(
-                f"cannot resume {path}: data.classes differ from the {len(theirs)} classes it was trained on "
-                f"({what}); its classifier's rows would train other classes. Restore the class names of that run "
-                f"(folders, classes.txt or annotation file), or start a new run from its weights with --pretrained "
-                f"{path} (a new classifier for the new classes)"
-            )
-
-    def _reschedule(self, old_iters_per_epoch: int | None) -> str:
-        """Changed optimiser settings, schedule, epochs or batch size: the loaded optimiser takes the config's
-        hyperparameters (its momentum buffers stay) and the learning-rate schedule is rebuilt from the config and
-        stepped to the current position, so that the run continues on the schedule a fresh run of this config would
-        follow. ``old_iters_per_epoch``: the checkpoint's steps per epoch where another batch size changed them; the
-        step count is then recounted from the completed epochs (steps after the resume are steps of the new batch).
-        Returns what to add to the printed changes."""
-        if old_iters_per_epoch is not None and not self.max_iters:
-            self.step = self.epoch * self.iters_per_epoch + self.epoch_step
-        global_batch = self.micro_batch * self.accum_steps * self.dist.world_size
-        fresh = build_optimizer(self.model, self.cfg["optimizer"], global_batch)
-        for group, new in zip(self.optimizer.param_groups, fresh.param_groups):
-            group.update({key: value for key, value in new.items() if key != "params"})
-            group.pop("initial_lr", None)  # the new schedule starts from the config's rate
-        self.scheduler = build_scheduler(
-            self.optimizer, dict(self.cfg["schedule"], epochs=self.epochs), self.iters_per_epoch
-        )
-        with warnings.catch_warnings():  # "step() before optimizer.step()": these steps replay the schedule only
-            warnings.simplefilter("ignore", UserWarning)
-            for _ in range(self.step):
-                self.scheduler.step()
-        recount = f", {self.iters_per_epoch} steps per epoch, were {old_iters_per_epoch}" if old_iters_per_epoch else ""
-        return (
-            f" (learning-rate schedule recomputed at step {self.step}{recount}: "
-            f"lr {self.optimizer.param_groups[0]['lr']:.6g})"
-        )
-
-    def _resume_position(self, state: dict[str, Any], path: str | Path) -> None:
-        """A step checkpoint's data position and the epoch's running sums (see ``ResumableDistributedSampler``:
-        the position carries over to another number of processes when the global batch is the same)."""
-        data = state["data"]
-        global_batch = self.micro_batch * self.accum_steps * self.dist.world_size
-        if data["global_batch"] != global_batch or data["seed"] != self.train_sampler.seed:
-            raise ValueError(
-                f"{path} was written {self.epoch_step} steps into an epoch with global batch {data['global_batch']} "
-                f"and train.seed={data['seed']}; this run has {global_batch} and {self.train_sampler.seed}. Resume "
-                f"mid-epoch with the same data.batch_size and train.seed (or from an epoch's checkpoint)"
-            )
-        if self.epoch_step >= self.iters_per_epoch:
-            raise ValueError(
-                f"{path} is {self.epoch_step} steps into an epoch, but this run's epochs have {self.iters_per_epoch}"
-            )
-        loops = state["loop"]
-        if len(loops) == self.dist.world_size:
-            loop = dict(loops[self.dist.rank])
-        else:  # another number of processes: the sums (averaged over ranks when logged) go to rank 0
-            scale = self.dist.world_size / len(loops)
-            loop = {
-                "loss_sum": sum(x["loss_sum"] for x in loops) * scale if self.dist.is_main else 0.0,
-                "window_loss": sum(x["window_loss"] for x in loops) * scale if self.dist.is_main else 0.0,
-                "window_grad_norm": max(x["window_grad_norm"] for x in loops),
-                "window_count": loops[0]["window_count"],
-                "images_seen": sum(x["images_seen"] for x in loops) // self.dist.world_size,
-            }
-        self._resumed_loop = loop
-
-    def _load_model_state(
-        self, state: dict[str, Any], path: str | Path, changes: dict[str, tuple[Any, Any]] | None = None
-    ) -> None:
-        """The checkpoint's model weights, or one message naming both architectures when they are another's."""
-        ours = self.model.state_dict()
-        theirs = state["model"]
-        missing, unexpected = sorted(set(ours) - set(theirs)), sorted(set(theirs) - set(ours))
-        shapes = [k for k in set(ours) & set(theirs) if tuple(ours[k].shape) != tuple(theirs[k].shape)]
-        if missing or unexpected or shapes:
-            their_model = ((state.get("config") or {}).get("model")) or {}
-            our_model = self.cfg.get("model") or {}
-            model_keys = [f"{k}: {a!r} -> {b!r}" for k, (a, b) in (changes or {}).items() if k.startswith("model.")]
-            changed = f"; changed since: {', '.join(model_keys)}" if model_keys else ""
-            raise ValueError(
-                f"{path} holds another architecture: it was written by a run of model {their_model or '(unknown)'}, "
-                f"this run builds {our_model} ({len(missing)} weights missing, {len(unexpected)} unexpected, "
-                f"{len(shapes)} of another shape{changed}). Resume with the config of the run that wrote it, or start "
-                f"from its weights with --pretrained {path}"
-            )
-        self.model.load_state_dict(theirs)
+        """Continue exactly where the checkpoint was written (engine/resume.py: model, optimiser, schedule, scaler,
+        EMA, RNG, and for a step checkpoint the position in the epoch and its running sums; a changed config is
+        applied or refused key by key). ``state``: the file's content if loaded."""
+        resume_run(self, path, state)
 
     # ------------------------------------------------------------------------------------------------- training
     def _to_device(self, batch: Any) -> Any:
