@@ -40,7 +40,8 @@ The training input pipeline (issue 36): ``--input-pipeline N`` writes N JPEG ima
 images per second through this library's training loader (``engine.trainer.build_train_loader``: the resumable
 sampler, per-sample seeds, the classification task's transforms and mixup collate) against timm's own
 (``timm.data.create_loader`` with the same transform settings, ``timm.data.Mixup`` applied to each batch as timm's
-``train.py`` does without its prefetcher), alternating epochs, ``--workers`` loader processes each:
+``train.py`` does without its prefetcher; both with posterize kept at one bit or more, which Pillow 13 needs),
+alternating epochs, ``--workers`` loader processes each:
 
     python tools/benchmark.py --input-pipeline 512 --workers 1 --batch-size 32 --img-size 224 \
         --auto-augment rand-m9-mstd0.5-inc1 --mixup 0.8 --cutmix 1.0
@@ -86,6 +87,7 @@ from torchvision.models import DenseNet as TorchvisionDenseNet
 
 import densebackbones as db
 from densebackbones.data import ImageFolderDataset, build_train_transform
+from densebackbones.data.transforms import keep_one_posterize_bit
 from densebackbones.engine.distributed import DistInfo, amp_dtype, resolve_device
 from densebackbones.engine.trainer import build_train_loader
 from densebackbones.tasks.classification import ClassificationTask, augment_options, mixup_collate
@@ -515,6 +517,8 @@ def input_pipeline(args: argparse.Namespace) -> list[dict]:
             auto_augment=args.auto_augment, re_prob=0.25, re_mode="pixel", interpolation="bilinear", mean=mean,
             std=std, num_workers=args.workers, persistent_workers=args.workers > 0,
         )  # fmt: skip
+        # the same fix on both sides: timm's RandAugment asks Pillow 13 for 0-bit posterize (a worker dies)
+        keep_one_posterize_bit(theirs.dataset.transform)
         timm_mixup = Mixup(mixup_alpha=args.mixup, cutmix_alpha=args.cutmix, label_smoothing=0.1, num_classes=4)
 
         def epoch(loader, mix) -> float:

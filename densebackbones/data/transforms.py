@@ -42,6 +42,7 @@ __all__ = [
     "TorchSeeded",
     "build_eval_transform",
     "build_train_transform",
+    "keep_one_posterize_bit",
 ]
 
 # ImageNet RGB eigen-decomposition used by fb.resnet.torch (docs/reference.md).
@@ -182,16 +183,24 @@ def _auto_augment(options: AugmentOptions, image_size: int, mean: Sequence[float
 
         hparams["interpolation"] = Image.BICUBIC
     if name.startswith("rand"):
-        policy = rand_augment_transform(name, hparams)
-        for op in policy.ops:  # Pillow 13 refuses posterize(bits=0), which timm asks for at magnitude 10
-            if op.name.startswith("Posterize") and op.level_fn is not None:
-                op.level_fn = functools.partial(_at_least_one_bit, op.level_fn)
+        policy = keep_one_posterize_bit(rand_augment_transform(name, hparams))
     elif name.startswith("augmix"):
         hparams["translate_pct"] = 0.3
         policy = augment_and_mix_transform(name, hparams)
     else:
         policy = auto_augment_transform(name, hparams)
     return [v2.ToPILImage(), policy]
+
+
+def keep_one_posterize_bit(transform):
+    """``transform`` (a timm RandAugment, or a ``Compose`` holding one) with its posterize operations keeping at least
+    one bit: timm asks Pillow for 0 bits at some magnitudes (10 with ``inc1``, below 2.5 without), which Pillow 13
+    refuses (``ValueError: bits must be between or equal to 1 and 8``, ending a loader worker)."""
+    for part in getattr(transform, "transforms", [transform]):
+        for op in getattr(part, "ops", []):
+            if op.name.startswith("Posterize") and op.level_fn is not None:
+                op.level_fn = functools.partial(_at_least_one_bit, op.level_fn)
+    return transform
 
 
 def _at_least_one_bit(level_fn, magnitude: float, hparams: dict) -> tuple[int]:
@@ -228,11 +237,11 @@ def build_train_transform(
     if augment == "timm":
         from timm.data import create_transform
 
-        return create_transform(
+        return keep_one_posterize_bit(create_transform(
             image_size, is_training=True, auto_augment=options.auto_augment, interpolation=options.interpolation,
             mean=tuple(mean), std=tuple(std), re_prob=options.re_prob, re_mode=options.re_mode,
             re_count=options.re_count,
-        )  # fmt: skip
+        ))  # fmt: skip
     if augment == "none" and options.any:
         raise ValueError(
             "data.augment='none' trains on the plain images; auto_augment, cutout and re_prob need a recipe, e.g. "

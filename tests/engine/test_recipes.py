@@ -137,6 +137,15 @@ def test_randaugment_at_the_largest_magnitude_runs_on_grey_and_colour_images():
             assert transform(torch.from_numpy(image).permute(2, 0, 1)).shape == (channels, 16, 16)
 
 
+def test_timms_own_transform_at_the_largest_magnitude_runs_with_the_one_bit_fix():
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8))
+    options = AugmentOptions(auto_augment="rand-m10-n4-mstd0-inc1")
+    transform = build_train_transform("timm", 32, MEAN, STD, options=options)
+    torch.manual_seed(0)
+    for _ in range(30):
+        assert transform(image).shape == (3, 32, 32)
+
+
 def test_cutout_zeroes_one_square_of_the_given_side():
     transform = build_train_transform("none", 32, MEAN, STD, options=AugmentOptions())
     cut = build_train_transform("shift", 32, MEAN, STD, options=AugmentOptions(cutout=8))
