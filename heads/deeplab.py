@@ -32,7 +32,7 @@ from densebackbones.models.helpers import InputSizeCheck, build_task_model, task
 from densebackbones.models.published import with_published
 from densebackbones.registry import create_model, register_model
 
-from .dense_aspp import DeepestLevel
+from .dense_aspp import DeepestLevel, backbone_arguments
 from .fc_densenet import _MemoryModes
 
 __all__ = ["DeepLabV3", "deeplabv3_densenet121"]
@@ -68,18 +68,14 @@ class DeepLabV3(_MemoryModes, InputSizeCheck, nn.Module):
         memory_mode: str | None = None,
     ) -> None:
         super().__init__()
-        checks.check_int("num_classes", num_classes, 1, "output classes, e.g. Cityscapes: 19")
-        checks.check_backbone_name("backbone", backbone)
-        kwargs = dict(checks.check_optional_dict("backbone_kwargs", backbone_kwargs))
+        reserved = ("output_stride", "num_classes", "features_only", "out_indices")
+        kwargs = backbone_arguments("DeepLabV3", num_classes, backbone, backbone_kwargs, reserved, "pass output_stride")
         if output_stride not in RATES:
             raise ValueError(f"output_stride={output_stride!r} is not one of 8, 16 (DeepLabV3's settings)")
         rates = RATES[output_stride] if atrous_rates is None else atrous_rates
         checks.check_ints("atrous_rates", rates, 1, hint="three rates, e.g. (12, 24, 36) at output stride 8")
         if len(rates) != 3:
             raise ValueError(f"atrous_rates={tuple(rates)} must be three rates, e.g. {RATES[output_stride]}")
-        for key in ("output_stride", "num_classes", "features_only", "out_indices"):
-            if key in kwargs:
-                raise ValueError(f"backbone_kwargs: {key} is DeepLabV3's to set (pass output_stride to the model)")
         extractor = create_model(backbone, features_only=True, out_indices=(-1,), output_stride=output_stride, **kwargs)
         self.features = DeepestLevel(extractor)
         self.head = DeepLabHead(extractor.feature_info.channels()[-1], num_classes, tuple(rates))

@@ -134,6 +134,20 @@ def dense_aspp_filter_fn(state_dict: dict[str, Tensor], model: nn.Module) -> dic
     return state
 
 
+def backbone_arguments(
+    model: str, num_classes: Any, backbone: Any, backbone_kwargs: Any, reserved: Sequence[str], why: str
+) -> dict[str, Any]:
+    """The checked arguments of a segmentation model over a registered backbone: ``num_classes``, the backbone's
+    name, and its ``create_model`` keywords, of which ``reserved`` are the model's own to set (``why`` says how)."""
+    checks.check_int("num_classes", num_classes, 1, "output classes, e.g. Cityscapes: 19")
+    checks.check_backbone_name("backbone", backbone)
+    kwargs = dict(checks.check_optional_dict("backbone_kwargs", backbone_kwargs))
+    for key in reserved:
+        if key in kwargs:
+            raise ValueError(f"backbone_kwargs: {key} is {model}'s to set ({why})")
+    return kwargs
+
+
 class DeepestLevel(nn.Module):
     """A backbone's feature extractor (``features_only``, one level) returning that level's map."""
 
@@ -177,17 +191,13 @@ class DenseASPP(_MemoryModes, InputSizeCheck, nn.Module):
         memory_mode: str | None = None,
     ) -> None:
         super().__init__()
-        checks.check_int("num_classes", num_classes, 1, "output classes, e.g. Cityscapes: 19")
-        checks.check_backbone_name("backbone", backbone)
-        kwargs = dict(checks.check_optional_dict("backbone_kwargs", backbone_kwargs))
+        reserved = ("output_stride", "num_classes", "features_only")
+        kwargs = backbone_arguments("DenseASPP", num_classes, backbone, backbone_kwargs, reserved, "output stride 8")
         checks.check_int("d_feature0", d_feature0, 1, "width of each branch's 1x1 conv (DenseASPP-161: 512)")
         checks.check_int("d_feature1", d_feature1, 1, "width of each branch's 3x3 conv (DenseASPP-161: 128)")
         checks.check_ints("dilations", dilations, 1, hint="the branches' dilations, (3, 6, 12, 18, 24)")
         checks.check_rate("drop_rate", drop_rate)
         checks.check_rate("classifier_drop_rate", classifier_drop_rate)
-        for key in ("output_stride", "num_classes", "features_only"):
-            if key in kwargs:
-                raise ValueError(f"backbone_kwargs: {key} is DenseASPP's to set (output stride 8, no classifier)")
         if issubclass(model_class(backbone), DenseNet):
             net = create_model(backbone, output_stride=8, num_classes=0, **kwargs)
             # The official network: the DenseNet's layers up to its last dense block (names kept); the head brings
