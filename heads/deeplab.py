@@ -56,6 +56,7 @@ class DeepLabV3(_MemoryModes, InputSizeCheck, nn.Module):
     """
 
     pretrained_cfg = {"classifier": "head.4"}
+    min_train_batch = 2  # the image-pooling branch's BatchNorm over a 1x1 map needs two images in training
 
     def __init__(
         self,

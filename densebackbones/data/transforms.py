@@ -81,6 +81,11 @@ class AugmentOptions:
                 f"auto_augment={aa!r} is neither timm's (e.g. 'rand-m9-mstd0.5-inc1', 'original', 'augmix-m5-w4-d2') "
                 f"nor torchvision's {AUTO_AUGMENT_TORCHVISION}"
             )
+        if aa is not None and aa not in AUTO_AUGMENT_TORCHVISION:
+            try:  # timm parses the string: a section it does not know fails here, not in a loader worker
+                _auto_augment(self, 224, (0.5, 0.5, 0.5))
+            except (AssertionError, KeyError, ValueError, IndexError) as err:
+                raise ValueError(f"auto_augment={aa!r}: timm cannot parse it ({err or type(err).__name__})") from None
 
     @property
     def any(self) -> bool:
@@ -237,11 +242,20 @@ def build_train_transform(
     if augment == "timm":
         from timm.data import create_transform
 
-        return keep_one_posterize_bit(create_transform(
+        if options.auto_augment in AUTO_AUGMENT_TORCHVISION or options.cutout:
+            what = "data.cutout" if options.cutout else f"data.auto_augment={options.auto_augment!r} (torchvision's)"
+            raise ValueError(
+                f"{what} is not part of timm's transform (data.augment='timm'): use timm's policies ('rand-...', "
+                f"'original', 'augmix-...') and data.re_prob there, or another recipe, e.g. data.augment="
+                f"'imagenet_crop_flip'"
+            )
+        timm_transform = create_transform(
             image_size, is_training=True, auto_augment=options.auto_augment, interpolation=options.interpolation,
             mean=tuple(mean), std=tuple(std), re_prob=options.re_prob, re_mode=options.re_mode,
             re_count=options.re_count,
-        ))  # fmt: skip
+        )  # fmt: skip
+        # timm's transform takes PIL images; array data sets (CIFAR, digits...) give uint8 tensors
+        return v2.Compose([v2.ToPILImage(), keep_one_posterize_bit(timm_transform)])
     if augment == "none" and options.any:
         raise ValueError(
             "data.augment='none' trains on the plain images; auto_augment, cutout and re_prob need a recipe, e.g. "

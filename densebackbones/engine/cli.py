@@ -45,12 +45,14 @@ class Task(Protocol):
     """A task for the shared trainer; ``densebackbones.tasks`` holds the classification, segmentation and detection
     adapters. ``build`` makes the run's :class:`~densebackbones.engine.task.TaskRecord` once (model, splits, loss,
     metric, the metric that decides ``best.pth``, evaluation forward, collates, meta data); the engine reads that
-    record and nothing else of the task but its config schema and ``finish``."""
+    record and nothing else of the task but its config schema, ``check`` (what can be refused before the work dir is
+    claimed: transforms, batch sizes) and ``finish``."""
 
     data_defaults: dict[str, Any]
     data_choices: dict[str, Any]
 
     def model_arg_names(self, raw_cfg: dict[str, Any]) -> list[str]: ...
+    def check(self, cfg: dict[str, Any], world_size: int) -> None: ...
     def build(self, cfg: dict[str, Any], pretrained: str | None = None, training: bool = True) -> TaskRecord: ...
     def finish(self, trainer: Trainer, metrics: dict[str, float], datasets: tuple[Any, Any]) -> None: ...
 
@@ -114,6 +116,7 @@ def train(args: argparse.Namespace, task: Task) -> dict[str, float]:
         return {}
     with distributed_session(resolved["train"]["device"]) as dist:
         amp_dtype(resolved["train"]["amp"], dist.device)  # a GPU without bf16 fails here, before model and data
+        task.check(resolved, dist.world_size)  # the task's cheap checks, before --overwrite deletes anything
         if resolved["optimizer"]["lr"] == 0:
             _logger.warning("optimizer.lr=0: the weights will not change (set a learning rate to train)")
         work_dir = Path(resolved["work_dir"])

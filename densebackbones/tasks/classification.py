@@ -33,7 +33,7 @@ from ..engine.checkpoint import export_weights
 from ..engine.config import declare_data_keys
 from ..engine.elastic import last_sample_seed, seeded_generators
 from ..engine.task import TaskRecord
-from .common import build_config_model, config_model_args
+from .common import build_config_model, config_model_args, micro_batch
 from .metrics import MultiLabelMetric, TopKAccuracy
 
 _logger = logging.getLogger(__name__)
@@ -425,6 +425,23 @@ class ClassificationTask:
 
     def model_arg_names(self, raw_cfg: dict[str, Any]) -> list[str]:
         return config_model_args(raw_cfg, "classification")
+
+    def check(self, cfg: dict[str, Any], world_size: int) -> None:
+        """Before the work dir is claimed: the transforms build (auto-augmentation strings, recipe and options), and
+        mixup's micro-batches are even."""
+        name = cfg["data"]["dataset"]
+        if name in DATASETS or name in OWN_DATASETS:  # else refused by build_datasets, naming the choices
+            native = DATASETS[name].image_size if name in DATASETS else None
+            mean, std = normalization(cfg)
+            build_train_transform(cfg["data"]["augment"], image_size(cfg), mean, std, native_size=native,
+                                  options=augment_options(cfg))  # fmt: skip
+        count = micro_batch(cfg, world_size)
+        if (cfg["data"]["mixup_alpha"] or cfg["data"]["cutmix_alpha"]) and count % 2:
+            raise ValueError(
+                f"mixup and CutMix mix a micro-batch with its reverse and need an even one: data.batch_size="
+                f"{cfg['data']['batch_size']} over {world_size} process(es) x train.accum_steps="
+                f"{cfg['train']['accum_steps']} gives {count}; make it even"
+            )
 
     def build(self, cfg: dict[str, Any], pretrained: str | None = None, training: bool = True) -> TaskRecord:
         """The run's record (engine/task.py): model, splits (``training=False``: the evaluation split only), loss,

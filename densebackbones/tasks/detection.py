@@ -178,6 +178,9 @@ class DetectionTask:
     data_defaults = DET_DATA
     data_choices = {"dataset": ("voc", "coco", "shapes")}
 
+    def check(self, cfg: dict[str, Any], world_size: int) -> None:
+        """Nothing to check before the work dir is claimed (the config's checks suffice)."""
+
     def build(self, cfg: dict[str, Any], pretrained: str | None = None, training: bool = True) -> TaskRecord:
         """The run's record (engine/task.py): the detector (its default boxes follow ``data.image_size``), splits
         (``training=False``: the evaluation split only), the multibox loss, COCO AP and VOC mAP (AP50 decides

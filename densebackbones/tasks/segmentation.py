@@ -28,8 +28,8 @@ from ..data.segmentation import (
 from ..engine.checkpoint import export_weights
 from ..engine.config import declare_data_keys
 from ..engine.task import TaskRecord
-from ..registry import model_arg_names
-from .common import build_config_model, config_model_args
+from ..registry import model_arg_names, model_class
+from .common import build_config_model, config_model_args, micro_batch
 from .metrics import SegmentationMetric
 from .seg_inference import SegInference, segment
 
@@ -138,6 +138,18 @@ class SegmentationTask:
 
     data_defaults = SEG_DATA
     data_choices = {"dataset": (*SEGMENTATION_DATASETS, "cityscapes", "folder"), "test_mode": ("whole", "slide")}
+
+    def check(self, cfg: dict[str, Any], world_size: int) -> None:
+        """Before the work dir is claimed: a model that needs several images per forward in training (DeepLabV3's
+        image pooling normalises a 1x1 map: ``min_train_batch``) gets them."""
+        needed = getattr(model_class(cfg["model"]["type"]), "min_train_batch", 1)
+        count = micro_batch(cfg, world_size)
+        if count < needed:
+            raise ValueError(
+                f"{cfg['model']['type']} trains on {needed} or more images per forward; data.batch_size="
+                f"{cfg['data']['batch_size']} over {world_size} process(es) x train.accum_steps="
+                f"{cfg['train']['accum_steps']} gives {count}: raise data.batch_size or lower train.accum_steps"
+            )
 
     def build(self, cfg: dict[str, Any], pretrained: str | None = None, training: bool = True) -> TaskRecord:
         """The run's record (engine/task.py): model, splits (``training=False``: the evaluation split only), the

@@ -173,12 +173,19 @@ def test_test_resolution_and_crop_fraction_as_timm_defines_them():
 
 def test_the_timm_recipe_is_timms_own_training_transform():
     image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 80, 3), dtype=np.uint8))
-    ours = build_train_transform("timm", 48, MEAN, STD, options=ALL_ON)
+    timm_options = AugmentOptions(auto_augment=ALL_ON.auto_augment, re_prob=0.5)  # Cutout is not timm's
+    ours = build_train_transform("timm", 48, MEAN, STD, options=timm_options)
     from timm.data import create_transform
 
     theirs = create_transform(48, is_training=True, auto_augment=ALL_ON.auto_augment, mean=MEAN, std=STD,
                               re_prob=0.5, re_mode="pixel")  # fmt: skip
-    assert str(ours) == str(theirs)
+    assert str(ours.transforms[1]) == str(theirs)  # after the conversion of tensors to PIL images
+    with pytest.raises(ValueError, match=r"data.auto_augment='ta_wide' \(torchvision's\) is not part of timm's"):
+        build_train_transform("timm", 48, MEAN, STD, options=AugmentOptions(auto_augment="ta_wide"))
+    with pytest.raises(ValueError, match=r"data.cutout is not part of timm's transform"):
+        build_train_transform("timm", 48, MEAN, STD, options=AugmentOptions(cutout=8))
+    with pytest.raises(ValueError, match=r"auto_augment='rand-q9': timm cannot parse it"):
+        AugmentOptions(auto_augment="rand-q9")
     torch.manual_seed(0)
     assert ours(image).shape == (3, 48, 48)
 
@@ -250,3 +257,17 @@ def test_a_modern_recipe_trains_and_resumes_exactly(tmp_path):
     whole, split = load_checkpoint(tmp_path / "whole" / "last.pth"), load_checkpoint(tmp_path / "split" / "last.pth")
     for name, value in whole["model"].items():
         torch.testing.assert_close(split["model"][name], value, rtol=0, atol=0, msg=name)
+
+
+@pytest.mark.integration
+def test_a_bad_recipe_option_is_refused_before_overwrite_deletes_the_earlier_run(tmp_path):
+    config = str(REPO / "configs" / "cls" / "densenet_bc_digits.py")
+    tiny = ("model.block_config=(1,1,1)", "model.growth_rate=4", "schedule.epochs=1", "train.max_iters_per_epoch=1")
+    run_training_tool(train_cls, config, tmp_path / "run", *tiny)
+    before = sorted(p.name for p in (tmp_path / "run").iterdir())
+    for bad, message in (("data.auto_augment='rand-q9'", "timm cannot parse it"),
+                         ("data.mixup_alpha=0.2", r"need an even one: data.batch_size=63")):  # fmt: skip
+        with pytest.raises(ValueError, match=message):
+            run_training_tool(train_cls, config, tmp_path / "run", *tiny, bad, "data.batch_size=63",
+                              extra=("--overwrite",))  # fmt: skip
+        assert sorted(p.name for p in (tmp_path / "run").iterdir()) == before

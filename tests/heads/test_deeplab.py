@@ -68,3 +68,13 @@ def test_a_classification_checkpoint_initialises_the_backbone_in_the_segmentatio
     loaded = model.features.extractor.model.features.denseblock4.denselayer1.conv1.weight
     torch.testing.assert_close(loaded, classifier.features.denseblock4.denselayer1.conv1.weight)
     assert model.head[-1].out_channels == 3  # the shapes set's classes: a fresh head
+
+
+def test_one_image_per_training_forward_is_refused_before_anything_runs():
+    task = SegmentationTask()
+    cfg = {"model": {"type": "deeplabv3_densenet121"}, "data": {"batch_size": 2}, "train": {"accum_steps": 2}}
+    with pytest.raises(
+        ValueError, match=r"trains on 2 or more images per forward; data.batch_size=2 over 1 .* gives 1"
+    ):
+        task.check(cfg, world_size=1)
+    task.check(dict(cfg, train={"accum_steps": 1}), world_size=1)
