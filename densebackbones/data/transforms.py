@@ -12,7 +12,8 @@
   evaluation: resize only.
 * ``'timm'``: timm's own ImageNet training transform (``timm.data.create_transform``: random-resized crop, flip,
   colour jitter unless an auto-augmentation is set, the auto-augmentation, normalise, random erasing), as timm's
-  ``train.py`` builds it; evaluation: timm's resize and centre crop at ``crop_pct``.
+  ``train.py`` builds it; evaluation: as the ImageNet recipes (resize by the crop fraction, centre crop), which is
+  timm's evaluation transform at the same ``crop_pct``.
 
 Modern recipe options (:class:`AugmentOptions`, the config's data keys) add to every recipe but ``'none'``: an
 auto-augmentation policy on the image (timm's strings: ``'rand-m9-mstd0.5-inc1'`` RandAugment, ``'original'``
@@ -322,8 +323,7 @@ def build_eval_transform(
         if ten_crop:
             raise ValueError("ten-crop evaluation is defined for the ImageNet pipeline only")
         return v2.Compose(_resized(_to_float(mean, std), size, native_size))
-    crop_pct = options.test_crop_pct or 224 / 256
-    resize = round(size / crop_pct) if options.test_crop_pct else round(size * 256 / 224)
+    resize = round(size / options.test_crop_pct) if options.test_crop_pct else round(size * 256 / 224)
     crop = TenCropStack(size) if ten_crop else v2.CenterCrop(size)
     ops = [v2.ToImage(), v2.Resize(resize, interpolation=interpolation), crop, *_to_float(mean, std)[1:]]
     return v2.Compose(ops)

@@ -21,8 +21,10 @@ __all__ = [
     "check_values",
     "config_changes",
     "declare_data_keys",
+    "eval_batch_size",
     "load_config",
     "merge_defaults",
+    "micro_batch_size",
 ]
 
 
@@ -408,3 +410,14 @@ def config_changes(saved: dict[str, Any], current: dict[str, Any]) -> dict[str, 
         for key in sorted(set(old) | set(new))
         if not _same(old.get(key), new.get(key))
     }
+
+
+def micro_batch_size(cfg: dict[str, Any], world_size: int) -> int:
+    """The images one process sees per forward: ``data.batch_size`` (global) over the processes and
+    ``train.accum_steps``."""
+    return cfg["data"]["batch_size"] // (world_size * cfg["train"]["accum_steps"])
+
+
+def eval_batch_size(cfg: dict[str, Any], world_size: int) -> int:
+    """The evaluation batch per process: ``data.eval_batch_size``, else the training batch's share."""
+    return cfg["data"].get("eval_batch_size") or max(cfg["data"]["batch_size"] // world_size, 1)

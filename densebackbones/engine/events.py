@@ -169,7 +169,7 @@ class LogWindow(StepEvent):
         where = f"epoch {trainer.epoch + 1}, iteration {loop.it + 1}"
         trainer._check_finite_grads(loop.window_grad_norm, where)  # non-finite gradients make the next loss NaN
         trainer._check_finite(window_loss, where)
-        images = loop.window_count * trainer.micro_batch * trainer.accum_steps * trainer.dist.world_size
+        images = loop.window_count * trainer.global_batch
         row = {
             "epoch": trainer.epoch + 1,
             "step": trainer.step,

@@ -124,8 +124,7 @@ def recompute_schedule(trainer: Trainer, old_iters_per_epoch: int | None) -> str
     Returns what to add to the printed changes."""
     if old_iters_per_epoch is not None and not trainer.max_iters:
         trainer.step = trainer.epoch * trainer.iters_per_epoch + trainer.epoch_step
-    global_batch = trainer.micro_batch * trainer.accum_steps * trainer.dist.world_size
-    fresh = build_optimizer(trainer.model, trainer.cfg["optimizer"], global_batch)
+    fresh = build_optimizer(trainer.model, trainer.cfg["optimizer"], trainer.global_batch)
     for group, new in zip(trainer.optimizer.param_groups, fresh.param_groups):
         group.update({key: value for key, value in new.items() if key != "params"})
         group.pop("initial_lr", None)  # the new schedule starts from the config's rate
@@ -147,7 +146,7 @@ def resume_position(trainer: Trainer, state: dict[str, Any], path: str | Path) -
     """A step checkpoint's data position and the epoch's running sums (see ``ResumableDistributedSampler``:
     the position carries over to another number of processes when the global batch is the same)."""
     data = state["data"]
-    global_batch = trainer.micro_batch * trainer.accum_steps * trainer.dist.world_size
+    global_batch = trainer.global_batch
     if data["global_batch"] != global_batch or data["seed"] != trainer.train_sampler.seed:
         raise ValueError(
             f"{path} was written {trainer.epoch_step} steps into an epoch with global batch {data['global_batch']} "

@@ -38,6 +38,7 @@ from .checkpoint import (
     get_rng_state,
     non_finite_tensors,
 )
+from .config import eval_batch_size, micro_batch_size
 from .distributed import DistInfo, ShardSampler, all_gather_objects, all_reduce_sum, amp_dtype
 from .elastic import (
     ResumableDistributedSampler,
@@ -135,7 +136,7 @@ def evaluate_record(
     metrics summed over all processes. ``batch_size``: per process (default: ``data.eval_batch_size``, else the
     training batch's share)."""
     data, train = cfg["data"], cfg["train"]
-    batch = batch_size or data.get("eval_batch_size") or max(data["batch_size"] // dist.world_size, 1)
+    batch = batch_size or eval_batch_size(cfg, dist.world_size)
     loader = evaluation_loader(record.eval_set, batch, dist, data["num_workers"], record.collate_fn)
     memory_format = torch.channels_last if train["channels_last"] else torch.contiguous_format
     model = record.model.to(dist.device, memory_format=memory_format)
@@ -237,7 +238,7 @@ class Trainer:
                 f"train.accum_steps {accum}"
             )
         self.accum_steps = accum
-        self.micro_batch = global_batch // (dist.world_size * accum)
+        self.micro_batch = micro_batch_size(cfg, dist.world_size)
         seed = self.train_cfg["seed"]
         workers = data_cfg["num_workers"]
         self.train_loader, self.train_sampler = build_train_loader(
@@ -251,7 +252,7 @@ class Trainer:
             )
         self.eval_loader = None
         if eval_set is not None:
-            eval_batch = data_cfg["eval_batch_size"] or max(global_batch // dist.world_size, 1)
+            eval_batch = eval_batch_size(cfg, dist.world_size)
             self.eval_loader = evaluation_loader(eval_set, eval_batch, dist, workers, collate_fn, seed)
         self.iters_per_epoch = len(self.train_loader) // accum
         if self.train_cfg["max_iters_per_epoch"]:
@@ -335,7 +336,7 @@ class Trainer:
             "data": {
                 "sampler_epoch": self.train_sampler.epoch,
                 "consumed_per_rank": self.epoch_step * self.micro_batch * self.accum_steps,
-                "global_batch": self.micro_batch * self.accum_steps * self.dist.world_size,
+                "global_batch": self.global_batch,
                 "world_size": self.dist.world_size,
                 "seed": self.train_sampler.seed,
                 "iters_per_epoch": self.iters_per_epoch,
@@ -464,6 +465,11 @@ class Trainer:
         )
 
     @property
+    def global_batch(self) -> int:
+        """Images per optimiser step over all processes and accumulation steps (``data.batch_size``)."""
+        return self.micro_batch * self.accum_steps * self.dist.world_size
+
+    @property
     def total_steps(self) -> int:
         return self.max_iters or self.epochs * self.iters_per_epoch
 
@@ -578,7 +584,7 @@ class Trainer:
         if self.dist.is_main:
             print(
                 f"training {self.epochs - self.epoch} epochs x {self.iters_per_epoch} iterations, global batch "
-                f"{self.micro_batch * self.accum_steps * self.dist.world_size} on {self.dist.world_size} x "
+                f"{self.global_batch} on {self.dist.world_size} x "
                 f"{self.device.type}; work dir {self.work_dir}",
                 flush=True,
             )

@@ -30,10 +30,10 @@ from ..data import (
 from ..data.classification import IMAGENET_MEAN, IMAGENET_STD
 from ..data.own import MultiLabelCSVDataset, folder_classes, read_multilabel_csv, stratified_holdout
 from ..engine.checkpoint import export_weights
-from ..engine.config import declare_data_keys
+from ..engine.config import declare_data_keys, micro_batch_size
 from ..engine.elastic import last_sample_seed, seeded_generators
 from ..engine.task import TaskRecord
-from .common import build_config_model, config_model_args, micro_batch
+from .common import build_config_model, config_model_args
 from .metrics import MultiLabelMetric, TopKAccuracy
 
 _logger = logging.getLogger(__name__)
@@ -435,7 +435,7 @@ class ClassificationTask:
             mean, std = normalization(cfg)
             build_train_transform(cfg["data"]["augment"], image_size(cfg), mean, std, native_size=native,
                                   options=augment_options(cfg))  # fmt: skip
-        count = micro_batch(cfg, world_size)
+        count = micro_batch_size(cfg, world_size)
         if (cfg["data"]["mixup_alpha"] or cfg["data"]["cutmix_alpha"]) and count % 2:
             raise ValueError(
                 f"mixup and CutMix mix a micro-batch with its reverse and need an even one: data.batch_size="

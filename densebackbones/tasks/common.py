@@ -98,8 +98,3 @@ def _with_model_args(model: nn.Module, arguments: dict[str, Any]) -> nn.Module:
 
     model._model_args = json.loads(json.dumps(rebuild(arguments), default=str))
     return model
-
-
-def micro_batch(cfg: dict[str, Any], world_size: int) -> int:
-    """The images one process sees per forward: ``data.batch_size`` over processes and accumulation steps."""
-    return cfg["data"]["batch_size"] // max(world_size * cfg["train"]["accum_steps"], 1)

@@ -26,10 +26,10 @@ from ..data.segmentation import (
     write_shapes_dataset,
 )
 from ..engine.checkpoint import export_weights
-from ..engine.config import declare_data_keys
+from ..engine.config import declare_data_keys, micro_batch_size
 from ..engine.task import TaskRecord
 from ..registry import model_arg_names, model_class
-from .common import build_config_model, config_model_args, micro_batch
+from .common import build_config_model, config_model_args
 from .metrics import SegmentationMetric
 from .seg_inference import SegInference, segment
 
@@ -143,7 +143,7 @@ class SegmentationTask:
         """Before the work dir is claimed: a model that needs several images per forward in training (DeepLabV3's
         image pooling normalises a 1x1 map: ``min_train_batch``) gets them."""
         needed = getattr(model_class(cfg["model"]["type"]), "min_train_batch", 1)
-        count = micro_batch(cfg, world_size)
+        count = micro_batch_size(cfg, world_size)
         if count < needed:
             raise ValueError(
                 f"{cfg['model']['type']} trains on {needed} or more images per forward; data.batch_size="
