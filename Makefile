@@ -16,7 +16,7 @@ $(STAMP): setup.py pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch and torchvision resolve together from the package index (never pin torch to a local wheel: its
 	# torchvision ops would not load).
-	$(PY) -m pip install --quiet -e '.[mm,train,export,dev]'
+	$(PY) -m pip install --quiet -e '.[mm,train,export,deploy,dev]'
 	$(PY) -c "import torch, torchvision; torchvision.ops.nms(torch.zeros(1, 4), torch.zeros(1), 0.5); print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
 	# mmengine imports yapf, which writes its grammar pickles into its package on first import: done here once, not
 	# by two pytest workers at the same time (one read the other's half-written file: "EOFError: Ran out of input").

@@ -54,6 +54,9 @@ setup(
         ],
         # inference export: ONNX files through the torch.export-based exporter, checked with onnxruntime.
         "export": ["onnx>=1.16", "onnxscript>=0.3", "onnxruntime>=1.18"],
+        # deployment runtimes beside onnxruntime: OpenVINO (and NNCF, its int8 post-training quantization) and
+        # ExecuTorch with its XNNPACK backend (docs/deployment.md).
+        "deploy": ["openvino>=2025.1", "nncf>=2.18", "executorch>=1.0"],
         "dev": [
             "pytest>=8",
             "pytest-xdist>=3.5",

@@ -105,13 +105,16 @@ def boxes_per_cell(config: PriorConfig) -> list[int]:
     return [2 + 2 * len(ratios) for ratios in config.aspect_ratios]
 
 
-def _step(config: PriorConfig, k: int, length: int, cells: int) -> float:
+def _step(config: PriorConfig, k: int, length: int, cells: int) -> Tensor:
     # Normalised centre spacing of source k along an axis of ``length`` px with ``cells`` cells: the preset's step
     # where the axis has the configured size (its maps are then the configured ones: convolutions and pools act on
-    # each axis alone), Caffe's default (axis / cells) elsewhere, so the centres tile the actual map.
-    if length == config.image_size and cells == config.feature_sizes[k]:
-        return config.steps[k] / config.image_size
-    return 1.0 / cells
+    # each axis alone), Caffe's default (axis / cells) elsewhere, so the centres tile the actual map. A float64
+    # tensor chosen by torch.where, not a Python branch: under torch.export ``length`` and ``cells`` are symbolic, and
+    # an exported detector (densebackbones.export) then computes the boxes of whatever size it is given.
+    length_t = torch.ones((), dtype=torch.float64) * length
+    cells_t = torch.ones((), dtype=torch.float64) * cells
+    preset = (length_t == config.image_size) & (cells_t == config.feature_sizes[k])
+    return torch.where(preset, torch.tensor(config.steps[k] / config.image_size, dtype=torch.float64), 1.0 / cells_t)
 
 
 # The default boxes by name (``priors="coco"``), for configs, JSON (tools/convert_weights.py --model-kwargs) and the
@@ -157,7 +160,7 @@ def make_priors(
         cy = (torch.arange(rows, dtype=torch.float64) + 0.5) * _step(config, k, height, rows)
         cx = (torch.arange(cols, dtype=torch.float64) + 0.5) * _step(config, k, width, cols)
         centres = torch.stack(torch.meshgrid(cx, cy, indexing="xy"), -1).reshape(-1, 1, 2)  # row-major (i, j)
-        wh = torch.tensor(shapes, dtype=torch.float64).expand(len(centres), -1, -1)
+        wh = torch.tensor(shapes, dtype=torch.float64).expand(centres.shape[0], -1, -1)
         boxes.append(torch.cat([centres.expand(-1, len(shapes), -1), wh], -1).reshape(-1, 4))
     priors = torch.cat(boxes).float()
     return priors.clamp_(0, 1) if config.clip else priors
@@ -503,6 +506,8 @@ class SingleShotDetector(InputSizeCheck, nn.Module):
     def _eager_forward(self, x: Tensor) -> tuple[Tensor, Tensor] | tuple[Tensor, Tensor, Tensor]:
         loc, conf, sizes = self._predict(x)
         if self.output == "loc_conf_priors":
+            if torch.compiler.is_exporting():  # symbolic sizes: the boxes as part of the graph, no cache
+                return loc, conf, make_priors(self.prior_config, x.shape[-2:], sizes).to(loc)
             return loc, conf, self.priors_for(x.shape[-2], x.shape[-1], sizes)
         return loc, conf
 

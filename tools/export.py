@@ -1,0 +1,264 @@
+"""Export a registered model, or a finished run, to ONNX, OpenVINO or ExecuTorch, check it against PyTorch, and
+optionally quantize it to int8 with its accuracy measured.
+
+python tools/export.py MODEL_OR_RUN --format onnx|openvino|executorch --output FILE [--checkpoint W]
+    [--num-classes N] [--in-chans C] [--features-only [--out-indices 1 2 3]] [--img-size H [W]]
+    [--min-size S] [--max-size S] [--no-fuse] [--rtol R] [--atol A]
+    [--int8 --calib DIR --calib-images N] [--val DIR] [--val-images N] [--max-drop POINTS] [--data-root DIR]
+
+MODEL_OR_RUN is a registered model name (densebackbones.list_models()) or a finished run's work dir (its
+``config.py``, ``final.safetensors`` and ``meta.json``: the run's model with its weights). The file takes any batch,
+height and width from the model's ``min_input_size`` (or ``--min-size``) to ``--max-size``; a JSON description is
+written beside it (``FILE.json``), which the runtimes use to refuse inputs outside that range. The file is compared
+with PyTorch at three input shapes (the smallest, an odd non-square one, the model's typical size); the relative
+errors are printed and a mismatch names the shape.
+
+``--int8`` (OpenVINO: NNCF; ONNX: onnxruntime's static QDQ quantization) calibrates on ``--calib-images`` images of
+``--calib`` (a run: its training split when ``--calib`` is not given) and writes ``FILE`` with ``-int8`` before its
+suffix beside the float file. Its accuracy is then measured next to the float model's: for a run, the task's metric
+on its evaluation split and the agreement of the top-1 class (pixel class for segmentation) with PyTorch; for a
+model name, the agreement on ``--val`` images. ``--max-drop P`` fails the command when the int8 model's metric
+(agreement for a model name) is more than P points below the float model's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import cpu_env  # noqa: F401  (first: OpenMP's spin setting before torch loads)
+import torch
+
+import densebackbones as db
+from densebackbones.engine import cli, evaluate_record, init_distributed
+from densebackbones.engine.config import load_config, merge_defaults
+from densebackbones.engine.trainer import evaluation_loader
+from densebackbones.export import FORMATS, check_shapes, export_model, input_spec
+from densebackbones.models.helpers import trained_head_required
+from densebackbones.quantize import calibration_images, image_transform, quantize_file
+from densebackbones.runtimes import RuntimeModel, compare_with_eager, open_runtime
+from densebackbones.tasks import ClassificationTask, DetectionTask, SegmentationTask
+
+TASKS = {"train_cls": ClassificationTask, "train_seg": SegmentationTask, "train_det": DetectionTask}
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Export a dense model (ONNX, OpenVINO, ExecuTorch), check it, int8")
+    parser.add_argument("model", help="a registered model name, or a finished run's work dir")
+    parser.add_argument("--format", required=True, choices=sorted(FORMATS))
+    parser.add_argument("--output", required=True, help=f"the file to write ({', '.join(FORMATS.values())})")
+    parser.add_argument("--checkpoint", help="weights for a model name (a training checkpoint or a state_dict)")
+    parser.add_argument("--num-classes", type=int, help="classifier size of a model name (default: the model's)")
+    parser.add_argument("--in-chans", type=int, help="input channels of a model name (default: the model's)")
+    parser.add_argument("--features-only", action="store_true", help="a backbone's feature maps, named outputs")
+    parser.add_argument("--out-indices", type=int, nargs="+", help="with --features-only: the levels")
+    parser.add_argument("--img-size", type=int, nargs="+", help="the traced example's size (default: typical)")
+    parser.add_argument("--min-size", type=int, help="smallest height and width (default: the model's minimum)")
+    parser.add_argument("--max-size", type=int, help="largest height and width (default 8192; ExecuTorch 1024)")
+    parser.add_argument("--no-fuse", action="store_true", help="keep BatchNorm layers separate")
+    parser.add_argument("--rtol", type=float, default=1e-4)
+    parser.add_argument("--atol", type=float, default=1e-4, help="tolerance, a fraction of the outputs' scale")
+    parser.add_argument("--threads", type=int, help="runtime threads (default: PyTorch's)")
+    parser.add_argument("--int8", action="store_true", help="also write an int8 file (OpenVINO or ONNX)")
+    parser.add_argument("--calib", help="folder of calibration images (default for a run: its training split)")
+    parser.add_argument("--calib-images", type=int, default=300, help="calibration images (default 300)")
+    parser.add_argument("--val", help="model name: folder of images to measure the int8 agreement on")
+    parser.add_argument("--val-images", type=int, default=500)
+    parser.add_argument("--max-drop", type=float, help="fail when int8 loses more than this many points")
+    parser.add_argument("--data-root", help="a run's data root, when not where it trained")
+    parser.add_argument("--debug", action="store_true", help="full tracebacks on errors")
+    return parser
+
+
+# ------------------------------------------------------------------------------------------------ the model
+def run_record(work_dir: Path, data_root: str | None, training: bool) -> tuple[Any, dict[str, Any], Any]:
+    """(task record with the run's final weights, resolved config, task) of a finished run's work dir."""
+    weights, meta_path, config = (work_dir / n for n in ("final.safetensors", "meta.json", "config.py"))
+    for path in (weights, config):
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{work_dir} has no {path.name}: pass a finished run's work dir (tools/train_*.py writes "
+                f"final.safetensors at the end), or a registered model name"
+            )
+    command = json.loads(meta_path.read_text(encoding="utf-8")).get("command", "") if meta_path.is_file() else ""
+    names = [name for name in TASKS if name in command]
+    if len(names) != 1:
+        raise ValueError(f"{meta_path}: cannot tell which tool trained the run (command {command!r})")
+    task = TASKS[names[0]]()
+    cfg = merge_defaults(load_config(config).to_dict(), task.data_defaults)
+    if data_root:
+        cfg["data"]["root"] = data_root
+    with trained_head_required():  # the run's own head, never a fresh one
+        record = task.build(cfg, pretrained=str(weights), training=training)
+    return record, cfg, task
+
+
+def named_model(args: argparse.Namespace) -> torch.nn.Module:
+    kwargs: dict[str, Any] = {k: v for k, v in (("num_classes", args.num_classes), ("in_chans", args.in_chans)) if v}
+    if args.features_only:
+        kwargs["features_only"] = True
+        if args.out_indices:
+            kwargs["out_indices"] = tuple(args.out_indices)
+    elif args.out_indices:
+        raise ValueError("--out-indices picks feature levels: add --features-only")
+    model = db.create_model(args.model, **kwargs)
+    if args.checkpoint:
+        inner = getattr(model, "model", model)
+        with trained_head_required():
+            if hasattr(inner, "load_pretrained"):
+                inner.load_pretrained(args.checkpoint, adapt_in_chans=False)
+            else:
+                db.models.helpers.load_checkpoint_into(inner, args.checkpoint, adapt_in_chans=False)
+    return model.eval()
+
+
+# ------------------------------------------------------------------------------------------------ accuracy
+@torch.no_grad()
+def agreement(model: torch.nn.Module, other: torch.nn.Module, batches: list[torch.Tensor]) -> float:
+    """Percentage of top-1 classes (per image, or per pixel for dense outputs) on which ``other`` agrees with
+    ``model``."""
+    same = total = 0
+    for images in batches:
+        a, b = model(images), other(images)
+        if not isinstance(a, torch.Tensor):
+            raise ValueError("agreement compares single-output models (classifiers, segmenters); use the run's metric")
+        same += int((a.argmax(1) == b.argmax(1)).sum())
+        total += a.argmax(1).numel()
+    return 100.0 * same / max(total, 1)
+
+
+def run_batches(record: Any, count: int, split: str) -> list[torch.Tensor]:
+    """The first ``count`` images of a record's split, as the evaluation loader batches them (calibration: the
+    training split; agreement: the evaluation split)."""
+    dataset = record.train_set if split == "train" else record.eval_set
+    info = distributed_info()
+    loader = evaluation_loader(dataset, 16, info, 0, record.collate_fn)
+    batches, seen = [], 0
+    for inputs, _ in loader:
+        batches.append(inputs[: count - seen])
+        seen += len(batches[-1])
+        if seen >= count:
+            break
+    return batches
+
+
+def distributed_info() -> Any:
+    return init_distributed("cpu")  # one process: the runtimes run on the CPU
+
+
+def int8_report(args, exported, fp32_path, int8_path, record, cfg) -> dict[str, Any]:
+    fp32_model, int8_model = (RuntimeModel(open_runtime(p, args.threads)) for p in (fp32_path, int8_path))
+    report: dict[str, Any] = {}
+    if record is not None:
+        output = getattr(record.model, "output", None)
+        dist = distributed_info()
+        for label, model in (("pytorch", record.model.eval()), ("int8", int8_model)):
+            if output is not None:
+                model.output = output
+            metrics = evaluate_record(dataclasses.replace(record, model=model), cfg, dist, show_progress=False)
+            report[label] = {k: round(v, 4) for k, v in record.shown(metrics).items()}
+        metric = record.best_key
+        report["metric"] = metric
+        report["drop"] = round(report["pytorch"][metric] - report["int8"][metric], 4)
+        if len(fp32_model.runtime.info.outputs) != 1:  # detectors: the metric only
+            return report
+        batches = run_batches(record, args.val_images, "eval")
+    else:
+        if not args.val:
+            print("int8: no --val images, so no agreement is measured", file=sys.stderr)
+            return report
+        in_chans, _, size = input_spec(exported)
+        info = fp32_model.runtime.info
+        transform = image_transform(_img_size(args) or size, in_chans, info.mean, info.std)
+        batches = calibration_images(args.val, args.val_images, transform)
+        report["metric"] = "agreement"
+    report["agreement_fp32_runtime"] = round(agreement(exported, fp32_model, batches), 3)
+    report["agreement_int8"] = round(agreement(exported, int8_model, batches), 3)
+    if record is None:
+        report["drop"] = round(100.0 - report["agreement_int8"], 4)
+    return report
+
+
+def _img_size(args: argparse.Namespace) -> tuple[int, int] | None:
+    if args.img_size is None:
+        return None
+    if len(args.img_size) not in (1, 2):
+        raise ValueError(f"--img-size takes a side or HEIGHT WIDTH, got {args.img_size}")
+    return (args.img_size[0], args.img_size[-1])
+
+
+def int8_path(path: Path) -> Path:
+    return path.with_name(f"{path.stem}-int8{path.suffix}")
+
+
+# ------------------------------------------------------------------------------------------------ main
+def main(args: argparse.Namespace) -> dict[str, Any]:
+    output = Path(args.output)
+    if args.int8 and args.format == "executorch":
+        raise ValueError(
+            "--int8 quantizes OpenVINO and ONNX files (NNCF, onnxruntime); for an int8 model use --format openvino "
+            "(the fastest here, docs/deployment.md) or onnx"
+        )
+    run_dir = Path(args.model)
+    record = cfg = None
+    if run_dir.is_dir():
+        if args.checkpoint or args.num_classes or args.in_chans or args.features_only:
+            raise ValueError(f"{run_dir} is a run: its weights, classes and channels are the run's; drop the options")
+        record, cfg, _ = run_record(run_dir, args.data_root, training=args.int8 and not args.calib)
+        model, name = record.model.eval(), cfg["model"]["type"]
+    else:
+        if not db.is_model(args.model):
+            raise ValueError(
+                f"{args.model!r} is neither a registered model nor a run's work dir (densebackbones.list_models())"
+            )
+        model, name = named_model(args), args.model
+    exported, info = export_model(
+        model,
+        output,
+        args.format,
+        name=name,
+        img_size=_img_size(args),
+        min_size=args.min_size,
+        max_size=args.max_size,
+        fuse=not args.no_fuse,
+    )
+    in_chans, _, typical = input_spec(model)
+    shapes = check_shapes(info.min_size, info.max_size, _img_size(args) or typical, in_chans)
+    runtime = open_runtime(output, args.threads)
+    info.checks = compare_with_eager(exported, runtime, shapes, rtol=args.rtol, atol=args.atol)
+    info.source = str(run_dir if record is not None else args.checkpoint or "")
+    info.save(output)
+    for check in info.checks:
+        print(f"{runtime.name} vs PyTorch at {tuple(check['shape'])}: max error {check['max_rel_error']:.1e} of scale")
+    print(f"wrote {output} ({info.format}: batch 1..{info.max_batch}, {info.min_size}..{info.max_size} px; "
+          f"outputs {', '.join(info.outputs)})")  # fmt: skip
+    result: dict[str, Any] = {"file": str(output), "checks": info.checks}
+    if args.int8:
+        if args.calib:
+            transform = image_transform(shapes[-1][2:], in_chans, info.mean, info.std)
+            images = calibration_images(args.calib, args.calib_images, transform)
+        elif record is not None:
+            images = [image[None] for batch in run_batches(record, args.calib_images, "train") for image in batch]
+        else:
+            raise ValueError("--int8 needs calibration images: pass --calib DIR (images like the ones you deploy on)")
+        target = int8_path(output)
+        quantize_file(output, target, images)
+        print(f"wrote {target} (int8, calibrated on {len(images)} images)")
+        report = int8_report(args, exported, output, target, record, cfg)
+        print(json.dumps(report, indent=2))
+        result["int8"] = report
+        if args.max_drop is not None and report.get("drop") is not None and report["drop"] > args.max_drop:
+            raise ValueError(
+                f"int8 {name} ({args.format}) loses {report['drop']:.2f} points of {report['metric']} (--max-drop "
+                f"{args.max_drop}): calibrate on more or more typical images (--calib, --calib-images), or deploy the "
+                f"float file {output}"
+            )
+    return result
+
+
+if __name__ == "__main__":
+    cli.run_main(main, get_args_parser())
