@@ -165,11 +165,49 @@ def check_shapes(min_size: int, max_size: int, typical: tuple[int, int], in_chan
     return [(1, in_chans, min_size, min_size), (2, in_chans, *odd), (1, in_chans, h, w)]
 
 
+class ExplicitCeilMaxPool2d(nn.Module):
+    """``nn.MaxPool2d(kernel, stride, ceil_mode=True)`` (no padding, kernel >= stride) as an explicit ``-inf`` pad
+    of the right and bottom edges followed by a floor-mode pool: the same windows and values, in operators every
+    runtime reads alike. OpenVINO's conversion of ONNX's ceil-mode MaxPool drops windows that PyTorch keeps at some
+    sizes (DSOD's pools at 129 px: 12 default boxes fewer) and refuses maps smaller than the kernel."""
+
+    def __init__(self, pool: nn.MaxPool2d) -> None:
+        super().__init__()
+        self.kernel = nn.modules.utils._pair(pool.kernel_size)
+        self.stride = nn.modules.utils._pair(pool.stride or pool.kernel_size)
+
+    @staticmethod
+    def convertible(module: nn.Module) -> bool:
+        if type(module) is not nn.MaxPool2d or not module.ceil_mode or module.return_indices:
+            return False
+        kernel, stride = nn.modules.utils._pair(module.kernel_size), nn.modules.utils._pair(module.stride or 0)
+        padding, dilation = nn.modules.utils._pair(module.padding), nn.modules.utils._pair(module.dilation)
+        return padding == (0, 0) and dilation == (1, 1) and all(k >= s > 0 for k, s in zip(kernel, stride))
+
+    def forward(self, x: Tensor) -> Tensor:
+        # With no padding and kernel >= stride, PyTorch's ceil mode keeps ceil((L - k) / s) + 1 windows (its "last
+        # window starts inside the input" rule never removes one): pad so that floor mode gives as many.
+        extra = [
+            ((length - k + s - 1) // s) * s + k - length for length, k, s in zip(x.shape[-2:], self.kernel, self.stride)
+        ]
+        x = torch.nn.functional.pad(x, (0, extra[1], 0, extra[0]), value=float("-inf"))
+        return torch.nn.functional.max_pool2d(x, self.kernel, self.stride)
+
+
+def _explicit_ceil_pools(model: nn.Module) -> None:
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if ExplicitCeilMaxPool2d.convertible(child):
+                setattr(module, name, ExplicitCeilMaxPool2d(child))
+
+
 def prepare_for_export(model: nn.Module, fuse: bool = True) -> nn.Module:
-    """An eval-mode copy for export: BatchNorm folded where it follows a convolution (``fuse``), and a detector set
+    """An eval-mode copy for export: BatchNorm folded where it follows a convolution (``fuse``), ceil-mode max pools
+    written out (:class:`ExplicitCeilMaxPool2d`), and a detector set
     to return its default boxes for the input's size besides its predictions (``'loc_conf_priors'``), so that the
     file holds everything post-processing needs at any size."""
     model = fuse_batchnorm(model) if fuse else copy.deepcopy(model).eval()
+    _explicit_ceil_pools(model)
     if "loc_conf_priors" in getattr(model, "outputs", ()):
         model.set_output("loc_conf_priors")
     return model

@@ -22,7 +22,15 @@ from torch import Tensor
 
 from .export import ExportInfo, assert_close_to_scale
 
-__all__ = ["RUNTIMES", "Runtime", "open_runtime", "compare_with_eager", "RuntimeModel", "flat_tensors"]
+__all__ = [
+    "RUNTIMES",
+    "Runtime",
+    "open_runtime",
+    "smallest_runnable_size",
+    "compare_with_eager",
+    "RuntimeModel",
+    "flat_tensors",
+]
 
 
 def flat_tensors(output: Any) -> list[Tensor]:
@@ -124,6 +132,37 @@ def open_runtime(path: str | Path, threads: int | None = None) -> Runtime:
     return runtime(path, threads)
 
 
+def smallest_runnable_size(runtime: Runtime, in_chans: int, low: int, high: int) -> tuple[int, str]:
+    """The smallest side from ``low`` to ``high`` at which ``runtime`` runs its file (one square image), and the
+    runtime's message at the side below it ("" when ``low`` runs): a runtime may lack what PyTorch allows at small
+    sizes (OpenVINO's MaxPool refuses a window larger than its map, which PyTorch's ceil mode accepts: the reason
+    for ``export.ExplicitCeilMaxPool2d``). The sizes that run are assumed to be all those above some side (maps grow
+    with the input).
+    Raises ``ValueError`` naming the runtime and its message when not even ``high`` runs."""
+
+    def failure(side: int) -> str:
+        try:
+            runtime._run(np.zeros((1, in_chans, side, side), dtype=np.float32))
+        except RuntimeError as err:
+            return " ".join(str(err).split())[-300:]
+        return ""
+
+    if not failure(low):
+        return low, ""
+    message = failure(high)
+    if message:
+        others = ", ".join(sorted({"onnxruntime": "onnx", "openvino": "openvino", "executorch": "executorch"}[n]
+                                  for n in ("onnxruntime", "openvino", "executorch") if n != runtime.name))  # fmt: skip
+        raise ValueError(
+            f"{runtime.path.name}: {runtime.name} cannot run the model at {high}x{high} px ({message}); export it "
+            f"with --format {others.replace(', ', ' or ')}"
+        )
+    while high - low > 1:  # failure(low) and not failure(high)
+        mid = (low + high) // 2
+        low, high = (mid, high) if failure(mid) else (low, mid)
+    return high, failure(low)
+
+
 def compare_with_eager(
     model: nn.Module,
     runtime: Runtime,
@@ -141,7 +180,10 @@ def compare_with_eager(
         images = torch.randn(*shape, generator=generator)
         with torch.no_grad():
             expected = flat_tensors(model.eval()(images))
-        got = runtime(images)
+        try:
+            got = runtime(images)
+        except RuntimeError as err:  # the runtime's own failure, named with the shape
+            raise AssertionError(f"{runtime.name} failed at input shape {tuple(shape)}: {err}") from err
         if len(got) != len(expected):
             raise AssertionError(
                 f"{runtime.path.name}: {len(got)} outputs at input shape {tuple(shape)}, PyTorch {len(expected)}"

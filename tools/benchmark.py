@@ -46,6 +46,16 @@ alternating epochs, ``--workers`` loader processes each:
     python tools/benchmark.py --input-pipeline 512 --workers 1 --batch-size 32 --img-size 224 \
         --auto-augment rand-m9-mstd0.5-inc1 --mixup 0.8 --cutmix 1.0
 
+Deployment runtimes (docs/deployment.md): ``--runtimes`` measures each model at its typical input size (its
+``pretrained_cfg``; ``--runtime-size`` overrides) as latency at batch 1 and throughput at ``--batch-size``, in eager
+PyTorch (float32, no_grad, the default memory mode), ``torch.compile`` (Inductor), and exported files (tools/export.py's
+functions) in onnxruntime and OpenVINO, float32 and int8 (calibrated on ``--calib-images`` random images of the same
+size: speed does not depend on the calibration images; accuracy is measured by tools/export.py --int8 on a run), and
+ExecuTorch (XNNPACK, float32). Each runtime uses the process's threads (``torch.get_num_threads()``):
+
+    python tools/benchmark.py --runtimes eager compiled onnx onnx-int8 openvino openvino-int8 \
+        --models densenet_bc121_k32 peleenet pelee fc_densenet56 --batch-size 32 --iters 5
+
 Timing: all implementations of a comparison run in one process, in interleaved rounds (one step of each per round,
 after warm-up). The table gives each one's median step and its speed relative to the first implementation as the
 median of the per-round ratios, with their range: a shared or throttled machine slows whole rounds, which moves
@@ -90,6 +100,9 @@ from densebackbones.data import ImageFolderDataset, build_train_transform
 from densebackbones.data.transforms import keep_one_posterize_bit
 from densebackbones.engine.distributed import DistInfo, amp_dtype, resolve_device
 from densebackbones.engine.trainer import build_train_loader
+from densebackbones.export import FORMATS, export_model, input_spec
+from densebackbones.quantize import quantize_file
+from densebackbones.runtimes import open_runtime
 from densebackbones.tasks.classification import ClassificationTask, augment_options, mixup_collate
 from densebackbones.tasks.seg_inference import SegInference, segment
 
@@ -109,6 +122,7 @@ IMPLS = (
     "timm:compile",
 )
 _CPU_MMAP_THRESHOLD = "131072"
+RUNTIME_CHOICES = ("eager", "compiled", "onnx", "onnx-int8", "openvino", "openvino-int8", "executorch")
 
 
 def seg_inference(spec: str) -> SegInference:
@@ -486,6 +500,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--auto-augment", default="rand-m9-mstd0.5-inc1", help="--input-pipeline: timm's policy")
     parser.add_argument("--mixup", type=float, default=0.8, help="--input-pipeline: mixup alpha")
     parser.add_argument("--cutmix", type=float, default=1.0, help="--input-pipeline: CutMix alpha")
+    parser.add_argument("--runtimes", nargs="+", choices=RUNTIME_CHOICES, help="deployment runtimes to time")
+    parser.add_argument("--runtime-size", type=int, nargs="+", help="--runtimes: side or height width")
+    parser.add_argument("--calib-images", type=int, default=32, help="--runtimes: int8 calibration images")
     parser.add_argument("--child", choices=["memory", "time"], help=argparse.SUPPRESS)  # internal
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--mode", help=argparse.SUPPRESS)
@@ -553,9 +570,79 @@ def input_pipeline(args: argparse.Namespace) -> list[dict]:
     return rows
 
 
+def _runtime_callable(name: str, model: nn.Module, folder: Path, size: tuple[int, int], calib: int):
+    """``images -> outputs`` of one runtime for ``model`` (exported into ``folder`` when a file runtime)."""
+    if name == "eager":
+        return lambda images: model(images)
+    if name == "compiled":
+        return torch.compile(model)
+    fmt, int8 = name.removesuffix("-int8"), name.endswith("-int8")
+    path = folder / f"{fmt}{FORMATS[fmt]}"
+    if not path.exists():
+        export_model(model, path, fmt, img_size=size, max_size=max(1024, *size))
+    if int8:
+        target = path.with_name(f"{fmt}-int8{path.suffix}")
+        generator = torch.Generator().manual_seed(0)
+        images = [torch.randn(1, 3, *size, generator=generator) for _ in range(calib)]
+        quantize_file(path, target, images)
+        path = target
+    return open_runtime(path)
+
+
+def runtime_table(args: argparse.Namespace) -> list[dict]:
+    """Latency (batch 1) and throughput (``--batch-size``) of each model in each runtime (module docstring)."""
+    rows = []
+    for model_name in args.models:
+        torch.manual_seed(0)
+        model = db.create_model(model_name).eval()
+        _, _, typical = input_spec(model)
+        size = tuple(args.runtime_size[:1] * 2 if len(args.runtime_size or ()) == 1 else args.runtime_size or typical)
+        with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
+            for runtime in args.runtimes:
+                run = _runtime_callable(runtime, model, Path(tmp), size, args.calib_images)
+                row = {"model": model_name, "size": "x".join(map(str, size)), "runtime": runtime}
+                for batch, key in ((1, "latency_ms"), (args.batch_size, "batch_ms")):
+                    images = torch.randn(batch, 3, *size)
+                    for _ in range(args.warmup):
+                        run(images)
+                    times = []
+                    for _ in range(args.iters):
+                        start = time.perf_counter()
+                        run(images)
+                        times.append(time.perf_counter() - start)
+                    row[key] = 1000 * statistics.median(times)
+                row["img_s"] = args.batch_size / row["batch_ms"] * 1000
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    for row in rows:  # speed relative to eager float32 of the same model
+        base = next((r for r in rows if r["model"] == row["model"] and r["runtime"] == "eager"), None)
+        row["vs_eager"] = row["img_s"] / base["img_s"] if base else float("nan")
+    header = (
+        f"| model | input | runtime | latency, batch 1 (ms) | throughput, batch {args.batch_size} (img/s) | vs eager |"
+    )
+    lines = [f"Settings: CPU, {torch.get_num_threads()} threads, median of {args.iters} calls after {args.warmup}", "",
+             header, "|---|---|---|---|---|---|"]  # fmt: skip
+    lines += [
+        f"| {r['model']} | {r['size']} | {r['runtime']} | {r['latency_ms']:.1f} | {r['img_s']:.1f} "
+        f"| {r['vs_eager']:.2f}x |"
+        for r in rows
+    ]
+    table = "\n".join(lines)
+    print(table)
+    if args.append:
+        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
+        command = " ".join(["python tools/benchmark.py --runtimes", *args.runtimes, "--models", *args.models,
+                            "--batch-size", str(args.batch_size), "--iters", str(args.iters)])  # fmt: skip
+        with open(Path(args.append), "a") as handle:
+            handle.write(f"\n### {stamp}, {platform.node() or 'machine'} (CPU)\n\n`{command}`\n\n{table}\n")
+    return rows
+
+
 def main(args: argparse.Namespace) -> list[dict]:
     if args.input_pipeline:
         return input_pipeline(args)
+    if args.runtimes:
+        return runtime_table(args)
     if args.child == "memory":
         print(json.dumps(measure_memory(args, args.impls[0] if args.impls else None)))
         return []

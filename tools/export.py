@@ -35,15 +35,15 @@ import torch
 
 import densebackbones as db
 from densebackbones.engine import cli, evaluate_record, init_distributed
-from densebackbones.engine.config import load_config, merge_defaults
+from densebackbones.engine.config import check_config, load_config, merge_defaults
 from densebackbones.engine.trainer import evaluation_loader
 from densebackbones.export import FORMATS, check_shapes, export_model, input_spec
-from densebackbones.models.helpers import trained_head_required
+from densebackbones.models.helpers import InputChannelsMismatch, load_checkpoint_into, trained_head_required
 from densebackbones.quantize import calibration_images, image_transform, quantize_file
-from densebackbones.runtimes import RuntimeModel, compare_with_eager, open_runtime
+from densebackbones.runtimes import RuntimeModel, compare_with_eager, open_runtime, smallest_runnable_size
 from densebackbones.tasks import ClassificationTask, DetectionTask, SegmentationTask
 
-TASKS = {"train_cls": ClassificationTask, "train_seg": SegmentationTask, "train_det": DetectionTask}
+TASKS = (ClassificationTask, SegmentationTask, DetectionTask)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -77,19 +77,16 @@ def get_args_parser() -> argparse.ArgumentParser:
 # ------------------------------------------------------------------------------------------------ the model
 def run_record(work_dir: Path, data_root: str | None, training: bool) -> tuple[Any, dict[str, Any], Any]:
     """(task record with the run's final weights, resolved config, task) of a finished run's work dir."""
-    weights, meta_path, config = (work_dir / n for n in ("final.safetensors", "meta.json", "config.py"))
+    weights, config = work_dir / "final.safetensors", work_dir / "config.py"
     for path in (weights, config):
         if not path.is_file():
             raise FileNotFoundError(
                 f"{work_dir} has no {path.name}: pass a finished run's work dir (tools/train_*.py writes "
                 f"final.safetensors at the end), or a registered model name"
             )
-    command = json.loads(meta_path.read_text(encoding="utf-8")).get("command", "") if meta_path.is_file() else ""
-    names = [name for name in TASKS if name in command]
-    if len(names) != 1:
-        raise ValueError(f"{meta_path}: cannot tell which tool trained the run (command {command!r})")
-    task = TASKS[names[0]]()
-    cfg = merge_defaults(load_config(config).to_dict(), task.data_defaults)
+    raw = load_config(config).to_dict()
+    task = run_task(raw, work_dir)
+    cfg = merge_defaults(raw, task.data_defaults)
     if data_root:
         cfg["data"]["root"] = data_root
     with trained_head_required():  # the run's own head, never a fresh one
@@ -97,7 +94,37 @@ def run_record(work_dir: Path, data_root: str | None, training: bool) -> tuple[A
     return record, cfg, task
 
 
+def run_task(raw: dict[str, Any], work_dir: Path) -> Any:
+    """The task whose config a run's resolved ``config.py`` is: the one task that accepts all its keys and values
+    (each task refuses the others' data keys and data sets)."""
+    accepted = []
+    for task in (cls() for cls in TASKS):
+        try:
+            check_config(raw, task.model_arg_names(raw), task.data_defaults, task.data_choices)
+        except (ValueError, KeyError, TypeError):
+            continue
+        accepted.append(task)
+    if len(accepted) != 1:
+        found = [type(t).__name__ for t in accepted] or "none"
+        raise ValueError(f"{work_dir}/config.py: not the config of one task (accepted by: {found})")
+    return accepted[0]
+
+
+def _load(model: torch.nn.Module, path: str) -> None:
+    """The checkpoint's weights exactly: its first convolution is never adapted to other input channels, and its
+    head must fit (no fresh classifier)."""
+    inner = getattr(model, "model", model)  # a features_only wrapper keeps the model as .model
+    with trained_head_required():
+        if hasattr(inner, "load_pretrained"):  # the family's own key remapping (torchvision's legacy names...)
+            inner.load_pretrained(path, adapt_in_chans=False)
+        else:
+            load_checkpoint_into(inner, path, adapt_in_chans=False)
+
+
 def named_model(args: argparse.Namespace) -> torch.nn.Module:
+    """A registered model (``--features-only``: its feature extractor) with ``--checkpoint``'s weights; the file is
+    what the checkpoint is: a checkpoint of 1-channel images gives a 1-channel model, and an ``--in-chans`` that
+    contradicts it is an error, never an adaptation."""
     kwargs: dict[str, Any] = {k: v for k, v in (("num_classes", args.num_classes), ("in_chans", args.in_chans)) if v}
     if args.features_only:
         kwargs["features_only"] = True
@@ -107,12 +134,14 @@ def named_model(args: argparse.Namespace) -> torch.nn.Module:
         raise ValueError("--out-indices picks feature levels: add --features-only")
     model = db.create_model(args.model, **kwargs)
     if args.checkpoint:
-        inner = getattr(model, "model", model)
-        with trained_head_required():
-            if hasattr(inner, "load_pretrained"):
-                inner.load_pretrained(args.checkpoint, adapt_in_chans=False)
-            else:
-                db.models.helpers.load_checkpoint_into(inner, args.checkpoint, adapt_in_chans=False)
+        try:
+            _load(model, args.checkpoint)
+        except InputChannelsMismatch as err:
+            if args.in_chans is not None:
+                raise ValueError(f"{err} (--in-chans {args.in_chans} contradicts the checkpoint)") from None
+            print(f"the checkpoint takes {err.checkpoint_in_chans}-channel input: exporting that model")
+            model = db.create_model(args.model, **dict(kwargs, in_chans=err.checkpoint_in_chans))
+            _load(model, args.checkpoint)
     return model.eval()
 
 
@@ -227,8 +256,13 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         fuse=not args.no_fuse,
     )
     in_chans, _, typical = input_spec(model)
-    shapes = check_shapes(info.min_size, info.max_size, _img_size(args) or typical, in_chans)
     runtime = open_runtime(output, args.threads)
+    smallest, message = smallest_runnable_size(runtime, in_chans, info.min_size, max(typical))
+    if smallest > info.min_size:  # the runtime cannot run what PyTorch runs below some size: the file says so
+        print(f"{runtime.name} runs {name} from {smallest} px, not {info.min_size} (at {smallest - 1}: {message}); "
+              f"the file takes {smallest}..{info.max_size} px")  # fmt: skip
+        info.min_size = smallest
+    shapes = check_shapes(info.min_size, info.max_size, _img_size(args) or typical, in_chans)
     info.checks = compare_with_eager(exported, runtime, shapes, rtol=args.rtol, atol=args.atol)
     info.source = str(run_dir if record is not None else args.checkpoint or "")
     info.save(output)
@@ -254,8 +288,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         if args.max_drop is not None and report.get("drop") is not None and report["drop"] > args.max_drop:
             raise ValueError(
                 f"int8 {name} ({args.format}) loses {report['drop']:.2f} points of {report['metric']} (--max-drop "
-                f"{args.max_drop}): calibrate on more or more typical images (--calib, --calib-images), or deploy the "
-                f"float file {output}"
+                f"{args.max_drop:g}): calibrate on more or more typical images (--calib, --calib-images), or "
+                f"deploy the float file {output}"
             )
     return result
 

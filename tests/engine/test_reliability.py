@@ -27,7 +27,7 @@ from densebackbones.engine.run_dir import RunDirectory, WorkDirError
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tools"))
-import export_onnx  # noqa: E402
+import export as export_tool  # noqa: E402
 import train_cls  # noqa: E402
 
 # Training runs and tool runs: left out of `make test-fast`, run by `make test`.
@@ -155,13 +155,13 @@ def test_val_classes_follow_the_training_split_by_name(tmp_path):
 def test_export_is_what_the_checkpoint_is(tmp_path):
     model = db.create_model("densenet40_k12_cifar", in_chans=1)  # e.g. trained on Fashion-MNIST
     torch.save(model.state_dict(), tmp_path / "gray.pth")
-    argv = ["densenet40_k12_cifar", "--output", str(tmp_path / "gray.onnx"), "--checkpoint", str(tmp_path / "gray.pth")]
-    argv += ["--img-size", "32", "--no-fuse"]
-    export_onnx.main(export_onnx.get_args_parser().parse_args(argv))
+    argv = ["densenet40_k12_cifar", "--format", "onnx", "--output", str(tmp_path / "gray.onnx")]
+    argv += ["--checkpoint", str(tmp_path / "gray.pth"), "--img-size", "32", "--no-fuse", "--max-size", "64"]
+    export_tool.main(export_tool.get_args_parser().parse_args(argv))
     dims = onnx.load(str(tmp_path / "gray.onnx")).graph.input[0].type.tensor_type.shape.dim
     assert dims[1].dim_value == 1  # a 1-channel file, not an adapted 3-channel one
     with pytest.raises(ValueError, match="takes 1-channel input.*--in-chans 3 contradicts the checkpoint"):
-        export_onnx.main(export_onnx.get_args_parser().parse_args([*argv, "--in-chans", "3"]))
+        export_tool.main(export_tool.get_args_parser().parse_args([*argv, "--in-chans", "3"]))
 
 
 def test_evaluation_and_prediction_refuse_a_classifier_that_does_not_fit(tmp_path):

@@ -15,7 +15,7 @@ from densebackbones.export import assert_close_to_scale, check_onnx, export_onnx
 from densebackbones.layers import DenseBlock, Transition
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
-import export_onnx as export_tool  # noqa: E402
+import export as export_tool  # noqa: E402
 
 
 def _trained_statistics(model, x):
@@ -79,22 +79,14 @@ def test_check_onnx_reports_a_mismatch(tmp_path):
 def test_export_tool_on_a_registered_model_and_checkpoint(tmp_path):
     model = db.create_model("densenet_bc100_k12_cifar", num_classes=10)
     torch.save({"state_dict": model.state_dict()}, tmp_path / "weights.pth")
-    args = export_tool.get_args_parser().parse_args(
-        [
-            "densenet_bc100_k12_cifar",
-            "--output",
-            str(tmp_path / "m.onnx"),
-            "--img-size",
-            "16",
-            "--checkpoint",
-            str(tmp_path / "weights.pth"),
-            "--num-classes",
-            "10",
-        ]
-    )
-    diff, peak = export_tool.main(args)  # raises when an element is outside tolerance
-    assert diff < 1e-4 * peak
+    argv = ["densenet_bc100_k12_cifar", "--format", "onnx", "--output", str(tmp_path / "m.onnx"), "--img-size", "16"]
+    argv += ["--checkpoint", str(tmp_path / "weights.pth"), "--num-classes", "10", "--max-size", "64"]
+    result = export_tool.main(export_tool.get_args_parser().parse_args(argv))  # raises when outside tolerance
+    assert [c["shape"] for c in result["checks"]] == [[1, 3, 4, 4], [2, 3, 23, 11], [1, 3, 16, 16]]
+    assert all(c["max_rel_error"] < 1e-4 for c in result["checks"])
     assert (tmp_path / "m.onnx").stat().st_size > 3_000_000  # 0.77M float32 weights are in the file
+    with pytest.raises(ValueError, match="the checkpoint .* classifier|size mismatch|classes"):  # the head must fit
+        export_tool.main(export_tool.get_args_parser().parse_args([*argv[:-4], "--num-classes", "7", *argv[-2:]]))
 
 
 def test_onnx_comparison_is_relative_to_the_output_scale():
