@@ -136,12 +136,18 @@ class ExportInfo:
         """A ``ValueError`` naming the file, the shape and what to do when ``shape`` (N, C, H, W) is outside the
         exported range."""
         n, c, h, w = shape
-        low, high = self.min_size, self.max_size
-        if c != self.in_chans or not (low <= h <= high and low <= w <= high) or not 1 <= n <= self.max_batch:
+        fixes = []
+        if not 1 <= n <= self.max_batch:
+            fixes.append(f"split the batch into calls of at most {self.max_batch} images")
+        if c != self.in_chans:
+            fixes.append(f"give {self.in_chans}-channel images")
+        if not (self.min_size <= h <= self.max_size and self.min_size <= w <= self.max_size):
+            fixes.append(f"resize the images, or export again with --min-size/--max-size covering {h}x{w}")
+        if fixes:
             raise ValueError(
                 f"{where}: input {n}x{c}x{h}x{w} is outside what the file takes ({self.model}, {self.format}: batch "
-                f"1..{self.max_batch}, {self.in_chans} channels, height and width {low}..{high} px); resize the "
-                f"images, or export again with --min-size/--max-size covering {h}x{w}"
+                f"1..{self.max_batch}, {self.in_chans} channels, height and width {self.min_size}..{self.max_size} "
+                f"px); {'; '.join(fixes)}"
             )
 
 
@@ -317,8 +323,8 @@ def export_executorch(
     program: Any = None,
 ) -> Path:
     """An ExecuTorch program (``.pte``) lowered to its XNNPACK backend (CPU, float32 unless ``program`` is a
-    quantized ``torch.export`` program): dynamic batch up to 32 and height and width up to ``max_size`` (XNNPACK
-    plans memory for the upper bound)."""
+    quantized ``torch.export`` program): dynamic batch up to 8 (``EXECUTORCH_MAX_BATCH``) and height and width up
+    to ``max_size`` (XNNPACK plans memory for the upper bound)."""
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import EdgeCompileConfig, to_edge_transform_and_lower
 
@@ -353,7 +359,9 @@ def export_executorch(
     return path
 
 
-EXECUTORCH_MAX_BATCH = 32
+# ExecuTorch 1.5's XNNPACK delegate fails (error 0x10, NotSupported) from batch 16 up on a file exported for batches up
+# to 32, at any image size (PeleeNet, 64 to 640 px); batch 12 ran. Files take up to 8 images a call.
+EXECUTORCH_MAX_BATCH = 8
 
 
 def executorch_dynamic_shapes(dynamic_size: bool, min_size: int, max_size: int) -> Any:

@@ -69,16 +69,17 @@ def _match_size_branching(x: Tensor, size: list[int]) -> Tensor:
 
 @torch.jit.unused
 def _match_size_branch_free(x: Tensor, size: list[int]) -> Tensor:
-    """One ``F.pad`` per dimension, negative where it crops, its amounts chosen by ``torch.sym_ite`` rather than an
-    ``if``: exported with a dynamic height and width (torch.export), a branch on sizes would pin them to the
-    example's."""
+    """A pad and a crop per dimension, their amounts chosen by ``torch.sym_max`` rather than an ``if``: exported
+    with a dynamic height and width (torch.export), a branch on sizes would pin them to the example's."""
     for dim, target in ((-2, size[0]), (-1, size[1])):
         delta = target - x.shape[dim]
         if not isinstance(delta, torch.SymInt) and delta == 0:  # eager: no copy where nothing changes
             continue
-        before = torch.sym_ite(delta < 0, -((-delta) // 2), delta // 2)
-        pad = [0, 0, before, delta - before] if dim == -2 else [before, delta - before, 0, 0]
-        x = F.pad(x, pad)
+        # a non-negative pad, then a crop: negative pads (crops) are refused by ExecuTorch's pad kernel
+        grow, shrink = torch.sym_max(delta, 0), torch.sym_max(-delta, 0)
+        before = grow // 2
+        x = F.pad(x, [0, 0, before, grow - before] if dim == -2 else [before, grow - before, 0, 0])
+        x = x.narrow(dim, shrink // 2, target)
     return x
 
 

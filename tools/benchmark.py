@@ -586,7 +586,11 @@ def _runtime_callable(name: str, model: nn.Module, folder: Path, size: tuple[int
         images = [torch.randn(1, 3, *size, generator=generator) for _ in range(calib)]
         quantize_file(path, target, images)
         path = target
-    return open_runtime(path)
+    runtime = open_runtime(path)
+    largest = runtime.info.max_batch if runtime.info is not None else None
+    if largest is None:
+        return runtime
+    return lambda images: [runtime(chunk) for chunk in images.split(largest)]  # ExecuTorch: 8 images a call
 
 
 def runtime_table(args: argparse.Namespace) -> list[dict]:
@@ -594,7 +598,7 @@ def runtime_table(args: argparse.Namespace) -> list[dict]:
     rows = []
     for model_name in args.models:
         torch.manual_seed(0)
-        model = db.create_model(model_name).eval()
+        model = db.create_model(model_name, **json.loads(args.model_kwargs or "{}")).eval()
         _, _, typical = input_spec(model)
         size = tuple(args.runtime_size[:1] * 2 if len(args.runtime_size or ()) == 1 else args.runtime_size or typical)
         with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
@@ -632,7 +636,9 @@ def runtime_table(args: argparse.Namespace) -> list[dict]:
     if args.append:
         stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
         command = " ".join(["python tools/benchmark.py --runtimes", *args.runtimes, "--models", *args.models,
-                            "--batch-size", str(args.batch_size), "--iters", str(args.iters)])  # fmt: skip
+                            "--batch-size", str(args.batch_size), "--iters", str(args.iters), "--warmup",
+                            str(args.warmup), *(["--model-kwargs", f"'{args.model_kwargs}'"] if args.model_kwargs
+                                                else [])])  # fmt: skip
         with open(Path(args.append), "a") as handle:
             handle.write(f"\n### {stamp}, {platform.node() or 'machine'} (CPU)\n\n`{command}`\n\n{table}\n")
     return rows

@@ -41,7 +41,7 @@ def test_every_registered_model_exports_with_dynamic_shapes_to_onnxruntime_and_o
     """One ONNX file per model, dynamic batch/height/width from the model's min_input_size; onnxruntime at the
     smallest size, an odd non-square one and the typical one, and OpenVINO reading the same file (its CPU plug-in
     may start higher: smallest_runnable_size)."""
-    model = tiny_model(name, "plain").eval()
+    model = tiny_model(name, "buffer").eval()  # the default memory mode, what users export
     exported, info, checks, smallest = _export_and_check(model, tmp_path / f"{name}.onnx", "onnx", name)
     in_chans, minimum, typical = input_spec(model)
     assert smallest == info.min_size == minimum  # onnxruntime runs everything PyTorch runs
@@ -56,7 +56,9 @@ def test_every_registered_model_exports_with_dynamic_shapes_to_onnxruntime_and_o
 def test_peleenet_and_pelee_run_in_executorch_with_dynamic_shapes(tmp_path, name):
     model = tiny_model(name, "plain").eval()
     _, info, checks, _ = _export_and_check(model, tmp_path / f"{name}.pte", "executorch", name, max_size=320)
-    assert info.max_batch == 32 and info.max_size == 320 and len(checks) == 3
+    assert info.max_batch == 8 and info.max_size == 320 and len(checks) == 3
+    runtime = open_runtime(tmp_path / f"{name}.pte")
+    assert runtime(torch.randn(8, 3, info.min_size, info.min_size))[0].shape[0] == 8  # the largest batch runs
     if name == "pelee":  # a detector's file returns its default boxes for the input's size
         assert info.outputs == ["loc", "conf", "priors"]
 
@@ -93,10 +95,12 @@ def test_inputs_outside_the_exported_range_are_refused_in_one_line(tmp_path):
     model = tiny_model("densenet_bc121_k32", "plain").eval()
     export_model(model, tmp_path / "m.onnx", "onnx", name="densenet_bc121_k32", max_size=64)
     runtime = open_runtime(tmp_path / "m.onnx")
-    with pytest.raises(ValueError, match=r"input 1x3x65x40 is outside .* height and width 32\.\.64 px\); resize"):
+    with pytest.raises(ValueError, match=r"input 1x3x65x40 is outside .* 32\.\.64 px\); resize the images, or export"):
         runtime(torch.randn(1, 3, 65, 40))
-    with pytest.raises(ValueError, match="outside .* 3 channels"):
+    with pytest.raises(ValueError, match=r"outside .* 3 channels.*\); give 3-channel images$"):
         runtime(torch.randn(1, 1, 40, 40))
+    with pytest.raises(ValueError, match=r"input 1025x3x40x40 .*; split the batch into calls of at most 1024 images$"):
+        runtime(torch.zeros(1025, 3, 40, 40))
     info = ExportInfo.load(tmp_path / "m.onnx")
     assert (info.min_size, info.max_size, info.outputs) == (32, 64, ["output"])
 

@@ -165,3 +165,17 @@ def test_segmentation_inference_specs_and_a_whole_against_slide_comparison(capsy
     rows = benchmark.main(benchmark.get_args_parser().parse_args(argv))
     assert [r["impl"] for r in rows] == ["ours:buffer#whole", "ours:buffer#slide:64:32"]
     assert rows[0]["speed"] == 1.0 and rows[1]["sec"] > 0 and "64x96px" in capsys.readouterr().out
+
+
+@pytest.mark.integration
+def test_runtime_table_times_each_runtime_against_eager(tmp_path, capsys):
+    kwargs = '{"growth_rate": 4, "block_config": [1, 1, 1]}'
+    argv = ["--runtimes", "eager", "onnx", "openvino-int8", "--models", "densenet_bc100_k12_cifar", "--batch-size", "4"]
+    argv += ["--iters", "2", "--warmup", "1", "--model-kwargs", kwargs, "--calib-images", "4"]
+    argv += ["--append", str(tmp_path / "table.md")]
+    rows = benchmark.main(benchmark.get_args_parser().parse_args(argv))
+    assert [r["runtime"] for r in rows] == ["eager", "onnx", "openvino-int8"]
+    assert rows[0]["vs_eager"] == 1.0 and all(r["latency_ms"] > 0 and r["img_s"] > 0 for r in rows)
+    assert rows[1]["img_s"] / rows[0]["img_s"] == pytest.approx(rows[1]["vs_eager"])
+    table = (tmp_path / "table.md").read_text()
+    assert "| densenet_bc100_k12_cifar | 32x32 | openvino-int8 |" in table and "--runtimes eager onnx" in table
