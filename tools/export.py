@@ -239,6 +239,11 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             raise ValueError(f"{run_dir} is a run: its weights, classes and channels are the run's; drop the options")
         record, cfg, _ = run_record(run_dir, args.data_root, training=args.int8 and not args.calib)
         model, name = record.model.eval(), cfg["model"]["type"]
+        # the run's inputs (timm's pretrained_cfg fields its final.json records): size and normalisation of its data
+        final_path = run_dir / "final.json"
+        final = json.loads(final_path.read_text(encoding="utf-8")) if final_path.is_file() else {}
+        run_inputs = {key: final[key] for key in ("input_size", "mean", "std") if key in final}
+        model.pretrained_cfg = {**(getattr(model, "pretrained_cfg", None) or {}), **run_inputs}
     else:
         if not db.is_model(args.model):
             raise ValueError(

@@ -187,3 +187,15 @@ def test_export_tool_on_a_run_reports_the_int8_metric_and_enforces_max_drop(tmp_
         export_tool.main(export_tool.get_args_parser().parse_args(
             [str(run), "--format", "executorch", "--output", str(tmp_path / "d.pte"), "--int8"]
         ))  # fmt: skip
+
+
+def test_export_tool_on_a_model_name_calibrates_on_a_folder_and_measures_agreement(tmp_path):
+    calib, val = _write_images(tmp_path / "calib", 8), _write_images(tmp_path / "val", 6)
+    argv = ["densenet_bc100_k12_cifar", "--format", "onnx", "--output", str(tmp_path / "m.onnx"), "--max-size", "64"]
+    argv += ["--int8", "--calib", str(calib), "--calib-images", "8", "--val", str(val), "--val-images", "6"]
+    report = export_tool.main(export_tool.get_args_parser().parse_args(argv))["int8"]
+    assert report["metric"] == "agreement" and report["agreement_fp32_runtime"] == 100.0
+    assert report["drop"] == pytest.approx(100.0 - report["agreement_int8"])
+    assert (tmp_path / "m-int8.onnx").is_file() and ExportInfo.load(tmp_path / "m-int8.onnx").int8
+    with pytest.raises(ValueError, match="--int8 needs calibration images: pass --calib DIR"):
+        export_tool.main(export_tool.get_args_parser().parse_args(argv[:7] + ["--int8"]))
