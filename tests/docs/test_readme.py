@@ -32,7 +32,13 @@ def test_readme_is_a_front_door_with_examples():
 
 # Examples that export to ONNX (the torch.export-based exporter takes most of a minute) run in `make test` only.
 EXAMPLE_PARAMS = [
-    pytest.param(name, index, code, id=f"{name}-{index}", marks=[pytest.mark.integration] * ("export_onnx(" in code))
+    pytest.param(
+        name,
+        index,
+        code,
+        id=f"{name}-{index}",
+        marks=[pytest.mark.integration] * ("export_onnx(" in code or "export_model(" in code),
+    )
     for name, index, code in EXAMPLES
 ]
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import run_training_tool, tiny_kwargs, tiny_model
+from helpers import FAMILIES, run_training_tool, tiny_kwargs, tiny_model
 from PIL import Image
 
 import densebackbones as db
@@ -61,6 +61,17 @@ def test_peleenet_and_pelee_run_in_executorch_with_dynamic_shapes(tmp_path, name
     assert runtime(torch.randn(8, 3, info.min_size, info.min_size))[0].shape[0] == 8  # the largest batch runs
     if name == "pelee":  # a detector's file returns its default boxes for the input's size
         assert info.outputs == ["loc", "conf", "priors"]
+
+
+@pytest.mark.slow  # five minutes over all families: `make test-all`; PeleeNet and Pelee above run in CI
+@pytest.mark.parametrize("name", sorted(FAMILIES.values()))
+def test_every_family_runs_in_executorch_with_dynamic_shapes(tmp_path, name):
+    model = tiny_model(name, "buffer").eval()
+    _, smallest, typical = input_spec(model)
+    _, info, checks, runnable = _export_and_check(
+        model, tmp_path / f"{name}.pte", "executorch", name, max_size=max(640, 2 * smallest, *typical)
+    )
+    assert runnable == info.min_size == smallest and len(checks) == 3
 
 
 def test_detector_files_return_the_default_boxes_of_each_size(tmp_path):

@@ -133,3 +133,23 @@ def test_export_errors_are_the_models_own_messages(tmp_path):
         export_onnx(model, tmp_path / "a.onnx", torch.randn(2, 3, 16, 16), dynamic_size=True)
     with pytest.raises(ValueError, match="takes inputs of at least 8x8 px"):  # three poolings in this tiny one
         export_onnx(model, tmp_path / "b.onnx", torch.randn(2, 3, 7, 7))
+
+
+@pytest.mark.parametrize("kernel, stride", [(2, 2), (3, 2), (2, 1), (3, 1), (3, 3)])
+def test_explicit_ceil_max_pool_equals_pytorchs_ceil_mode(kernel, stride):
+    # What export writes instead of a ceil-mode MaxPool (OpenVINO read ONNX's differently): the same windows and
+    # values at every size PyTorch pools, odd and even, down to maps smaller than the kernel.
+    from densebackbones.export import ExplicitCeilMaxPool2d
+
+    pool = nn.MaxPool2d(kernel, stride, ceil_mode=True)
+    explicit = ExplicitCeilMaxPool2d(pool)
+    assert ExplicitCeilMaxPool2d.convertible(pool)
+    assert not ExplicitCeilMaxPool2d.convertible(nn.MaxPool2d(kernel, stride, padding=1, ceil_mode=True))
+    for height in range(1, 14):
+        for width in (1, 4, 7, 10):
+            x = torch.randn(2, 3, height, width)
+            try:
+                expected = pool(x)
+            except RuntimeError:  # PyTorch refuses maps smaller than the kernel here: so does the rewrite's user
+                continue
+            assert torch.equal(explicit(x), expected), (height, width)
