@@ -36,7 +36,11 @@ def _export_and_check(model, path, fmt, name, **kwargs):
     return exported, info, checks, smallest
 
 
-@pytest.mark.parametrize("name", db.list_models())
+# One model per family in `make test`; the other registered variants (same code, other sizes) under -m slow.
+REGISTRY = [pytest.param(n, marks=[] if n in FAMILIES.values() else [pytest.mark.slow]) for n in db.list_models()]
+
+
+@pytest.mark.parametrize("name", REGISTRY)
 def test_every_registered_model_exports_with_dynamic_shapes_to_onnxruntime_and_openvino(tmp_path, name):
     """One ONNX file per model, dynamic batch/height/width from the model's min_input_size; onnxruntime at the
     smallest size, an odd non-square one and the typical one, and OpenVINO reading the same file (its CPU plug-in
