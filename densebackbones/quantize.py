@@ -28,7 +28,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from .export import ExportInfo
 
-__all__ = ["QUANTIZERS", "calibration_images", "image_transform", "quantize_file"]
+__all__ = ["QUANTIZERS", "calibration_images", "image_paths", "image_transform", "quantize_file"]
 
 
 def image_transform(
@@ -43,20 +43,29 @@ def image_transform(
     return transforms.Compose(steps)
 
 
-def calibration_images(folder: str | Path, count: int, transform: transforms.Compose) -> list[Tensor]:
-    """The first ``count`` images (sorted paths, searched recursively) of ``folder`` through ``transform``, each a
-    (1, C, H, W) tensor. A folder without images, or unreadable images, are errors naming the folder or file."""
+def image_paths(folder: str | Path, option: str = "--calib") -> list[Path]:
+    """The image files under ``folder`` (sorted, searched recursively); a missing folder or one without images is
+    an error naming ``option`` and the folder (checked before any export work)."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise FileNotFoundError(f"--calib {folder}: not a folder; pass a folder of images like the ones you deploy on")
-    if count < 1:
-        raise ValueError(f"--calib-images {count}: calibrate on at least 1 image (a few hundred is typical)")
+        raise FileNotFoundError(f"{option} {folder}: not a folder; pass a folder of images like the ones you deploy on")
     paths = sorted(p for p in folder.rglob("*") if p.is_file() and p.name.lower().endswith(IMG_EXTENSIONS))
     if not paths:
         raise ValueError(
-            f"--calib {folder} holds no images ({', '.join(IMG_EXTENSIONS[:4])}...): int8 scales are measured on "
-            f"images like the ones you deploy on; point --calib at a folder of them"
+            f"{option} {folder} holds no images ({', '.join(IMG_EXTENSIONS[:4])}...): int8 is measured on images like "
+            f"the ones you deploy on; point {option} at a folder of them"
         )
+    return paths
+
+
+def calibration_images(
+    folder: str | Path, count: int, transform: transforms.Compose, option: str = "--calib"
+) -> list[Tensor]:
+    """The first ``count`` images (:func:`image_paths`) of ``folder`` through ``transform``, each a (1, C, H, W)
+    tensor. A folder without images, or unreadable images, are errors naming the folder or file."""
+    if count < 1:
+        raise ValueError(f"{option}-images {count}: use at least 1 image (a few hundred is typical)")
+    paths = image_paths(folder, option)
     images = []
     for path in paths[:count]:
         try:

@@ -5,13 +5,15 @@ python tools/export.py MODEL_OR_RUN --format onnx|openvino|executorch --output F
     [--num-classes N] [--in-chans C] [--features-only [--out-indices 1 2 3]] [--img-size H [W]]
     [--min-size S] [--max-size S] [--no-fuse] [--rtol R] [--atol A]
     [--int8 --calib DIR --calib-images N] [--val DIR] [--val-images N] [--max-drop POINTS] [--data-root DIR]
+    [--threads N] [--debug]
 
 MODEL_OR_RUN is a registered model name (densebackbones.list_models()) or a finished run's work dir (its
-``config.py``, ``final.safetensors`` and ``meta.json``: the run's model with its weights). The file takes any batch,
-height and width from the model's ``min_input_size`` (or ``--min-size``) to ``--max-size``; a JSON description is
-written beside it (``FILE.json``), which the runtimes use to refuse inputs outside that range. The file is compared
-with PyTorch at three input shapes (the smallest, an odd non-square one, the model's typical size); the relative
-errors are printed and a mismatch names the shape.
+``config.py`` and ``final.safetensors``, and ``final.json`` for its input size and normalisation: the run's model
+with its weights). The file takes a batch of 1 to 1024 images (ExecuTorch: 8) of any height and width from the
+model's ``min_input_size`` (or ``--min-size``) to ``--max-size``; a JSON description is written beside it
+(``FILE.json``, e.g. ``model.onnx.json``), which the runtimes use to refuse inputs outside that range. The file is
+compared with PyTorch at three input shapes (the smallest, an odd non-square one, the model's typical size); the
+relative errors are printed and a mismatch names the shape.
 
 ``--int8`` (OpenVINO: NNCF; ONNX: onnxruntime's static QDQ quantization) calibrates on ``--calib-images`` images of
 ``--calib`` (a run: its training split when ``--calib`` is not given) and writes ``FILE`` with ``-int8`` before its
@@ -37,9 +39,9 @@ import densebackbones as db
 from densebackbones.engine import cli, evaluate_record, init_distributed
 from densebackbones.engine.config import check_config, load_config, merge_defaults
 from densebackbones.engine.trainer import evaluation_loader
-from densebackbones.export import FORMATS, check_shapes, export_model, input_spec
+from densebackbones.export import FORMATS, ExportInfo, check_shapes, export_model, input_spec
 from densebackbones.models.helpers import InputChannelsMismatch, load_checkpoint_into, trained_head_required
-from densebackbones.quantize import calibration_images, image_transform, quantize_file
+from densebackbones.quantize import calibration_images, image_paths, image_transform, quantize_file
 from densebackbones.runtimes import RuntimeModel, compare_with_eager, open_runtime, smallest_runnable_size
 from densebackbones.tasks import ClassificationTask, DetectionTask, SegmentationTask
 
@@ -60,14 +62,14 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--min-size", type=int, help="smallest height and width (default: the model's minimum)")
     parser.add_argument("--max-size", type=int, help="largest height and width (default 8192; ExecuTorch 1024)")
     parser.add_argument("--no-fuse", action="store_true", help="keep BatchNorm layers separate")
-    parser.add_argument("--rtol", type=float, default=1e-4)
+    parser.add_argument("--rtol", type=float, default=1e-4, help="tolerance relative to each value (1e-4)")
     parser.add_argument("--atol", type=float, default=1e-4, help="tolerance, a fraction of the outputs' scale")
     parser.add_argument("--threads", type=int, help="runtime threads (default: PyTorch's)")
     parser.add_argument("--int8", action="store_true", help="also write an int8 file (OpenVINO or ONNX)")
     parser.add_argument("--calib", help="folder of calibration images (default for a run: its training split)")
     parser.add_argument("--calib-images", type=int, default=300, help="calibration images (default 300)")
     parser.add_argument("--val", help="model name: folder of images to measure the int8 agreement on")
-    parser.add_argument("--val-images", type=int, default=500)
+    parser.add_argument("--val-images", type=int, default=500, help="images the int8 agreement is measured on")
     parser.add_argument("--max-drop", type=float, help="fail when int8 loses more than this many points")
     parser.add_argument("--data-root", help="a run's data root, when not where it trained")
     parser.add_argument("--debug", action="store_true", help="full tracebacks on errors")
@@ -220,6 +222,25 @@ def _img_size(args: argparse.Namespace) -> tuple[int, int] | None:
     return (args.img_size[0], args.img_size[-1])
 
 
+def check_int8_options(args: argparse.Namespace, is_run: bool) -> None:
+    """The int8 options' errors, before the export (minutes for big models) rather than after it."""
+    if not args.int8:
+        if args.calib or args.val or args.max_drop is not None:
+            raise ValueError("--calib, --val and --max-drop are int8 options: add --int8")
+        return
+    if args.calib:
+        image_paths(args.calib, "--calib")
+    elif not is_run:
+        raise ValueError("--int8 needs calibration images: pass --calib DIR (images like the ones you deploy on)")
+    if args.val:
+        image_paths(args.val, "--val")
+    elif not is_run and args.max_drop is not None:
+        raise ValueError(
+            "--max-drop for a model name compares int8 with float on --val images: pass --val DIR (a run is "
+            "measured on its evaluation split)"
+        )
+
+
 def int8_path(path: Path) -> Path:
     return path.with_name(f"{path.stem}-int8{path.suffix}")
 
@@ -233,8 +254,10 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             "(the fastest here, docs/deployment.md) or onnx"
         )
     run_dir = Path(args.model)
+    is_run = run_dir.is_dir()
+    check_int8_options(args, is_run)  # before any export work
     record = cfg = None
-    if run_dir.is_dir():
+    if is_run:
         if args.checkpoint or args.num_classes or args.in_chans or args.features_only:
             raise ValueError(f"{run_dir} is a run: its weights, classes and channels are the run's; drop the options")
         record, cfg, _ = run_record(run_dir, args.data_root, training=args.int8 and not args.calib)
@@ -273,8 +296,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     info.save(output)
     for check in info.checks:
         print(f"{runtime.name} vs PyTorch at {tuple(check['shape'])}: max error {check['max_rel_error']:.1e} of scale")
-    print(f"wrote {output} ({info.format}: batch 1..{info.max_batch}, {info.min_size}..{info.max_size} px; "
-          f"outputs {', '.join(info.outputs)})")  # fmt: skip
+    print(f"wrote {output} and {ExportInfo.path_for(output).name} ({info.format}: batch 1..{info.max_batch}, "
+          f"{info.min_size}..{info.max_size} px; outputs named {', '.join(info.outputs)})")  # fmt: skip
     result: dict[str, Any] = {"file": str(output), "checks": info.checks}
     if args.int8:
         if args.calib:
@@ -282,8 +305,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             images = calibration_images(args.calib, args.calib_images, transform)
         elif record is not None:
             images = [image[None] for batch in run_batches(record, args.calib_images, "train") for image in batch]
-        else:
-            raise ValueError("--int8 needs calibration images: pass --calib DIR (images like the ones you deploy on)")
+        else:  # refused by check_int8_options
+            raise AssertionError("no calibration images")
         target = int8_path(output)
         quantize_file(output, target, images)
         print(f"wrote {target} (int8, calibrated on {len(images)} images)")

@@ -212,5 +212,16 @@ def test_export_tool_on_a_model_name_calibrates_on_a_folder_and_measures_agreeme
     assert report["metric"] == "agreement" and report["agreement_fp32_runtime"] == 100.0
     assert report["drop"] == pytest.approx(100.0 - report["agreement_int8"])
     assert (tmp_path / "m-int8.onnx").is_file() and ExportInfo.load(tmp_path / "m-int8.onnx").int8
-    with pytest.raises(ValueError, match="--int8 needs calibration images: pass --calib DIR"):
-        export_tool.main(export_tool.get_args_parser().parse_args(argv[:7] + ["--int8"]))
+    # the int8 options' errors come before the export: no file is written
+    early = [
+        (["--int8"], ValueError, "--int8 needs calibration images: pass --calib DIR"),
+        (["--int8", "--calib", str(tmp_path / "none")], FileNotFoundError, "--calib .*none: not a folder"),
+        (["--int8", "--calib", str(calib), "--max-drop", "1"], ValueError, "--max-drop for a model name .* --val DIR"),
+        (["--int8", "--calib", str(calib), "--val", str(tmp_path)], ValueError, "--val .* holds no images"),
+        (["--max-drop", "1"], ValueError, "int8 options: add --int8"),
+    ]
+    for extra, error, message in early:
+        output = tmp_path / "early.onnx"
+        with pytest.raises(error, match=message):
+            export_tool.main(export_tool.get_args_parser().parse_args([*argv[:4], str(output), *argv[5:7], *extra]))
+        assert not output.exists()
