@@ -213,11 +213,13 @@ def test_export_tool_on_a_model_name_calibrates_on_a_folder_and_measures_agreeme
     assert report["drop"] == pytest.approx(100.0 - report["agreement_int8"])
     assert (tmp_path / "m-int8.onnx").is_file() and ExportInfo.load(tmp_path / "m-int8.onnx").int8
     # the int8 options' errors come before the export: no file is written
+    empty = tmp_path / "empty"
+    empty.mkdir()
     early = [
         (["--int8"], ValueError, "--int8 needs calibration images: pass --calib DIR"),
         (["--int8", "--calib", str(tmp_path / "none")], FileNotFoundError, "--calib .*none: not a folder"),
         (["--int8", "--calib", str(calib), "--max-drop", "1"], ValueError, "--max-drop for a model name .* --val DIR"),
-        (["--int8", "--calib", str(calib), "--val", str(tmp_path)], ValueError, "--val .* holds no images"),
+        (["--int8", "--calib", str(calib), "--val", str(empty)], ValueError, "--val .* holds no images"),
         (["--max-drop", "1"], ValueError, "int8 options: add --int8"),
     ]
     for extra, error, message in early:
