@@ -320,11 +320,9 @@ def export_executorch(
     dynamic_size: bool = True,
     min_size: int = 32,
     max_size: int = 1024,
-    program: Any = None,
 ) -> Path:
-    """An ExecuTorch program (``.pte``) lowered to its XNNPACK backend (CPU, float32 unless ``program`` is a
-    quantized ``torch.export`` program): dynamic batch up to 8 (``EXECUTORCH_MAX_BATCH``) and height and width up
-    to ``max_size`` (XNNPACK plans memory for the upper bound)."""
+    """An ExecuTorch program (``.pte``) lowered to its XNNPACK backend (CPU, float32): dynamic batch up to 8
+    (``EXECUTORCH_MAX_BATCH``) and height and width up to ``max_size`` (XNNPACK plans memory for the upper bound)."""
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import EdgeCompileConfig, to_edge_transform_and_lower
 
@@ -335,17 +333,16 @@ def export_executorch(
         # Size-oblivious shape reasoning: PyTorch's contiguity checks would otherwise guard "this map is not 1 px"
         # and refuse every range whose smallest input has a 1x1 map (DenseNet at 32 px, Pelee at 257).
         with size_oblivious_shapes.patch(backed_size_oblivious=True):
-            if program is None:
-                with torch.no_grad():
-                    program = torch.export.export(
-                        model.eval(),
-                        (example,),
-                        dynamic_shapes=executorch_dynamic_shapes(dynamic_size, min_size, max_size),
-                        strict=False,
-                        # ceil-mode pooling's "the last window starts inside the map" holds for every size, but
-                        # sympy cannot prove it over a range: a run-time assert, as torch.onnx.export makes it
-                        prefer_deferred_runtime_asserts_over_guards=True,
-                    )
+            with torch.no_grad():
+                program = torch.export.export(
+                    model.eval(),
+                    (example,),
+                    dynamic_shapes=executorch_dynamic_shapes(dynamic_size, min_size, max_size),
+                    strict=False,
+                    # ceil-mode pooling's "the last window starts inside the map" holds for every size, but sympy
+                    # cannot prove it over a range: a run-time assert, as torch.onnx.export makes it
+                    prefer_deferred_runtime_asserts_over_guards=True,
+                )
             # The edge dialect's checker refuses the symbolic operators (sym_not) of the range's run-time asserts,
             # which to_executorch then turns into ExecuTorch's own scalar operators: the check is skipped, and every
             # file is compared with eager at three shapes instead (tools/export.py).

@@ -10,7 +10,6 @@ beside the file) with one line naming the file, the shape and the fix, instead o
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -47,6 +46,7 @@ class Runtime:
     """An exported file loaded in its runtime; ``runtime(images)`` returns its outputs as float tensors."""
 
     name = ""
+    format = ""  # tools/export.py's --format of the files it reads
 
     def __init__(self, path: str | Path, threads: int | None = None) -> None:
         self.path = Path(path)
@@ -68,7 +68,7 @@ class Runtime:
 
 
 class OnnxRuntime(Runtime):
-    name = "onnxruntime"
+    name, format = "onnxruntime", "onnx"
 
     def __init__(self, path: str | Path, threads: int | None = None) -> None:
         import onnxruntime
@@ -89,7 +89,7 @@ class OpenVinoRuntime(Runtime):
     them in bfloat16 on CPUs with AMX or AVX512-BF16, which changes logits by about 1 % of their scale (an int8
     model runs its quantized layers in int8 whatever the hint)."""
 
-    name = "openvino"
+    name, format = "openvino", "openvino"
 
     def __init__(self, path: str | Path, threads: int | None = None) -> None:
         import openvino as ov
@@ -106,7 +106,7 @@ class OpenVinoRuntime(Runtime):
 
 
 class ExecuTorchRuntime(Runtime):
-    name = "executorch"
+    name, format = "executorch", "executorch"
 
     def __init__(self, path: str | Path, threads: int | None = None) -> None:
         from executorch.runtime import Runtime as ETRuntime
@@ -128,7 +128,6 @@ def open_runtime(path: str | Path, threads: int | None = None) -> Runtime:
     runtime = RUNTIMES.get(path.suffix)
     if runtime is None:
         raise ValueError(f"{path.name}: no runtime reads *{path.suffix} files; use one of {sorted(RUNTIMES)}")
-    os.environ.setdefault("KMP_WARNINGS", "0")
     return runtime(path, threads)
 
 
@@ -147,20 +146,24 @@ def smallest_runnable_size(runtime: Runtime, in_chans: int, low: int, high: int)
             return " ".join(str(err).split())[-300:]
         return ""
 
-    if not failure(low):
+    below = failure(low)
+    if not below:
         return low, ""
     message = failure(high)
     if message:
-        others = ", ".join(sorted({"onnxruntime": "onnx", "openvino": "openvino", "executorch": "executorch"}[n]
-                                  for n in ("onnxruntime", "openvino", "executorch") if n != runtime.name))  # fmt: skip
+        others = " or ".join(sorted(cls.format for cls in RUNTIMES.values() if cls.format != runtime.format))
         raise ValueError(
             f"{runtime.path.name}: {runtime.name} cannot run the model at {high}x{high} px ({message}); export it "
-            f"with --format {others.replace(', ', ' or ')}"
+            f"with --format {others}"
         )
-    while high - low > 1:  # failure(low) and not failure(high)
+    while high - low > 1:  # low fails (with message ``below``), high runs
         mid = (low + high) // 2
-        low, high = (mid, high) if failure(mid) else (low, mid)
-    return high, failure(low)
+        message = failure(mid)
+        if message:
+            low, below = mid, message
+        else:
+            high = mid
+    return high, below
 
 
 def compare_with_eager(

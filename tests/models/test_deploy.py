@@ -227,3 +227,22 @@ def test_export_tool_on_a_model_name_calibrates_on_a_folder_and_measures_agreeme
         with pytest.raises(error, match=message):
             export_tool.main(export_tool.get_args_parser().parse_args([*argv[:4], str(output), *argv[5:7], *extra]))
         assert not output.exists()
+
+
+def test_smallest_runnable_size_searches_up_and_reports_the_runtimes_message(tmp_path):
+    class FailsBelow20(OpenVinoRuntime):  # a runtime that lacks what PyTorch runs below 20 px
+        def __init__(self) -> None:
+            self.path, self.name, self.calls = tmp_path / "m.xml", "openvino", []
+
+        def _run(self, images):
+            self.calls.append(images.shape[-1])
+            if images.shape[-1] < 20:
+                raise RuntimeError(f"kernel larger than the map at {images.shape[-1]}")
+            return [images]
+
+    runtime = FailsBelow20()
+    assert smallest_runnable_size(runtime, 3, 4, 64) == (20, "kernel larger than the map at 19")
+    assert len(runtime.calls) == len(set(runtime.calls))  # no size is run twice
+    assert smallest_runnable_size(runtime, 3, 32, 64) == (32, "")
+    with pytest.raises(ValueError, match=r"openvino cannot run the model at 10x10 px .*--format executorch or onnx$"):
+        smallest_runnable_size(runtime, 3, 4, 10)
